@@ -1,0 +1,276 @@
+"""Typed, frozen configuration loaded from config.yaml.
+
+Every knob a site changes lives here. `load()` validates the whole file and raises
+ConfigError naming the key, the bad value and what is allowed; unknown keys are
+errors, never silently ignored. Relative paths are resolved against the folder of
+the config file, so a site can keep its config beside its models and spool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range; the message names the key."""
+
+
+def _choice(*allowed: str) -> dict:
+    return {"choices": allowed}
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict:
+    return {"range": (lo, hi)}
+
+
+def _path() -> dict:
+    return {"path": True}
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    enabled: bool = False
+    certificate: Optional[str] = field(default=None, metadata=_path())
+    key: Optional[str] = field(default=None, metadata=_path())
+    ca: Optional[str] = field(default=None, metadata=_path())
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    ae_title: str = field(default="CFIA", metadata={"ae_title": True})
+    host: str = "127.0.0.1"
+    port: int = field(default=11112, metadata=_range(0, 65535))
+    allowed_calling_ae_titles: tuple[str, ...] = ()
+    tls: TLSConfig = TLSConfig()
+    # What to do with a C-STORE of a SOP class that is not a mammogram.
+    other_sop_classes: str = field(default="reject", metadata=_choice("reject", "ignore"))
+    # A study is complete on association release, or after this many quiet seconds.
+    study_quiet_seconds: float = field(default=30.0, metadata=_range(0, None))
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    ae_title: str = field(default="PACS", metadata={"ae_title": True})
+    host: str = "127.0.0.1"
+    port: int = field(default=104, metadata=_range(1, 65535))
+    name: str = "pacs"
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    folder: str = field(default="spool", metadata=_path())
+    max_retries: int = field(default=3, metadata=_range(0, None))
+    # Delay before the first resend to a destination that is down; doubles per try.
+    send_backoff_seconds: float = field(default=5.0, metadata=_range(0, None))
+    send_backoff_max_seconds: float = field(default=300.0, metadata=_range(0, None))
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    count: int = field(default=1, metadata=_range(1, 64))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    # torchscript: a TorchScript file; monai_bundle: a bundle folder;
+    # monai_network: a monai.networks.nets class name + a state dict file.
+    kind: str = field(default="torchscript", metadata=_choice("torchscript", "monai_bundle", "monai_network"))
+    path: str = field(default="models/classifier.ts", metadata=_path())
+    network: Optional[str] = None
+    network_args: dict = field(default_factory=dict)
+    class_index: int = field(default=1, metadata=_range(0, None))
+    input_size: tuple[int, int] = (256, 208)
+    # What the network returns: probabilities already, or logits (softmax/sigmoid applied by cfia).
+    output: str = field(default="logits", metadata=_choice("logits", "probabilities"))
+
+
+@dataclass(frozen=True)
+class InpainterConfig:
+    kind: str = field(default="learned", metadata=_choice("learned", "telea", "navier_stokes"))
+    path: str = field(default="models/inpainter.pt", metadata=_path())
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    classifier: ClassifierConfig = ClassifierConfig()
+    inpainter: InpainterConfig = InpainterConfig()
+
+
+@dataclass(frozen=True)
+class ExplainerConfig:
+    method: str = field(default="cf", metadata=_choice("cf", "blur", "gradcam", "occlusion", "ig"))
+    device: str = field(default="cpu", metadata=_choice("cpu", "cuda", "auto"))
+    objective: str = field(default="deletion", metadata=_choice("deletion", "preservation", "map_quality"))
+    area_mode: str = field(default="penalty", metadata=_choice("penalty", "target"))
+    area_weight: float = field(default=2.0, metadata=_range(0, None))
+    target_area: float = field(default=0.05, metadata=_range(0, 1))
+    tv_weight: float = field(default=0.3, metadata=_range(0, None))
+    mask_scale: int = field(default=8, metadata=_range(1, 64))
+    max_passes: int = field(default=50, metadata=_range(1, 10000))
+    learning_rate: float = field(default=0.1, metadata=_range(0, None))
+    seed: int = 0
+    region_threshold: float = field(default=0.5, metadata=_range(0, 1))
+    min_region_pixels: int = field(default=16, metadata=_range(0, None))
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    fractional_seg: bool = True
+    binary_seg: bool = True
+    parametric_map: bool = True
+    sr: bool = True
+    gsps: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: str = field(default="text", metadata=_choice("text", "json"))
+    level: str = field(default="INFO", metadata=_choice("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=_range(0, 65535))
+
+
+@dataclass(frozen=True)
+class Config:
+    listener: ListenerConfig = ListenerConfig()
+    destinations: tuple[DestinationConfig, ...] = ()
+    # Calling AE title -> where to send its results ("back to the sender").
+    return_to_sender: dict = field(default_factory=dict)
+    spool: SpoolConfig = SpoolConfig()
+    workers: WorkersConfig = WorkersConfig()
+    models: ModelsConfig = ModelsConfig()
+    explainer: ExplainerConfig = ExplainerConfig()
+    outputs: OutputsConfig = OutputsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    http: HttpConfig = HttpConfig()
+
+
+SECRET_KEYS = {"password", "passphrase"}
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError naming the bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return from_dict(raw, base=path.parent)
+
+
+def from_dict(raw: Any, base: Path = Path(".")) -> Config:
+    cfg = _build(Config, raw, "", base)
+    _check_return_to_sender(cfg.return_to_sender)
+    return cfg
+
+
+def _check_return_to_sender(table: dict) -> None:
+    for ae, dest in table.items():
+        where = f"return_to_sender.{ae}"
+        if not isinstance(dest, dict):
+            raise ConfigError(f"{where}: expected a mapping with host and port, got {dest!r}")
+        _build(DestinationConfig, dest, where + ".", Path("."))
+
+
+def _build(cls: type, raw: Any, prefix: str, base: Path):
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]}; allowed keys in {where}: {', '.join(fields)}"
+        )
+    values = {
+        name: _convert(hints[name], raw[name], f"{prefix}{name}", fields[name].metadata, base)
+        for name in raw
+    }
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str, meta: Any, base: Path) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(args[0], value, key, meta, base)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", base)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]", {}, base) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, f"{key}[{i}]", {}, base) for i, (a, v) in enumerate(zip(args, value)))
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    return _scalar(hint, value, key, meta, base)
+
+
+def _scalar(hint: Any, value: Any, key: str, meta: Any, base: Path) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or (hint is int and not float(value).is_integer()):
+            raise ConfigError(f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
+        value = hint(value)
+        lo, hi = meta.get("range", (None, None))
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{key}: {value!r} is out of range; allowed: {_describe_range(lo, hi)}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(meta['choices'])}")
+        if meta.get("ae_title") and not (0 < len(value.strip()) <= 16 and value.isascii() and "\\" not in value):
+            raise ConfigError(f"{key}: {value!r} is not a valid AE title; allowed: 1-16 ASCII characters, no backslash")
+        if meta.get("path"):
+            return str((base / value).resolve()) if not Path(value).is_absolute() else value
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # a schema bug, not a user error
+
+
+def _describe_range(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"{lo} to {hi}"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
+
+
+def to_dict(cfg: Any, hide_secrets: bool = True) -> Any:
+    """The effective config as plain data, for `cfia config show` and the start-up log."""
+    if dataclasses.is_dataclass(cfg):
+        out = {}
+        for f in dataclasses.fields(cfg):
+            value = to_dict(getattr(cfg, f.name), hide_secrets)
+            if hide_secrets and f.name in SECRET_KEYS and value:
+                value = "<hidden>"
+            out[f.name] = value
+        return out
+    if isinstance(cfg, tuple):
+        return [to_dict(v, hide_secrets) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v, hide_secrets) for k, v in cfg.items()}
+    return cfg
