@@ -1,0 +1,75 @@
+"""config.yaml: the shipped file loads; bad values stop with a message naming the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cfia import config
+from cfia.cli import DEFAULT_CONFIG, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_config_loads_and_resolves_paths_against_its_folder():
+    cfg = config.load(DEFAULT_CONFIG)
+    assert cfg.listener.ae_title == "CFIA"
+    assert cfg.models.classifier.path == str(ROOT / "models" / "classifier.ts")
+    assert cfg.spool.folder == str(ROOT / "spool")
+
+
+def test_config_objects_are_frozen():
+    cfg = config.from_dict({})
+    with pytest.raises(Exception):
+        cfg.listener.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"listener": {"port": 70000}}, "listener.port: 70000 is out of range; allowed: 0 to 65535"),
+    ({"listener": {"port": "x"}}, "listener.port: expected an integer, got 'x'"),
+    ({"explainer": {"method": "magic"}}, "explainer.method: 'magic' is not allowed; allowed: cf, blur"),
+    ({"listener": {"colour": 1}}, "unknown key listener.colour"),
+    ({"bogus": 1}, "unknown key bogus"),
+    ({"listener": {"ae_title": "A" * 17}}, "listener.ae_title: 'AAAAAAAAAAAAAAAAA' is not a valid AE title"),
+    ({"destinations": [{"host": "h", "port": 0}]}, "destinations[0].port: 0 is out of range"),
+    ({"outputs": {"sr": "yes"}}, "outputs.sr: expected true or false, got 'yes'"),
+    ({"return_to_sender": {"WS1": {"port": 99999}}}, "return_to_sender.WS1.port: 99999 is out of range"),
+    ({"models": {"classifier": {"input_size": [256]}}}, "models.classifier.input_size: expected 2 values"),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
+    with pytest.raises(config.ConfigError) as err:
+        config.from_dict(raw)
+    assert message in str(err.value)
+
+
+def test_cli_exits_2_without_traceback_on_a_bad_config(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text(yaml.safe_dump({"workers": {"count": 0}}))
+    out = subprocess.run([sys.executable, "-m", "cfia.cli", "config", "show", "--config", str(bad)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert "workers.count: 0 is out of range; allowed: 1 to 64" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unreadable_or_invalid_yaml_is_a_config_error(tmp_path):
+    with pytest.raises(config.ConfigError, match="cannot read config file"):
+        config.load(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("listener: [unclosed")
+    with pytest.raises(config.ConfigError, match="not valid YAML"):
+        config.load(tmp_path / "bad.yaml")
+
+
+def test_config_show_prints_the_effective_config(capsys):
+    assert main(["config", "show"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["listener"]["port"] == 11112 and shown["outputs"]["gsps"] is True
+
+
+def test_every_subcommand_has_help():
+    for args in (["--help"], ["phantom", "--help"], ["config", "show", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "cfia.cli", *args], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0 and "usage: cfia" in out.stdout

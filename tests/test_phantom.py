@@ -1,0 +1,143 @@
+"""The synthetic mammograms: valid DICOM, realistic texture, honest lesions and masks."""
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import numpy as np
+import pydicom
+import pytest
+from scipy import ndimage
+
+from cfia.cli import main
+from phantom.generate import MANIFEST_COLUMNS, PhantomOptions, make_one, write_dataset
+from phantom.texture import power_law_noise, spectral_slope
+from tests.conftest import dciodvfy_errors
+
+
+def _manifest(folder):
+    with (folder / "manifest.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_manifest_lists_every_image_with_its_mask(phantom_dir):
+    rows = _manifest(phantom_dir)
+    assert tuple(rows[0].keys()) == MANIFEST_COLUMNS
+    assert len(rows) == 8
+    assert {r["label"] for r in rows} == {"0", "1"}
+    for r in rows:
+        ds = pydicom.dcmread(phantom_dir / r["file"])
+        assert ds.ImageLaterality == r["laterality"] and ds.ViewPosition == r["view"]
+        if r["label"] == "1":
+            mask = np.load(phantom_dir / r["mask"])
+            assert mask.dtype == bool and mask.shape == (ds.Rows, ds.Columns) and mask.any()
+        else:
+            assert r["mask"] == ""
+
+
+def test_files_are_mg_dicom_that_dciodvfy_accepts(phantom_dir):
+    for r in _manifest(phantom_dir)[:3]:
+        path = phantom_dir / r["file"]
+        ds = pydicom.dcmread(path)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.2" and ds.Modality == "MG"
+        assert 12 <= ds.BitsStored <= 16 and "ImagerPixelSpacing" in ds
+        assert dciodvfy_errors(path) == []
+
+
+@pytest.mark.parametrize("flags", [
+    ["--for-processing"],
+    ["--photometric", "MONOCHROME1", "--bits", "16"],
+    ["--frame-of-reference", "--pixel-spacing", "--bits", "14"],
+])
+def test_variants_are_valid(tmp_path, flags):
+    assert main(["phantom", "--out", str(tmp_path), "--count", "1", "--size", "256x208", "--quiet", *flags]) == 0
+    ds = pydicom.dcmread(tmp_path / "img00000.dcm")
+    assert dciodvfy_errors(tmp_path / "img00000.dcm") == []
+    if "--for-processing" in flags:
+        assert ds.SOPClassUID.endswith(".1.2.1") and ds.PresentationIntentType == "FOR PROCESSING"
+    if "MONOCHROME1" in flags:
+        assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.PresentationLUTShape == "INVERSE"
+
+
+def test_same_seed_same_bytes_other_seed_other_image(tmp_path):
+    opts = PhantomOptions(size=(256, 208))
+    digests = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        write_dataset(tmp_path / name, 2, seed, opts)
+        digests.append([hashlib.sha256((tmp_path / name / f).read_bytes()).hexdigest()
+                        for f in ("img00000.dcm", "img00001.dcm")])
+    assert digests[0] == digests[1]
+    assert digests[0][0] != digests[2][0]
+
+
+def test_power_law_noise_has_the_requested_slope():
+    field = power_law_noise((512, 512), 3.0, np.random.default_rng(0))
+    assert abs(spectral_slope(field[128:384, 128:384]) - 3.0) < 0.35
+
+
+def _tissue_patch(mg, half=96):
+    """The square patch of breast tissue farthest from the skin line."""
+    pad = 4 * half
+    depth = ndimage.distance_transform_edt(np.pad(mg.breast, pad, mode="edge"))[pad:-pad, pad:-pad]
+    r, c = np.unravel_index(np.argmax(depth), depth.shape)
+    r = int(np.clip(r, half, mg.breast.shape[0] - half))
+    c = int(np.clip(c, half, mg.breast.shape[1] - half))
+    sl = (slice(r - half, r + half), slice(c - half, c + half))
+    assert mg.breast[sl].mean() > 0.98
+    return mg.pixels[sl].astype(np.float64)
+
+
+def test_tissue_spectrum_follows_mammographic_power_law():
+    """beta measured on the final image (detrended tissue patch) lies in [2.5, 3.5]."""
+    opts = PhantomOptions(size=(1024, 832), positive_fraction=0.0)
+    slopes = [spectral_slope(_tissue_patch(make_one(11, i, opts))) for i in range(6)]
+    assert all(2.5 <= s <= 3.5 for s in slopes), slopes
+
+
+def test_masks_lie_inside_the_breast_and_lesions_stand_out():
+    opts = PhantomOptions(size=(512, 416), positive_fraction=1.0)
+    for i in range(10):
+        mg = make_one(21, i, opts)
+        assert mg.mask.any() and mg.breast[mg.mask].all()
+        labels, _ = ndimage.label(mg.mask)
+        px = mg.pixels.astype(float)
+        tissue_std = px[mg.breast & ~ndimage.binary_dilation(mg.mask, iterations=10)].std()
+        for kind, row, col, _ in mg.lesions:
+            lesion = labels == labels[row, col] if labels[row, col] else mg.mask
+            ring = ndimage.binary_dilation(lesion, iterations=8) & ~ndimage.binary_dilation(lesion, iterations=3)
+            ring &= mg.breast
+            # Lesions add attenuation: brighter than their surroundings.
+            stat = np.percentile(px[lesion], 99) if kind == "calcifications" else px[lesion].mean()
+            assert stat > px[ring].mean(), (i, kind)
+            # ... yet a mass's contrast is of the order of the tissue's own
+            # fluctuation, so finding it takes more than a brightness threshold.
+            if kind != "calcifications":
+                assert px[lesion].mean() - px[ring].mean() < 1.5 * tissue_std, (i, kind)
+
+
+def test_all_lesion_kinds_and_both_views_and_lateralities_occur():
+    opts = PhantomOptions(size=(256, 208), positive_fraction=1.0)
+    mgs = [make_one(5, i, opts) for i in range(24)]
+    assert {k for mg in mgs for k, *_ in mg.lesions} == {"circumscribed", "spiculated", "calcifications"}
+    assert {mg.view for mg in mgs} == {"CC", "MLO"} and {mg.laterality for mg in mgs} == {"L", "R"}
+
+
+def test_right_breasts_have_the_chest_wall_on_the_right():
+    opts = PhantomOptions(size=(256, 208), positive_fraction=0.0)
+    for i in range(8):
+        mg = make_one(9, i, opts)
+        col_fill = mg.breast.mean(axis=0)
+        assert (col_fill[-1] > col_fill[0]) == (mg.laterality == "R")
+
+
+def test_full_size_mammogram(tmp_path):
+    assert main(["phantom", "--out", str(tmp_path), "--count", "1", "--size", "4096x3328",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    ds = pydicom.dcmread(tmp_path / "img00000.dcm")
+    assert (ds.Rows, ds.Columns) == (4096, 3328)
+    assert np.load(tmp_path / "masks" / "img00000.npy").shape == (4096, 3328)
+
+
+def test_bad_size_is_a_clear_usage_error(tmp_path, capsys):
+    assert main(["phantom", "--out", str(tmp_path), "--size", "8192x100"]) == 2
+    assert "8192x100 is out of range" in capsys.readouterr().err
