@@ -15,8 +15,10 @@ install-test: system-deps install
 	$(PIP) install -q -e '.[test]'
 
 # dciodvfy, storescu/storescp/echoscu and Orthanc for the tests (Debian packages).
+# dcmtk is checked by path: pynetdicom installs its own storescu/storescp scripts,
+# which shadow dcmtk's on PATH.
 system-deps:
-	@if command -v dciodvfy >/dev/null && command -v storescp >/dev/null && command -v Orthanc >/dev/null; then \
+	@if [ -x /usr/bin/dciodvfy ] && [ -x /usr/bin/storescp ] && [ -x /usr/sbin/Orthanc ]; then \
 		echo "system packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \

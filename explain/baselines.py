@@ -1,0 +1,122 @@
+"""Baselines behind the same interface as CounterfactualExplainer.
+
+Each is configured in __init__ and applied in __call__(x, breast) -> MaskResult,
+with the map normalised to [0,1] in the input grid. `passes` counts classifier
+passes (forward+backward for gradient methods, forward only for occlusion).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from monai.visualize import GradCAM, OcclusionSensitivity
+
+from .counterfactual import MaskResult, ScoreFn
+
+
+def _normalise(m: torch.Tensor, breast: Optional[torch.Tensor]) -> torch.Tensor:
+    m = m.detach().float().clamp(min=0)
+    if breast is not None:
+        m = m * breast[0, 0]
+    top = m.max()
+    return m / top if top > 0 else m
+
+
+class _ScoreModule(nn.Module):
+    """Wraps a score function as a module with one output (for monai.visualize)."""
+
+    def __init__(self, score_fn: ScoreFn):
+        super().__init__()
+        self.score_fn = score_fn
+
+    def forward(self, x):
+        return self.score_fn(x)[:, None]
+
+
+def _hook_state(model: nn.Module, layer: str) -> tuple[nn.Module, dict, dict, dict]:
+    module = dict(model.named_modules())[layer]
+    return module, dict(module._forward_hooks), dict(module._backward_hooks), dict(module.__dict__)
+
+
+def _restore_hooks(state: tuple[nn.Module, dict, dict, dict]) -> None:
+    """Undo what monai.visualize's ModelWithHooks (MONAI 1.6) leaves on the target layer.
+
+    It registers forward and full-backward hooks without keeping their handles (so
+    they can never be removed) and turns `inplace` off; each GradCAM built on the
+    same model stacks more hooks. We put the layer's hook tables and attributes back.
+    """
+    module, forward, backward, attrs = state
+    for table, saved in ((module._forward_hooks, forward), (module._backward_hooks, backward)):
+        for key in list(table):
+            if key not in saved:
+                del table[key]
+    if "inplace" in attrs:
+        module.inplace = attrs["inplace"]
+    if not backward:
+        module._is_full_backward_hook = attrs.get("_is_full_backward_hook")
+
+
+class GradCAMExplainer:
+    """Grad-CAM (monai.visualize.GradCAM) on `target_layer` of `model` for `class_index`."""
+
+    def __init__(self, model: nn.Module, target_layer: str, class_index: int, score_fn: ScoreFn):
+        self.model, self.target_layer, self.class_index, self.score_fn = model, target_layer, class_index, score_fn
+
+    def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
+        start = time.perf_counter()
+        was_training = self.model.training
+        saved = _hook_state(self.model, self.target_layer)
+        try:
+            # MONAI's default post-processing returns 1 - normalised CAM (high = not
+            # salient); take the raw CAM and normalise it like every other method.
+            cam = GradCAM(nn_module=self.model, target_layers=self.target_layer, postprocessing=lambda v: v)
+            m = cam(x, class_idx=self.class_index)[0, 0]
+        finally:
+            _restore_hooks(saved)
+            self.model.train(was_training)
+        with torch.no_grad():
+            score = float(self.score_fn(x)[0])
+        return MaskResult(_normalise(m, breast), score, float("nan"), 1, time.perf_counter() - start)
+
+
+class OcclusionExplainer:
+    """Occlusion sensitivity (monai.visualize.OcclusionSensitivity): score drop under a sliding patch."""
+
+    def __init__(self, score_fn: ScoreFn, mask_size: int = 24, overlap: float = 0.5, batch: int = 16):
+        self.score_fn, self.mask_size, self.overlap, self.batch = score_fn, mask_size, overlap, batch
+
+    def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
+        start = time.perf_counter()
+        module = _ScoreModule(self.score_fn)
+        occ = OcclusionSensitivity(module, mask_size=self.mask_size, overlap=self.overlap,
+                                   n_batch=self.batch, mode="mean_img", verbose=False)
+        with torch.no_grad():
+            score = float(self.score_fn(x)[0])
+            occ_map, _ = occ(x)
+        drop = score - occ_map[0, 0]   # high where occluding lowers the score
+        stride = max(1, int(self.mask_size * (1 - self.overlap)))
+        passes = (x.shape[-2] // stride + 1) * (x.shape[-1] // stride + 1)
+        return MaskResult(_normalise(drop, breast), score, float("nan"), passes, time.perf_counter() - start)
+
+
+class IntegratedGradientsExplainer:
+    """Integrated gradients (Sundararajan et al. 2017) from a baseline image (default black)."""
+
+    def __init__(self, score_fn: ScoreFn, steps: int = 32, baseline: float = 0.0):
+        self.score_fn, self.steps, self.baseline = score_fn, steps, baseline
+
+    def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
+        start = time.perf_counter()
+        base = torch.full_like(x, self.baseline)
+        total = torch.zeros_like(x)
+        for k in range(1, self.steps + 1):
+            xi = (base + (k / self.steps) * (x - base)).requires_grad_(True)
+            grad, = torch.autograd.grad(self.score_fn(xi).sum(), xi)
+            total += grad
+        attribution = ((x - base) * total / self.steps)[0, 0]
+        with torch.no_grad():
+            score = float(self.score_fn(x)[0])
+        return MaskResult(_normalise(attribution, breast), score, float("nan"), self.steps,
+                          time.perf_counter() - start)

@@ -1,0 +1,72 @@
+"""Localisation metrics of a saliency map against a ground-truth lesion mask.
+
+All functions take numpy arrays on the same grid: saliency (float), lesion (bool),
+region (bool, the thresholded salient region).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def pointing_game(saliency: np.ndarray, lesion: np.ndarray, tolerance_px: int = 3) -> bool:
+    """Hit if the saliency maximum lies inside the lesion grown by `tolerance_px`."""
+    grown = ndimage.binary_dilation(lesion, iterations=tolerance_px) if tolerance_px else lesion
+    peak = np.unravel_index(np.argmax(saliency), saliency.shape)
+    return bool(grown[peak])
+
+
+def energy_inside(saliency: np.ndarray, lesion: np.ndarray) -> float:
+    """Fraction of the saliency's sum that falls inside the lesion."""
+    total = float(np.clip(saliency, 0, None).sum())
+    return float(np.clip(saliency, 0, None)[lesion].sum()) / total if total > 0 else 0.0
+
+
+def iou(region: np.ndarray, lesion: np.ndarray) -> float:
+    union = np.logical_or(region, lesion).sum()
+    return float(np.logical_and(region, lesion).sum()) / union if union else 0.0
+
+
+def pixel_average_precision(saliency: np.ndarray, lesion: np.ndarray) -> float:
+    """Area under the pixel-wise precision-recall curve (average precision)."""
+    positives = int(lesion.sum())
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-saliency.ravel(), kind="stable")
+    hits = lesion.ravel()[order]
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, hits.size + 1)
+    return float((precision * hits).sum() / positives)
+
+
+def mean_boundary_distance(region: np.ndarray, lesion: np.ndarray, spacing: float = 1.0) -> float:
+    """Symmetric mean distance between the boundaries of region and lesion (inf if region is empty)."""
+    if not region.any() or not lesion.any():
+        return float("inf")
+    edge_r = region & ~ndimage.binary_erosion(region)
+    edge_l = lesion & ~ndimage.binary_erosion(lesion)
+    to_l = ndimage.distance_transform_edt(~edge_l, sampling=spacing)
+    to_r = ndimage.distance_transform_edt(~edge_r, sampling=spacing)
+    return float((to_l[edge_r].mean() + to_r[edge_l].mean()) / 2)
+
+
+def salient_region(saliency: np.ndarray, threshold: float, min_pixels: int) -> np.ndarray:
+    """Saliency above threshold, without connected components smaller than min_pixels."""
+    region = saliency > threshold
+    labels, n = ndimage.label(region)
+    if n == 0:
+        return region
+    sizes = ndimage.sum(region, labels, index=np.arange(1, n + 1))
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = sizes >= min_pixels
+    return keep[labels]
+
+
+def all_metrics(saliency, lesion, region, tolerance_px=3, spacing=1.0) -> dict:
+    return {
+        "pointing_game": pointing_game(saliency, lesion, tolerance_px),
+        "energy_inside": energy_inside(saliency, lesion),
+        "iou": iou(region, lesion),
+        "pixel_ap": pixel_average_precision(saliency, lesion),
+        "boundary_distance": mean_boundary_distance(region, lesion, spacing),
+    }

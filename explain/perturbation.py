@@ -1,0 +1,112 @@
+"""Perturbations: what a masked pixel is replaced with.
+
+Φ(x, M) = (1 − M)·x + M·C, where C is a counterfactual image. For the method, C is
+healthy tissue inpainted from each pixel's neighbourhood; for the Fong & Vedaldi
+baseline, a blurred copy of x. Inpainting every optimiser step costs an inpainter
+pass per step, so C is built once by tiles (every pixel filled from context that
+lies outside its own tile) and, optionally, refreshed on a schedule with the
+current region as the hole, so the fill is conditioned on the region's true border.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# An inpainter takes (image, hole) tensors of shape (B,1,H,W), hole 1 = fill.
+Inpainter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def tile_holes(shape: tuple[int, int], tile: int) -> list[torch.Tensor]:
+    """Four hole patterns on a grid of period 2*tile; together they cover every pixel.
+
+    In each pattern a hole has its four neighbouring tiles as context, which keeps a
+    hole's share of the image near a quarter (inside what the inpainter trained on).
+    """
+    rows, cols = shape
+    r = torch.arange(rows)[:, None] // tile
+    c = torch.arange(cols)[None, :] // tile
+    return [(((r + dr) % 2 == 0) & ((c + dc) % 2 == 0)).float()[None, None]
+            for dr in (0, 1) for dc in (0, 1)]
+
+
+def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int) -> torch.Tensor:
+    """C: every pixel of x replaced by the inpainter's fill of the tile around it."""
+    out = torch.empty_like(x)
+    with torch.no_grad():
+        for hole in tile_holes(x.shape[-2:], tile):
+            hole = hole.to(x)
+            out = torch.where(hole.bool(), inpainter(x, hole), out)
+    return out
+
+
+def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur with reflect padding (Fong & Vedaldi's blur perturbation)."""
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    pad = F.pad(x, (radius, radius, 0, 0), mode="reflect") if radius < x.shape[-1] else x
+    y = F.conv2d(pad, k.view(1, 1, 1, -1))
+    pad = F.pad(y, (0, 0, radius, radius), mode="reflect") if radius < x.shape[-2] else y
+    return F.conv2d(pad, k.view(1, 1, -1, 1))
+
+
+class InpaintPerturbation:
+    """Replace masked pixels by inpainted healthy tissue.
+
+    Args:
+        inpainter: fills holes from their neighbourhood (learned or classical).
+        tile: hole size, in input pixels, of the initial tiled counterfactual;
+            about the size of the largest lesion the classifier sees.
+        refresh_every: re-inpaint with the current region as the hole every this
+            many optimiser steps (0 = never).
+        refresh_threshold: mask value above which a pixel belongs to that hole.
+    """
+
+    def __init__(self, inpainter: Inpainter, tile: int = 32, refresh_every: int = 0,
+                 refresh_threshold: float = 0.5):
+        self.inpainter = inpainter
+        self.tile = tile
+        self.refresh_every = refresh_every
+        self.refresh_threshold = refresh_threshold
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return tiled_counterfactual(x, self.inpainter, self.tile)
+
+    def refresh(self, x: torch.Tensor, mask: torch.Tensor, current: torch.Tensor, step: int) -> torch.Tensor:
+        if not self.refresh_every or step == 0 or step % self.refresh_every:
+            return current
+        return self.fill_region(x, mask > self.refresh_threshold, current)
+
+    def fill_region(self, x: torch.Tensor, region: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """Inpaint exactly `region` (bool, (1,1,H,W)), keeping `current` elsewhere."""
+        if not region.any():
+            return current
+        hole = F.max_pool2d(region.float(), 5, stride=1, padding=2)  # a small margin of context
+        with torch.no_grad():
+            filled = self.inpainter(x, hole)
+        return torch.where(hole.bool(), filled, current)
+
+
+class BlurPerturbation:
+    """Fong & Vedaldi (2017): masked pixels are replaced by a blurred copy of x."""
+
+    def __init__(self, sigma: float = 10.0):
+        self.sigma = sigma
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return blurred(x, self.sigma)
+
+    def refresh(self, x, mask, current, step):
+        return current
+
+    def fill_region(self, x, region, current):
+        return current
+
+
+def apply(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor) -> torch.Tensor:
+    """Φ(x, M) = (1 − M)·x + M·C."""
+    return (1.0 - mask) * x + mask * counterfactual

@@ -1,0 +1,150 @@
+"""The explainer and its baselines on a planted lesion that a known detector sees."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from explain import metrics
+from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
+from explain.counterfactual import CounterfactualExplainer
+from explain.perturbation import BlurPerturbation, InpaintPerturbation, blurred, tile_holes
+
+SIZE = (96, 80)
+LESION = (40, 50, 5)  # row, col, radius
+
+
+class BlobDetector(nn.Module):
+    """A centre-surround (difference of Gaussians) filter, max-pooled: sees bright blobs."""
+
+    def __init__(self):
+        super().__init__()
+        t = torch.arange(-7, 8, dtype=torch.float32)
+        g = lambda s: torch.exp(-0.5 * (t / s) ** 2) / (s * (2 * torch.pi) ** 0.5)  # noqa: E731
+        kernel = torch.outer(g(2.5), g(2.5)) - torch.outer(g(5.0), g(5.0))
+        kernel = kernel - kernel.mean()  # zero response to flat tissue
+        self.features = nn.Conv2d(1, 1, 15, padding=7, padding_mode="reflect", bias=False)
+        self.features.weight.data[:] = kernel / kernel.abs().sum()
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        v = F.adaptive_max_pool2d(self.act(self.features(x)), 1).flatten(1)
+        return torch.cat([torch.zeros_like(v), 200.0 * (v - 0.03)], dim=1)
+
+
+def score_fn(model):
+    return lambda x: torch.softmax(model(x), dim=1)[:, 1]
+
+
+def mean_fill(image, hole):
+    """Normalised-convolution fill: the hole gets the Gaussian-weighted mean of its surroundings."""
+    keep = 1.0 - hole
+    num, den = blurred(image * keep, 6.0), blurred(keep, 6.0).clamp(min=1e-6)
+    return keep * image + hole * num / den
+
+
+@pytest.fixture
+def planted():
+    rng = np.random.default_rng(0)
+    bg = 0.5 + 0.02 * rng.standard_normal(SIZE)
+    r, c, rad = LESION
+    yy, xx = np.mgrid[: SIZE[0], : SIZE[1]]
+    lesion = (yy - r) ** 2 + (xx - c) ** 2 <= rad**2
+    img = bg + 0.25 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * (rad / 1.5) ** 2))
+    return torch.tensor(img, dtype=torch.float32)[None, None], lesion
+
+
+def test_detector_sees_the_planted_lesion(planted):
+    x, _ = planted
+    model = BlobDetector()
+    s = score_fn(model)
+    assert s(x)[0] > 0.9
+    assert s(torch.full_like(x, 0.5))[0] < 0.1
+
+
+@pytest.mark.parametrize("objective", ["deletion", "preservation", "map_quality"])
+def test_counterfactual_finds_the_planted_lesion(planted, objective):
+    x, lesion = planted
+    s = score_fn(BlobDetector())
+    explainer = CounterfactualExplainer(s, InpaintPerturbation(mean_fill, tile=16), objective=objective,
+                                        mask_scale=4, max_passes=40, learning_rate=0.2, area_weight=1.0)
+    result = explainer(x)
+    saliency = result.mask.numpy()
+    assert metrics.pointing_game(saliency, lesion, tolerance_px=2)
+    assert metrics.energy_inside(saliency, lesion) > 3 * lesion.mean()
+    assert result.passes <= 40
+    if objective == "deletion":
+        assert result.score_after < 0.5 < result.score
+
+
+def test_blur_perturbation_uses_the_same_optimiser(planted):
+    x, lesion = planted
+    explainer = CounterfactualExplainer(score_fn(BlobDetector()), BlurPerturbation(sigma=6.0), mask_scale=4,
+                                        max_passes=60, learning_rate=0.2, area_weight=1.0)
+    assert metrics.pointing_game(explainer(x).mask.numpy(), lesion, tolerance_px=2)
+
+
+def test_explainer_is_deterministic_and_stops_early(planted):
+    x, _ = planted
+    make = lambda: CounterfactualExplainer(score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16),  # noqa: E731
+                                           mask_scale=4, max_passes=100, learning_rate=0.2, tolerance=1e-3)
+    a, b = make()(x), make()(x)
+    assert torch.equal(a.mask, b.mask)
+    assert a.passes == b.passes < 100
+
+
+def test_breast_mask_confines_the_saliency(planted):
+    x, _ = planted
+    breast = torch.zeros_like(x)
+    breast[..., :, :40] = 1.0
+    result = CounterfactualExplainer(score_fn(BlobDetector()), BlurPerturbation(6.0), mask_scale=4,
+                                     max_passes=10)(x, breast)
+    assert result.mask[:, 40:].abs().max() == 0
+
+
+def test_tile_holes_cover_every_pixel_once():
+    total = sum(tile_holes((50, 37), 8))
+    assert torch.equal(total, torch.ones_like(total))
+
+
+def test_gradcam_restores_the_model(planted):
+    x, lesion = planted
+    model = BlobDetector()
+    before = (dict(model.act._forward_hooks), dict(model.act._backward_hooks), model.training)
+    result = GradCAMExplainer(model, "act", 1, score_fn(model))(x)
+    assert (dict(model.act._forward_hooks), dict(model.act._backward_hooks), model.training) == before
+    assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=2)
+
+
+@pytest.mark.parametrize("make", [lambda s: OcclusionExplainer(s, mask_size=12),
+                                  lambda s: IntegratedGradientsExplainer(s, steps=16)])
+def test_baselines_point_at_the_lesion(planted, make):
+    x, lesion = planted
+    result = make(score_fn(BlobDetector()))(x)
+    assert 0.0 <= float(result.mask.min()) and float(result.mask.max()) == pytest.approx(1.0)
+    assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=3)
+
+
+def test_metrics_on_known_cases():
+    lesion = np.zeros((20, 20), bool)
+    lesion[5:10, 5:10] = True
+    perfect = lesion.astype(float)
+    assert metrics.pointing_game(perfect, lesion) and metrics.energy_inside(perfect, lesion) == 1.0
+    assert metrics.iou(lesion, lesion) == 1.0 and metrics.pixel_average_precision(perfect, lesion) == 1.0
+    assert metrics.mean_boundary_distance(lesion, lesion) == 0.0
+    shifted = np.roll(lesion, 10, axis=1)
+    # Edge pixels of the shifted square lie 6 to 10 px from the lesion edge: mean 128 / 16 = 8.
+    assert metrics.iou(shifted, lesion) == 0.0 and metrics.mean_boundary_distance(shifted, lesion) == 8.0
+    assert not metrics.pointing_game(shifted.astype(float), lesion, tolerance_px=2)
+    region = metrics.salient_region(np.where(lesion, 0.9, 0.0) + np.eye(20) * 0.0, 0.5, 30)
+    assert not region.any()  # 25-pixel component dropped below min_pixels=30
+    assert metrics.salient_region(perfect, 0.5, 10).sum() == 25
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="objective 'x'"):
+        CounterfactualExplainer(lambda x: x, BlurPerturbation(), objective="x")
+    with pytest.raises(ValueError, match="init 1.0"):
+        CounterfactualExplainer(lambda x: x, BlurPerturbation(), init=1.0)
