@@ -24,7 +24,8 @@ IDENTITY_ORIENTATION = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # rows along +x, columns 
 NOMINAL_GEOMETRY_NOTE = (
     "Nominal geometry: the Frame of Reference, Image Position (Patient) 0\\0\\0 and "
     "Image Orientation (Patient) 1\\0\\0\\0\\1\\0 of this object describe the source "
-    "mammogram's pixel grid ({spacing} mm per pixel, {origin}), not patient coordinates; "
+    "mammogram's pixel grid ({spacing} mm per pixel, {origin}; nominal thickness {thickness:g} mm), "
+    "not patient coordinates; "
     "a projection mammogram has none. Align with the source image through the "
     "referenced SOP Instance UID, pixel for pixel."
 )
@@ -73,7 +74,9 @@ def pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence:
 
 def nominal_geometry_note(source: Dataset) -> str:
     spacing, where = pixel_spacing(source)
-    return NOMINAL_GEOMETRY_NOTE.format(spacing="\\".join(f"{s:g}" for s in spacing), origin=where)
+    return NOMINAL_GEOMETRY_NOTE.format(
+        spacing="\\".join(f"{s:g}" for s in spacing), origin=where, thickness=nominal_thickness(source)
+    )
 
 
 def with_nominal_geometry(source: Dataset, frame_of_reference_uid: str) -> Dataset:
@@ -98,11 +101,19 @@ def with_nominal_geometry(source: Dataset, frame_of_reference_uid: str) -> Datas
     copy.ImageOrientationPatient = IDENTITY_ORIENTATION
     spacing, _ = pixel_spacing(source)
     copy.PixelSpacing = spacing
-    # highdicom 0.28 reads SliceThickness unconditionally from a source with patient
-    # geometry (Image._get_pixel_measures_sequence); the value is not used because the
-    # builder passes its own pixel measures, which carry no slice thickness.
-    copy.SliceThickness = 0
+    # highdicom copies the pixel measures, SliceThickness included, from a source with
+    # patient geometry (and fails without one). A projection integrates through the
+    # compressed breast, so its nominal thickness is BodyPartThickness when known.
+    copy.SliceThickness = nominal_thickness(source)
     return copy
+
+
+def nominal_thickness(source: Dataset) -> float:
+    try:
+        thickness = float(source.get("BodyPartThickness") or 0)
+    except (TypeError, ValueError):
+        thickness = 0.0
+    return thickness if thickness > 0 else 1.0
 
 
 def add_segmentation_display_geometry(seg: Dataset, source: Dataset) -> None:

@@ -87,7 +87,11 @@ def _segmentation(
         omit_empty_frames=False,
         contributing_equipment=[provenance.contributing_equipment(algorithm)],
         series_description=SERIES_DESCRIPTIONS[object_type],
-        coding_schemes=codes.coding_schemes(),
+        coding_schemes=codes.coding_schemes() if _uses_local_codes(segment) else None,
     )
     add_segmentation_display_geometry(seg, source)
     return seg
+
+
+def _uses_local_codes(segment: hd.seg.SegmentDescription) -> bool:
+    return segment.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == codes.SCHEME
