@@ -9,7 +9,7 @@ import highdicom as hd
 from . import codes, provenance
 from .geometry import nominal_geometry_note, with_nominal_geometry
 from .model import AlgorithmInfo, Explanation
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_for
+from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, uids_for
 from .uids import derived_uid
 
 LUT_LABEL = "CFIA_SALIENCY"  # <= 16 characters
@@ -39,9 +39,7 @@ def build_parametric_map(source: Dataset, explanation: Explanation, algorithm: A
         series_description=SERIES_DESCRIPTIONS["parametric_map"],
     )
     _declare_nominal_geometry(pm, source)
-    # Laterality is Type 2C in General Series for a paired body part; a PM has no
-    # ImageLaterality to stand in for it, so carry the source's at series level.
-    pm.Laterality = source.get("ImageLaterality", source.get("Laterality", ""))
+    add_series_laterality(pm, source)
     return pm
 
 

@@ -11,7 +11,7 @@ from . import codes, provenance
 from .geometry import add_segmentation_display_geometry, pixel_measures
 from .model import AlgorithmInfo, Explanation
 from .uids import derived_uid
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_for
+from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, uids_for
 
 SEGMENT_NUMBER = 1
 MAX_FRACTIONAL_VALUE = 255  # 8-bit quantisation: saliency error <= 1/510
@@ -90,6 +90,7 @@ def _segmentation(
         coding_schemes=codes.coding_schemes() if _uses_local_codes(segment) else None,
     )
     add_segmentation_display_geometry(seg, source)
+    add_series_laterality(seg, source)
     return seg
 
 

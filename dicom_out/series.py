@@ -28,3 +28,9 @@ def instance_number(source: Dataset) -> int:
         return max(1, int(source.get("InstanceNumber") or 1))
     except (TypeError, ValueError):
         return 1
+
+
+def add_series_laterality(result: Dataset, source: Dataset) -> None:
+    """Laterality is Type 2C in General Series for a paired body part (the breast);
+    result objects have no ImageLaterality to stand in for it, so carry the source's."""
+    result.Laterality = source.get("ImageLaterality", source.get("Laterality", ""))
