@@ -68,8 +68,11 @@ def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
 
 
 def pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence:
+    """Pixel measures of the source's grid, with the nominal thickness of the projection:
+    SliceThickness is Type 1C once a Frame of Reference is present (dciodvfy), and
+    highdicom's readers (segread) reject pixel measures without it."""
     spacing, _ = pixel_spacing(source)
-    return hd.PixelMeasuresSequence(pixel_spacing=spacing, slice_thickness=None)
+    return hd.PixelMeasuresSequence(pixel_spacing=spacing, slice_thickness=nominal_thickness(source))
 
 
 def nominal_geometry_note(source: Dataset) -> str:

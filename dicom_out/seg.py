@@ -11,7 +11,7 @@ from . import codes, provenance
 from .geometry import add_segmentation_display_geometry, pixel_measures
 from .model import AlgorithmInfo, Explanation
 from .uids import derived_uid
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, uids_for
+from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_for
 
 SEGMENT_NUMBER = 1
 MAX_FRACTIONAL_VALUE = 255  # 8-bit quantisation: saliency error <= 1/510
@@ -89,8 +89,8 @@ def _segmentation(
         series_description=SERIES_DESCRIPTIONS[object_type],
         coding_schemes=codes.coding_schemes() if _uses_local_codes(segment) else None,
     )
+    # No series Laterality here: a SEG carries no BodyPartExamined, so dciodvfy forbids it.
     add_segmentation_display_geometry(seg, source)
-    add_series_laterality(seg, source)
     return seg
 
 
