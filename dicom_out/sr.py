@@ -33,6 +33,7 @@ def build_sr(
         observation_context=_device_observer(algorithm),
         procedure_reported=codes.MAMMOGRAPHY,
         imaging_measurements=[_region_group(source, explanation, algorithm, binary_seg)],
+        referenced_images=[source],  # image library entry: the explained mammogram
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source, binary_seg],

@@ -180,6 +180,9 @@ def test_sr_references_the_binary_seg_segment(built):
     evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
     assert evaluations == {"Explanation method": "Counterfactual impact analysis"}
     assert report.content.get_observer_contexts()[0].observer_type.meaning == "Device"
+    library = [item for item in results["sr"].ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
+    entry = library[0].ContentSequence[0].ContentSequence[0]
+    assert entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
 
 
 def test_sr_without_binary_seg_keeps_the_same_reference(built):
