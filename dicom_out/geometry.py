@@ -1,0 +1,138 @@
+"""The source mammogram's pixel grid, and the geometry DICOM objects demand of it.
+
+A projection mammogram has no patient coordinates: no Image Position/Orientation
+(Patient), often no Frame of Reference, and usually ImagerPixelSpacing (at the
+detector) instead of PixelSpacing. Result objects are aligned with it pixel by pixel
+through their references to the source image; where an IOD or a viewer demands more,
+the helpers here supply a *nominal* geometry and say so.
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+
+from pydicom.dataset import Dataset
+
+import highdicom as hd
+
+MG_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
+}
+REQUIRED = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
+IDENTITY_ORIENTATION = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # rows along +x, columns along +y
+
+NOMINAL_GEOMETRY_NOTE = (
+    "Nominal geometry: the Frame of Reference, Image Position (Patient) 0\\0\\0 and "
+    "Image Orientation (Patient) 1\\0\\0\\0\\1\\0 of this object describe the source "
+    "mammogram's pixel grid ({spacing} mm per pixel, {origin}; nominal thickness {thickness:g} mm), "
+    "not patient coordinates; "
+    "a projection mammogram has none. Align with the source image through the "
+    "referenced SOP Instance UID, pixel for pixel."
+)
+
+
+def check_source(source: Dataset) -> None:
+    """A single-frame MG image with the identity a result object needs."""
+    sop_class = str(source.get("SOPClassUID", ""))
+    if sop_class not in MG_SOP_CLASSES or source.get("Modality") != "MG":
+        raise ValueError(
+            f"source is not a digital mammogram: SOP Class UID {sop_class!r}, modality "
+            f"{source.get('Modality')!r}; allowed: {', '.join(MG_SOP_CLASSES)} with modality 'MG'"
+        )
+    missing = [kw for kw in REQUIRED if not source.get(kw)]
+    if missing:
+        raise ValueError(f"source lacks {', '.join(missing)}")
+    if int(source.get("NumberOfFrames", 1) or 1) != 1:
+        raise ValueError(f"source has {source.NumberOfFrames!r} frames; only single-frame mammograms are allowed")
+    pixel_spacing(source)
+
+
+def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
+    """(row, column) spacing in mm and where it was measured.
+
+    PixelSpacing (calibrated in the patient) when present, else ImagerPixelSpacing
+    (at the detector). highdicom reads only PixelSpacing, so callers pass this on.
+    """
+    for keyword, where in (("PixelSpacing", "calibrated PixelSpacing"), ("ImagerPixelSpacing", "at the detector")):
+        value = source.get(keyword)
+        if value is None:
+            continue
+        try:
+            spacing = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ValueError(f"source {keyword} {value!r} is not two numbers") from None
+        if len(spacing) != 2 or min(spacing) <= 0:
+            raise ValueError(f"source {keyword} {value!r} is not two positive numbers")
+        return spacing, where
+    raise ValueError("source has neither PixelSpacing nor ImagerPixelSpacing")
+
+
+def pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence:
+    """Pixel measures of the source's grid, with the nominal thickness of the projection:
+    SliceThickness is Type 1C once a Frame of Reference is present (dciodvfy), and
+    highdicom's readers (segread) reject pixel measures without it."""
+    spacing, _ = pixel_spacing(source)
+    return hd.PixelMeasuresSequence(pixel_spacing=spacing, slice_thickness=nominal_thickness(source))
+
+
+def nominal_geometry_note(source: Dataset) -> str:
+    spacing, where = pixel_spacing(source)
+    return NOMINAL_GEOMETRY_NOTE.format(
+        spacing="\\".join(f"{s:g}" for s in spacing), origin=where, thickness=nominal_thickness(source)
+    )
+
+
+def with_nominal_geometry(source: Dataset, frame_of_reference_uid: str) -> Dataset:
+    """A metadata copy of `source` placed on a nominal plane, for IODs that need one.
+
+    The Parametric Map IOD mandates a Frame of Reference and plane position and
+    orientation. highdicom 0.28's ParametricMap, given a single-frame source without
+    patient geometry, fails with "Unexpected mismatch between dimension index values"
+    and does not accept plane positions for such a source. So the map is built from
+    this copy: the source's identity and references unchanged, plus a nominal frame
+    of reference (its own UID, never the source's, so it claims nothing about the
+    source's frame) and the pixel grid at z = 0 with identity orientation.
+    The source itself is not modified; its pixel data is not copied.
+    """
+    copy = Dataset()
+    for element in source:
+        if element.keyword not in ("PixelData", "FrameOfReferenceUID", "PositionReferenceIndicator"):
+            copy.add(deepcopy(element))  # the map must share nothing mutable with the source
+    copy.FrameOfReferenceUID = frame_of_reference_uid
+    copy.PositionReferenceIndicator = ""
+    copy.ImagePositionPatient = [0.0, 0.0, 0.0]
+    copy.ImageOrientationPatient = IDENTITY_ORIENTATION
+    spacing, _ = pixel_spacing(source)
+    copy.PixelSpacing = spacing
+    # highdicom copies the pixel measures, SliceThickness included, from a source with
+    # patient geometry (and fails without one). A projection integrates through the
+    # compressed breast, so its nominal thickness is BodyPartThickness when known.
+    copy.SliceThickness = nominal_thickness(source)
+    return copy
+
+
+def nominal_thickness(source: Dataset) -> float:
+    try:
+        thickness = float(source.get("BodyPartThickness") or 0)
+    except (TypeError, ValueError):
+        thickness = 0.0
+    return thickness if thickness > 0 else 1.0
+
+
+def add_segmentation_display_geometry(seg: Dataset, source: Dataset) -> None:
+    """What a SEG of a mammogram needs beyond what highdicom writes.
+
+    - PatientOrientation: Type 2C in General Image for images without patient
+      geometry; highdicom leaves it out (dciodvfy error). Copied from the source.
+    - PlaneOrientationSequence in the shared functional groups: highdicom omits it
+      for sources without patient geometry, and OHIF 3.13 then hangs on
+      "Loading SEG..." (its Cornerstone adapter reads ImageOrientationPatient).
+      The nominal identity orientation states that the SEG's rows and columns are
+      the source's.
+    """
+    seg.PatientOrientation = source.get("PatientOrientation", "")
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PlaneOrientationSequence" not in shared:
+        item = Dataset()
+        item.ImageOrientationPatient = IDENTITY_ORIENTATION
+        shared.PlaneOrientationSequence = [item]

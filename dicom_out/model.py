@@ -1,0 +1,78 @@
+"""What dicom_out is given: the algorithm's identity and one image's explanation.
+
+Both are plain, frozen values checked on the way in, so a builder never has to
+second-guess its inputs; every error quotes the bad value.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import metadata
+
+import numpy as np
+
+METHODS = ("cf", "blur", "gradcam", "occlusion", "ig")
+LO_MAX = 64  # DICOM Long String: names and versions end up in LO attributes
+
+
+def _package_version() -> str:
+    # Read from the installed distribution: dicom_out must not import cfia/.
+    try:
+        return metadata.version("cfia")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlgorithmInfo:
+    """Who made the explanation: written into every object's provenance."""
+
+    name: str = "cfia"
+    version: str = _package_version()
+    model_name: str
+    model_version: str  # e.g. a sha256 prefix of the weights; part of every UID
+    method: str         # one of METHODS
+    manufacturer: str = "cfia"
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"algorithm method {self.method!r} is not allowed; allowed: {', '.join(METHODS)}")
+        for field in ("name", "version", "model_name", "model_version", "manufacturer"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not value.strip() or len(value) > LO_MAX or "\\" in value:
+                raise ValueError(
+                    f"algorithm {field} {value!r} is not valid; allowed: 1-{LO_MAX} characters, no backslash"
+                )
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """One image's explanation, in the source image's pixel grid."""
+
+    saliency: np.ndarray   # float in [0, 1], rows x columns
+    region: np.ndarray     # bool, rows x columns (may be all False)
+    score: float           # classifier probability for the explained class
+    score_after_deletion: float
+    class_name: str = "lesion"
+
+    def check(self, rows: int, columns: int) -> None:
+        for name in ("saliency", "region"):
+            array = getattr(self, name)
+            shape = getattr(array, "shape", None)
+            if shape != (rows, columns):
+                raise ValueError(f"{name} shape {shape!r} does not match the source image's {(rows, columns)!r}")
+        if self.saliency.dtype.kind != "f":
+            raise ValueError(f"saliency dtype {self.saliency.dtype} is not allowed; expected a float array")
+        if not np.isfinite(self.saliency).all():
+            raise ValueError("saliency contains NaN or infinite values")
+        lo, hi = float(self.saliency.min()), float(self.saliency.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"saliency values range from {lo!r} to {hi!r}; allowed: 0 to 1")
+        if self.region.dtype != np.bool_:
+            raise ValueError(f"region dtype {self.region.dtype} is not allowed; expected bool")
+        for name in ("score", "score_after_deletion"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating)) or not math.isfinite(value) or not 0 <= value <= 1:
+                raise ValueError(f"{name} {value!r} is out of range; allowed: 0 to 1")
+        if not isinstance(self.class_name, str) or not self.class_name.strip() or len(self.class_name) > LO_MAX:
+            raise ValueError(f"class_name {self.class_name!r} is not valid; allowed: 1-{LO_MAX} characters")

@@ -1,0 +1,36 @@
+"""Series-level identity of each result object type."""
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+from .uids import ObjectUIDs, object_uids
+
+OBJECT_TYPES = ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")
+
+SERIES_DESCRIPTIONS = {
+    "fractional_seg": "cfia saliency (FRACTIONAL SEG)",
+    "binary_seg": "cfia salient region (BINARY SEG)",
+    "parametric_map": "cfia saliency (Parametric Map)",
+    "sr": "cfia explanation report (SR)",
+    "gsps": "cfia salient region outline (GSPS)",
+}
+# Fixed numbers, one per type, so the result series sort together after the source's.
+SERIES_NUMBERS = {"fractional_seg": 9101, "binary_seg": 9102, "parametric_map": 9103, "sr": 9104, "gsps": 9105}
+
+
+def uids_for(source: Dataset, object_type: str, model_version: str) -> ObjectUIDs:
+    return object_uids(str(source.SOPInstanceUID), object_type, model_version)
+
+
+def instance_number(source: Dataset) -> int:
+    """The source's instance number, so results of several views sort like the views."""
+    try:
+        return max(1, int(source.get("InstanceNumber") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def add_series_laterality(result: Dataset, source: Dataset) -> None:
+    """Laterality is Type 2C in General Series for a paired body part (the breast);
+    result objects have no ImageLaterality to stand in for it, so carry the source's."""
+    result.Laterality = source.get("ImageLaterality", source.get("Laterality", ""))

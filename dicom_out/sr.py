@@ -1,0 +1,141 @@
+"""The explanation as a TID 1500 Measurement Report in a Comprehensive 3D SR.
+
+One planar-ROI measurement group (TID 1410) whose region is segment 1 of the BINARY
+SEG: finding = the explained class, measurements = the classifier's score and its
+score once the region is deleted, qualitative evaluation = the explanation method.
+The observer is the algorithm as a device.
+"""
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+import highdicom as hd
+
+from . import codes, provenance
+from .model import AlgorithmInfo, Explanation
+from .seg import SEGMENT_NUMBER, tracking_uid
+from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_for
+
+SEG_FRAME = 1  # the BINARY SEG has exactly one frame, kept even when empty
+REFERENCED_SEGMENTATION_FRAME = "121214"  # DCM concept name of TID 1410's segment reference
+
+
+def build_sr(
+    source: Dataset,
+    explanation: Explanation,
+    algorithm: AlgorithmInfo,
+    binary_seg: Dataset,
+) -> hd.sr.Comprehensive3DSR:
+    """`binary_seg` is the region the report points to (built by build_binary_seg)."""
+    _check_seg_references(binary_seg, source)
+    uids = uids_for(source, "sr", algorithm.model_version)
+    report = hd.sr.MeasurementReport(
+        observation_context=_device_observer(algorithm),
+        procedure_reported=codes.MAMMOGRAPHY,
+        imaging_measurements=[_region_group(source, explanation, algorithm, binary_seg)],
+        referenced_images=[source],  # image library entry: the explained mammogram
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source, binary_seg],
+        content=report,
+        series_instance_uid=uids.series,
+        series_number=SERIES_NUMBERS["sr"],
+        sop_instance_uid=uids.instance,
+        instance_number=instance_number(source),
+        manufacturer=algorithm.manufacturer,
+        is_complete=True,
+        is_final=False,   # unverified machine output
+        is_verified=False,
+        contributing_equipment=[provenance.contributing_equipment(algorithm)],
+        series_description=SERIES_DESCRIPTIONS["sr"],
+        coding_schemes=codes.coding_schemes(),
+    )
+    _reference_whole_segment(sr)
+    return sr
+
+
+def _reference_whole_segment(sr: Dataset) -> None:
+    """Drop ReferencedFrameNumber from the SR's reference to the SEG segment.
+
+    highdicom 0.28's ReferencedSegmentationFrame requires a frame number and writes it
+    next to ReferencedSegmentNumber, but the SOP Instance Reference of an IMAGE content
+    item allows the segment number only without a frame number (dciodvfy: "Shall not
+    be present when ReferencedFrameNumber is present"). TID 1410 row 7 lets the frame
+    number be absent when the whole single-segment SEG is meant, which it is here: the
+    BINARY SEG has one frame, segment 1. So the reference names the segment, not the frame.
+    """
+    for item in _content_items(sr):
+        name = item.get("ConceptNameCodeSequence")
+        if item.get("ValueType") != "IMAGE" or not name or name[0].CodeValue != REFERENCED_SEGMENTATION_FRAME:
+            continue
+        for ref in item.ReferencedSOPSequence:
+            if "ReferencedSegmentNumber" in ref and "ReferencedFrameNumber" in ref:
+                del ref.ReferencedFrameNumber
+
+
+def _content_items(node: Dataset):
+    for item in node.get("ContentSequence", []):
+        yield item
+        yield from _content_items(item)
+
+
+def _check_seg_references(seg: Dataset, source: Dataset) -> None:
+    refs = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.get("ReferencedSeriesSequence", [])
+        for item in series.get("ReferencedInstanceSequence", [])
+    }
+    if str(source.SOPInstanceUID) not in refs or seg.get("SegmentationType") != "BINARY":
+        raise ValueError(
+            f"binary_seg {seg.get('SOPInstanceUID')!r} (type {seg.get('SegmentationType')!r}) is not "
+            f"a BINARY SEG of source {source.SOPInstanceUID!r}"
+        )
+
+
+def _device_observer(algorithm: AlgorithmInfo) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=provenance.the_device_uid(algorithm),
+        name=algorithm.name,
+        manufacturer_name=algorithm.manufacturer,
+        model_name=algorithm.model_name,
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DEVICE, observer_identifying_attributes=device,
+        )
+    )
+
+
+def _region_group(
+    source: Dataset, explanation: Explanation, algorithm: AlgorithmInfo, seg: Dataset,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    # Built directly: ReferencedSegmentationFrame.from_segmentation fails on a
+    # single-frame SEG (highdicom 0.28).
+    segment = hd.sr.ReferencedSegmentationFrame(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        frame_number=SEG_FRAME,
+        segment_number=SEGMENT_NUMBER,
+        source_image=hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID),
+    )
+    algorithm_id = provenance.sr_algorithm_identification(algorithm)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid(source, algorithm, "salient region"), identifier="cfia salient region",
+        ),
+        referenced_segment=segment,
+        finding_type=codes.finding(explanation.class_name),
+        method=codes.METHOD_CODES[algorithm.method],
+        algorithm_id=algorithm_id,
+        measurements=[
+            _score(codes.CLASSIFIER_SCORE, explanation.score, algorithm_id),
+            _score(codes.SCORE_AFTER_DELETION, explanation.score_after_deletion, algorithm_id),
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(codes.EXPLANATION_METHOD, codes.METHOD_CODES[algorithm.method]),
+        ],
+    )
+
+
+def _score(name, value: float, algorithm_id) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=float(value), unit=codes.NO_UNITS, algorithm_id=algorithm_id)

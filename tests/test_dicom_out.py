@@ -1,0 +1,307 @@
+"""dicom_out builders: DICOM validity (dciodvfy), read-back, provenance, determinism."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_out import OBJECT_TYPES, SERIES_DESCRIPTIONS, AlgorithmInfo, Explanation, build_results
+from dicom_out.gsps import region_outlines
+from phantom.dicom import to_dataset
+from phantom.generate import PhantomOptions, make_one
+
+SIZE = (256, 208)
+ALGORITHM = AlgorithmInfo(model_name="toy-cnn", model_version="sha256:0123abcd", method="cf")
+# One flag changed at a time from the default (For Presentation, MONOCHROME2, no Frame
+# of Reference, ImagerPixelSpacing only), plus everything changed at once.
+VARIANTS = {
+    "default": {},
+    "for_processing": dict(for_processing=True),
+    "monochrome1": dict(photometric="MONOCHROME1"),
+    "frame_of_reference": dict(frame_of_reference=True),
+    "pixel_spacing": dict(pixel_spacing=True),
+    "all_flags": dict(for_processing=True, photometric="MONOCHROME1", frame_of_reference=True, pixel_spacing=True),
+}
+dciodvfy = shutil.which("dciodvfy")
+
+
+def make_source(**flags) -> pydicom.Dataset:
+    mg = make_one(11, 0, PhantomOptions(size=SIZE, positive_fraction=1.0))
+    return to_dataset(mg, "test-dicom-out", 42, **flags)
+
+
+def make_explanation(region_empty: bool = False) -> Explanation:
+    rows, cols = np.mgrid[: SIZE[0], : SIZE[1]]
+    saliency = np.exp(-((rows - 120) ** 2 + (cols - 90) ** 2) / (2 * 15.0**2)).astype(np.float32)
+    region = saliency > 0.5
+    if region_empty:
+        region = np.zeros(SIZE, bool)
+    return Explanation(saliency=saliency, region=region, score=0.87, score_after_deletion=0.21)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """variant -> (source, explanation, results, files): built and written once."""
+    out = {}
+    for name, flags in VARIANTS.items():
+        source, explanation = make_source(**flags), make_explanation()
+        results = build_results(source, explanation, ALGORITHM)
+        folder = tmp_path_factory.mktemp(name)
+        files = {}
+        for object_type, ds in results.items():
+            files[object_type] = folder / f"{object_type}.dcm"
+            ds.save_as(files[object_type], enforce_file_format=True)
+        out[name] = (source, explanation, results, files)
+    return out
+
+
+def dciodvfy_errors(path) -> list[str]:
+    run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("object_type", OBJECT_TYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dciodvfy_reports_no_errors(built, variant, object_type):
+    assert dciodvfy_errors(built[variant][3][object_type]) == []
+
+
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+def test_empty_region_gives_valid_objects(tmp_path):
+    source, explanation = make_source(), make_explanation(region_empty=True)
+    results = build_results(source, explanation, ALGORITHM)
+    for object_type, ds in results.items():
+        path = tmp_path / f"{object_type}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], object_type
+    seg = hd.seg.segread(tmp_path / "binary_seg.dcm")
+    assert int(seg.NumberOfFrames) == 1
+    assert not _segment_pixels(seg, source).any()
+    annotation = results["gsps"].GraphicAnnotationSequence[0]
+    assert "GraphicObjectSequence" not in annotation
+    assert "no salient region" in annotation.TextObjectSequence[0].UnformattedTextValue
+
+
+def _segment_pixels(seg: hd.seg.Segmentation, source, rescale: bool = False) -> np.ndarray:
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[source.SOPInstanceUID], segment_numbers=[1], rescale_fractional=rescale,
+    )
+    return pixels[0, :, :, 0]
+
+
+def test_fractional_seg_recovers_saliency(built):
+    source, explanation, _, files = built["default"]
+    seg = hd.seg.segread(files["fractional_seg"])
+    assert seg.SegmentationType == "FRACTIONAL" and seg.SegmentationFractionalType == "PROBABILITY"
+    recovered = _segment_pixels(seg, source, rescale=True)
+    assert np.abs(recovered - explanation.saliency).max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("variant", ["default", "all_flags"])
+def test_binary_seg_matches_region(built, variant):
+    source, explanation, _, files = built[variant]
+    seg = hd.seg.segread(files["binary_seg"])
+    assert np.array_equal(_segment_pixels(seg, source).astype(bool), explanation.region)
+
+
+def test_parametric_map_recovers_saliency_and_declares_nominal_geometry(built):
+    source, explanation, _, files = built["default"]
+    pm = pydicom.dcmread(files["parametric_map"])
+    assert pm.pixel_array.dtype == np.float32
+    assert np.array_equal(pm.pixel_array, explanation.saliency)
+    shared = pm.SharedFunctionalGroupsSequence[0]
+    mapping = shared.RealWorldValueMappingSequence[0]
+    assert mapping.LUTLabel == "CFIA_SALIENCY" and "saliency" in mapping.LUTExplanation
+    assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "1"
+    assert (mapping.DoubleFloatRealWorldValueFirstValueMapped, mapping.DoubleFloatRealWorldValueLastValueMapped) == (0.0, 1.0)
+    assert shared.FrameVOILUTSequence[0].VOILUTFunction == "LINEAR_EXACT"
+    # Nominal frame of reference: present, its own, and declared in the derivation description.
+    assert "FrameOfReferenceUID" in pm and "FrameOfReferenceUID" not in source
+    spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    assert spacing == pytest.approx([float(v) for v in source.ImagerPixelSpacing])
+    derivation = pm.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    assert "Nominal geometry" in derivation.DerivationDescription
+    assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+def test_parametric_map_frame_of_reference_is_not_the_sources(built):
+    source, _, results, _ = built["frame_of_reference"]
+    assert results["parametric_map"].FrameOfReferenceUID != source.FrameOfReferenceUID
+
+
+def test_builders_leave_the_source_untouched(built):
+    source, _, _, _ = built["default"]
+    fresh = make_source()
+    assert source == fresh
+    assert "ImagePositionPatient" not in source and "PixelSpacing" not in source
+
+
+def _sr_segment_reference(sr) -> pydicom.Dataset:
+    def items(node):
+        for item in node.get("ContentSequence", []):
+            yield item
+            yield from items(item)
+
+    refs = [
+        item.ReferencedSOPSequence[0] for item in items(sr)
+        if item.ValueType == "IMAGE" and item.ConceptNameCodeSequence[0].CodeValue == "121214"
+    ]
+    assert len(refs) == 1
+    return refs[0]
+
+
+def test_sr_references_the_binary_seg_segment(built):
+    source, explanation, results, files = built["default"]
+    seg = results["binary_seg"]
+    ref = _sr_segment_reference(results["sr"])
+    assert ref.ReferencedSOPInstanceUID == seg.SOPInstanceUID
+    assert ref.ReferencedSOPClassUID == seg.SOPClassUID
+    assert ref.ReferencedSegmentNumber in [s.SegmentNumber for s in seg.SegmentSequence]
+    evidence = {
+        item.ReferencedSOPInstanceUID
+        for study in results["sr"].CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert evidence == {seg.SOPInstanceUID, source.SOPInstanceUID}
+    # The report reads back with highdicom: score, method, device observer.
+    report = hd.sr.srread(files["sr"])
+    group = report.content.get_planar_roi_measurement_groups()[0]
+    scores = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert scores["Classifier score for explained class"] == pytest.approx(explanation.score)
+    assert scores["Classifier score after deletion"] == pytest.approx(explanation.score_after_deletion)
+    assert group.finding_type.value == "52988006"  # SCT Lesion
+    evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
+    assert evaluations == {"Explanation method": "Counterfactual impact analysis"}
+    assert report.content.get_observer_contexts()[0].observer_type.meaning == "Device"
+    library = [item for item in results["sr"].ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
+    entry = library[0].ContentSequence[0].ContentSequence[0]
+    assert entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+def test_sr_without_binary_seg_keeps_the_same_reference(built):
+    source, explanation, results, _ = built["default"]
+    only_sr = build_results(source, explanation, ALGORITHM, enabled=["sr"])
+    assert list(only_sr) == ["sr"]
+    assert _sr_segment_reference(only_sr["sr"]).ReferencedSOPInstanceUID == results["binary_seg"].SOPInstanceUID
+
+
+def test_same_patient_and_study_new_series(built):
+    source, _, results, _ = built["default"]
+    series = set()
+    for object_type, ds in results.items():
+        assert ds.PatientID == source.PatientID and ds.PatientName == source.PatientName
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        assert ds.SeriesDescription == SERIES_DESCRIPTIONS[object_type]
+        series.add(ds.SeriesInstanceUID)
+    assert len(series) == len(OBJECT_TYPES) and source.SeriesInstanceUID not in series
+
+
+def test_provenance(built):
+    _, _, results, _ = built["default"]
+    for object_type, ds in results.items():
+        items = [
+            item for item in ds.ContributingEquipmentSequence
+            if item.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
+            and item.get("ManufacturerModelName") == ALGORITHM.model_name
+        ]
+        assert len(items) == 1, object_type
+        assert "DeviceUID" in items[0]
+        assert f"model {ALGORITHM.model_version}" in items[0].SoftwareVersions
+    for object_type in ("fractional_seg", "binary_seg"):
+        segment = results[object_type].SegmentSequence[0]
+        algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
+        assert algorithm.AlgorithmName == ALGORITHM.name and algorithm.AlgorithmVersion == ALGORITHM.version
+        assert ALGORITHM.model_version in algorithm.AlgorithmParameters
+        assert len(segment.RecommendedDisplayCIELabValue) == 3
+        # OHIF needs a plane orientation to overlay a SEG on a single-frame mammogram.
+        assert "PlaneOrientationSequence" in results[object_type].SharedFunctionalGroupsSequence[0]
+        assert results[object_type].PatientOrientation == make_source().PatientOrientation
+
+
+def _uids(results) -> dict:
+    return {k: (v.SeriesInstanceUID, v.SOPInstanceUID) for k, v in results.items()}
+
+
+def test_uids_are_deterministic_and_follow_the_model_version(built):
+    source, explanation, results, _ = built["default"]
+    again = build_results(source, explanation, ALGORITHM)
+    assert _uids(again) == _uids(results)
+    newer = build_results(source, explanation, dataclasses.replace(ALGORITHM, model_version="sha256:ffff0000"))
+    old_uids = {uid for pair in _uids(results).values() for uid in pair}
+    new_uids = {uid for pair in _uids(newer).values() for uid in pair}
+    assert not old_uids & new_uids
+    assert _device_uid(newer["sr"]) != _device_uid(results["sr"])
+
+
+def _device_uid(ds) -> str:
+    (item,) = [i for i in ds.ContributingEquipmentSequence if "DeviceUID" in i]
+    return item.DeviceUID
+
+
+def test_outline_follows_region_edges():
+    region = np.zeros((40, 50), bool)
+    region[10:20, 30:40] = True
+    region[0:5, 0:5] = True  # touches the border: still a closed outline inside the image
+    outlines = sorted(region_outlines(region), key=lambda o: o[:, 0].min())
+    assert len(outlines) == 2
+    for outline, (c0, c1, r0, r1) in zip(outlines, [(0, 5, 0, 5), (30, 40, 10, 20)]):
+        assert np.array_equal(outline[0], outline[-1])
+        assert (outline[:, 0].min(), outline[:, 0].max()) == pytest.approx((c0, c1), abs=0.51)
+        assert (outline[:, 1].min(), outline[:, 1].max()) == pytest.approx((r0, r1), abs=0.51)
+        assert outline[:, 0].min() >= 0 and outline[:, 1].min() >= 0
+
+
+def _replace(explanation, **changes):
+    return dataclasses.replace(explanation, **changes)
+
+
+BAD_EXPLANATIONS = {
+    "saliency shape": (lambda e: _replace(e, saliency=e.saliency[:-1]), "(255, 208)"),
+    "saliency range": (lambda e: _replace(e, saliency=e.saliency * 2), "to 2.0"),
+    "saliency negative": (lambda e: _replace(e, saliency=e.saliency - 0.5), "-0.5"),
+    "saliency nan": (lambda e: _replace(e, saliency=np.full(SIZE, np.nan, np.float32)), "NaN"),
+    "saliency int": (lambda e: _replace(e, saliency=e.saliency.astype(np.uint8)), "uint8"),
+    "region dtype": (lambda e: _replace(e, region=e.region.astype(np.uint8)), "uint8"),
+    "region shape": (lambda e: _replace(e, region=e.region.T), "(208, 256)"),
+    "score": (lambda e: _replace(e, score=1.5), "1.5"),
+    "score after deletion": (lambda e: _replace(e, score_after_deletion=float("nan")), "nan"),
+    "class name": (lambda e: _replace(e, class_name=""), "''"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_EXPLANATIONS)
+def test_bad_explanation_raises_value_error_quoting_it(case):
+    change, quoted = BAD_EXPLANATIONS[case]
+    with pytest.raises(ValueError) as info:
+        build_results(make_source(), change(make_explanation()), ALGORITHM)
+    assert quoted in str(info.value)
+
+
+def test_non_mammogram_source_raises_value_error():
+    source = make_source()
+    source.Modality, source.SOPClassUID = "CT", "1.2.840.10008.5.1.4.1.1.2"
+    with pytest.raises(ValueError, match="'1.2.840.10008.5.1.4.1.1.2'.*'CT'"):
+        build_results(source, make_explanation(), ALGORITHM)
+
+
+def test_source_without_spacing_raises_value_error():
+    source = make_source()
+    del source.ImagerPixelSpacing
+    with pytest.raises(ValueError, match="neither PixelSpacing nor ImagerPixelSpacing"):
+        build_results(source, make_explanation(), ALGORITHM)
+
+
+def test_bad_algorithm_and_object_type_raise_value_error():
+    with pytest.raises(ValueError, match="'lime'"):
+        build_results(make_source(), make_explanation(), dataclasses.replace(ALGORITHM, method="lime"))
+    with pytest.raises(ValueError, match="model_version ''"):
+        build_results(make_source(), make_explanation(), dataclasses.replace(ALGORITHM, model_version=""))
+    with pytest.raises(ValueError, match="'rtstruct'"):
+        build_results(make_source(), make_explanation(), ALGORITHM, enabled=["sr", "rtstruct"])
