@@ -113,6 +113,17 @@ class ExplainerConfig:
     mask_scale: int = field(default=8, metadata=_range(1, 64))
     max_passes: int = field(default=50, metadata=_range(1, 10000))
     learning_rate: float = field(default=0.1, metadata=_range(0, None))
+    init: float = field(default=0.5, metadata=_range(0.001, 0.999))
+    # What the optimiser drives down: the class probability or its logit.
+    score: str = field(default="probability", metadata=_choice("probability", "logit"))
+    # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the
+    # current region every refresh_every steps (0 = never).
+    tile: int = field(default=32, metadata=_range(4, 1024))
+    refresh_every: int = field(default=10, metadata=_range(0, None))
+    blur_sigma: float = field(default=10.0, metadata=_range(0.1, None))
+    gradcam_layer: str = "features"
+    occlusion_size: int = field(default=24, metadata=_range(2, 1024))
+    ig_steps: int = field(default=32, metadata=_range(1, 1024))
     seed: int = 0
     region_threshold: float = field(default=0.5, metadata=_range(0, 1))
     min_region_pixels: int = field(default=16, metadata=_range(0, None))

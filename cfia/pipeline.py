@@ -1,0 +1,164 @@
+"""One mammogram in, an explanation and its DICOM result objects out.
+
+The composition root's glue: config -> loaded models (once) -> preprocess ->
+explainer -> saliency on the source grid -> dicom_out builders. `cfia explain`,
+`cfia evaluate` and the node's workers all go through `Pipeline`.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from dicom_out import AlgorithmInfo, Explanation, build_results
+from explain import metrics
+from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
+from explain.classifier import load_classifier
+from explain.counterfactual import CounterfactualExplainer
+from explain.inpaint import make_inpainter
+from explain.perturbation import BlurPerturbation, InpaintPerturbation
+from explain.preprocess import preprocess
+
+from .config import Config, ExplainerConfig
+from .dicom_io import SourceImage, from_dataset
+
+METHODS = ("cf", "blur", "gradcam", "occlusion", "ig")
+
+
+@dataclass
+class Result:
+    method: str
+    saliency: np.ndarray        # float32 [0,1], source rows x columns
+    region: np.ndarray          # bool, source grid
+    score: float                # classifier probability before
+    score_after_deletion: float  # with the region replaced by inpainted tissue
+    passes: int
+    seconds: float
+    display: np.ndarray         # the source as float [0,1] display values (for overlays)
+    input_saliency: np.ndarray  # the map on the classifier input grid
+
+
+@lru_cache(maxsize=16)
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("explainer.device: 'cuda' was asked for but no CUDA device is available")
+    return name
+
+
+class Pipeline:
+    """Loads the configured models once; explains images with any method."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        c, e = cfg.models.classifier, cfg.explainer
+        self.device = resolve_device(e.device)
+        self.classifier = load_classifier(c.kind, c.path, c.network, c.network_args, c.class_index,
+                                          c.input_size, c.output, device=self.device).validate()
+        i = cfg.models.inpainter
+        self.inpainter = make_inpainter(i.kind, i.path if i.kind == "learned" else None, device=self.device)
+        self.model_version = sha256(c.path)[:16] if Path(c.path).is_file() else "unversioned"
+
+    # -- scores ---------------------------------------------------------------
+    def score_fn(self):
+        """The differentiable score the optimiser and gradient baselines use."""
+        clf = self.classifier
+        if self.cfg.explainer.score == "logit":
+            return lambda x: clf.score(x)
+        return lambda x: clf.probability(x)
+
+    def probability(self, x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(self.classifier.probability(x)[0])
+
+    # -- explainers -----------------------------------------------------------
+    def explainer(self, method: str, e: Optional[ExplainerConfig] = None):
+        e = e or self.cfg.explainer
+        if method in ("cf", "blur"):
+            if method == "cf":
+                pert = InpaintPerturbation(self.inpainter, tile=e.tile, refresh_every=e.refresh_every)
+            else:
+                pert = BlurPerturbation(sigma=e.blur_sigma)
+            return CounterfactualExplainer(
+                self.score_fn(), pert, objective=e.objective, area_mode=e.area_mode,
+                area_weight=e.area_weight, target_area=e.target_area, tv_weight=e.tv_weight,
+                mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
+                init=e.init, region_threshold=e.region_threshold, seed=e.seed)
+        if method == "gradcam":
+            return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
+                                    self.score_fn())
+        if method == "occlusion":
+            return OcclusionExplainer(self.score_fn(), mask_size=e.occlusion_size)
+        if method == "ig":
+            return IntegratedGradientsExplainer(self.score_fn(), steps=e.ig_steps)
+        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
+
+    # -- one image ------------------------------------------------------------
+    def explain(self, src: SourceImage, method: Optional[str] = None) -> Result:
+        method = method or self.cfg.explainer.method
+        start = time.perf_counter()
+        pre = preprocess(src.pixels, self.cfg.models.classifier.input_size, src.photometric,
+                         src.laterality, src.for_processing)
+        x = pre.image[None].to(self.device)
+        breast = (pre.breast[None] > 0.5).float().to(self.device)
+        out = self.explainer(method)(x, breast)
+        input_map = out.mask.detach().float().cpu().numpy()
+        saliency = np.clip(pre.geometry.to_source(input_map), 0.0, 1.0).astype(np.float32)
+        e = self.cfg.explainer
+        region = metrics.salient_region(saliency, e.region_threshold, self._min_region_source(pre.geometry))
+        after = out.score_after
+        if np.isnan(after):  # baselines: measure the deletion of their region the same way
+            after = self._score_after(x, pre.geometry.to_input(region.astype(np.float32)) > 0.5)
+        return Result(method, saliency, region, out.score, float(after), out.passes,
+                      time.perf_counter() - start, display_image(src), input_map)
+
+    def _min_region_source(self, geometry) -> int:
+        """min_region_pixels is given on the input grid; scale it to source pixels."""
+        sr, sc = geometry.scale
+        return int(round(self.cfg.explainer.min_region_pixels / max(sr * sc, 1e-12)))
+
+    def _score_after(self, x: torch.Tensor, region_in: np.ndarray) -> float:
+        region = torch.from_numpy(region_in)[None, None].to(x.device)
+        if not region.any():
+            return self.probability(x)
+        filled = InpaintPerturbation(self.inpainter).fill_region(x, region, x)
+        return self.probability(filled)
+
+    def process(self, ds) -> dict:
+        """A pydicom Dataset -> the enabled DICOM result objects (object type -> Dataset)."""
+        result = self.explain(from_dataset(ds))
+        return self.build_objects(ds, result)
+
+    def build_objects(self, ds, result: Result) -> dict:
+        enabled = [k for k, on in vars(self.cfg.outputs).items() if on]
+        info = AlgorithmInfo(model_name=Path(self.cfg.models.classifier.path).name,
+                             model_version=self.model_version, method=result.method)
+        expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
+                           score_after_deletion=result.score_after_deletion)
+        return build_results(ds, expl, info, enabled)
+
+
+def display_image(src: SourceImage) -> np.ndarray:
+    """Source pixels as float [0,1] for looking at: dense tissue bright."""
+    v = src.pixels.astype(np.float32)
+    if src.for_processing:
+        v = -np.log(np.maximum(v, 1.0))
+    if src.photometric == "MONOCHROME1":
+        v = -v
+    lo, hi = np.percentile(v, [1, 99.8])
+    return np.clip((v - lo) / max(hi - lo, 1e-6), 0, 1)
