@@ -50,6 +50,75 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def _pipeline(cfg):
+    from .pipeline import Pipeline
+
+    try:
+        return Pipeline(cfg)
+    except (ValueError, FileNotFoundError) as exc:  # a model that does not load or fit
+        raise UsageError(str(exc)) from None
+
+
+def cmd_explain(args) -> int:
+    import numpy as np
+    import pydicom
+
+    from . import overlay
+    from .dicom_io import ImageReadError, read_file
+
+    cfg = load_config(args.config)
+    try:
+        src = read_file(args.file)
+    except ImageReadError as exc:
+        raise UsageError(str(exc)) from None
+    pipeline = _pipeline(cfg)
+    result = pipeline.explain(src, args.method)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "saliency.npy", result.saliency)
+    outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,
+                                                           result.saliency, result.region))]
+    for kind, ds in pipeline.build_objects(pydicom.dcmread(args.file), result).items():
+        path = out / f"{kind}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        outputs.append(str(path))
+    print(json.dumps({
+        "method": result.method, "score": round(result.score, 6),
+        "score_after_deletion": round(result.score_after_deletion, 6), "passes": result.passes,
+        "seconds": round(result.seconds, 3), "region_pixels": int(result.region.sum()), "outputs": outputs,
+    }))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from . import evaluate as ev
+
+    cfg = load_config(args.config)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in ("cf", "blur", "gradcam", "occlusion", "ig")]
+    if bad or not methods:
+        raise UsageError(f"--methods: {','.join(bad) or repr(args.methods)} not allowed; allowed: cf,blur,gradcam,occlusion,ig")
+    pipeline = _pipeline(cfg)
+    if args.passes:
+        pipeline = ev.with_passes(pipeline, args.passes)
+    try:
+        total = sum(1 for r in ev.read_manifest(Path(args.data)) if r["label"] == "1")
+    except (OSError, KeyError) as exc:
+        raise UsageError(f"--data {args.data}: {exc}") from None
+    with tqdm(total=total, desc="evaluate", unit="img") as bar:
+        report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,
+                                   progress=lambda f, p: bar.update(1))
+    out = Path(args.out)
+    ev.write_report(report, out, "cfia " + " ".join(sys.argv[1:]))
+    ev.save_figure(rows, out.with_suffix(".png"))
+    print(ev.table(report["summary"]))
+    print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "
+          f"report {out}, figure {out.with_suffix('.png')}")
+    return 0
+
+
 def cmd_config_show(args) -> int:
     cfg = load_config(args.config)
     import yaml
@@ -79,6 +148,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-spacing", action="store_true", help="add PixelSpacing besides ImagerPixelSpacing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("explain", help="explain one mammogram (DICOM file)",
+                       description="Explain the classifier's score for one mammogram: writes saliency.npy, "
+                                   "overlay.png and the enabled DICOM result objects; prints one JSON line.")
+    p.add_argument("file", help="an MG DICOM file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", choices=("cf", "blur", "gradcam", "occlusion", "ig"), default=None,
+                   help="explanation method (default: explainer.method in the config)")
+    p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("evaluate", help="measure explanation methods on a phantom folder",
+                       description="On a `cfia phantom` folder, explain every image the classifier calls positive "
+                                   "with each method and score the maps against the lesion masks.")
+    p.add_argument("--data", required=True, help="folder with manifest.csv (as written by cfia phantom)")
+    p.add_argument("--methods", default="cf,blur,gradcam,occlusion,ig", help="comma-separated methods")
+    p.add_argument("--out", required=True, help="report JSON path (a PNG figure is written beside it)")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many positive-called images")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability that counts as positive")
+    p.add_argument("--passes", type=int, default=None, help="override explainer.max_passes")
+    p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("config", help="inspect the configuration", description="Inspect the configuration.")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

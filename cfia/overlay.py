@@ -18,8 +18,10 @@ def _colormap(v: np.ndarray) -> np.ndarray:
     return np.stack([r, g, b], -1)
 
 
-def render(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """RGB uint8: image (float [0,1], display polarity) blended with the saliency; region edge in cyan."""
+def render(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, alpha: float = 0.55,
+           lesion: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8: image (float [0,1], display polarity) blended with the saliency; region edge
+    in cyan, and a known lesion's edge (evaluation only) in green."""
     if image.shape != saliency.shape or image.shape != region.shape:
         raise ValueError(f"image {image.shape}, saliency {saliency.shape} and region {region.shape} differ in shape")
     grey = np.repeat(np.clip(image, 0, 1)[..., None], 3, -1)
@@ -28,6 +30,8 @@ def render(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, alpha: f
     width = max(1, int(round(max(image.shape) / 600)))
     edge = region & ~ndimage.binary_erosion(region, iterations=width)
     rgb[edge] = (0.0, 1.0, 1.0)
+    if lesion is not None:
+        rgb[lesion & ~ndimage.binary_erosion(lesion, iterations=width)] = (0.0, 1.0, 0.0)
     return (rgb * 255).round().astype(np.uint8)
 
 

@@ -1,0 +1,135 @@
+"""`cfia evaluate`: every method on every positive-called phantom image, side by side.
+
+For each image the classifier calls positive (probability >= threshold), each method
+explains it and its map is scored against the lesion mask on the source grid:
+pointing game, saliency energy inside the lesion, IoU of the salient region, pixel
+average precision, mean boundary distance (mm), passes and seconds.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from explain import metrics
+from explain.preprocess import preprocess
+
+from . import overlay
+from .dicom_io import read_file
+from .pipeline import Pipeline
+
+METRICS = ("pointing_game", "energy_inside", "iou", "pixel_ap", "boundary_distance_mm", "passes", "seconds",
+           "score_after_deletion")
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    with (folder / "manifest.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [r["file"] for r in rows if not (folder / r["file"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"manifest names {len(missing)} missing file(s): {', '.join(missing[:10])}")
+    return rows
+
+
+def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | None = None,
+             threshold: float = 0.5, tolerance_mm: float = 2.0, progress=None,
+             figure_cases: int = 4) -> tuple[dict, list[np.ndarray]]:
+    """Returns the report and, for the first `figure_cases` cases, a row of overlays per case."""
+    rows = [r for r in read_manifest(folder) if r["label"] == "1"]
+    cases, figure_rows = [], []
+    for row in rows:
+        if limit is not None and len(cases) >= limit:
+            break
+        src = read_file(folder / row["file"])
+        pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
+                         src.laterality, src.for_processing)
+        p = pipeline.probability(pre.image[None].to(pipeline.device))
+        if progress:
+            progress(row["file"], p)
+        if p < threshold:
+            continue
+        lesion = np.load(folder / row["mask"])
+        spacing = float(src.spacing[0]) if src.spacing else 1.0
+        case = {"file": row["file"], "score": p, "methods": {}}
+        thumbs = []
+        for m in methods:
+            res = pipeline.explain(src, m)
+            scores = metrics.all_metrics(res.saliency, lesion, res.region,
+                                         tolerance_px=max(1, int(round(tolerance_mm / spacing))), spacing=spacing)
+            scores["boundary_distance_mm"] = scores.pop("boundary_distance")
+            scores.update(passes=res.passes, seconds=res.seconds, score_after_deletion=res.score_after_deletion)
+            case["methods"][m] = scores
+            if len(figure_rows) < figure_cases:
+                thumbs.append(_thumb(overlay.render(res.display, res.saliency, res.region, lesion=lesion), 300))
+        if thumbs:
+            figure_rows.append(np.concatenate(thumbs, axis=1))
+        cases.append(case)
+    report = {"cases": cases, "summary": summarise(cases, methods), "n_positive_called": len(cases),
+              "n_positive": len(rows), "methods": methods}
+    return report, figure_rows
+
+
+def summarise(cases: list[dict], methods: list[str]) -> dict:
+    out = {}
+    for m in methods:
+        out[m] = {}
+        for k in METRICS:
+            vals = [float(c["methods"][m][k]) for c in cases]
+            finite = [v for v in vals if math.isfinite(v)]
+            if k in ("seconds", "passes", "boundary_distance_mm"):
+                out[m][k] = float(np.median(finite)) if finite else float("nan")
+            else:
+                out[m][k] = float(np.mean(finite)) if finite else float("nan")
+    return out
+
+
+def table(summary: dict) -> str:
+    head = ["method", "pointing", "energy", "IoU", "pixel AP", "bdist mm (med)", "passes (med)", "s (med)",
+            "p after"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, s in summary.items():
+        lines.append(f"| {m} | {s['pointing_game']:.3f} | {s['energy_inside']:.3f} | {s['iou']:.3f} | "
+                     f"{s['pixel_ap']:.3f} | {s['boundary_distance_mm']:.1f} | {s['passes']:.0f} | "
+                     f"{s['seconds']:.2f} | {s['score_after_deletion']:.3f} |")
+    return "\n".join(lines)
+
+
+def save_figure(rows: list[np.ndarray], path: Path) -> None:
+    """One row per case, one column per method (in the order of --methods)."""
+    if rows:
+        width = min(r.shape[1] for r in rows)
+        Image.fromarray(np.concatenate([r[:, :width] for r in rows], axis=0)).save(path)
+
+
+def _thumb(rgb: np.ndarray, height: int) -> np.ndarray:
+    pic = Image.fromarray(rgb)
+    return np.asarray(pic.resize((round(pic.size[0] * height / pic.size[1]), height), Image.LANCZOS))
+
+
+def machine() -> str:
+    import os
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads, Python {sys.version.split()[0]}")
+
+
+def write_report(report: dict, out: Path, command: str) -> None:
+    report = dict(report, command=command, machine=machine())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float))
+
+
+def with_passes(pipeline: Pipeline, passes: int) -> Pipeline:
+    """The same loaded models with another pass budget (for the 300-pass comparison)."""
+    cfg = replace(pipeline.cfg, explainer=replace(pipeline.cfg.explainer, max_passes=passes))
+    clone = object.__new__(Pipeline)
+    clone.__dict__.update(pipeline.__dict__, cfg=cfg)
+    return clone
