@@ -1,0 +1,74 @@
+"""Read a mammogram's pixels and the few attributes preprocessing needs.
+
+The only place pydicom meets explain/: a Dataset (or a file) becomes plain values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+class ImageReadError(ValueError):
+    """A file is not a readable single-frame grayscale image; the message names it."""
+
+
+@dataclass
+class SourceImage:
+    pixels: np.ndarray              # (rows, cols) stored values
+    photometric: str                # MONOCHROME1 | MONOCHROME2
+    laterality: Optional[str]       # L | R | None
+    view: Optional[str]             # CC | MLO | ... | None
+    spacing: Optional[tuple[float, float]]  # mm (row, col): PixelSpacing, else ImagerPixelSpacing
+    for_processing: bool
+
+
+def read_file(path: str | Path) -> SourceImage:
+    """dcmread + from_dataset, with errors that name the file."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    return from_dataset(ds, str(path))
+
+
+def from_dataset(ds, where: str = "dataset") -> SourceImage:
+    """A pydicom Dataset -> SourceImage; ImageReadError for non-image or unreadable data."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        sop = getattr(ds, "SOPClassUID", "?")
+        raise ImageReadError(f"{where}: has no pixel data (SOP class {sop}); not an image")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "")).strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageReadError(f"{where}: PhotometricInterpretation {photometric!r} is not supported; "
+                             "expected MONOCHROME1 or MONOCHROME2")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # codec missing, truncated data, bad attributes
+        raise ImageReadError(f"{where}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+    if pixels.ndim == 3 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim != 2:
+        raise ImageReadError(f"{where}: expected a single-frame 2-D image, got pixel array shape {pixels.shape}")
+    laterality = _first(ds, "ImageLaterality", "Laterality")
+    view = _first(ds, "ViewPosition")
+    spacing = None
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2:
+            spacing = (float(value[0]), float(value[1]))
+            break
+    for_processing = str(ds.get("PresentationIntentType", "")).upper() == "FOR PROCESSING"
+    return SourceImage(pixels, photometric, laterality, view, spacing, for_processing)
+
+
+def _first(ds, *keys) -> Optional[str]:
+    for key in keys:
+        value = str(ds.get(key, "") or "").strip().upper()
+        if value:
+            return value
+    return None

@@ -1,0 +1,228 @@
+"""Classifier adapters: one interface over TorchScript files, MONAI bundles and
+MONAI networks + state dicts.
+
+    clf = load_classifier("torchscript", "models/classifier.ts", input_size=(384, 256))
+    logits = clf(x)              # x: (B, 1, H, W) float in [0, 1] -> (B, C)
+    p = clf.probability(x)       # (B,) probability of class_index, differentiable
+
+Every loader validates the model at load time with a dummy forward at input_size:
+a model that wants other input channels, or returns the wrong shape, stops with a
+ValueError naming the model path, what was expected and what it got, instead of
+failing in the middle of a study. Parameters are frozen (requires_grad False) and
+the model is put in eval mode: this is inference; gradients flow to the input only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+__all__ = ["Classifier", "load_classifier", "load_torchscript", "load_monai_bundle", "load_monai_network",
+           "build_network", "KINDS"]
+
+KINDS = ("torchscript", "monai_bundle", "monai_network")
+
+
+class Classifier(nn.Module):
+    """A loaded, validated classifier.
+
+    forward(x) returns what the network returns, (B, C): logits when
+    output="logits", probabilities when output="probabilities".
+    probability(x) returns (B,) the probability of `class_index`: softmax over C > 1
+    logits, sigmoid of a single logit (class_index 1; class_index 0 gives 1 - it),
+    the column itself when the network already returns probabilities.
+    """
+
+    def __init__(self, model: nn.Module, class_index: int = 1, output: str = "logits",
+                 input_size: tuple[int, int] = (384, 256), in_channels: int = 1, source: str = "") -> None:
+        super().__init__()
+        if output not in ("logits", "probabilities"):
+            raise ValueError(f"output must be logits or probabilities, got {output!r}")
+        self.model = model
+        self.class_index = int(class_index)
+        self.output = output
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.in_channels = int(in_channels)
+        self.source = str(source)
+        self.num_classes: Optional[int] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def probability(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if out.shape[1] == 1:
+            p = out[:, 0] if self.output == "probabilities" else torch.sigmoid(out[:, 0])
+            return p if self.class_index == 1 else 1.0 - p
+        if self.output == "probabilities":
+            return out[:, self.class_index]
+        return torch.softmax(out, dim=1)[:, self.class_index]
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) the logit of class_index (log-odds for a single output): an unbounded score."""
+        out = self.model(x)
+        if self.output == "probabilities":
+            p = self.probability(x).clamp(1e-6, 1 - 1e-6)
+            return torch.log(p) - torch.log1p(-p)
+        if out.shape[1] == 1:
+            return out[:, 0] if self.class_index == 1 else -out[:, 0]
+        return out[:, self.class_index]
+
+    @property
+    def device(self) -> torch.device:
+        for t in list(self.model.parameters()) + list(self.model.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def validate(self) -> "Classifier":
+        """Dummy forward at input_size; ValueError naming the model on any mismatch."""
+        rows, cols = self.input_size
+        x = torch.zeros(2, self.in_channels, rows, cols, device=self.device)
+        expect = f"a (B, C) output with C > {self.class_index} (or C == 1) for input (2, {self.in_channels}, {rows}, {cols})"
+        try:
+            with torch.no_grad():
+                out = self.model(x)
+        except Exception as exc:  # a wrong channel count or size surfaces here as RuntimeError
+            raise ValueError(f"classifier {self.source}: expected it to accept input of shape "
+                             f"(B, {self.in_channels}, {rows}, {cols}); the dummy forward failed: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"classifier {self.source}: expected a tensor output, got {type(out).__name__}")
+        if out.ndim != 2 or out.shape[0] != 2:
+            raise ValueError(f"classifier {self.source}: expected {expect}, got output shape {tuple(out.shape)}")
+        c = out.shape[1]
+        ok = (c == 1 and self.class_index in (0, 1)) or (c > 1 and 0 <= self.class_index < c)
+        if not ok:
+            raise ValueError(f"classifier {self.source}: class_index {self.class_index} does not fit "
+                             f"{c} output class(es); expected {expect}, got output shape {tuple(out.shape)}")
+        if self.output == "probabilities" and not bool(((out >= 0) & (out <= 1)).all()):
+            raise ValueError(f"classifier {self.source}: output is configured as probabilities but "
+                             f"values are outside [0, 1] (min {out.min().item():.3g}, max {out.max().item():.3g})")
+        self.num_classes = int(c)
+        return self
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ValueError(f"classifier {path}: {what} not found")
+    return path
+
+
+def build_network(name: str, network_args: Optional[dict] = None) -> nn.Module:
+    """A network by class name: cfia's own (explain.networks) or monai.networks.nets."""
+    from monai.networks import nets
+
+    from .networks import NETWORKS
+
+    args = dict(network_args or {})
+    if name in NETWORKS:
+        cls = NETWORKS[name]
+    elif hasattr(nets, name) and isinstance(getattr(nets, name), type):
+        cls = getattr(nets, name)
+    else:
+        raise ValueError(f"network {name!r} is neither one of cfia's ({', '.join(NETWORKS)}) "
+                         f"nor a class in monai.networks.nets")
+    try:
+        return cls(**args)
+    except TypeError as exc:
+        raise ValueError(f"network {name} does not accept network_args {args!r}: {exc}") from None
+
+
+def _state_dict(obj: Any, path: Path) -> dict:
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "network", "model_state"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise ValueError(f"classifier {path}: expected a state dict (or a checkpoint with a 'model' "
+                     f"or 'state_dict' entry), got {type(obj).__name__}")
+
+
+def _load_weights(model: nn.Module, path: Path, device: str) -> None:
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"classifier {path}: cannot read the state dict ({type(exc).__name__}: {exc})") from None
+    state = _state_dict(obj, path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise ValueError(f"classifier {path}: state dict does not fit the network: "
+                         f"{' '.join(s.strip() for s in first[:3])}") from None
+
+
+def load_torchscript(path, device: str = "cpu", **kw) -> Classifier:
+    path = _require(Path(path), "TorchScript file")
+    try:
+        model = torch.jit.load(str(path), map_location=device)
+    except Exception as exc:
+        raise ValueError(f"classifier {path}: not a loadable TorchScript file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return Classifier(_freeze(model), source=str(path), **kw).validate()
+
+
+def load_monai_network(path, network: str, network_args: Optional[dict] = None, device: str = "cpu",
+                       **kw) -> Classifier:
+    path = _require(Path(path), "state dict file")
+    if not network:
+        raise ValueError(f"classifier {path}: kind monai_network needs a network class name")
+    model = build_network(network, network_args)
+    _load_weights(model, path, device)
+    return Classifier(_freeze(model.to(device)), source=str(path), **kw).validate()
+
+
+def load_monai_bundle(path, device: str = "cpu", network_key: str = "network_def", **kw) -> Classifier:
+    """A MONAI bundle folder: configs/inference.{json,yaml} (or metadata + train config)
+    with `network_def`, and weights models/model.pt; or only models/model.ts."""
+    from monai.bundle import ConfigParser
+
+    root = _require(Path(path), "MONAI bundle folder")
+    configs = [p for name in ("inference", "train") for ext in ("json", "yaml", "yml")
+               if (p := root / "configs" / f"{name}.{ext}").exists()]
+    weights, ts = root / "models" / "model.pt", root / "models" / "model.ts"
+    if configs and weights.exists():
+        parser = ConfigParser()
+        parser.read_config(str(configs[0]))
+        meta = root / "configs" / "metadata.json"
+        if meta.exists():
+            parser.read_meta(str(meta))
+        parser["bundle_root"] = str(root)
+        if network_key not in parser.config:
+            raise ValueError(f"classifier {root}: bundle config {configs[0].name} has no {network_key!r}")
+        try:
+            model = parser.get_parsed_content(network_key)
+        except Exception as exc:
+            raise ValueError(f"classifier {root}: cannot build {network_key} from {configs[0].name}: {exc}") from None
+        _load_weights(model, weights, device)
+        return Classifier(_freeze(model.to(device)), source=str(root), **kw).validate()
+    if ts.exists():
+        clf = load_torchscript(ts, device=device, **kw)
+        clf.source = str(root)
+        return clf
+    raise ValueError(f"classifier {root}: expected configs/inference.json + models/model.pt, "
+                     f"or models/model.ts, in the bundle folder")
+
+
+def load_classifier(kind: str, path, network: Optional[str] = None, network_args: Optional[dict] = None,
+                    class_index: int = 1, input_size: tuple[int, int] = (384, 256), output: str = "logits",
+                    in_channels: int = 1, device: str = "cpu") -> Classifier:
+    """Load and validate a classifier; ValueError with the model path on any problem."""
+    kw = dict(class_index=class_index, input_size=tuple(input_size), output=output, in_channels=in_channels)
+    if kind == "torchscript":
+        return load_torchscript(path, device=device, **kw)
+    if kind == "monai_bundle":
+        return load_monai_bundle(path, device=device, **kw)
+    if kind == "monai_network":
+        return load_monai_network(path, network, network_args, device=device, **kw)
+    raise ValueError(f"classifier kind must be one of {', '.join(KINDS)}, got {kind!r}")

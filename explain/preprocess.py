@@ -1,0 +1,268 @@
+"""Source mammogram pixels -> classifier input, and the exact way back.
+
+Pure numpy/torch: the caller (cfia/dicom_io.py) reads the DICOM and passes plain
+values. Steps, in order:
+
+1. polarity: MONOCHROME1 is negated so dense tissue is bright; a For Processing
+   (raw, linear-in-exposure) image is log-transformed first (-log), which also makes
+   dense tissue bright.
+2. breast mask: Otsu threshold on a downsampled copy, largest connected component,
+   holes filled. Labels, markers and detector edges outside it are ignored.
+3. intensity: robust percentile scaling inside the breast to [0, 1] (clipped).
+4. canonical orientation: horizontal flip so the chest wall is on the left
+   (decided from the image: the side the breast touches; laterality as a fallback).
+5. crop: bounding box of the breast plus a margin.
+6. resize: aspect-preserving (one scale for both axes) so lesion shapes are not
+   distorted, then zero padding (= air) on the right / bottom to `input_size`.
+   The chest wall stays flush left; the breast is vertically centred.
+
+`Geometry` records every step so a map computed on the input grid goes back to the
+source grid (`to_source`) and a source-grid mask comes to the input grid
+(`to_input`). The geometric mapping is exact (pixel centres, half-pixel
+convention of `align_corners=False`); downsampling of course loses detail finer than
+one input pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+__all__ = ["Geometry", "Preprocessed", "preprocess", "breast_mask", "normalise_intensity"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the input grid relates to the source grid (all integers but the scales).
+
+    source_shape: (rows, cols) of the stored pixel array.
+    flipped: the source was mirrored left-right to put the chest wall on the left.
+    crop: (r0, r1, c0, c1), half-open box in the flipped source grid.
+    resized: (rows, cols) of the crop after resizing, before padding.
+    pad: (top, left) offset of the resized crop inside the input grid.
+    input_size: (rows, cols) of the classifier input.
+    """
+
+    source_shape: tuple[int, int]
+    flipped: bool
+    crop: tuple[int, int, int, int]
+    resized: tuple[int, int]
+    pad: tuple[int, int]
+    input_size: tuple[int, int]
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Input pixels per source pixel, per axis (rows, cols)."""
+        r0, r1, c0, c1 = self.crop
+        return self.resized[0] / (r1 - r0), self.resized[1] / (c1 - c0)
+
+    # -- points -------------------------------------------------------------------
+    def points_to_input(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) source (row, col) pixel coordinates -> input grid coordinates."""
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 2).copy()
+        if self.flipped:
+            p[:, 1] = self.source_shape[1] - 1 - p[:, 1]
+        sy, sx = self.scale
+        p[:, 0] = (p[:, 0] - self.crop[0] + 0.5) * sy - 0.5 + self.pad[0]
+        p[:, 1] = (p[:, 1] - self.crop[2] + 0.5) * sx - 0.5 + self.pad[1]
+        return p
+
+    def points_to_source(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) input grid (row, col) coordinates -> source pixel coordinates."""
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 2).copy()
+        sy, sx = self.scale
+        p[:, 0] = (p[:, 0] - self.pad[0] + 0.5) / sy - 0.5 + self.crop[0]
+        p[:, 1] = (p[:, 1] - self.pad[1] + 0.5) / sx - 0.5 + self.crop[2]
+        if self.flipped:
+            p[:, 1] = self.source_shape[1] - 1 - p[:, 1]
+        return p
+
+    # -- arrays -------------------------------------------------------------------
+    def to_input(self, array, mode: str = "area") -> np.ndarray:
+        """A source-grid array (H, W) -> float32 array on the input grid.
+
+        mode "area" (antialiased bilinear: a binary mask becomes its coverage
+        fraction), "bilinear" (no antialiasing) or "nearest". Padding is 0.
+        """
+        src = _as_float(array)
+        if src.shape != tuple(self.source_shape):
+            raise ValueError(f"expected an array of the source shape {self.source_shape}, got {src.shape}")
+        if self.flipped:
+            src = src.flip(-1)
+        r0, r1, c0, c1 = self.crop
+        part = _resize(src[r0:r1, c0:c1], self.resized, mode)
+        out = torch.zeros(self.input_size, dtype=torch.float32)
+        (pt, pl), (rh, rw) = self.pad, self.resized
+        out[pt:pt + rh, pl:pl + rw] = part
+        return out.numpy()
+
+    def to_source(self, array, mode: str = "bilinear", fill: float = 0.0) -> np.ndarray:
+        """An input-grid map (h, w) -> float32 array on the source grid.
+
+        Undoes padding, resize, crop and flip; outside the crop is `fill`.
+        mode "bilinear" (smooth maps) or "nearest" (label maps).
+        """
+        m = _as_float(array)
+        if m.shape != tuple(self.input_size):
+            raise ValueError(f"expected an array of the input size {self.input_size}, got {tuple(m.shape)}")
+        (pt, pl), (rh, rw) = self.pad, self.resized
+        r0, r1, c0, c1 = self.crop
+        part = _resize(m[pt:pt + rh, pl:pl + rw], (r1 - r0, c1 - c0), "bilinear" if mode == "area" else mode)
+        out = torch.full(self.source_shape, float(fill), dtype=torch.float32)
+        out[r0:r1, c0:c1] = part
+        if self.flipped:
+            out = out.flip(-1)
+        return out.numpy()
+
+    def to_dict(self) -> dict:
+        return {"source_shape": list(self.source_shape), "flipped": self.flipped, "crop": list(self.crop),
+                "resized": list(self.resized), "pad": list(self.pad), "input_size": list(self.input_size)}
+
+
+@dataclass
+class Preprocessed:
+    image: torch.Tensor      # (1, rows, cols) float32 in [0, 1], the classifier input
+    breast: torch.Tensor     # (1, rows, cols) float32 breast coverage on the input grid
+    geometry: Geometry
+
+
+def _as_float(array) -> torch.Tensor:
+    t = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
+    t = t.detach().to("cpu", torch.float32)
+    if t.ndim != 2:
+        t = t.squeeze()
+    if t.ndim != 2:
+        raise ValueError(f"expected a 2-D array, got shape {tuple(array.shape)}")
+    return t
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    if tuple(t.shape) == tuple(size):
+        return t.clone()
+    x = t[None, None]
+    if mode == "nearest":
+        # "nearest-exact" uses the same half-pixel centres as the bilinear modes.
+        y = F.interpolate(x, size=size, mode="nearest-exact")
+    elif mode in ("area", "bilinear"):
+        down = size[0] < t.shape[0] or size[1] < t.shape[1]
+        y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=(mode == "area" and down))
+    else:
+        raise ValueError(f"mode must be area, bilinear or nearest, got {mode!r}")
+    return y[0, 0]
+
+
+def _display_values(pixels: np.ndarray, photometric: str, for_processing: bool) -> np.ndarray:
+    """Stored values -> float32 where dense tissue is bright."""
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ValueError(f"photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a single-frame 2-D pixel array, got shape {pixels.shape}")
+    v = pixels.astype(np.float32)
+    if photometric == "MONOCHROME1":
+        v = float(v.max()) - v
+    if for_processing:
+        # Raw detector signal is linear in exposure (air brightest): -log gives
+        # something linear in attenuation, dense tissue bright.
+        v = -np.log(np.maximum(v, 0) + 1.0)
+    return v
+
+
+def breast_mask(values: np.ndarray, work_size: int = 512) -> np.ndarray:
+    """Bool breast mask of a display-polarity image (dense bright, air dark).
+
+    Otsu threshold on a copy downsampled to about `work_size` on its long side,
+    largest connected component, holes filled, then upsampled back (nearest).
+    """
+    from skimage.filters import threshold_otsu
+
+    rows, cols = values.shape
+    step = max(1, int(np.ceil(max(rows, cols) / work_size)))
+    small = values[::step, ::step]
+    if float(small.max()) <= float(small.min()):
+        return np.ones(values.shape, bool)
+    fg = small > threshold_otsu(small)
+    fg = ndimage.binary_opening(fg, iterations=1)
+    labels, n = ndimage.label(fg)
+    if n == 0:
+        return np.ones(values.shape, bool)
+    sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
+    fg = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    full = np.repeat(np.repeat(fg, step, axis=0), step, axis=1)[:rows, :cols]
+    return full
+
+
+def normalise_intensity(values: np.ndarray, mask: np.ndarray, percentiles=(1.0, 99.8)) -> np.ndarray:
+    """Scale so the breast's `percentiles` map to 0 and 1; clipped to [0, 1]."""
+    inside = values[mask] if mask.any() else values.ravel()
+    lo, hi = np.percentile(inside[:: max(1, inside.size // 500_000)], percentiles)
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _chest_wall_on_right(mask: np.ndarray, laterality: str | None) -> bool:
+    """The breast touches the chest-wall edge of the detector over a long run."""
+    left = int(mask[:, 0].sum()) + int(mask[:, : max(1, mask.shape[1] // 20)].sum())
+    right = int(mask[:, -1].sum()) + int(mask[:, -max(1, mask.shape[1] // 20):].sum())
+    if max(left, right) > 0 and (left > 1.5 * right or right > 1.5 * left):
+        return right > left
+    return (laterality or "").upper() == "R"
+
+
+def preprocess(
+    pixels: np.ndarray,
+    input_size: tuple[int, int],
+    photometric: str = "MONOCHROME2",
+    laterality: str | None = None,
+    for_processing: bool = False,
+    margin: float = 0.02,
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    orientation: str = "auto",
+) -> Preprocessed:
+    """Map a stored pixel array to the classifier input plus its Geometry.
+
+    pixels: (rows, cols) stored values (any integer or float dtype), up to 4096x3328.
+    input_size: (rows, cols) the classifier expects.
+    photometric: MONOCHROME1 (inverted) or MONOCHROME2.
+    laterality: "L" / "R" / None; only used when the image itself does not say
+        which side the chest wall is on (orientation="auto"), or always with
+        orientation="laterality" (R -> flipped).
+    for_processing: raw detector values (log-transformed first).
+    margin: crop margin as a fraction of the source's long side.
+    percentiles: breast intensity percentiles mapped to 0 and 1.
+    """
+    if orientation not in ("auto", "laterality"):
+        raise ValueError(f"orientation must be auto or laterality, got {orientation!r}")
+    rows_in, cols_in = (int(v) for v in input_size)
+    pixels = np.asarray(pixels)
+    values = _display_values(pixels, photometric, for_processing)
+    if orientation == "auto":
+        flipped = _chest_wall_on_right(breast_mask(values), laterality)
+    else:
+        flipped = (laterality or "").upper() == "R"
+    if flipped:
+        values = np.ascontiguousarray(values[:, ::-1])
+    # Segment in the canonical orientation, so a mirrored image gives the same input.
+    mask = breast_mask(values)
+    norm = normalise_intensity(values, mask, percentiles)
+    H, W = norm.shape
+    rr, cc = np.nonzero(mask)
+    m = int(round(margin * max(H, W)))
+    if rr.size:
+        r0, r1 = max(0, rr.min() - m), min(H, rr.max() + 1 + m)
+        c0, c1 = max(0, cc.min() - m), min(W, cc.max() + 1 + m)
+    else:
+        r0, r1, c0, c1 = 0, H, 0, W
+    ch, cw = r1 - r0, c1 - c0
+    s = min(rows_in / ch, cols_in / cw)
+    rh, rw = max(1, min(rows_in, int(round(ch * s)))), max(1, min(cols_in, int(round(cw * s))))
+    pad = ((rows_in - rh) // 2, 0)
+    geom = Geometry((H, W), bool(flipped), (int(r0), int(r1), int(c0), int(c1)), (rh, rw), pad, (rows_in, cols_in))
+    # Resample the already flipped image: reuse Geometry with flipped=False on it.
+    same = Geometry((H, W), False, geom.crop, geom.resized, geom.pad, geom.input_size)
+    image = torch.from_numpy(same.to_input(np.ascontiguousarray(norm), mode="area")).clamp_(0, 1)
+    breast = torch.from_numpy(same.to_input(np.ascontiguousarray(mask), mode="area"))
+    return Preprocessed(image[None], breast[None], geom)

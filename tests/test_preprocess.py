@@ -1,0 +1,145 @@
+"""Preprocessing: intensity, orientation, crop, resize, and the exact way back."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from explain.preprocess import Geometry, preprocess
+
+
+def synthetic(shape=(600, 480), chest_right=False, blob=(300, 140, 20), bits=12, seed=0):
+    """A half-ellipse 'breast' against the chest wall, a bright blob, an air background."""
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    y, x = np.mgrid[:rows, :cols]
+    cy, ry, rx = rows * 0.5, rows * 0.42, cols * 0.6
+    breast = ((y - cy) / ry) ** 2 + (x / rx) ** 2 <= 1.0
+    img = np.where(breast, 1500 + 300 * rng.random(shape), 60 + 20 * rng.random(shape))
+    br, bc, rad = blob
+    blob_mask = (y - br) ** 2 + (x - bc) ** 2 <= rad ** 2
+    img[blob_mask] += 1500
+    if chest_right:
+        img, breast, blob_mask = img[:, ::-1], breast[:, ::-1], blob_mask[:, ::-1]
+    return np.clip(img, 0, 2 ** bits - 1).astype(np.uint16), breast.copy(), blob_mask.copy()
+
+
+CASES = [
+    # source shape, chest wall on the right, input size
+    ((600, 480), False, (384, 256)),    # downsample
+    ((600, 480), True, (384, 256)),     # flip + downsample
+    ((300, 240), True, (512, 416)),     # flip + upsample
+    ((1000, 700), True, (256, 208)),    # strong downsample
+    ((4096, 3328), True, (384, 256)),   # the largest mammogram
+]
+
+
+@pytest.mark.parametrize("shape,right,size", CASES)
+def test_points_round_trip_exactly(shape, right, size):
+    img, _, _ = synthetic(shape, right, blob=(shape[0] // 2, shape[1] // 4, shape[0] // 30))
+    geo = preprocess(img, size).geometry
+    assert geo.flipped == right
+    pts = np.array([[0, 0], [shape[0] - 1, shape[1] - 1], [12.25, 99.5], [shape[0] / 2, 3]])
+    back = geo.points_to_source(geo.points_to_input(pts))
+    np.testing.assert_allclose(back, pts, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape,right,size", CASES)
+def test_blob_maps_forward_and_back_onto_its_pixels(shape, right, size):
+    r, c, rad = shape[0] // 2, shape[1] // 4, max(shape[0] // 15, 12)
+    img, breast, blob = synthetic(shape, right, blob=(r, c, rad))
+    pre = preprocess(img, size)
+    geo = pre.geometry
+    # Forward: the blob lands where the point mapping says, and is the bright spot there.
+    on_input = geo.to_input(blob)
+    (ri, ci), = geo.points_to_input([[r, shape[1] - 1 - c if right else c]])
+    assert on_input[int(round(ri)), int(round(ci))] > 0.9
+    assert pre.image[0, int(round(ri)), int(round(ci))] > 0.9
+    # Back: thresholding the returned map gives the same pixels, up to the boundary
+    # band that one input pixel covers in the source (1 / scale source pixels).
+    back = geo.to_source(on_input) >= 0.5
+    band = int(np.ceil(1.0 / min(geo.scale))) + 1
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(blob, iterations=band)
+    outer = ndimage.binary_dilation(blob, iterations=band)
+    assert back[inner].all(), "pixels well inside the blob must come back"
+    assert not back[~outer].any(), "nothing well outside the blob may come back"
+    iou = (back & blob).sum() / (back | blob).sum()
+    assert iou > 0.85
+    cm_a, cm_b = ndimage.center_of_mass(blob), ndimage.center_of_mass(back)
+    assert np.hypot(cm_a[0] - cm_b[0], cm_a[1] - cm_b[1]) < 0.5 / min(geo.scale) + 0.5
+
+
+def test_upsampling_round_trip_is_pixel_exact():
+    """Source smaller than the input: nearest back-mapping returns exactly the blob."""
+    img, _, blob = synthetic((200, 160), True, blob=(100, 40, 9))
+    geo = preprocess(img, (512, 416)).geometry
+    assert min(geo.scale) > 1
+    back = geo.to_source(geo.to_input(blob, mode="nearest"), mode="nearest") > 0.5
+    r0, r1, c0, c1 = geo.crop
+    assert np.array_equal(back, blob)
+
+
+def test_identity_geometry_is_lossless():
+    geo = Geometry((50, 40), True, (0, 50, 0, 40), (50, 40), (0, 0), (50, 40))
+    a = np.random.default_rng(1).random((50, 40)).astype(np.float32)
+    np.testing.assert_array_equal(geo.to_input(a), a[:, ::-1])
+    np.testing.assert_array_equal(geo.to_source(geo.to_input(a)), a)
+
+
+def test_monochrome1_gives_the_same_input_as_monochrome2():
+    img, _, _ = synthetic((600, 480), False)
+    inverted = (4095 - img.astype(np.int32)).astype(np.uint16)
+    a = preprocess(img, (384, 256), "MONOCHROME2")
+    b = preprocess(inverted, (384, 256), "MONOCHROME1")
+    assert a.geometry == b.geometry
+    assert torch.allclose(a.image, b.image, atol=1e-5)
+
+
+def test_laterality_gives_one_canonical_orientation():
+    left, _, _ = synthetic((600, 480), False)
+    right = left[:, ::-1].copy()
+    a, b = preprocess(left, (384, 256), laterality="L"), preprocess(right, (384, 256), laterality="R")
+    assert not a.geometry.flipped and b.geometry.flipped
+    assert torch.allclose(a.image, b.image, atol=1e-5)
+    # Chest wall on the left: the left columns are breast, the right ones padding/air.
+    assert a.breast[0, :, :5].mean() > 0.5 and float(a.image[0, :, -3:].max()) == 0.0
+
+
+def test_intensity_range_crop_and_breast_coverage():
+    img, breast, _ = synthetic((600, 480), True)
+    pre = preprocess(img, (384, 256))
+    assert pre.image.shape == (1, 384, 256) and pre.image.dtype == torch.float32
+    assert float(pre.image.min()) >= 0.0 and float(pre.image.max()) <= 1.0
+    r0, r1, c0, c1 = pre.geometry.crop
+    # The crop holds the whole breast and little else.
+    flipped = breast[:, ::-1]
+    assert flipped[r0:r1, c0:c1].sum() == flipped.sum()
+    assert (r1 - r0) * (c1 - c0) < 0.8 * breast.size
+    back = pre.geometry.to_source(pre.breast[0]) > 0.5
+    assert (back == breast).mean() > 0.99
+
+
+def test_orientation_by_laterality_and_bad_arguments():
+    img, _, _ = synthetic((600, 480), False)
+    assert preprocess(img, (384, 256), laterality="R", orientation="laterality").geometry.flipped
+    with pytest.raises(ValueError, match="photometric"):
+        preprocess(img, (384, 256), "RGB")
+    with pytest.raises(ValueError, match="2-D"):
+        preprocess(np.zeros((2, 8, 8)), (384, 256))
+    geo = preprocess(img, (384, 256)).geometry
+    with pytest.raises(ValueError, match="input size"):
+        geo.to_source(np.zeros((10, 10)))
+
+
+def test_phantom_dicom_through_reader(phantom_dir):
+    from cfia.dicom_io import ImageReadError, read_file
+
+    src = read_file(phantom_dir / "img00000.dcm")
+    assert src.photometric == "MONOCHROME2" and src.laterality in ("L", "R") and src.spacing
+    pre = preprocess(src.pixels, (384, 256), src.photometric, src.laterality)
+    assert pre.image.shape == (1, 384, 256)
+    (phantom_dir / "junk.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(ImageReadError, match="junk.dcm"):
+        read_file(phantom_dir / "junk.dcm")
