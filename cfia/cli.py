@@ -116,6 +116,20 @@ def cmd_evaluate(args) -> int:
     print(ev.table(report["summary"]))
     print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "
           f"report {out}, figure {out.with_suffix('.png')}")
+
+def cmd_train_inpainter(args) -> int:
+    from cfia.training.inpainter import TrainOptions, train
+    from cfia.training.mammo_io import DataError
+
+    opts = TrainOptions(
+        epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
+        crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
+    )
+    try:
+        report = train(args.data, args.out, opts, val_data=args.val_data, resume=args.resume, progress=not args.quiet)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps({k: report[k] for k in ("model", "sha256", "parameters", "skipped", "heldout")}))
     return 0
 
 
@@ -170,6 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=None, help="override explainer.max_passes")
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train a model", description="Train one of cfia's models.")
+    tsub = p.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+    t = tsub.add_parser(
+        "inpainter", help="train the learned inpainter on lesion-free tissue",
+        description="Train the gated-convolution U-Net inpainter on lesion-free crops of the images in --data "
+                    "(label-0 images, and positives away from their mask). Writes OUT/inpainter.ckpt each epoch, "
+                    "OUT/inpainter.pt and OUT/inpainter.report.json (held-out metrics) at the end.")
+    t.add_argument("--data", required=True, help="folder with manifest.csv (file,label,mask,laterality,view) and MG DICOM")
+    t.add_argument("--out", default="models", help="output folder (default models/)")
+    t.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    t.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights on CPU (default 0)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/inpainter.ckpt")
+    t.add_argument("--val-data", help="held-out folder (default: 10%% of --data's images, chosen by seed)")
+    t.add_argument("--crops-per-epoch", type=int, default=2048, help="crops per epoch (default 2048)")
+    t.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
+    t.add_argument("--crop-size", type=int, default=96, help="crop side in pixels (default 96)")
+    t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of epoch 1 (default 5e-4)")
+    t.add_argument("--lr-decay", type=float, default=0.7, help="lr of epoch e = max(lr*decay**e, lr/10) (default 0.7)")
+    t.add_argument("--val-crops", type=int, default=64, help="held-out crops in the final report (default 64)")
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    t.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train_inpainter)
 
     p = sub.add_parser("config", help="inspect the configuration", description="Inspect the configuration.")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -1,0 +1,187 @@
+"""Measure the inpainters side by side on held-out lesion-free mammograms.
+
+    python -m cfia.bench.inpainter --data DIR [--model models/inpainter.pt] [--size 512x416]
+        [--holes 2] [--seed 0] [--classifier model.ts --input-size 256x208]
+
+Quality: each image gets `holes` random holes (strokes and blobs, `coverage` of a
+`window`-pixel square placed inside the breast); every method fills the same holes.
+Reports MAE in the hole, SSIM over the hole's bounding box, texture = high-pass energy
+(sigma 2) in the hole relative to the original's, and fill time per image.
+Classifier shift (--classifier): mean |f(filled) - f(original)| on the same kind of
+random regions of the same healthy images, for learned, Telea, blur and noise fills:
+a good counterfactual of healthy tissue should leave a healthy image's score alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from explain.inpaint import Inpainter, make_inpainter
+
+from .inpaint_metrics import hole_metrics, summarise
+
+QUALITY_METHODS = ("learned", "telea", "navier_stokes", "blur", "noise")
+SHIFT_METHODS = ("learned", "telea", "blur", "noise")
+
+
+def resize_pair(image: np.ndarray, breast: np.ndarray, size: tuple[int, int] | None):
+    if size is None or tuple(image.shape) == tuple(size):
+        return image, breast
+    rows, cols = size
+    img = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA)
+    br = cv2.resize(breast.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA) > 0.5
+    return img, br
+
+
+def random_region(rng: np.random.Generator, breast: np.ndarray, window: int,
+                  coverage: tuple[float, float] = (0.05, 0.4)) -> np.ndarray:
+    """A bool hole of the training kind inside a window x window square wholly in the breast."""
+    from cfia.training.holes import random_hole
+
+    w = window
+    frac = cv2.boxFilter(breast.astype(np.float32), -1, (w, w), anchor=(0, 0), normalize=True,
+                         borderType=cv2.BORDER_CONSTANT)
+    frac[breast.shape[0] - w + 1:, :] = 0
+    frac[:, breast.shape[1] - w + 1:] = 0
+    cand = np.flatnonzero(frac >= 0.999)
+    if cand.size == 0:
+        cand = np.flatnonzero(frac >= frac.max() - 1e-6)
+    r, c = np.unravel_index(cand[rng.integers(cand.size)], breast.shape)
+    hole = np.zeros(breast.shape, bool)
+    hole[r: r + w, c: c + w] = random_hole(rng, w, w, coverage) > 0.5
+    return hole
+
+
+def make_cases(images, size, holes_per_image: int, window: int, seed: int):
+    """[(image, hole)] with holes drawn from a generator seeded by `seed`."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for m in images:
+        img, br = resize_pair(m.image, m.breast, size)
+        for _ in range(holes_per_image):
+            hole = random_region(rng, br, window)
+            if hole.any():
+                cases.append((img, hole))
+    return cases
+
+
+def quality_table(inpainters: dict[str, Inpainter], cases) -> dict:
+    table = {}
+    for name, inp in inpainters.items():
+        rows, seconds = [], 0.0
+        for img, hole in cases:
+            x = torch.from_numpy(img)[None, None]
+            h = torch.from_numpy(hole.astype(np.float32))[None, None]
+            t = time.perf_counter()
+            out = inp(x, h)[0, 0].numpy()
+            seconds += time.perf_counter() - t
+            rows.append(hole_metrics(out, img, hole))
+        table[name] = {**summarise(rows), "ms_per_fill": 1000 * seconds / max(len(cases), 1)}
+    return table
+
+
+def classifier_shift(classifier: Callable[[torch.Tensor], torch.Tensor], inpainters: dict[str, Inpainter],
+                     cases, batch: int = 8) -> dict:
+    """Mean |f(filled) - f(original)| per method; `classifier` maps (B,1,H,W) -> (B,) probabilities."""
+    out = {}
+    imgs = torch.stack([torch.from_numpy(img)[None] for img, _ in cases])
+    holes = torch.stack([torch.from_numpy(h.astype(np.float32))[None] for _, h in cases])
+    with torch.no_grad():
+        base = torch.cat([classifier(imgs[i: i + batch]).reshape(-1) for i in range(0, len(imgs), batch)])
+        for name, inp in inpainters.items():
+            probs = torch.cat([classifier(inp(imgs[i: i + batch], holes[i: i + batch])).reshape(-1)
+                               for i in range(0, len(imgs), batch)])
+            d = (probs - base).abs()
+            out[name] = {"mean_abs_dprob": float(d.mean()), "max_abs_dprob": float(d.max())}
+    out["_baseline_mean_prob"] = float(base.mean())
+    return out
+
+
+def torchscript_classifier(path: str, class_index: int = 1, output: str = "logits", device: str = "cpu"):
+    """A TorchScript file as a (B,1,H,W) -> (B,) probability callable.
+
+    output 'logits': one column -> sigmoid, several -> softmax[:, class_index];
+    'probabilities': column class_index (or the only one) as it is."""
+    model = torch.jit.load(path, map_location=device).eval()
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        y = model(x.to(device))
+        y = y.reshape(y.shape[0], -1)
+        if output == "logits":
+            return torch.sigmoid(y[:, 0]) if y.shape[1] == 1 else torch.softmax(y, 1)[:, class_index]
+        return y[:, 0] if y.shape[1] == 1 else y[:, class_index]
+
+    return f
+
+
+def _size(text: str) -> tuple[int, int]:
+    rows, cols = (int(v) for v in text.lower().split("x"))
+    return rows, cols
+
+
+def markdown(table: dict, columns: tuple[str, ...]) -> str:
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in table.items():
+        if name.startswith("_"):
+            continue
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4g}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cfia.bench.inpainter", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="held-out folder with manifest.csv (label-0 images are used)")
+    p.add_argument("--model", default="models/inpainter.pt", help="learned inpainter checkpoint")
+    p.add_argument("--size", type=_size, default=None, help="resize images to ROWSxCOLS first (default: as stored)")
+    p.add_argument("--holes", type=int, default=2, help="random holes per image (default 2)")
+    p.add_argument("--window", type=int, default=96, help="square the hole is drawn in, pixels (default 96)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N lesion-free images only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the holes (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--classifier", help="TorchScript classifier: also report the score shift of each fill")
+    p.add_argument("--input-size", type=_size, default=(256, 208), help="classifier input ROWSxCOLS (default 256x208)")
+    p.add_argument("--class-index", type=int, default=1, help="explained class (default 1)")
+    p.add_argument("--output", choices=("logits", "probabilities"), default="logits", help="what the classifier returns")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from cfia.training.mammo_io import DataError, load_folder
+
+    try:
+        images, skipped = load_folder(args.data, lesion_free_only=True)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    images = images[: args.limit] if args.limit else images
+    inpainters = {k: make_inpainter(k, args.model if k == "learned" else None) for k in QUALITY_METHODS}
+    cases = make_cases(images, args.size, args.holes, args.window, args.seed)
+    result = {"command": "python -m cfia.bench.inpainter " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                         f"{args.threads} thread(s)",
+              "images": len(images), "fills": len(cases), "skipped": skipped,
+              "quality": quality_table(inpainters, cases)}
+    print(markdown(result["quality"], ("mae", "ssim", "texture", "ms_per_fill")))
+    if args.classifier:
+        clf = torchscript_classifier(args.classifier, args.class_index, args.output)
+        shift_cases = make_cases(images, args.input_size, args.holes, max(8, args.window * args.input_size[0] // 512),
+                                 args.seed + 1)
+        result["classifier_shift"] = classifier_shift(clf, {k: inpainters[k] for k in SHIFT_METHODS}, shift_cases)
+        print()
+        print(markdown(result["classifier_shift"], ("mean_abs_dprob", "max_abs_dprob")))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Lesion-free training crops of breast tissue, with augmentation.
+
+Crops come from every image at several scales (1 = as loaded, 0.5 = half size, so the
+inpainter sees the texture of both classifier input sizes). A fraction `edge_fraction`
+of crops straddle the skin line; the rest lie inside the breast. Crops never touch a
+lesion mask dilated by `lesion_margin` pixels, so positives contribute healthy tissue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from .mammo_io import Mammo
+
+
+@dataclass
+class _Level:
+    image: np.ndarray
+    inside: np.ndarray   # flat indices of top-left corners of crops inside the breast
+    edge: np.ndarray     # ... of crops across the skin line
+
+
+class CropSampler:
+    """Draws (crop, breast-fraction) pairs; all randomness comes from the rng passed in."""
+
+    def __init__(self, images: list[Mammo], crop: int = 96, scales: tuple[float, ...] = (1.0, 0.5),
+                 edge_fraction: float = 0.2, lesion_margin: int = 16):
+        self.crop, self.edge_fraction = int(crop), float(edge_fraction)
+        self.levels: list[_Level] = []
+        for m in images:
+            for s in scales:
+                self._add(m, s, lesion_margin)
+        if not self.levels:
+            raise ValueError(f"no image has a {crop}x{crop} crop of lesion-free breast tissue")
+
+    def _add(self, m: Mammo, scale: float, margin: int) -> None:
+        c = self.crop
+        img, breast = m.image, m.breast.astype(np.float32)
+        bad = np.zeros_like(breast) if m.lesion is None else ndimage.binary_dilation(m.lesion, iterations=margin).astype(np.float32)
+        if scale != 1.0:
+            size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            breast = cv2.resize(breast, size, interpolation=cv2.INTER_AREA)
+            bad = cv2.resize(bad, size, interpolation=cv2.INTER_AREA)
+        if img.shape[0] < c or img.shape[1] < c:
+            return
+        # Fraction of breast / lesion in the crop whose top-left corner is at each pixel.
+        frac = cv2.boxFilter(breast, -1, (c, c), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_CONSTANT)
+        hit = cv2.boxFilter(bad, -1, (c, c), anchor=(0, 0), normalize=True, borderType=cv2.BORDER_CONSTANT)
+        valid = np.zeros_like(frac, bool)
+        valid[: img.shape[0] - c + 1, : img.shape[1] - c + 1] = True
+        valid &= hit <= 1e-6
+        inside = np.flatnonzero(valid & (frac >= 0.98))
+        edge = np.flatnonzero(valid & (frac >= 0.3) & (frac <= 0.9))
+        if inside.size or edge.size:
+            self.levels.append(_Level(img.astype(np.float32), inside, edge))
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        c = self.crop
+        while True:
+            lvl = self.levels[rng.integers(len(self.levels))]
+            want_edge = rng.random() < self.edge_fraction
+            pool = lvl.edge if (want_edge and lvl.edge.size) or not lvl.inside.size else lvl.inside
+            if pool.size:
+                break
+        r, col = np.unravel_index(pool[rng.integers(pool.size)], lvl.image.shape)
+        return lvl.image[r: r + c, col: col + c].copy(), pool is lvl.edge
+
+
+def augment(crop: np.ndarray, is_edge: bool, rng: np.random.Generator, gamma: tuple[float, float] = (0.7, 1.4),
+            contrast: tuple[float, float] = (0.8, 1.2), noise_prob: float = 0.3, noise_sigma: float = 0.01) -> np.ndarray:
+    """Vertical flip; horizontal flip for interior crops only (edge crops keep the chest
+    wall on the left); gamma and contrast about the mean; extra white noise sometimes."""
+    x = crop
+    if rng.random() < 0.5:
+        x = x[::-1]
+    if not is_edge and rng.random() < 0.5:
+        x = x[:, ::-1]
+    x = np.clip(x, 0, 1) ** rng.uniform(*gamma)
+    m = x.mean()
+    x = (x - m) * rng.uniform(*contrast) + m
+    if rng.random() < noise_prob:
+        x = x + rng.normal(0, rng.uniform(0, noise_sigma), x.shape)
+    return np.clip(x, 0, 1).astype(np.float32)

@@ -1,0 +1,161 @@
+"""Train the learned inpainter on lesion-free tissue crops (`cfia train inpainter`).
+
+An epoch is `crops_per_epoch` random crops; the crops, holes, augmentation and noise of
+epoch e are drawn from generators seeded with (seed, e), so a fixed seed gives the same
+weights, and --resume from the checkpoint of epoch e continues exactly where an
+uninterrupted run would be. Single-threaded CPU torch is bit-reproducible; CUDA is not.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from explain.inpaint import CHECKPOINT_FORMAT, LearnedInpainter, TeleaInpainter
+from explain.inpaint_net import DEFAULT_WIDTHS, GatedUNet
+
+from .crops import CropSampler, augment
+from .holes import random_hole
+from .inpaint_losses import TextureLoss
+from .mammo_io import DataError, load_folder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 10                   # passes of crops_per_epoch crops
+    seed: int = 0
+    crops_per_epoch: int = 2048
+    batch_size: int = 8
+    crop_size: int = 96                # training crop side in pixels
+    scales: tuple = (1.0, 0.5)         # image scales crops are taken at
+    edge_fraction: float = 0.2         # crops straddling the skin line
+    coverage: tuple = (0.05, 0.4)      # hole fraction of a crop
+    lr: float = 5e-4                   # Adam learning rate of epoch 1
+    lr_decay: float = 0.7              # lr of epoch e = max(lr * lr_decay**e, lr / 10)
+    widths: tuple = DEFAULT_WIDTHS
+    val_fraction: float = 0.1          # held-out images when no --val-data is given
+    val_crops: int = 64                # held-out crops with fixed holes for the report
+    clip: float = 1.0                  # gradient norm clipping
+    threads: int = 1
+    device: str = "cpu"
+    loss: dict = field(default_factory=dict)  # TextureLoss weights overriding the defaults
+
+
+def _batch(sampler: CropSampler, rng: np.random.Generator, n: int, opts: TrainOptions):
+    crops, holes = [], []
+    for _ in range(n):
+        crop, is_edge = sampler.sample(rng)
+        crops.append(augment(crop, is_edge, rng))
+        holes.append(random_hole(rng, opts.crop_size, opts.crop_size, opts.coverage))
+    return torch.from_numpy(np.stack(crops)[:, None]), torch.from_numpy(np.stack(holes)[:, None])
+
+
+def _epoch_rngs(seed: int, epoch: int):
+    return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(seed * 100003 + epoch)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def heldout_report(net: GatedUNet, sampler: CropSampler, opts: TrainOptions) -> dict:
+    """Learned vs Telea on `val_crops` fixed held-out crops and holes."""
+    from cfia.bench.inpaint_metrics import hole_metrics, summarise
+
+    rng = np.random.default_rng([opts.seed, 10**6])
+    crops, holes = [], []
+    for _ in range(opts.val_crops):  # no augmentation: held-out tissue as it is
+        crops.append(sampler.sample(rng)[0])
+        holes.append(random_hole(rng, opts.crop_size, opts.crop_size, opts.coverage))
+    crops, holes = torch.from_numpy(np.stack(crops)[:, None]), torch.from_numpy(np.stack(holes)[:, None])
+    learned = LearnedInpainter.from_network(net, device=opts.device)
+    out = {}
+    for name, inp in (("learned", learned), ("telea", TeleaInpainter())):
+        filled = inp(crops, holes).numpy()
+        out[name] = summarise([hole_metrics(filled[i, 0], crops[i, 0].numpy(), holes[i, 0].numpy() > 0.5)
+                               for i in range(len(crops))])
+    return out
+
+
+def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str | Path | None = None,
+          resume: bool = False, progress: bool = True) -> dict:
+    """Train, checkpoint each epoch to out/inpainter.ckpt, write out/inpainter.pt and a report."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images, skipped = load_folder(data, lesion_free_only=False)
+    if val_data is not None:
+        val_images, skipped_val = load_folder(val_data, lesion_free_only=True)
+        skipped += skipped_val
+    else:
+        n_val = max(1, int(round(len(images) * opts.val_fraction))) if len(images) > 1 else 0
+        order = np.random.default_rng(opts.seed).permutation(len(images))
+        val_images = [images[i] for i in order[:n_val]]
+        images = [images[i] for i in order[n_val:]]
+    # Positives contribute crops away from their lesion; label-0 images everywhere.
+    if not images:
+        raise DataError(f"no readable training images in {str(data)!r}")
+    sampler = CropSampler(images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
+    val_sampler = CropSampler(val_images or images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
+
+    net = GatedUNet(tuple(opts.widths)).to(opts.device)
+    loss_fn = TextureLoss(**opts.loss).to(opts.device)
+    optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
+    steps_per_epoch = max(1, opts.crops_per_epoch // opts.batch_size)
+    ckpt_path = out / "inpainter.ckpt"
+    start, history = 0, []
+    if resume:
+        if not ckpt_path.is_file():
+            raise DataError(f"--resume: no checkpoint {str(ckpt_path)!r}")
+        ck = torch.load(ckpt_path, map_location=opts.device, weights_only=True)
+        net.load_state_dict(ck["state_dict"])
+        optim.load_state_dict(ck["optimizer"])
+        start, history = int(ck["epoch"]), json.loads(ck["history"])
+    t0 = time.time()
+    for epoch in range(start, opts.epochs):
+        net.train()
+        for group in optim.param_groups:  # depends on the epoch only, so --resume with more epochs is exact
+            group["lr"] = max(opts.lr * opts.lr_decay ** epoch, opts.lr / 10)
+        rng, gen = _epoch_rngs(opts.seed, epoch)
+        totals = []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress, unit="step")
+        for _ in bar:
+            target, hole = _batch(sampler, rng, opts.batch_size, opts)
+            noise = torch.randn(target.shape, generator=gen)
+            target, hole, noise = target.to(opts.device), hole.to(opts.device), noise.to(opts.device)
+            pred = net(target * (1 - hole), hole, noise)
+            loss, parts = loss_fn(pred, target, hole)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), opts.clip)
+            optim.step()
+            totals.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(totals[-20:]):.4f}", l1=f"{parts['l1']:.4f}", energy=f"{parts['energy']:.3f}")
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(totals)), "seconds": round(time.time() - t0, 1)})
+        torch.save({"epoch": epoch + 1, "state_dict": net.state_dict(), "optimizer": optim.state_dict(), "history": json.dumps(history), "options": json.dumps(asdict(opts))},
+                   ckpt_path)
+    final = out / "inpainter.pt"
+    net = net.cpu().eval()
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": {"name": "GatedUNet", "widths": list(opts.widths)},
+                "state_dict": net.state_dict(), "options": json.dumps(asdict(opts))}, final)
+    opts_cpu = TrainOptions(**{**asdict(opts), "device": "cpu"})
+    report = {"model": str(final), "sha256": sha256(final), "parameters": sum(p.numel() for p in net.parameters()),
+              "train_images": len(images), "heldout_images": len(val_images), "skipped": skipped,
+              "history": history, "heldout": heldout_report(net, val_sampler, opts_cpu)}
+    (out / "inpainter.report.json").write_text(json.dumps(report, indent=2))
+    return report

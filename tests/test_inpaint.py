@@ -1,0 +1,168 @@
+"""Inpainters: interface contract, classical fills, factory errors, training CLI, shipped model."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from explain.inpaint import (BlurFill, InpainterError, LearnedInpainter, NavierStokesInpainter, TeleaInpainter,
+                             make_inpainter)
+from explain.inpaint_net import GatedUNet
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "inpainter.pt"
+CARD = ROOT / "models" / "inpainter.md"
+
+
+def _image_and_hole(b=2, h=70, w=53, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 1, h, w, generator=g)
+    hole = torch.zeros_like(x)
+    hole[..., h // 4: h // 2, w // 4: w // 2] = 1.0
+    return x, hole
+
+
+@pytest.fixture(scope="module")
+def random_net_inpainter():
+    torch.manual_seed(0)
+    return LearnedInpainter.from_network(GatedUNet())
+
+
+@pytest.fixture(scope="module", params=["learned", "telea", "navier_stokes", "blur", "noise"])
+def inpainter(request, random_net_inpainter):
+    return random_net_inpainter if request.param == "learned" else make_inpainter(request.param)
+
+
+@pytest.mark.parametrize("size", [(70, 53), (64, 64), (33, 100)])
+def test_contract_known_pixels_unchanged_any_size(inpainter, size):
+    x, hole = _image_and_hole(h=size[0], w=size[1])
+    soft = hole * 0.9  # soft holes are binarised at the threshold (0.5)
+    out = inpainter(x, soft)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.equal(out[hole == 0], x[hole == 0])
+    assert not torch.equal(out[hole == 1], x[hole == 1])
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_empty_hole_and_bad_shapes(inpainter):
+    x, hole = _image_and_hole()
+    assert torch.equal(inpainter(x, torch.zeros_like(x)), x)
+    with pytest.raises(ValueError, match="hole shape"):
+        inpainter(x, hole[:, :, :10])
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        inpainter(x[:, 0], hole[:, 0])
+
+
+def test_classical_fills_are_smooth_continuations():
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(48.0), indexing="ij")
+    x = (0.2 + 0.005 * yy + 0.003 * xx)[None, None]
+    hole = torch.zeros_like(x)
+    hole[..., 20:36, 16:32] = 1
+    for inp in (TeleaInpainter(), NavierStokesInpainter()):
+        assert float((inp(x, hole) - x).abs().max()) < 0.05
+
+
+def test_factory_errors(tmp_path):
+    with pytest.raises(InpainterError, match="unknown inpainter kind 'magic'; allowed: learned, telea"):
+        make_inpainter("magic")
+    with pytest.raises(InpainterError, match="needs a checkpoint path"):
+        make_inpainter("learned")
+    with pytest.raises(InpainterError, match="does not exist"):
+        make_inpainter("learned", tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InpainterError, match="cannot read"):
+        make_inpainter("learned", bad)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(InpainterError, match="does not hold a GatedUNet"):
+        make_inpainter("learned", wrong)
+    assert isinstance(make_inpainter("telea", radius=3), TeleaInpainter)
+
+
+# --- training CLI -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from cfia.cli import main
+
+    out = tmp_path_factory.mktemp("inp-data")
+    assert main(["phantom", "--out", str(out), "--count", "3", "--seed", "5", "--size", "256x208",
+                 "--positive-fraction", "0.34", "--quiet"]) == 0
+    return out
+
+
+TINY = ["--epochs", "1", "--crops-per-epoch", "4", "--batch-size", "2", "--crop-size", "32", "--val-crops", "2", "--quiet"]
+
+
+def _train(data, out, *extra):
+    from cfia.cli import main
+
+    return main(["train", "inpainter", "--data", str(data), "--out", str(out), *TINY, *extra])
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_tiny_training_checkpoint_seed_and_resume(tiny_data, tmp_path, capsys):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert _train(tiny_data, a, "--seed", "3") == 0
+    assert (a / "inpainter.ckpt").is_file() and (a / "inpainter.report.json").is_file()
+    assert "heldout" in capsys.readouterr().out
+    make_inpainter("learned", a / "inpainter.pt")  # loads
+    assert _train(tiny_data, b, "--seed", "3") == 0
+    for k, v in _weights(a / "inpainter.pt").items():
+        assert torch.equal(v, _weights(b / "inpainter.pt")[k]), k
+    # Epoch 1 then --resume to 2 equals 2 epochs straight.
+    assert _train(tiny_data, a, "--seed", "3", "--epochs", "2", "--resume") == 0
+    assert _train(tiny_data, c, "--seed", "3", "--epochs", "2") == 0
+    assert torch.load(a / "inpainter.ckpt", weights_only=True)["epoch"] == 2
+    for k, v in _weights(a / "inpainter.pt").items():
+        assert torch.equal(v, _weights(c / "inpainter.pt")[k]), k
+
+
+def test_missing_files_listed_and_unreadable_skipped(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    rows = list(csv.reader((data / "manifest.csv").open()))
+    rows.append(["gone1.dcm", "0", "", "L", "CC"])
+    rows.append(["gone2.dcm", "0", "", "R", "CC"])
+    with (data / "manifest.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    assert _train(data, tmp_path / "m") == 2
+    err = capsys.readouterr().err
+    assert "2 missing file(s)" in err and "gone1.dcm" in err and "gone2.dcm" in err
+    with (data / "manifest.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows[:-2])
+    (data / rows[1][0]).write_bytes(b"garbage, not DICOM")
+    assert _train(data, tmp_path / "m") == 0
+    assert rows[1][0] in capsys.readouterr().out  # reported under "skipped"
+
+
+# --- shipped model -----------------------------------------------------------------------
+
+def test_shipped_model_matches_card_and_keeps_texture(tiny_data):
+    from cfia.bench.inpaint_metrics import hole_metrics
+    from cfia.bench.inpainter import make_cases
+    from cfia.training.mammo_io import load_folder
+
+    assert MODEL.stat().st_size <= 15 * 2**20
+    digest = hashlib.sha256(MODEL.read_bytes()).hexdigest()
+    assert re.search(r"sha256[^0-9a-f]*([0-9a-f]{64})", CARD.read_text()).group(1) == digest
+    learned, blur = make_inpainter("learned", MODEL), BlurFill()
+    images, _ = load_folder(tiny_data, lesion_free_only=True)
+    cases = make_cases(images, None, 2, 48, seed=0)
+    tex = {"learned": [], "blur": []}
+    for img, hole in cases:
+        x, h = torch.from_numpy(img)[None, None], torch.from_numpy(hole.astype(np.float32))[None, None]
+        for name, inp in (("learned", learned), ("blur", blur)):
+            tex[name].append(hole_metrics(inp(x, h)[0, 0].numpy(), img, hole)["texture"])
+    assert np.mean(tex["learned"]) > np.mean(tex["blur"])
+    assert np.mean(tex["learned"]) > 0.3
