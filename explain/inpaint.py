@@ -62,24 +62,29 @@ class LearnedInpainter(Inpainter):
     path: a checkpoint written by `cfia train inpainter` ({"format", "arch",
     "state_dict"}) or a bare state dict of a GatedUNet with the default widths.
     seed: seeds the noise input, so the same image and hole give the same fill.
+    noise_scale: multiplies the noise input (default 1, as trained: textured fill);
+    0 gives the network's smooth, deterministic fill (higher SSIM, little texture).
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", seed: int = 0, threshold: float = 0.5):
+    def __init__(self, path: str | Path, device: str = "cpu", seed: int = 0, threshold: float = 0.5,
+                 noise_scale: float = 1.0):
         super().__init__(threshold)
         self.device = torch.device(device)
-        self.seed = int(seed)
+        self.seed, self.noise_scale = int(seed), float(noise_scale)
         self.net = load_network(path).to(self.device).eval()
 
     @classmethod
-    def from_network(cls, net: GatedUNet, device: str = "cpu", seed: int = 0, threshold: float = 0.5):
+    def from_network(cls, net: GatedUNet, device: str = "cpu", seed: int = 0, threshold: float = 0.5,
+                     noise_scale: float = 1.0):
         self = cls.__new__(cls)
         Inpainter.__init__(self, threshold)
         self.device, self.seed, self.net = torch.device(device), int(seed), net.to(device).eval()
+        self.noise_scale = float(noise_scale)
         return self
 
     def fill(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        noise = torch.randn(image.shape, generator=gen).to(self.device)
+        noise = self.noise_scale * torch.randn(image.shape, generator=gen).to(self.device)
         return run_network(self.net, image.to(self.device), hole.to(self.device), noise).to(image.device)
 
 

@@ -166,3 +166,25 @@ def test_shipped_model_matches_card_and_keeps_texture(tiny_data):
             tex[name].append(hole_metrics(inp(x, h)[0, 0].numpy(), img, hole)["texture"])
     assert np.mean(tex["learned"]) > np.mean(tex["blur"])
     assert np.mean(tex["learned"]) > 0.3
+
+
+class _MeanBrightness(torch.nn.Module):
+    def forward(self, x):
+        return (x.mean((1, 2, 3)) * 8 - 2)[:, None]  # one logit column
+
+
+def test_bench_command_with_classifier(tiny_data, tmp_path, capsys):
+    import json
+
+    from cfia.bench.inpainter import main
+
+    clf = tmp_path / "clf.ts"
+    torch.jit.script(_MeanBrightness()).save(str(clf))
+    out = tmp_path / "bench.json"
+    assert main(["--data", str(tiny_data), "--model", str(MODEL), "--holes", "1", "--window", "48",
+                 "--classifier", str(clf), "--input-size", "128x104", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["quality"]) == {"learned", "learned_noise0", "telea", "navier_stokes", "blur", "noise"}
+    assert set(result["classifier_shift"]) >= {"learned", "telea", "blur", "noise"}
+    assert all(v["mean_abs_dprob"] >= 0 for k, v in result["classifier_shift"].items() if not k.startswith("_"))
+    assert "| learned |" in capsys.readouterr().out

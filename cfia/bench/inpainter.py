@@ -28,7 +28,7 @@ from explain.inpaint import Inpainter, make_inpainter
 
 from .inpaint_metrics import hole_metrics, summarise
 
-QUALITY_METHODS = ("learned", "telea", "navier_stokes", "blur", "noise")
+QUALITY_METHODS = ("learned", "telea", "navier_stokes", "blur", "noise")  # + learned_noise0
 SHIFT_METHODS = ("learned", "telea", "blur", "noise")
 
 
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     images = images[: args.limit] if args.limit else images
     inpainters = {k: make_inpainter(k, args.model if k == "learned" else None) for k in QUALITY_METHODS}
+    # The same network with its noise input off: what texture costs in MAE / SSIM.
+    inpainters["learned_noise0"] = make_inpainter("learned", args.model, noise_scale=0.0)
     cases = make_cases(images, args.size, args.holes, args.window, args.seed)
     result = {"command": "python -m cfia.bench.inpainter " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
