@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 log = logging.getLogger("cfia.sender")
@@ -85,7 +85,7 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
     items = [_describe(obj) for obj in objects]
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    for sop_class, syntaxes in _contexts(items).items():
+    for sop_class, syntaxes in _contexts(items):
         ae.add_requested_context(sop_class, syntaxes)
     tls = (destination.ssl_context, destination.host) if destination.ssl_context else None
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls)
@@ -111,13 +111,14 @@ def _store_one(assoc, item: _Item, destination: Destination) -> int:
     return int(reply.Status)
 
 
-def _contexts(items: list[_Item]) -> dict[str, list[str]]:
-    """One context per SOP class: the objects' own syntax first, then the
-    uncompressed ones pynetdicom can convert between."""
-    contexts: dict[str, list[str]] = {}
+def _contexts(items: list[_Item]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts to request. The SCP picks one syntax per context, so a
+    compressed syntax gets a context of its own; uncompressed objects share one with
+    both little-endian syntaxes, which pynetdicom converts between."""
+    contexts: list[tuple[str, list[str]]] = []
     for item in items:
-        syntaxes = contexts.setdefault(item.sop_class_uid, [])
-        for ts in (item.transfer_syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            if ts not in syntaxes:
-                syntaxes.append(ts)
+        ts = UID(item.transfer_syntax)
+        syntaxes = [str(ts)] if ts.is_compressed else [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        if (item.sop_class_uid, syntaxes) not in contexts:
+            contexts.append((item.sop_class_uid, syntaxes))
     return contexts

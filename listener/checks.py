@@ -29,8 +29,11 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID) -> Option
     """None when the dataset looks like a decodable image of `sop_class`, else why not."""
     if len(ds) == 0:
         return Refusal(statuses.EMPTY_DATASET, "empty dataset")
-    if ds.get("SOPClassUID") != sop_class or not ds.get("SOPInstanceUID"):
-        return Refusal(statuses.SOP_CLASS_MISMATCH, "SOP Class/Instance UID does not match the request")
+    if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
+        # pydicom parses garbage leniently; a dataset without its identity is garbage
+        return Refusal(statuses.CANNOT_DECODE, "no SOP Class/Instance UID: not a DICOM dataset")
+    if ds.SOPClassUID != sop_class:
+        return Refusal(statuses.SOP_CLASS_MISMATCH, f"dataset SOP class {ds.SOPClassUID} is not the request's")
     missing = [name for name in IMAGE_ATTRIBUTES if ds.get(name) in (None, b"", "")]
     if missing:
         return Refusal(statuses.MISSING_IMAGE_ATTRIBUTES, f"missing {', '.join(missing)}")
