@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Comprehensive3DSRStorage
 
 from dicom_out import Backoff, Destination, DestinationUnavailable, build_results, send
@@ -44,7 +44,7 @@ def test_destination_down_raises(results):
 def test_refused_sop_class_is_reported(results):
     ae = AE(ae_title="SRONLY")  # like Orthanc 1.10 with Label Map SEG: one class refused
     ae.add_supported_context(Comprehensive3DSRStorage)
-    server = ae.start_server(("127.0.0.1", 0), block=False)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
     try:
         replies = send([results["binary_seg"], results["sr"]],
                        Destination("sr", "SRONLY", "127.0.0.1", server.server_address[1]))
