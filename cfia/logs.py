@@ -3,8 +3,8 @@
 Modules log with the standard library and put their fields in `extra`
 (`log.info("stored instance", extra={"sop_instance_uid": uid})`), so listener/ and
 dicom_out/ need nothing from here. Fields are UIDs, AE titles, job ids and statuses:
-never patient names or IDs. pynetdicom's own logger is held at WARNING unless the
-level is DEBUG, because its debug output can dump identifiers.
+never patient names or IDs. pynetdicom's and highdicom's loggers are held at WARNING
+unless the level is DEBUG: pynetdicom's debug output can dump identifiers.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import logging
 import sys
 import time
 
+# pynetdicom can dump identifiers at DEBUG; highdicom logs every copied module at INFO.
+CHATTY_LIBRARIES = ("pynetdicom", "highdicom")
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -60,4 +62,5 @@ def setup(format: str = "text", level: str = "INFO", stream=None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("pynetdicom").setLevel("DEBUG" if level == "DEBUG" else "WARNING")
+    for chatty in CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel("DEBUG" if level == "DEBUG" else "WARNING")

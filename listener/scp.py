@@ -10,7 +10,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from .intake import Intake, handle_association_end, handle_echo, handle_store
-from .syntaxes import supported_contexts
+from .syntaxes import decodable_transfer_syntaxes, supported_contexts
 
 log = logging.getLogger("cfia.listener")
 
@@ -61,5 +61,5 @@ def start(settings: ListenerSettings, intake: Intake):
     host, port = server.server_address[:2]
     log.info("listening", extra={"ae_title": settings.ae_title, "host": host, "port": port,
                                  "tls": settings.ssl_context is not None,
-                                 "transfer_syntaxes": len(ae.supported_contexts[0].transfer_syntax)})
+                                 "transfer_syntaxes": len(decodable_transfer_syntaxes())})
     return server
