@@ -79,6 +79,9 @@ class WorkersConfig:
     processor: str = field(default="cfia.processors:pipeline_processor", metadata={"factory": True})
     # On SIGTERM, how long running jobs may take to finish before they are requeued.
     stop_timeout_seconds: float = field(default=30.0, metadata=_range(0, None))
+    # CPU priority of workers (0-19, higher is lower priority), so the listener, at
+    # normal priority, still answers C-STOREs within milliseconds while workers explain.
+    nice: int = field(default=10, metadata=_range(0, 19))
 
 
 @dataclass(frozen=True)

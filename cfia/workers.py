@@ -46,6 +46,7 @@ def worker_main(cfg, parent_pid: int, stop_event) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # finish the job in hand, then exit
     logs.setup(cfg.logging.format, cfg.logging.level)
+    os.nice(cfg.workers.nice)  # the listener, at normal priority, must answer C-STOREs promptly
     try:
         processor = load_factory(cfg.workers.processor)(cfg)
     except Exception as exc:

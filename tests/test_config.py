@@ -40,6 +40,7 @@ def test_config_objects_are_frozen():
     ({"models": {"classifier": {"input_size": [256]}}}, "models.classifier.input_size: expected 2 values"),
     ({"workers": {"processor": "no colon"}}, "workers.processor: 'no colon' is not allowed; expected module:function"),
     ({"workers": {"stop_timeout_seconds": -1}}, "workers.stop_timeout_seconds: -1.0 is out of range"),
+    ({"workers": {"nice": 20}}, "workers.nice: 20 is out of range; allowed: 0 to 19"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
     with pytest.raises(config.ConfigError) as err:
