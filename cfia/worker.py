@@ -112,6 +112,9 @@ class Worker:
         except UndecodableImage as exc:
             self._dead_letter(job, str(exc), fields)
             return
+        except Exception as exc:  # unreadable file (I/O error, gone): retried, then dead letter
+            self._processing_failed(job, f"cannot read source: {type(exc).__name__}: {exc}", fields)
+            return
         start = time.perf_counter()
         try:
             results = self.processor(ds)

@@ -97,10 +97,10 @@ class Spool:
         write_durably(folder / "reason.json", json.dumps(reason, indent=2).encode())
         if source.exists():
             os.rename(source, folder / "source.dcm")
+            fsync_folder(source.parent)
         if results is not None and results.exists():
             os.rename(results, folder / "results")
         fsync_folder(folder)
-        fsync_folder(source.parent)
         return folder
 
     def remove(self, source: Path, results: Path | None) -> None:

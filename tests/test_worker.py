@@ -160,3 +160,12 @@ def test_return_to_sender_and_missing_destination(make_node, dest):
     assert [ds.get("SegmentationType") for ds in dest.received] == ["BINARY"]
     reason = json.loads((node.spool.dead_letter / "2" / "reason.json").read_text())
     assert "no destination" in reason["reason"]
+
+
+def test_missing_source_file_is_retried_then_dead_lettered(make_node, dest):
+    node = make_node(Routing(fixed=(_to(dest),)), max_retries=1)
+    node.worker.queue.add("/nonexistent/source.dcm", "1.2.3.4", "1.2", "1.2.840.10008.5.1.4.1.1.1.2", "MOD", "gone")
+    node.queue.close_batch("gone")
+    node.wait_counts(failed=1)
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["reason"].startswith("cannot read source: FileNotFoundError") and reason["attempts"] == 2
