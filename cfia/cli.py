@@ -141,6 +141,34 @@ def cmd_config_show(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(load_config(args.config), args.config)
+
+
+def cmd_status(args) -> int:
+    from listener import JobQueue, Spool
+
+    from . import status
+
+    cfg = load_config(args.config)
+    spool = Spool(cfg.spool.folder)
+    if not spool.queue_file.exists():
+        raise UsageError(f"no job queue at {spool.queue_file}: has cfia serve run with this config?")
+    queue = JobQueue(spool.queue_file)
+    try:
+        snap = status.snapshot(queue)
+    finally:
+        queue.close()
+    serve_info = status.read_serve_info(spool.root)
+    if args.json:
+        print(json.dumps({"server": serve_info, **snap}, indent=2))
+    else:
+        print(status.format_text(snap, serve_info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfia",
@@ -208,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="torch device (default cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train_inpainter)
+
+    p = sub.add_parser("serve", help="run the DICOM node in the foreground",
+                       description="Receive mammograms (C-STORE), explain them in worker processes and send the "
+                                   "results to the configured destinations. Stops cleanly on SIGTERM or Ctrl-C.")
+    p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("status", help="print queue counts, last errors and throughput",
+                       description="Read the job queue in the configured spool folder and print its state.")
+    p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("config", help="inspect the configuration", description="Inspect the configuration.")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

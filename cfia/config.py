@@ -8,6 +8,7 @@ the config file, so a site can keep its config beside its models and spool.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,14 @@ class SpoolConfig:
 @dataclass(frozen=True)
 class WorkersConfig:
     count: int = field(default=1, metadata=_range(1, 64))
+    # module:function building each worker's processor once (models load once);
+    # cfia.bench.processors holds model-free fakes for tests and benchmarks only.
+    processor: str = field(default="cfia.processors:pipeline_processor", metadata={"factory": True})
+    # On SIGTERM, how long running jobs may take to finish before they are requeued.
+    stop_timeout_seconds: float = field(default=30.0, metadata=_range(0, None))
+    # CPU priority of workers (0-19, higher is lower priority), so the listener, at
+    # normal priority, still answers C-STOREs within milliseconds while workers explain.
+    nice: int = field(default=10, metadata=_range(0, 19))
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,7 @@ class Config:
 
 
 SECRET_KEYS = {"password", "passphrase"}
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def load(path: str | Path) -> Config:
@@ -258,6 +268,8 @@ def _scalar(hint: Any, value: Any, key: str, meta: Any, base: Path) -> Any:
             raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(meta['choices'])}")
         if meta.get("ae_title") and not (0 < len(value.strip()) <= 16 and value.isascii() and "\\" not in value):
             raise ConfigError(f"{key}: {value!r} is not a valid AE title; allowed: 1-16 ASCII characters, no backslash")
+        if meta.get("factory") and not _FACTORY.match(value):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected module:function, e.g. cfia.processors:pipeline_processor")
         if meta.get("path"):
             return str((base / value).resolve()) if not Path(value).is_absolute() else value
         return value

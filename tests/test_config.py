@@ -38,6 +38,9 @@ def test_config_objects_are_frozen():
     ({"outputs": {"sr": "yes"}}, "outputs.sr: expected true or false, got 'yes'"),
     ({"return_to_sender": {"WS1": {"port": 99999}}}, "return_to_sender.WS1.port: 99999 is out of range"),
     ({"models": {"classifier": {"input_size": [256]}}}, "models.classifier.input_size: expected 2 values"),
+    ({"workers": {"processor": "no colon"}}, "workers.processor: 'no colon' is not allowed; expected module:function"),
+    ({"workers": {"stop_timeout_seconds": -1}}, "workers.stop_timeout_seconds: -1.0 is out of range"),
+    ({"workers": {"nice": 20}}, "workers.nice: 20 is out of range; allowed: 0 to 19"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
     with pytest.raises(config.ConfigError) as err:
@@ -70,6 +73,23 @@ def test_config_show_prints_the_effective_config(capsys):
 
 
 def test_every_subcommand_has_help():
-    for args in (["--help"], ["phantom", "--help"], ["config", "show", "--help"]):
+    for args in (["--help"], ["phantom", "--help"], ["config", "show", "--help"], ["serve", "--help"],
+                 ["status", "--help"]):
         out = subprocess.run([sys.executable, "-m", "cfia.cli", *args], capture_output=True, text=True, cwd=ROOT)
         assert out.returncode == 0 and "usage: cfia" in out.stdout
+
+
+def test_processor_factory_is_named_in_config_and_imported_by_name():
+    from cfia.processors import DEFAULT_FACTORY, load_factory
+
+    assert config.from_dict({}).workers.processor == DEFAULT_FACTORY
+    assert callable(load_factory("cfia.bench.processors:blob"))
+    with pytest.raises(ValueError, match="cannot be imported"):
+        load_factory("cfia.nothing:here")
+
+
+def test_status_without_a_queue_is_a_usage_error(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"spool": {"folder": str(tmp_path / "spool")}}))
+    assert main(["status", "--config", str(cfg)]) == 2
+    assert "no job queue" in capsys.readouterr().err

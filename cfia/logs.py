@@ -1,0 +1,66 @@
+"""Structured logs: one line per event, as text (`key=value`) or JSON.
+
+Modules log with the standard library and put their fields in `extra`
+(`log.info("stored instance", extra={"sop_instance_uid": uid})`), so listener/ and
+dicom_out/ need nothing from here. Fields are UIDs, AE titles, job ids and statuses:
+never patient names or IDs. pynetdicom's and highdicom's loggers are held at WARNING
+unless the level is DEBUG: pynetdicom's debug output can dump identifiers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+# pynetdicom can dump identifiers at DEBUG; highdicom logs every copied module at INFO.
+CHATTY_LIBRARIES = ("pynetdicom", "highdicom")
+# Attributes every LogRecord has; anything else came in through `extra`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+def _fields(record: logging.LogRecord) -> dict:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_timestamp(record), record.levelname, record.name, record.getMessage()]
+        parts += [f"{k}={_text(v)}" for k, v in _fields(record).items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": _timestamp(record), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage(), "pid": record.process}
+        out.update({k: v if isinstance(v, (int, float, bool, type(None))) else str(v)
+                    for k, v in _fields(record).items()})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def _text(value) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+def setup(format: str = "text", level: str = "INFO", stream=None) -> None:
+    """Configure the root logger of this process (the server and each worker)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for chatty in CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel("DEBUG" if level == "DEBUG" else "WARNING")

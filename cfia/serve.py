@@ -1,0 +1,161 @@
+"""`cfia serve`: wire config to the listener, the worker processes, the sender and
+the HTTP endpoint, recover the spool, run until SIGTERM, stop cleanly.
+
+Stop order on SIGTERM/SIGINT: stop accepting associations, let open ones finish
+(their images are already spooled and queued), ask workers to finish the job in
+hand within workers.stop_timeout_seconds, requeue whatever is still running, exit 0.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import listener
+from listener import Intake, JobQueue, ListenerSettings, Spool
+
+from . import config as config_mod
+from . import http, logs, status
+from .workers import EXIT_CONFIG, WorkerPool
+
+log = logging.getLogger("cfia.serve")
+
+ASSOCIATION_DRAIN_SECONDS = 10.0
+
+
+class SpoolBusy(RuntimeError):
+    """Another `cfia serve` already uses this spool folder."""
+
+
+def listener_settings(cfg) -> ListenerSettings:
+    lc = cfg.listener
+    ctx = listener.tls_context(lc.tls.certificate, lc.tls.key, lc.tls.ca) if lc.tls.enabled else None
+    return ListenerSettings(
+        ae_title=lc.ae_title, host=lc.host, port=lc.port,
+        allowed_calling_ae_titles=tuple(lc.allowed_calling_ae_titles),
+        ignore_other_sop_classes=lc.other_sop_classes == "ignore", ssl_context=ctx,
+    )
+
+
+class Node:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.spool = Spool(cfg.spool.folder)
+        self.queue: JobQueue | None = None
+        self.intake: Intake | None = None
+        self.server = None
+        self.http = None
+        self.pool: WorkerPool | None = None
+        self._lock_fd: int | None = None
+
+    def start(self) -> None:
+        self.spool.create()
+        self._take_lock()
+        self.queue = JobQueue(self.spool.queue_file, quiet_seconds=self.cfg.listener.study_quiet_seconds)
+        self._recover()
+        self.intake = Intake(self.spool, self.queue, self.cfg.listener.other_sop_classes == "ignore")
+        self.server = listener.start(listener_settings(self.cfg), self.intake)
+        self.pool = WorkerPool(self.cfg, self.queue)
+        self.pool.start()
+        if self.cfg.http.enabled:
+            self.http = http.start(self.cfg.http.host, self.cfg.http.port, self.health, self.metrics)
+        self._write_info()
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.spool.root / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(f"another cfia serve uses the spool folder {self.spool.root}") from None
+        self._lock_fd = fd
+
+    def _recover(self) -> None:
+        """After a crash: give back running jobs, release open batches, drop files
+        of stores that were never acknowledged."""
+        requeued = self.queue.requeue_running()
+        released = self.queue.close_all_batches()
+        orphans = self.spool.orphans(self.queue.paths())
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        log.info("spool recovered", extra={"jobs_requeued": requeued, "batches_released": released,
+                                           "unacknowledged_files_removed": len(orphans),
+                                           **self.queue.counts()})
+
+    def _write_info(self) -> None:
+        host, port = self.server.server_address[:2]
+        info = {"pid": os.getpid(), "ae_title": self.cfg.listener.ae_title, "host": host, "dicom_port": port,
+                "http_port": self.http.server_address[1] if self.http else None, "started_at": time.time()}
+        listener.write_durably(self.spool.root / status.SERVE_INFO, json.dumps(info).encode())
+
+    def health(self) -> tuple[bool, dict]:
+        alive = self.pool.alive() if self.pool else 0
+        counts = self.queue.counts()
+        ok = alive == self.cfg.workers.count and self.server is not None
+        return ok, {"status": "ok" if ok else "degraded", "workers_alive": alive,
+                    "workers_configured": self.cfg.workers.count, "queue": counts}
+
+    def metrics(self) -> str:
+        return status.prometheus(self.queue, dict(self.intake.counts), self.pool.alive() if self.pool else 0)
+
+    def run(self, stop: threading.Event) -> int:
+        """Supervise until `stop` is set; returns the exit code."""
+        while not stop.wait(0.5):
+            self.pool.check()
+            if self.pool.config_error:
+                log.error("stopping: the processor cannot be built (see the worker's error)")
+                self.stop()
+                return EXIT_CONFIG
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        log.info("stopping: no new associations")
+        if self.server is not None:
+            self.server.shutdown()
+            _drain(self.server, ASSOCIATION_DRAIN_SECONDS)
+            self.server = None
+        if self.pool is not None:
+            self.pool.stop(self.cfg.workers.stop_timeout_seconds)
+        if self.http is not None:
+            self.http.shutdown()
+        if self.queue is not None:
+            log.info("stopped", extra=self.queue.counts())
+            self.queue.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+
+
+def _drain(server, seconds: float) -> None:
+    """Let open associations finish; abort the rest (their acknowledged images are
+    queued, the unacknowledged one the sender will resend)."""
+    deadline = time.monotonic() + seconds
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for assoc in server.active_associations:
+        assoc.abort()
+
+
+def serve(cfg, config_path: str | None = None) -> int:
+    logs.setup(cfg.logging.format, cfg.logging.level)
+    log.info("effective config", extra={"config_file": config_path or "(defaults)",
+                                        "config": json.dumps(config_mod.to_dict(cfg), sort_keys=True)})
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.set())
+    node = Node(cfg)
+    try:
+        node.start()
+    except SpoolBusy as exc:
+        log.error(str(exc))
+        return 1
+    except OSError as exc:  # port in use, spool not writable, TLS files missing
+        log.error("cannot start", extra={"reason": f"{type(exc).__name__}: {exc}"})
+        node.stop()
+        return 1
+    return node.run(stop)

@@ -1,0 +1,103 @@
+"""What the node is doing: queue counts, last errors, throughput, and the same as
+Prometheus metrics. Read from the queue file, so `cfia status` works from another
+process, and counts survive restarts."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from listener import JobQueue
+
+EXPLAIN_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300)
+WAITING = ("pending", "queued", "running", "sending")
+SERVE_INFO = "serve.json"  # written by `cfia serve` into the spool folder
+
+
+def snapshot(queue: JobQueue, now: Optional[float] = None) -> dict:
+    now = now or time.time()
+    return {
+        "counts": queue.counts(),
+        "last_hour": queue.throughput(now - 3600),
+        "last_day": queue.throughput(now - 86400),
+        "last_errors": queue.recent_errors(5),
+    }
+
+
+def read_serve_info(spool_folder: str | Path) -> Optional[dict]:
+    path = Path(spool_folder) / SERVE_INFO
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    info["running"] = _pid_alive(int(info.get("pid", 0)))
+    return info
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def format_text(snap: dict, serve: Optional[dict]) -> str:
+    lines = []
+    if serve:
+        state = "running" if serve["running"] else "not running"
+        lines.append(f"server: {state} (pid {serve.get('pid')}), DICOM {serve.get('ae_title')}@"
+                     f"{serve.get('host')}:{serve.get('dicom_port')}")
+    else:
+        lines.append("server: never started with this spool folder")
+    counts = snap["counts"]
+    lines.append("queue: " + ", ".join(f"{state} {counts[state]}" for state in counts))
+    for label, key in (("last hour", "last_hour"), ("last 24 h", "last_day")):
+        t = snap[key]
+        lines.append(f"{label}: {t['done']} done, mean explain {t['mean_explain_seconds']:.1f} s")
+    if snap["last_errors"]:
+        lines.append("last errors:")
+        for e in snap["last_errors"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["updated_at"]))
+            lines.append(f"  {when} job {e['id']} ({e['state']}) {e['sop_instance_uid']}: {e['error']}")
+    return "\n".join(lines)
+
+
+def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> str:
+    counts = queue.counts()
+    out = [
+        _metric("cfia_received_total", "counter", "Mammograms received and queued (all time).",
+                [("", sum(counts.values()))]),
+        _metric("cfia_processed_total", "counter", "Jobs whose results were delivered.", [("", counts["done"])]),
+        _metric("cfia_failed_total", "counter", "Jobs moved to the dead-letter folder.", [("", counts["failed"])]),
+        _metric("cfia_queue_depth", "gauge", "Jobs waiting, by state.",
+                [(f'{{state="{s}"}}', counts[s]) for s in WAITING]),
+        _metric("cfia_store_refused_total", "counter", "C-STOREs refused since start, by status.",
+                [(f'{{status="{k[len("refused_"):]}"}}', v) for k, v in sorted(listener_counts.items())
+                 if k.startswith("refused_")]),
+        _metric("cfia_store_ignored_total", "counter", "Non-mammogram C-STOREs ignored since start.",
+                [("", listener_counts.get("ignored", 0))]),
+        _metric("cfia_workers_alive", "gauge", "Worker processes alive.", [("", workers_alive)]),
+        _histogram("cfia_explain_seconds", "Seconds the processor took per image.", queue.explain_seconds()),
+    ]
+    return "".join(out)
+
+
+def _metric(name: str, kind: str, help_text: str, samples) -> str:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {value}" for labels, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+def _histogram(name: str, help_text: str, values: list[float]) -> str:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for bound in EXPLAIN_BUCKETS:
+        lines.append(f'{name}_bucket{{le="{bound}"}} {sum(v <= bound for v in values)}')
+    lines += [f'{name}_bucket{{le="+Inf"}} {len(values)}', f"{name}_sum {sum(values):.6f}", f"{name}_count {len(values)}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,188 @@
+"""The worker: takes a job from the queue, runs the processor, stores the results,
+sends them, and records each step, so a crash at any point resumes at that step.
+
+    claim -> read + decode source -> processor -> results on disk (set_results)
+          -> send to every destination (add_delivered each) -> finish -> delete files
+
+A processing failure is retried `max_retries` times with backoff, then the job moves
+to the dead-letter folder with its reason; an image that cannot be decoded goes there
+at once (decoding will not get better). A destination that is down is retried with
+backoff forever: nothing is lost. A destination that answers with a failure status
+counts as a send attempt and dead-letters after `max_retries` of them. The source is
+deleted only after the results were delivered everywhere.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from dicom_out import STORED, Backoff, Destination, DestinationUnavailable
+from dicom_out import send as dicom_send
+from listener import Job, JobQueue, Spool
+
+from .processors import Processor
+
+log = logging.getLogger("cfia.worker")
+
+Sender = Callable[..., dict[str, int]]
+
+
+class UndecodableImage(Exception):
+    """The source's pixel data cannot be decoded: a permanent failure."""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where results go: the fixed destinations plus the caller's own address when
+    its calling AE title is in the return-to-sender table."""
+
+    fixed: tuple[Destination, ...] = ()
+    return_to_sender: tuple[tuple[str, Destination], ...] = ()
+
+    def destinations_for(self, calling_ae: str) -> list[Destination]:
+        back = [dest for ae, dest in self.return_to_sender if ae == calling_ae.strip()]
+        return list(self.fixed) + back
+
+
+def destination_key(dest: Destination) -> str:
+    """Identity of a destination in the queue's `delivered` list."""
+    return f"{dest.name}:{dest.ae_title}@{dest.host}:{dest.port}"
+
+
+def read_image(path: Path) -> Dataset:
+    """Read and fully decode the source: the check the listener could not afford."""
+    ds = pydicom.dcmread(path)
+    try:
+        ds.pixel_array  # pydicom caches the array, so the processor does not decode again
+    except Exception as exc:
+        raise UndecodableImage(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from None
+    return ds
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, spool: Spool, processor: Processor, routing: Routing,
+                 calling_ae: str = "CFIA", max_retries: int = 3, backoff: Backoff = Backoff(),
+                 sender: Sender = dicom_send, owner: Optional[str] = None):
+        self.queue, self.spool, self.processor, self.routing = queue, spool, processor, routing
+        self.calling_ae = calling_ae
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.sender = sender
+        self.owner = owner or f"pid{os.getpid()}"
+
+    def run(self, should_stop: Callable[[], bool], poll_seconds: float = 0.2) -> None:
+        """Work until `should_stop()`; it is checked between jobs, so a job in hand
+        is finished (or, if the process is killed, recovered by the queue)."""
+        while not should_stop():
+            if not self.run_once():
+                time.sleep(poll_seconds)
+
+    def run_once(self) -> bool:
+        """Handle one job if one is ready; False when there was none."""
+        job = self.queue.claim(self.owner)
+        if job is None:
+            return False
+        fields = {"job": job.id, "sop_instance_uid": job.sop_instance_uid}
+        try:
+            if job.results is None:
+                self._process(job, fields)
+            else:
+                self._deliver(job, Path(job.results), fields)
+        except Exception as exc:  # a bug in the worker itself: keep the job, keep serving
+            log.exception("worker error", extra=fields)
+            self.queue.retry_later(job.id, f"worker error: {type(exc).__name__}: {exc}",
+                                   self.backoff.delay(job.attempts))
+        return True
+
+    # -- processing ------------------------------------------------------------
+
+    def _process(self, job: Job, fields: dict) -> None:
+        if job.attempts > self.max_retries + 1:  # earlier attempts killed their worker
+            self._dead_letter(job, f"worker died while processing ({job.attempts - 1} attempts)", fields)
+            return
+        try:
+            ds = read_image(Path(job.path))
+        except UndecodableImage as exc:
+            self._dead_letter(job, str(exc), fields)
+            return
+        except Exception as exc:  # unreadable file (I/O error, gone): retried, then dead letter
+            self._processing_failed(job, f"cannot read source: {type(exc).__name__}: {exc}", fields)
+            return
+        start = time.perf_counter()
+        try:
+            results = self.processor(ds)
+        except Exception as exc:
+            self._processing_failed(job, f"{type(exc).__name__}: {exc}", fields)
+            return
+        seconds = time.perf_counter() - start
+        folder = self.spool.write_results(job.id, results)
+        self.queue.set_results(job.id, str(folder), seconds)
+        log.info("explained", extra={**fields, "explain_seconds": round(seconds, 3),
+                                     "objects": ",".join(results)})
+        self._deliver(job, folder, fields)
+
+    def _processing_failed(self, job: Job, reason: str, fields: dict) -> None:
+        if job.attempts > self.max_retries:
+            self._dead_letter(job, reason, fields)
+            return
+        delay = self.backoff.delay(job.attempts)
+        log.warning("processing failed, will retry", extra={**fields, "attempt": job.attempts,
+                                                            "retry_in_s": round(delay, 2), "reason": reason})
+        self.queue.retry_later(job.id, reason, delay)
+
+    # -- sending ---------------------------------------------------------------
+
+    def _deliver(self, job: Job, folder: Path, fields: dict) -> None:
+        destinations = self.routing.destinations_for(job.calling_ae)
+        if not destinations:
+            self._dead_letter(job, f"no destination for calling AE {job.calling_ae!r}", fields, folder)
+            return
+        files = self.spool.result_files(folder)
+        for dest in destinations:
+            if destination_key(dest) in job.delivered:
+                continue
+            if not self._send_to(job, dest, files, folder, fields):
+                return
+            self.queue.add_delivered(job.id, destination_key(dest))
+        self.queue.finish(job.id)
+        self.spool.remove(Path(job.path), folder)
+        log.info("delivered", extra={**fields, "objects": len(files), "destinations": len(destinations)})
+
+    def _send_to(self, job: Job, dest: Destination, files: Sequence[Path], folder: Path, fields: dict) -> bool:
+        where = {**fields, "destination": dest.name}
+        try:
+            replies = self.sender(files, dest, calling_ae=self.calling_ae) if files else {}
+        except DestinationUnavailable as exc:
+            delay = self.backoff.delay(job.send_attempts + 1)
+            log.warning("destination unavailable, results kept", extra={**where, "retry_in_s": round(delay, 2),
+                                                                       "reason": str(exc)})
+            self.queue.retry_later(job.id, str(exc), delay, sending=True)
+            return False
+        refused = {uid: status for uid, status in replies.items() if status not in STORED}
+        if not refused:
+            return True
+        reason = f"{dest.name} refused " + ", ".join(f"{uid} ({status:#06x})" for uid, status in refused.items())
+        if job.send_attempts + 1 > self.max_retries:
+            self._dead_letter(job, reason, fields, folder)
+        else:
+            log.warning("destination refused objects, will retry", extra={**where, "reason": reason})
+            self.queue.retry_later(job.id, reason, self.backoff.delay(job.send_attempts + 1), sending=True)
+        return False
+
+    # -- giving up -------------------------------------------------------------
+
+    def _dead_letter(self, job: Job, reason: str, fields: dict, results: Optional[Path] = None) -> None:
+        folder = self.spool.move_to_dead_letter(job.id, Path(job.path), results, {
+            "job": job.id, "sop_instance_uid": job.sop_instance_uid, "study_instance_uid": job.study_instance_uid,
+            "calling_ae": job.calling_ae, "attempts": job.attempts, "send_attempts": job.send_attempts,
+            "reason": reason, "time": time.time(),
+        })
+        self.queue.fail(job.id, reason)
+        log.error("job failed, moved to dead-letter", extra={**fields, "folder": str(folder), "reason": reason})

@@ -1,0 +1,115 @@
+"""Worker processes: each builds its processor once (models load once) and runs a
+Worker loop; the server starts, watches and stops them.
+
+Workers are spawned, not forked: the server has pynetdicom threads and sockets, and
+torch does not survive a fork with threads. A worker dies with its server (Linux
+PR_SET_PDEATHSIG, plus a parent check between jobs), so after a `kill -9` of the
+server no orphan keeps working on jobs the restarted server will requeue.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Optional
+
+from dicom_out import Backoff
+from listener import JobQueue, Spool
+
+from . import logs
+from .processors import load_factory
+from .routing import routing_from_config
+from .worker import Worker
+
+log = logging.getLogger("cfia.workers")
+
+EXIT_CONFIG = 78  # EX_CONFIG: the processor cannot be built; restarting will not help
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent check between jobs remains
+        pass
+
+
+def worker_main(cfg, parent_pid: int, stop_event) -> None:
+    """Entry point of a worker process."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # finish the job in hand, then exit
+    logs.setup(cfg.logging.format, cfg.logging.level)
+    os.nice(cfg.workers.nice)  # the listener, at normal priority, must answer C-STOREs promptly
+    try:
+        processor = load_factory(cfg.workers.processor)(cfg)
+    except Exception as exc:
+        log.error("cannot build the processor", extra={"processor": cfg.workers.processor,
+                                                        "reason": f"{type(exc).__name__}: {exc}"})
+        sys.exit(EXIT_CONFIG)
+    spool = Spool(cfg.spool.folder)
+    queue = JobQueue(spool.queue_file, quiet_seconds=cfg.listener.study_quiet_seconds)
+    worker = Worker(queue, spool, processor, routing_from_config(cfg), calling_ae=cfg.listener.ae_title,
+                    max_retries=cfg.spool.max_retries,
+                    backoff=Backoff(cfg.spool.send_backoff_seconds, cfg.spool.send_backoff_max_seconds))
+    log.info("worker ready", extra={"processor": cfg.workers.processor})
+    worker.run(lambda: stop_event.is_set() or stopping.is_set() or os.getppid() != parent_pid)
+    queue.close()
+    log.info("worker stopped")
+
+
+class WorkerPool:
+    def __init__(self, cfg, queue: JobQueue):
+        self.cfg = cfg
+        self.queue = queue
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stop = self._ctx.Event()
+        self.processes: list = []
+        self.config_error = False
+
+    def start(self) -> None:
+        for _ in range(self.cfg.workers.count):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        proc = self._ctx.Process(target=worker_main, args=(self.cfg, os.getpid(), self._stop), daemon=False)
+        proc.start()
+        self.processes.append(proc)
+        log.info("worker started", extra={"worker_pid": proc.pid})
+
+    def alive(self) -> int:
+        return sum(p.is_alive() for p in self.processes)
+
+    def check(self) -> None:
+        """Replace workers that died, giving their jobs back to the queue."""
+        for proc in [p for p in self.processes if not p.is_alive()]:
+            self.processes.remove(proc)
+            n = self.queue.requeue_running(f"pid{proc.pid}")
+            if proc.exitcode == EXIT_CONFIG:
+                self.config_error = True
+                continue
+            log.error("worker died, restarting", extra={"worker_pid": proc.pid, "exitcode": proc.exitcode,
+                                                        "jobs_requeued": n})
+            self._spawn()
+
+    def stop(self, timeout: float) -> None:
+        """Ask workers to finish their job in hand; kill and requeue what is left after `timeout`."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for proc in self.processes:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in self.processes:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+                n = self.queue.requeue_running(f"pid{proc.pid}")
+                log.warning("worker did not finish in time; its job is requeued",
+                            extra={"worker_pid": proc.pid, "jobs_requeued": n})
+        self.processes.clear()
+

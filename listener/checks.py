@@ -1,0 +1,59 @@
+"""Cheap header checks for a received mammogram: what the C-STORE handler can afford.
+
+The handler must answer within milliseconds, so it never decodes compressed pixel
+data: a 2294x1914 JPEG 2000 takes about a second to decode on one core. It checks the
+attributes every decoder needs and, for native (uncompressed) pixel data, that the
+length matches them. The worker decodes fully before explaining; an image that fails
+there is moved to the dead-letter folder with the decoder's reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from . import statuses
+
+IMAGE_ATTRIBUTES = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PixelData")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: int
+    reason: str
+
+
+def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID) -> Optional[Refusal]:
+    """None when the dataset looks like a decodable image of `sop_class`, else why not."""
+    if len(ds) == 0:
+        return Refusal(statuses.EMPTY_DATASET, "empty dataset")
+    if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
+        # pydicom parses garbage leniently; a dataset without its identity is garbage
+        return Refusal(statuses.CANNOT_DECODE, "no SOP Class/Instance UID: not a DICOM dataset")
+    if ds.SOPClassUID != sop_class:
+        return Refusal(statuses.SOP_CLASS_MISMATCH, f"dataset SOP class {ds.SOPClassUID} is not the request's")
+    missing = [name for name in IMAGE_ATTRIBUTES if ds.get(name) in (None, b"", "")]
+    if missing:
+        return Refusal(statuses.MISSING_IMAGE_ATTRIBUTES, f"missing {', '.join(missing)}")
+    if transfer_syntax.is_encapsulated:
+        if not _looks_encapsulated(ds.PixelData):
+            return Refusal(statuses.NOT_ENCAPSULATED, "pixel data is not encapsulated")
+        return None
+    expected = _native_length(ds)
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + expected % 2):  # odd lengths are padded to even
+        return Refusal(statuses.PIXEL_LENGTH_MISMATCH, f"pixel data {actual} bytes, expected {expected}")
+    return None
+
+
+def _native_length(ds: Dataset) -> int:
+    frames = int(ds.get("NumberOfFrames") or 1)
+    bits = int(ds.Rows) * int(ds.Columns) * frames * int(ds.SamplesPerPixel) * int(ds.BitsAllocated)
+    return (bits + 7) // 8
+
+
+def _looks_encapsulated(pixel_data: bytes) -> bool:
+    # Encapsulated pixel data starts with the Basic Offset Table item (FFFE,E000).
+    return pixel_data[:4] == b"\xfe\xff\x00\xe0"

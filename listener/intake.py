@@ -1,0 +1,133 @@
+"""The SCP's event handlers: validate, spool, record a job, answer. Never raise.
+
+Handlers get their dependencies (an Intake) through pynetdicom's handler arguments.
+Each failure maps to a DIMSE status (listener.statuses) and one log line that
+carries UIDs and the calling AE title, never patient names or IDs.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import uuid
+import weakref
+from collections import Counter
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from . import statuses
+from .checks import check_mammogram
+from .jobqueue import JobQueue
+from .spool import Spool
+from .syntaxes import MAMMOGRAPHY_SOP_CLASSES
+
+log = logging.getLogger("cfia.listener")
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Intake:
+    """What the handlers need: the spool, the queue and the policy for other SOP classes."""
+
+    def __init__(self, spool: Spool, queue: JobQueue, ignore_other_sop_classes: bool = False):
+        self.spool = spool
+        self.queue = queue
+        self.ignore_other_sop_classes = ignore_other_sop_classes
+        self.counts: Counter[str] = Counter()  # received, ignored, echo, refused_0xC002, ...
+        self._lock = threading.Lock()
+        self._batches: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+
+    def batch_of(self, assoc) -> str:
+        """A unique id for the association: its images form one batch (study)."""
+        with self._lock:
+            if assoc not in self._batches:
+                self._batches[assoc] = uuid.uuid4().hex
+            return self._batches[assoc]
+
+    def forget(self, assoc) -> str | None:
+        with self._lock:
+            return self._batches.pop(assoc, None)
+
+
+def handle_store(event, intake: Intake) -> Dataset | int:
+    """EVT_C_STORE: returns a status within milliseconds; the model never runs here."""
+    request = event.request
+    uid = str(request.AffectedSOPInstanceUID)
+    calling = event.assoc.requestor.ae_title
+    try:
+        return _store(event, intake, uid, calling)
+    except Exception as exc:  # a bug here must not take the association down
+        log.exception("C-STORE handler error", extra={"sop_instance_uid": uid, "calling_ae": calling})
+        intake.count(f"refused_{statuses.UNEXPECTED_ERROR:#06x}")
+        return statuses.status(statuses.UNEXPECTED_ERROR, f"internal error: {type(exc).__name__}")
+
+
+def _store(event, intake: Intake, uid: str, calling: str) -> Dataset | int:
+    sop_class = str(event.request.AffectedSOPClassUID)
+    fields = {"sop_instance_uid": uid, "sop_class_uid": sop_class, "calling_ae": calling}
+    if sop_class not in MAMMOGRAPHY_SOP_CLASSES:  # only negotiated when configured to ignore
+        intake.count("ignored")
+        log.info("ignored non-mammogram instance", extra=fields)
+        return statuses.SUCCESS
+    try:
+        ds = event.dataset
+        ds.get("Rows")  # parse the top level now: a truncated stream fails here
+    except Exception as exc:
+        return _refuse(intake, statuses.CANNOT_DECODE, f"cannot decode dataset: {type(exc).__name__}", fields)
+    refusal = check_mammogram(ds, sop_class, UID(event.context.transfer_syntax))
+    if refusal is not None:
+        return _refuse(intake, refusal.code, refusal.reason, fields)
+    return _spool(event, intake, ds, fields)
+
+
+def _spool(event, intake: Intake, ds: Dataset, fields: dict) -> Dataset | int:
+    try:
+        path = intake.spool.write_incoming(event.encoded_dataset())
+    except OSError as exc:
+        why = "disk full" if exc.errno in DISK_FULL else f"cannot write spool: {exc.strerror}"
+        return _refuse(intake, statuses.OUT_OF_RESOURCES, why, fields)
+    batch = intake.batch_of(event.assoc)
+    try:
+        job_id, replaced = intake.queue.add(
+            str(path), fields["sop_instance_uid"], str(ds.get("StudyInstanceUID", "")),
+            fields["sop_class_uid"], fields["calling_ae"], batch)
+    except Exception as exc:  # sqlite3.OperationalError: disk full, locked too long
+        Path(path).unlink(missing_ok=True)
+        return _refuse(intake, statuses.OUT_OF_RESOURCES, f"cannot record job: {exc}", fields)
+    if replaced:
+        Path(replaced).unlink(missing_ok=True)
+    intake.count("received")
+    log.info("stored instance", extra={**fields, "job": job_id, "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
+                                       "transfer_syntax": str(event.context.transfer_syntax), "resend": bool(replaced)})
+    return statuses.SUCCESS
+
+
+def _refuse(intake: Intake, code: int, reason: str, fields: dict) -> Dataset:
+    intake.count(f"refused_{code:#06x}")
+    log.warning("refused instance", extra={**fields, "status": f"{code:#06x}", "reason": reason})
+    return statuses.status(code, reason)
+
+
+def handle_echo(event, intake: Intake) -> int:
+    """EVT_C_ECHO: answers success; an association with only echoes makes no job."""
+    intake.count("echo")
+    log.info("C-ECHO", extra={"calling_ae": event.assoc.requestor.ae_title})
+    return statuses.SUCCESS
+
+
+def handle_association_end(event, intake: Intake) -> None:
+    """EVT_RELEASED / EVT_ABORTED: the association's images are complete."""
+    try:
+        batch = intake.forget(event.assoc)
+        if batch is not None:
+            n = intake.queue.close_batch(batch)
+            log.info("association ended", extra={"calling_ae": event.assoc.requestor.ae_title,
+                                                 "event": event.event.name, "jobs_ready": n})
+    except Exception:  # the quiet period promotes them instead
+        log.exception("could not close batch")

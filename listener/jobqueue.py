@@ -1,0 +1,264 @@
+"""The durable job queue: one row per received image, in SQLite in the spool folder.
+
+States (a job moves only forward, except back to a waiting state on a retry):
+
+    pending  received; its association is still open (study not complete yet)
+    queued   ready for a worker (association released, or quiet for N seconds)
+    running  a worker holds it (`owner`); processing or sending
+    sending  results are built and on disk; waiting to be (re)sent
+    done     results delivered to every destination; spool files removed
+    failed   gave up; files are in the dead-letter folder with the reason
+
+Every change is one transaction (WAL, synchronous=FULL), so after a crash the table
+says exactly which step each job reached: `running` rows of a dead owner go back to
+`queued` (no results yet) or `sending` (results on disk), and nothing that reached
+`done` is repeated. Several processes share the file; each opens its own JobQueue.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+STATES = ("pending", "queued", "running", "sending", "done", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL,
+    batch TEXT NOT NULL,              -- the association that delivered it
+    path TEXT NOT NULL,               -- source image in the spool
+    sop_instance_uid TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    not_before REAL NOT NULL DEFAULT 0,   -- retry time after a failure
+    attempts INTEGER NOT NULL DEFAULT 0,  -- processing attempts started
+    send_attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,                           -- worker holding a running job
+    results TEXT,                         -- folder of the built results
+    delivered TEXT NOT NULL DEFAULT '[]', -- destinations that have the results
+    explain_seconds REAL,
+    finished_at REAL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
+CREATE INDEX IF NOT EXISTS jobs_uid ON jobs (sop_instance_uid, state);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    state: str
+    path: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    sop_class_uid: str
+    calling_ae: str
+    attempts: int
+    send_attempts: int
+    results: Optional[str]
+    delivered: tuple[str, ...]
+    error: Optional[str]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        return cls(
+            id=row["id"], state=row["state"], path=row["path"],
+            sop_instance_uid=row["sop_instance_uid"], study_instance_uid=row["study_instance_uid"],
+            sop_class_uid=row["sop_class_uid"], calling_ae=row["calling_ae"],
+            attempts=row["attempts"], send_attempts=row["send_attempts"], results=row["results"],
+            delivered=tuple(json.loads(row["delivered"])), error=row["error"],
+        )
+
+
+class JobQueue:
+    def __init__(self, path: str | Path, quiet_seconds: float = 30.0, clock=time.time):
+        self.path = Path(path)
+        self.quiet_seconds = quiet_seconds
+        self._clock = clock
+        self._lock = threading.Lock()  # one connection, shared by the SCP's threads
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged image survives a power cut
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- the listener's side -------------------------------------------------
+
+    def add(self, path: str, sop_instance_uid: str, study_instance_uid: str, sop_class_uid: str,
+            calling_ae: str, batch: str) -> tuple[int, Optional[str]]:
+        """Record a received image. A resend of an image that is still waiting
+        replaces it (same job, new file); returns (job id, the replaced file or None)."""
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id, path FROM jobs WHERE sop_instance_uid = ? AND state IN ('pending', 'queued')",
+                (sop_instance_uid,),
+            ).fetchone()
+            if row is not None:
+                db.execute("UPDATE jobs SET path = ?, batch = ?, state = 'pending', calling_ae = ?, "
+                           "received_at = ?, updated_at = ? WHERE id = ?",
+                           (path, batch, calling_ae, now, now, row["id"]))
+                return row["id"], row["path"]
+            cur = db.execute(
+                "INSERT INTO jobs (state, batch, path, sop_instance_uid, study_instance_uid, sop_class_uid, "
+                "calling_ae, received_at, updated_at) VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (batch, path, sop_instance_uid, study_instance_uid, sop_class_uid, calling_ae, now, now),
+            )
+            return cur.lastrowid, None
+
+    def close_batch(self, batch: str) -> int:
+        """The association ended (released or aborted): its images are ready."""
+        with self._tx() as db:
+            return db.execute("UPDATE jobs SET state = 'queued', updated_at = ? WHERE batch = ? AND state = 'pending'",
+                              (self._clock(), batch)).rowcount
+
+    def close_all_batches(self) -> int:
+        """At start-up: no association of a previous run is still open."""
+        with self._tx() as db:
+            return db.execute("UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'pending'",
+                              (self._clock(),)).rowcount
+
+    # -- the workers' side ---------------------------------------------------
+
+    def claim(self, owner: str) -> Optional[Job]:
+        """Take the oldest job that is ready to process or to (re)send."""
+        now = self._clock()
+        with self._tx() as db:
+            self._promote_quiet_batches(db, now)
+            row = db.execute(
+                "SELECT * FROM jobs WHERE state IN ('queued', 'sending') AND not_before <= ? ORDER BY id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            attempts = row["attempts"] + (1 if row["state"] == "queued" else 0)
+            db.execute("UPDATE jobs SET state = 'running', owner = ?, attempts = ?, updated_at = ? WHERE id = ?",
+                       (owner, attempts, now, row["id"]))
+            return dataclasses.replace(Job.from_row(row), attempts=attempts)
+
+    def _promote_quiet_batches(self, db: sqlite3.Connection, now: float) -> None:
+        db.execute(
+            "UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'pending' AND batch IN "
+            "(SELECT batch FROM jobs WHERE state = 'pending' GROUP BY batch HAVING max(received_at) <= ?)",
+            (now, now - self.quiet_seconds),
+        )
+
+    def set_results(self, job_id: int, results: str, explain_seconds: float) -> None:
+        """Results are on disk: from now on a crash resumes with sending, not processing."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET results = ?, explain_seconds = ?, updated_at = ? WHERE id = ?",
+                       (results, explain_seconds, self._clock(), job_id))
+
+    def add_delivered(self, job_id: int, destination: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT delivered FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            names = sorted(set(json.loads(row["delivered"])) | {destination})
+            db.execute("UPDATE jobs SET delivered = ?, updated_at = ? WHERE id = ?",
+                       (json.dumps(names), self._clock(), job_id))
+
+    def finish(self, job_id: int) -> None:
+        now = self._clock()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state = 'done', owner = NULL, error = NULL, finished_at = ?, updated_at = ? "
+                       "WHERE id = ?", (now, now, job_id))
+
+    def retry_later(self, job_id: int, error: str, delay: float, sending: bool = False) -> None:
+        """Give the job back to wait `delay` seconds; back to `sending` when its
+        results are on disk, else to `queued`."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = CASE WHEN results IS NULL THEN 'queued' ELSE 'sending' END, "
+                "owner = NULL, error = ?, not_before = ?, send_attempts = send_attempts + ?, updated_at = ? "
+                "WHERE id = ?",
+                (error, now + delay, 1 if sending else 0, now, job_id),
+            )
+
+    def fail(self, job_id: int, error: str) -> None:
+        now = self._clock()
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state = 'failed', owner = NULL, error = ?, finished_at = ?, updated_at = ? "
+                       "WHERE id = ?", (error, now, now, job_id))
+
+    def requeue_running(self, owner: Optional[str] = None) -> int:
+        """Give back the jobs of a dead worker (`owner`), or of every worker at
+        start-up (None): to `sending` if their results are on disk, else `queued`."""
+        where, args = ("state = 'running'", ()) if owner is None else ("state = 'running' AND owner = ?", (owner,))
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state = CASE WHEN results IS NULL THEN 'queued' ELSE 'sending' END, "
+                f"owner = NULL, not_before = 0, updated_at = ? WHERE {where}",
+                (self._clock(), *args),
+            ).rowcount
+
+    # -- reading -------------------------------------------------------------
+
+    def get(self, job_id: int) -> Optional[Job]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else Job.from_row(row)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state").fetchall()
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({row["state"]: row["n"] for row in rows})
+        return counts
+
+    def paths(self) -> set[str]:
+        """Source files of jobs that still own one (everything not done or failed)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM jobs WHERE state NOT IN ('done', 'failed')").fetchall()
+        return {row["path"] for row in rows}
+
+    def recent_errors(self, limit: int = 5) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, state, sop_instance_uid, attempts, send_attempts, error, updated_at FROM jobs "
+                "WHERE error IS NOT NULL ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(row) for row in rows]
+
+    def throughput(self, since: float) -> dict[str, float]:
+        """Jobs finished since `since` and their explain time."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) AS done, avg(explain_seconds) AS mean_explain FROM jobs "
+                "WHERE state = 'done' AND finished_at >= ?", (since,)).fetchone()
+        return {"done": row["done"], "mean_explain_seconds": row["mean_explain"] or 0.0}
+
+    def explain_seconds(self) -> list[float]:
+        with self._lock:
+            rows = self._db.execute("SELECT explain_seconds FROM jobs WHERE explain_seconds IS NOT NULL").fetchall()
+        return [row[0] for row in rows]
+
+    def states_of(self, sop_instance_uid: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT state FROM jobs WHERE sop_instance_uid = ? ORDER BY id",
+                                    (sop_instance_uid,)).fetchall()
+        return [row[0] for row in rows]

@@ -1,0 +1,65 @@
+"""The listener's network side: a pynetdicom SCP bound to the intake handlers."""
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Optional
+
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+
+from .intake import Intake, handle_association_end, handle_echo, handle_store
+from .syntaxes import decodable_transfer_syntaxes, supported_contexts
+
+log = logging.getLogger("cfia.listener")
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    ae_title: str = "CFIA"
+    host: str = "127.0.0.1"
+    port: int = 11112                       # 0: any free port (tests)
+    allowed_calling_ae_titles: tuple[str, ...] = ()  # empty: anyone
+    ignore_other_sop_classes: bool = False  # False: their contexts are rejected
+    ssl_context: Optional[ssl.SSLContext] = field(default=None, compare=False)
+    # Unlimited: a 9 MB mammogram in 16 kB PDUs costs pynetdicom hundreds of ms.
+    maximum_pdu_size: int = 0
+    network_timeout: float = 60.0
+
+
+def tls_context(certificate: str, key: str, ca: Optional[str]) -> ssl.SSLContext:
+    """Server-side TLS; with a CA bundle, callers must present a certificate it signed."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+    ctx.load_cert_chain(certificate, key)
+    ctx.verify_mode = ssl.CERT_REQUIRED if ca else ssl.CERT_NONE
+    return ctx
+
+
+def make_ae(settings: ListenerSettings) -> AE:
+    ae = AE(ae_title=settings.ae_title)
+    ae.supported_contexts = supported_contexts(settings.ignore_other_sop_classes)
+    ae.add_supported_context(Verification)
+    ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
+    ae.maximum_pdu_size = settings.maximum_pdu_size
+    ae.network_timeout = settings.network_timeout
+    return ae
+
+
+def start(settings: ListenerSettings, intake: Intake):
+    """Start serving in background threads; returns the server (`.server_address`,
+    `.shutdown()`)."""
+    handlers = [
+        (evt.EVT_C_STORE, handle_store, [intake]),
+        (evt.EVT_C_ECHO, handle_echo, [intake]),
+        (evt.EVT_RELEASED, handle_association_end, [intake]),
+        (evt.EVT_ABORTED, handle_association_end, [intake]),
+    ]
+    ae = make_ae(settings)
+    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers,
+                             ssl_context=settings.ssl_context)
+    host, port = server.server_address[:2]
+    log.info("listening", extra={"ae_title": settings.ae_title, "host": host, "port": port,
+                                 "tls": settings.ssl_context is not None,
+                                 "transfer_syntaxes": len(decodable_transfer_syntaxes())})
+    return server

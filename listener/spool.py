@@ -1,0 +1,115 @@
+"""The spool folder: received images, built results, dead letters and the queue file.
+
+Every file is written durably (temp file, fsync, atomic rename, fsync of the folder)
+with mode 0600, so a C-STORE is acknowledged only once the image would survive a
+power cut, and a reader never sees half a file.
+
+    spool/
+      incoming/<uuid>.dcm       received images waiting for (or in) processing
+      results/<job id>/<type>.dcm  built result objects waiting to be sent
+      dead-letter/<job id>/     source, results and reason.json of a failed job
+      queue.sqlite              the job queue (listener.jobqueue)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that it is either all there or not there at all."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or unlink in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Spool:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.incoming = self.root / "incoming"
+        self.results = self.root / "results"
+        self.dead_letter = self.root / "dead-letter"
+        self.queue_file = self.root / "queue.sqlite"
+
+    def create(self) -> "Spool":
+        for folder in (self.root, self.incoming, self.results, self.dead_letter):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, DIR_MODE)
+        return self
+
+    def write_incoming(self, data: bytes) -> Path:
+        """Store one received image (as sent, file meta included); returns its path."""
+        path = self.incoming / f"{uuid.uuid4().hex}.dcm"
+        write_durably(path, data)
+        return path
+
+    def write_results(self, job_id: int, results: dict[str, Dataset]) -> Path:
+        """Store a job's result objects; returns their folder. Rewriting is harmless:
+        result UIDs are deterministic, so a rerun writes the same objects."""
+        folder = self.results / str(job_id)
+        folder.mkdir(exist_ok=True, mode=DIR_MODE)
+        for object_type, ds in results.items():
+            write_durably(folder / f"{object_type}.dcm", encode(ds))
+        return folder
+
+    @staticmethod
+    def result_files(folder: str | Path) -> list[Path]:
+        return sorted(Path(folder).glob("*.dcm"))
+
+    def move_to_dead_letter(self, job_id: int, source: Path, results: Path | None, reason: dict) -> Path:
+        """Keep a failed job's files with the reason; nothing is deleted."""
+        folder = self.dead_letter / str(job_id)
+        folder.mkdir(exist_ok=True, mode=DIR_MODE)
+        write_durably(folder / "reason.json", json.dumps(reason, indent=2).encode())
+        if source.exists():
+            os.rename(source, folder / "source.dcm")
+            fsync_folder(source.parent)
+        if results is not None and results.exists():
+            os.rename(results, folder / "results")
+        fsync_folder(folder)
+        return folder
+
+    def remove(self, source: Path, results: Path | None) -> None:
+        """Delete a finished job's files: called only after its results were sent."""
+        source.unlink(missing_ok=True)
+        if results is not None:
+            shutil.rmtree(results, ignore_errors=True)
+
+    def orphans(self, known: set[str]) -> list[Path]:
+        """Incoming files no job refers to: written, but the store was never
+        acknowledged (crash between rename and commit), so the sender will resend."""
+        return [p for p in self.incoming.iterdir() if str(p) not in known]

@@ -1,0 +1,189 @@
+"""listener/: the SCP in-process on a free loopback port, with a real SCU."""
+from __future__ import annotations
+
+import copy
+import errno
+import os
+import shutil
+import ssl
+import stat
+import subprocess
+from io import BytesIO
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless,
+                         RLELossless, generate_uid)
+from pynetdicom import AE
+from pynetdicom.sop_class import BasicTextSRStorage
+
+import listener
+from listener import Intake, JobQueue, ListenerSettings, Spool, statuses
+from node_helpers import echo, files_sent_as_stored, mammogram, poll, push, write
+
+MG = "1.2.840.10008.5.1.4.1.1.1.2"
+
+
+@pytest.fixture
+def start_listener(tmp_path):
+    servers = []
+
+    def start(spool_cls=Spool, quiet_seconds=60.0, **settings):
+        spool = spool_cls(tmp_path / "spool").create()
+        queue = JobQueue(spool.queue_file, quiet_seconds=quiet_seconds)
+        intake = Intake(spool, queue, settings.get("ignore_other_sop_classes", False))
+        server = listener.start(ListenerSettings(port=0, **settings), intake)
+        servers.append(server)
+        return server.server_address[1], intake
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_echo_makes_no_job(start_listener):
+    port, intake = start_listener()
+    assert echo(port) == 0x0000
+    assert sum(intake.queue.counts().values()) == 0
+
+
+def test_store_is_spooled_0600_and_queued_on_release(start_listener):
+    port, intake = start_listener()
+    ds = mammogram(0)
+    assert push(port, [ds]) == [0x0000]
+    counts = poll(lambda: (c := intake.queue.counts())["queued"] == 1 and c, what="job queued on release")
+    assert counts["pending"] == 0
+    files = list(intake.spool.incoming.iterdir())
+    assert len(files) == 1
+    assert stat.S_IMODE(os.stat(files[0]).st_mode) == 0o600
+    back = pydicom.dcmread(files[0])
+    assert back.SOPInstanceUID == ds.SOPInstanceUID and back.PixelData == ds.PixelData
+
+
+def test_unknown_caller_is_rejected(start_listener):
+    port, _ = start_listener(allowed_calling_ae_titles=("MODALITY",))
+    assert echo(port, calling_ae="STRANGER") is None
+    assert echo(port, calling_ae="MODALITY") == 0x0000
+
+
+def _file_with_body(tmp_path, name: str, body: bytes, sop_class: str = MG) -> str:
+    """A file with valid file meta and an arbitrary dataset body, sent as is."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    head = BytesIO()
+    pydicom.filewriter.write_file_meta_info(head, meta, enforce_standard=True)
+    path = tmp_path / name
+    path.write_bytes(b"\0" * 128 + b"DICM" + head.getvalue() + body)
+    return str(path)
+
+
+def _body(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    whole = buffer.getvalue()
+    return whole[whole.index(b"DICM") + 4 + _meta_length(whole):]
+
+
+def _meta_length(whole: bytes) -> int:
+    # (0002,0000) UL group length: 12 bytes of element + its value
+    start = whole.index(b"DICM") + 4
+    return 12 + int.from_bytes(whole[start + 8:start + 12], "little")
+
+
+def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp_path):
+    port, intake = start_listener()
+    good = mammogram(1)
+    body = _body(good)
+    short = copy.deepcopy(good)
+    short.PixelData = good.PixelData[:-200]
+    no_rows = copy.deepcopy(good)
+    del no_rows.Rows
+    text = Dataset()
+    text.SOPClassUID, text.SOPInstanceUID = BasicTextSRStorage, generate_uid()
+    cases = {
+        # a sequence whose items are not items: pydicom cannot parse it
+        "corrupt": (_file_with_body(tmp_path, "corrupt.dcm", b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"
+                                    + b"\x01\x02" * 20), statuses.CANNOT_DECODE),
+        # pydicom parses this leniently into nonsense without a SOP identity
+        "garbage": (_file_with_body(tmp_path, "garbage.dcm", bytes(range(256)) * 4), statuses.CANNOT_DECODE),
+        "truncated": (_file_with_body(tmp_path, "truncated.dcm", body[: len(body) // 2]),
+                      statuses.PIXEL_LENGTH_MISMATCH),
+        "pixel length": (write(short, tmp_path / "short.dcm"), statuses.PIXEL_LENGTH_MISMATCH),
+        "no rows": (write(no_rows, tmp_path / "norows.dcm"), statuses.MISSING_IMAGE_ATTRIBUTES),
+        "empty": (_file_with_body(tmp_path, "empty.dcm", b""), statuses.EMPTY_DATASET),
+        "non-image under MG": (_file_with_body(tmp_path, "sr.dcm", _body(_with_meta(text))),
+                               statuses.SOP_CLASS_MISMATCH),
+    }
+    for name, (path, expected) in cases.items():
+        with files_sent_as_stored():
+            assert push(port, [path]) == [expected], name
+        assert echo(port) == 0x0000, f"node stopped serving after {name}"
+    assert sum(intake.queue.counts().values()) == 0
+    assert list(intake.spool.incoming.iterdir()) == []
+
+
+def _with_meta(ds: Dataset) -> Dataset:
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def test_non_mammogram_sop_class_rejected_or_ignored(start_listener):
+    text = Dataset()
+    text.SOPClassUID, text.SOPInstanceUID = BasicTextSRStorage, generate_uid()
+    _with_meta(text)
+    port, intake = start_listener()  # default: reject, the context is not accepted
+    assert push(port, [text, mammogram(2)]) == [None, 0x0000]
+    port, intake = start_listener(ignore_other_sop_classes=True)
+    assert push(port, [text]) == [0x0000]
+    assert intake.counts["ignored"] == 1
+
+
+class FullDisk(Spool):
+    def write_incoming(self, data: bytes):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_is_out_of_resources(start_listener):
+    port, intake = start_listener(spool_cls=FullDisk)
+    assert push(port, [mammogram(3)]) == [statuses.OUT_OF_RESOURCES]
+    assert echo(port) == 0x0000
+
+
+def test_compressed_transfer_syntaxes_are_negotiated_and_spooled(start_listener):
+    offered = set(listener.decodable_transfer_syntaxes())
+    assert {JPEGBaseline8Bit, JPEGLSLossless, JPEG2000Lossless, JPEG2000, RLELossless} <= offered
+    port, intake = start_listener()
+    sent = []
+    for i, syntax in enumerate((RLELossless, JPEG2000Lossless)):
+        ds = mammogram(10 + i)
+        ds.compress(syntax)
+        sent.append(ds)
+    assert push(port, sent) == [0x0000, 0x0000]
+    spooled = {pydicom.dcmread(p).file_meta.TransferSyntaxUID for p in intake.spool.incoming.iterdir()}
+    assert spooled == {RLELossless, JPEG2000Lossless}
+
+
+def test_resend_of_a_waiting_image_replaces_it(start_listener):
+    port, intake = start_listener()
+    ds = mammogram(4)
+    assert push(port, [ds]) == [0x0000]
+    assert push(port, [ds]) == [0x0000]
+    poll(lambda: intake.queue.counts()["queued"] == 1, what="one job")
+    assert len(list(intake.spool.incoming.iterdir())) == 1
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls(start_listener, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    port, _ = start_listener(ssl_context=listener.tls_context(str(cert), str(key), None))
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    assert echo(port, tls_args=(client, "localhost")) == 0x0000
+    assert echo(port) is None  # plain DICOM is not spoken on a TLS port

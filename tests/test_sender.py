@@ -1,0 +1,61 @@
+"""dicom_out.sender: C-STORE to a real SCP, unavailable and refusing destinations."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Comprehensive3DSRStorage
+
+from dicom_out import Backoff, Destination, DestinationUnavailable, build_results, send
+from dicom_out.model import AlgorithmInfo, Explanation
+from dicom_out.sender import CONTEXT_REJECTED
+from node_helpers import StorageSCP, blob_saliency, mammogram
+
+
+@pytest.fixture(scope="module")
+def results():
+    ds = mammogram(0)
+    s = blob_saliency(int(ds.Rows), int(ds.Columns))
+    return build_results(ds, Explanation(saliency=s, region=s > 0.5, score=0.9, score_after_deletion=0.1),
+                         AlgorithmInfo(model_name="test", model_version="t1", method="cf"), ["binary_seg", "sr"])
+
+
+def test_send_delivers_datasets_and_files(results, tmp_path):
+    scp = StorageSCP()
+    try:
+        path = tmp_path / "sr.dcm"
+        results["sr"].save_as(path, enforce_file_format=True)
+        replies = send([results["binary_seg"], path], Destination("pacs", "DEST", "127.0.0.1", scp.port))
+        assert set(replies.values()) == {0x0000}
+        assert scp.uids() == {str(ds.SOPInstanceUID): 1 for ds in results.values()}
+    finally:
+        scp.stop()
+
+
+def test_destination_down_raises(results):
+    scp = StorageSCP()
+    port = scp.port
+    scp.stop()
+    with pytest.raises(DestinationUnavailable):
+        send(list(results.values()), Destination("pacs", "DEST", "127.0.0.1", port), timeout=5)
+
+
+def test_refused_sop_class_is_reported(results):
+    ae = AE(ae_title="SRONLY")  # like Orthanc 1.10 with Label Map SEG: one class refused
+    ae.add_supported_context(Comprehensive3DSRStorage)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    try:
+        replies = send([results["binary_seg"], results["sr"]],
+                       Destination("sr", "SRONLY", "127.0.0.1", server.server_address[1]))
+        assert replies == {str(results["binary_seg"].SOPInstanceUID): CONTEXT_REJECTED,
+                           str(results["sr"].SOPInstanceUID): 0x0000}
+    finally:
+        server.shutdown()
+
+
+def test_backoff_doubles_up_to_the_cap():
+    b = Backoff(base_seconds=1, max_seconds=5, jitter=0)
+    assert [b.delay(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    jittered = Backoff(base_seconds=10, max_seconds=100, jitter=0.2).delay(1, random.Random(0))
+    assert 8 <= jittered <= 12

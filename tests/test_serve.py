@@ -1,0 +1,164 @@
+"""`cfia serve` as a subprocess: dcmtk peers, SIGTERM, kill -9 and restart, logs, status."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from listener import JobQueue
+from node_helpers import PATIENT_NAME_PREFIX, StorageSCP, mammogram, poll, push, write
+
+ROOT = Path(__file__).resolve().parent.parent
+STORESCP, STORESCU = Path("/usr/bin/storescp"), Path("/usr/bin/storescu")  # dcmtk's, not pynetdicom's
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """One `cfia serve` process in its own session (so kill -9 takes its workers too)."""
+
+    def __init__(self, tmp_path: Path, dest_port: int, processor: str, log_format="text",
+                 outputs=None, fake_seconds="2", name="serve"):
+        self.spool = tmp_path / "spool"
+        self.config = tmp_path / "config.yaml"
+        self.config.write_text(yaml.safe_dump({
+            "listener": {"ae_title": "CFIA", "port": 0, "study_quiet_seconds": 5},
+            "destinations": [{"name": "pacs", "ae_title": "DEST", "host": "127.0.0.1", "port": dest_port}],
+            "spool": {"folder": str(self.spool), "max_retries": 2, "send_backoff_seconds": 0.2,
+                      "send_backoff_max_seconds": 1},
+            "workers": {"count": 1, "processor": processor, "stop_timeout_seconds": 20},
+            "outputs": outputs or {},
+            "logging": {"format": log_format, "level": "INFO"},
+            "http": {"enabled": True, "port": 0},
+        }))
+        self.log = tmp_path / f"{name}.log"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "CFIA_FAKE_SECONDS": fake_seconds}
+        self.proc = None
+
+    def start(self) -> dict:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "cfia.cli", "serve", "--config", str(self.config)],
+                                         cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        return poll(self._info, 60, what="cfia serve to start")
+
+    def _info(self):
+        assert self.proc.poll() is None, f"cfia serve exited early:\n{self.log.read_text()[-3000:]}"
+        try:
+            info = json.loads((self.spool / "serve.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return info if info["pid"] == self.proc.pid else None
+
+    def counts(self) -> dict:
+        q = JobQueue(self.spool / "queue.sqlite")
+        try:
+            return q.counts()
+        finally:
+            q.close()
+
+    def terminate(self, timeout=60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill_all(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill_all()
+
+
+@pytest.fixture
+def serves():
+    started = []
+    yield started
+    for s in started:
+        s.cleanup()
+
+
+@pytest.mark.skipif(not (STORESCP.exists() and STORESCU.exists()), reason="dcmtk is not installed")
+def test_serve_with_dcmtk_peers_status_metrics_and_clean_sigterm(tmp_path, serves):
+    received = tmp_path / "received"
+    received.mkdir()
+    dest_port = _free_port()
+    storescp = subprocess.Popen([str(STORESCP), "-aet", "DEST", "-od", str(received), str(dest_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        node = Serve(tmp_path, dest_port, "cfia.bench.processors:blob")
+        serves.append(node)
+        info = node.start()
+        source = mammogram(0)
+        path = write(source, tmp_path / "mg.dcm")
+        subprocess.run([str(STORESCU), "-aet", "MODALITY", "-aec", "CFIA", "127.0.0.1", str(info["dicom_port"]),
+                        str(path)], check=True, capture_output=True, timeout=60)
+        poll(lambda: node.counts()["done"] == 1, 120, what="the job to be done")
+        assert len(list(received.iterdir())) == 5
+
+        status = subprocess.run([sys.executable, "-m", "cfia.cli", "status", "--config", str(node.config)],
+                                cwd=ROOT, env=node.env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "done 1" in status.stdout and "server: running" in status.stdout
+        base = f"http://127.0.0.1:{info['http_port']}"
+        health = json.loads(urllib.request.urlopen(base + "/healthz", timeout=10).read())
+        assert health["status"] == "ok"
+        metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        assert "cfia_processed_total 1" in metrics and 'cfia_explain_seconds_count 1' in metrics
+
+        assert node.terminate() == 0
+        log = node.log.read_text()
+        assert str(source.SOPInstanceUID) in log  # logs carry UIDs ...
+        assert PATIENT_NAME_PREFIX not in log and str(source.PatientID) not in log  # ... never the patient
+        assert "stopped" in log
+    finally:
+        storescp.kill()
+        storescp.wait()
+
+
+def test_kill_9_mid_job_then_restart_delivers_everything_exactly_once(tmp_path, serves):
+    dest = StorageSCP()
+    try:
+        outputs = {"fractional_seg": False, "parametric_map": False, "gsps": False}
+        node = Serve(tmp_path, dest.port, "cfia.bench.processors:slow_blob", log_format="json",
+                     outputs=outputs, fake_seconds="1.5")
+        serves.append(node)
+        info = node.start()
+        sources = [mammogram(i) for i in range(3)]
+        assert push(info["dicom_port"], sources) == [0x0000] * 3
+        poll(lambda: _processing(node.spool), 60, what="a job being processed")
+        node.kill_all()
+
+        restarted = Serve(tmp_path, dest.port, "cfia.bench.processors:slow_blob", log_format="json",
+                          outputs=outputs, fake_seconds="0.2", name="restart")
+        serves.append(restarted)
+        restarted.start()
+        poll(lambda: restarted.counts()["done"] == 3, 120, what="all jobs done after the restart")
+        assert restarted.terminate() == 0
+        uids = dest.uids()
+        assert len(uids) == 3 * 2 and set(uids.values()) == {1}, uids  # binary SEG + SR per image, once each
+        assert restarted.counts()["failed"] == 0
+        for line in (tmp_path / "restart.log").read_text().splitlines():
+            json.loads(line)  # every log line is one JSON object
+    finally:
+        dest.stop()
+
+
+def _processing(spool: Path) -> bool:
+    import sqlite3
+
+    db = sqlite3.connect(spool / "queue.sqlite", timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM jobs WHERE state = 'running' AND results IS NULL").fetchone()[0] > 0
+    finally:
+        db.close()

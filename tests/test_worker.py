@@ -1,0 +1,171 @@
+"""The worker loop in-process: listener -> queue -> worker -> sender -> a real SCP."""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+
+import pytest
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless
+
+import listener
+from cfia.bench.processors import blob
+from cfia.config import Config, OutputsConfig
+from cfia.worker import Routing, Worker
+from conftest import dciodvfy_errors
+from dicom_out import Backoff, Destination
+from listener import Intake, JobQueue, ListenerSettings, Spool
+from node_helpers import StorageSCP, mammogram, poll, push
+
+FAST = Backoff(base_seconds=0.05, max_seconds=0.2, jitter=0)
+MG_RESULT_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4",   # Segmentation (FRACTIONAL and BINARY)
+    "1.2.840.10008.5.1.4.1.1.30",     # Parametric Map
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.11.1",   # Grayscale Softcopy Presentation State
+}
+
+
+class Node:
+    """Listener and one worker thread on a spool in tmp_path."""
+
+    def __init__(self, tmp_path, routing: Routing, processor=None, max_retries: int = 2, outputs=OutputsConfig()):
+        self.spool = Spool(tmp_path / "spool").create()
+        self.queue = JobQueue(self.spool.queue_file, quiet_seconds=60)
+        self.server = listener.start(ListenerSettings(port=0), Intake(self.spool, self.queue))
+        self.port = self.server.server_address[1]
+        processor = processor or blob(Config(outputs=outputs))
+        self.worker = Worker(JobQueue(self.spool.queue_file), self.spool, processor, routing,
+                             max_retries=max_retries, backoff=FAST)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.worker.run, args=(self._stop.is_set, 0.02), daemon=True)
+        self._thread.start()
+
+    def wait_counts(self, timeout=60, **expected):
+        def reached():
+            counts = self.queue.counts()
+            return all(counts[k] == v for k, v in expected.items()) and counts
+        return poll(reached, timeout, what=f"queue counts {expected} (now {self.queue.counts()})")
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(30)
+        self.server.shutdown()
+
+
+@pytest.fixture
+def make_node(tmp_path):
+    nodes = []
+
+    def make(*args, **kw):
+        nodes.append(Node(tmp_path, *args, **kw))
+        return nodes[-1]
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def dest():
+    scp = StorageSCP()
+    yield scp
+    scp.stop()
+
+
+def _to(scp: StorageSCP, name="pacs") -> Destination:
+    return Destination(name, scp.ae_title, "127.0.0.1", scp.port)
+
+
+def _referenced_uids(ds) -> set[str]:
+    found = set()
+    for elem in ds.iterall():
+        if elem.keyword == "ReferencedSOPInstanceUID":
+            found.add(str(elem.value))
+    return found
+
+
+def test_pushed_mammogram_produces_every_enabled_object(make_node, dest, tmp_path):
+    node = make_node(Routing(fixed=(_to(dest),)))
+    source = mammogram(0)
+    assert push(node.port, [source]) == [0x0000]
+    node.wait_counts(done=1)
+    assert len(dest.received) == 5
+    assert {str(ds.SOPClassUID) for ds in dest.received} == MG_RESULT_CLASSES
+    for ds in dest.received:
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        assert str(source.SOPInstanceUID) in _referenced_uids(ds), ds.SOPClassUID.name
+    seg = next(ds for ds in dest.received if ds.get("SegmentationType") == "BINARY")
+    seg.save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+    assert list(node.spool.incoming.iterdir()) == [] and list(node.spool.results.iterdir()) == []
+
+
+def test_destination_outage_then_recovery_delivers_everything(make_node, tmp_path):
+    down = StorageSCP()
+    port = down.port
+    down.stop()
+    node = make_node(Routing(fixed=(Destination("pacs", "DEST", "127.0.0.1", port),)),
+                     outputs=OutputsConfig(fractional_seg=False, parametric_map=False, gsps=False))
+    sources = [mammogram(i) for i in range(3)]
+    assert push(node.port, sources) == [0x0000] * 3
+    poll(lambda: all(j.send_attempts >= 2 for j in map(node.queue.get, (1, 2, 3))), 60,
+         what="every job retried sending at least twice")
+    assert node.queue.counts()["done"] == 0
+    assert len(list(node.spool.incoming.iterdir())) == 3  # sources kept while results wait
+    back = StorageSCP(port=port)
+    try:
+        node.wait_counts(done=3)
+        assert sorted(back.uids().values()) == [1] * 6  # 2 objects x 3 images, none twice
+    finally:
+        back.stop()
+
+
+def test_failing_processor_is_retried_then_dead_lettered(make_node, dest):
+    calls = []
+
+    def broken(ds):
+        calls.append(ds.SOPInstanceUID)
+        raise RuntimeError("model exploded")
+
+    node = make_node(Routing(fixed=(_to(dest),)), processor=broken, max_retries=2)
+    assert push(node.port, [mammogram(5)]) == [0x0000]
+    node.wait_counts(failed=1)
+    assert len(calls) == 3  # first try + 2 retries
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["reason"] == "RuntimeError: model exploded" and reason["attempts"] == 3
+    assert (node.spool.dead_letter / "1" / "source.dcm").exists()
+    assert dest.received == []
+
+
+def test_undecodable_image_goes_to_dead_letter_at_once(make_node, dest):
+    node = make_node(Routing(fixed=(_to(dest),)))
+    ds = mammogram(6)
+    ds.compress(JPEG2000Lossless)
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(200)])  # a J2K header, then nothing
+    assert push(node.port, [ds]) == [0x0000]  # the handler cannot afford a decode
+    node.wait_counts(failed=1)
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["attempts"] == 1 and "cannot be decoded" in reason["reason"]
+
+
+def test_return_to_sender_and_missing_destination(make_node, dest):
+    routing = Routing(return_to_sender=(("WORKSTATION", _to(dest, "ws")),))
+    node = make_node(routing, outputs=OutputsConfig(fractional_seg=False, parametric_map=False, sr=False,
+                                                    gsps=False))
+    assert push(node.port, [mammogram(7)], calling_ae="WORKSTATION") == [0x0000]
+    assert push(node.port, [mammogram(8)], calling_ae="STRANGER") == [0x0000]
+    node.wait_counts(done=1, failed=1)
+    assert [ds.get("SegmentationType") for ds in dest.received] == ["BINARY"]
+    reason = json.loads((node.spool.dead_letter / "2" / "reason.json").read_text())
+    assert "no destination" in reason["reason"]
+
+
+def test_missing_source_file_is_retried_then_dead_lettered(make_node, dest):
+    node = make_node(Routing(fixed=(_to(dest),)), max_retries=1)
+    node.worker.queue.add("/nonexistent/source.dcm", "1.2.3.4", "1.2", "1.2.840.10008.5.1.4.1.1.1.2", "MOD", "gone")
+    node.queue.close_batch("gone")
+    node.wait_counts(failed=1)
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["reason"].startswith("cannot read source: FileNotFoundError") and reason["attempts"] == 2
