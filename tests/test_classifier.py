@@ -166,7 +166,7 @@ def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
     from cfia.cli import main
 
     data = tmp_path / "data"
-    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache", "junk.dcm"))
+    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache"))
     manifest = (data / "manifest.csv").read_text()
     (data / "manifest.csv").write_text(manifest + "gone1.dcm,0,,L,CC\ngone2.dcm,1,,R,MLO\n")
     assert _train(data, tmp_path / "out", "--epochs", "1") == 2
