@@ -31,51 +31,45 @@ return s.getSegmentations().map(g => {
 });
 """
 
-# Canvas (CSS px, relative to the page) of image index (column, row) corners, from the
-# Cornerstone viewport that shows the image: the affine map image -> screenshot.
+# Canvas pixel of image index (column, row) corners, from the Cornerstone viewport that
+# shows the image: the affine map image -> viewport canvas.
 _GEOMETRY_JS = """
 const vp = window.services.cornerstoneViewportService.getCornerstoneViewport(arguments[0]);
 if (!vp || !vp.getImageData || !vp.getImageData()) return null;
 const data = vp.getImageData();
 const rect = vp.canvas.getBoundingClientRect();
-const toPage = (c, r) => {
-  const world = data.imageData.indexToWorld([c, r, 0]);
-  const canvas = vp.worldToCanvas(world);
-  return [rect.left + canvas[0], rect.top + canvas[1]];
+const sx = vp.canvas.width / rect.width, sy = vp.canvas.height / rect.height;
+const toCanvas = (c, r) => {
+  const p = vp.worldToCanvas(data.imageData.indexToWorld([c, r, 0]));
+  return [p[0] * sx, p[1] * sy];
 };
-return {origin: toPage(0, 0), col: toPage(1, 0), row: toPage(0, 1),
-        rect: [rect.left, rect.top, rect.width, rect.height],
-        dims: data.dimensions, dpr: window.devicePixelRatio,
-        imageId: vp.getCurrentImageId && vp.getCurrentImageId()};
+return {origin: toCanvas(0, 0), col: toCanvas(1, 0), row: toCanvas(0, 1),
+        size: [vp.canvas.width, vp.canvas.height]};
 """
 
 
 @dataclass
 class Geometry:
-    """Affine map from source image (row, column) to screenshot (y, x) pixels."""
+    """Affine map from source image (row, column) to viewport canvas (y, x) pixels."""
 
-    origin: np.ndarray      # (x, y) of pixel (0, 0)
+    origin: np.ndarray      # (x, y) of the corner of image pixel (0, 0)
     per_col: np.ndarray     # (dx, dy) per column step
     per_row: np.ndarray     # (dx, dy) per row step
-    rect: tuple[int, int, int, int]   # viewport canvas: left, top, width, height
+    size: tuple[int, int]   # canvas width, height
     rows: int
     columns: int
 
     def image_index(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) image coordinates (float) of screenshot pixel centres."""
+        """(row, column) image coordinates (float) of canvas pixel centres."""
         m = np.array([[self.per_col[0], self.per_row[0]], [self.per_col[1], self.per_row[1]]])
         inv = np.linalg.inv(m)
         dx, dy = xs + 0.5 - self.origin[0], ys + 0.5 - self.origin[1]
-        col = inv[0, 0] * dx + inv[0, 1] * dy
-        row = inv[1, 0] * dx + inv[1, 1] * dy
-        return row, col
+        return inv[1, 0] * dx + inv[1, 1] * dy, inv[0, 0] * dx + inv[0, 1] * dy
 
-    def project(self, mask: np.ndarray, margin: int = 3) -> np.ndarray:
-        """`mask` (source grid) as seen on the viewport canvas: a bool image of the
-        canvas rectangle shrunk by `margin` px (the active viewport's border), NaN-free;
-        pixels outside the image are False."""
-        left, top, width, height = self.rect
-        ys, xs = np.mgrid[top + margin: top + height - margin, left + margin: left + width - margin]
+    def project(self, mask: np.ndarray) -> np.ndarray:
+        """`mask` (source grid) as laid out on the canvas; False outside the image."""
+        width, height = self.size
+        ys, xs = np.mgrid[0:height, 0:width]
         row, col = self.image_index(ys.astype(float), xs.astype(float))
         r, c = np.floor(row).astype(int), np.floor(col).astype(int)
         inside = (r >= 0) & (r < self.rows) & (c >= 0) & (c < self.columns)
@@ -83,13 +77,9 @@ class Geometry:
         out[inside] = mask[r[inside], c[inside]]
         return out
 
-    def crop(self, screenshot: np.ndarray, margin: int = 3) -> np.ndarray:
-        left, top, width, height = self.rect
-        return screenshot[top + margin: top + height - margin, left + margin: left + width - margin]
-
     @property
     def scale(self) -> float:
-        """Screen pixels per image pixel."""
+        """Canvas pixels per image pixel."""
         return float(np.hypot(*self.per_col))
 
 
@@ -102,19 +92,30 @@ class OhifPage:
         self.browser = browser
         self.driver = browser.driver
 
-    def open_study(self, url: str, n_display_sets: int, timeout: float = 120) -> None:
+    def open_study(self, url: str, n_display_sets: int, timeout: float = 120, fail_on_console: bool = True) -> int:
         """Load the viewer route and wait until the study's display sets are known and the
-        first image has been rendered in the viewport."""
+        first image has been rendered in the viewport. Returns a console mark taken
+        before loading; with `fail_on_console`, a console error ends the wait at once."""
+        mark = self.browser.console_mark()
         self.driver.get(url)
-        self.browser.wait_js(
-            "const s = window.services; return !!s && s.displaySetService.getActiveDisplaySets().length >= arguments[0]",
-            timeout, 0.25, "OHIF display sets", n_display_sets)
-        self.wait_rendered(timeout)
+        deadline = time.monotonic() + timeout
+        ready = """const s = window.services;
+            if (!s || s.displaySetService.getActiveDisplaySets().length < arguments[0]) return false;
+            const vp = s.cornerstoneViewportService.getCornerstoneViewport(arguments[1]);
+            return !!vp && vp.viewportStatus === 'rendered' && !!vp.getImageData && !!vp.getImageData();"""
+        while not self.driver.execute_script(ready, n_display_sets, VIEWPORT_ID):
+            errors = self.errors_since(mark) if fail_on_console else []
+            if errors:
+                raise OverlayError(f"console errors while opening the study: {errors}")
+            if time.monotonic() >= deadline:
+                raise OverlayError(f"study not displayed within {timeout:g} s; console errors: {self.errors_since(mark)}")
+            time.sleep(0.25)
+        return mark
 
     def wait_rendered(self, timeout: float = 60) -> None:
         self.browser.wait_js(
             """const vp = window.services.cornerstoneViewportService.getCornerstoneViewport(arguments[0]);
-               return !!vp && vp.viewportStatus === 'rendered'""",
+               return !!vp && vp.viewportStatus === 'rendered' && !!vp.getImageData && !!vp.getImageData()""",
             timeout, 0.25, "viewport rendered", VIEWPORT_ID)
 
     def display_sets(self) -> list[dict]:
@@ -132,6 +133,11 @@ class OhifPage:
 
         element = self.driver.find_element(By.CSS_SELECTOR, f'[data-series="{series_number}"]')
         ActionChains(self.driver).double_click(element).perform()
+
+    def notifications(self) -> list[str]:
+        """Texts of the toasts OHIF shows now."""
+        return self.driver.execute_script("""
+            return Array.from(document.querySelectorAll('[data-sonner-toast]')).map(t => t.innerText);""")
 
     def errors_since(self, mark: int) -> list[str]:
         """Console errors (level SEVERE: console.error, uncaught exceptions, failed
@@ -180,9 +186,41 @@ class OhifPage:
         g = self.driver.execute_script(_GEOMETRY_JS, VIEWPORT_ID)
         if g is None:
             raise RuntimeError("no image in the viewport")
-        if abs(g["dpr"] - 1) > 1e-6:
-            raise RuntimeError(f"devicePixelRatio {g['dpr']} is not 1")
         origin = np.array(g["origin"], float)
         return Geometry(origin=origin, per_col=np.array(g["col"], float) - origin,
                         per_row=np.array(g["row"], float) - origin,
-                        rect=tuple(int(round(v)) for v in g["rect"]), rows=rows, columns=columns)
+                        size=(int(g["size"][0]), int(g["size"][1])), rows=rows, columns=columns)
+
+    def max_3d_texture_size(self) -> int:
+        """WebGL2 MAX_3D_TEXTURE_SIZE of this browser: OHIF renders fusions (Parametric Map
+        over the image) as volumes, which must fit in a 3D texture."""
+        return int(self.driver.execute_script("""
+            const gl = document.createElement('canvas').getContext('webgl2');
+            return gl ? gl.getParameter(gl.MAX_3D_TEXTURE_SIZE) : 0;"""))
+
+    def wait_pixels(self, accept, timeout: float = 30, interval: float = 0.5):
+        """Poll the rendered viewport until `accept(pixels)` returns something truthy (Cornerstone
+        may report 'rendered' before the canvas shows the image); returns the last
+        (pixels, result), accepted or not when `timeout` ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pixels = self.viewport_pixels()
+            result = accept(pixels)
+            if result or time.monotonic() >= deadline:
+                return pixels, result
+            time.sleep(interval)
+
+    def viewport_pixels(self) -> np.ndarray:
+        """What the viewport renders (image and overlays, without OHIF's HTML annotations,
+        toasts or borders): its canvas read back as RGB."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        url = self.driver.execute_script("""
+            const vp = window.services.cornerstoneViewportService.getCornerstoneViewport(arguments[0]);
+            return vp ? vp.canvas.toDataURL('image/png') : null;""", VIEWPORT_ID)
+        if not url:
+            raise RuntimeError("no viewport canvas")
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
