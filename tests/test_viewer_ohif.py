@@ -103,7 +103,8 @@ def env():
     _require(orthanc_mod.available() or ohif_mod.available() or browser_mod.available())
     started = time.monotonic()
     with OhifServer() as web, \
-            Orthanc(dicomweb_config(web.origin_host), plugins=[DICOMWEB_PLUGIN]) as server, \
+            Orthanc({**dicomweb_config(web.origin_host), "DicomServerEnabled": False},  # HTTP only
+                    plugins=[DICOMWEB_PLUGIN]) as server, \
             Chromium(window=(1600, 1000)) as chrome:
         web.set_upstream(server.http_port)
         e = Env(web, server, chrome, OhifPage(chrome))

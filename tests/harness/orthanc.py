@@ -8,8 +8,9 @@
 
 Ports are picked free on loopback (retried if Orthanc loses the race), storage lives
 in a fresh temporary folder, readiness is polled on GET /system, and stop() terminates
-the process and waits for it. Orthanc accepts HTTP from loopback only
-(RemoteAccessAllowed false); its DICOM server is on unless the config turns it off.
+the process and waits for it. Orthanc 1.10 has no bind-address option: it listens on
+all interfaces but answers HTTP from loopback only (RemoteAccessAllowed false); its DICOM
+server is on (free port, AE title "ORTHANC") unless the config sets DicomServerEnabled false.
 """
 from __future__ import annotations
 
