@@ -72,7 +72,9 @@ class GradCAMExplainer:
             # MONAI's default post-processing returns 1 - normalised CAM (high = not
             # salient); take the raw CAM and normalise it like every other method.
             cam = GradCAM(nn_module=self.model, target_layers=self.target_layer, postprocessing=lambda v: v)
-            m = cam(x, class_idx=self.class_index)[0, 0]
+            # A frozen classifier (requires_grad off) still needs a graph to the
+            # activations: let it flow from the input.
+            m = cam(x.detach().clone().requires_grad_(True), class_idx=self.class_index)[0, 0]
         finally:
             _restore_hooks(saved)
             self.model.train(was_training)
