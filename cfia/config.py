@@ -123,6 +123,8 @@ class ExplainerConfig:
     max_passes: int = field(default=50, metadata=_range(1, 10000))
     learning_rate: float = field(default=0.1, metadata=_range(0, None))
     init: float = field(default=0.5, metadata=_range(0.001, 0.999))
+    init_mode: str = field(default="constant", metadata=_choice("constant", "gradient"))
+    init_floor: float = field(default=0.05, metadata=_range(0.0001, 0.999))
     # What the optimiser drives down: the class probability or its logit.
     score: str = field(default="probability", metadata=_choice("probability", "logit"))
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the

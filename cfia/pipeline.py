@@ -98,7 +98,7 @@ class Pipeline:
                 self.score_fn(), pert, objective=e.objective, area_mode=e.area_mode,
                 area_weight=e.area_weight, target_area=e.target_area, tv_weight=e.tv_weight,
                 mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
-                init=e.init, region_threshold=e.region_threshold, seed=e.seed)
+                init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold, seed=e.seed)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())

@@ -65,7 +65,13 @@ class CounterfactualExplainer:
         mask_scale: mask resolution = input size / mask_scale (default 8).
         max_passes: classifier forward+backward passes at most (default 50).
         learning_rate: Adam step on the mask logits (default 0.1).
-        init: initial mask value (default 0.5).
+        init: initial mask value (default 0.5); with init_mode "gradient", the
+            value where the first-order deletion effect is largest.
+        init_mode: "constant" (init everywhere) or "gradient": one extra pass
+            computes d f_c(Φ(x,M))/dM at M = 0, the first-order effect of deleting
+            each pixel, and the mask starts high where deletion lowers the score
+            most and at init_floor elsewhere (default "constant").
+        init_floor: the low end of the gradient initialisation (default 0.05).
         tolerance: stop when the objective changed by less than this over
             `patience` steps (default 1e-3).
         patience: steps of that window (default 5).
@@ -77,6 +83,7 @@ class CounterfactualExplainer:
                  area_mode: str = "penalty", area_weight: float = 2.0, target_area: float = 0.05,
                  area_min: float = 0.01, tv_weight: float = 0.3, mask_scale: int = 8,
                  max_passes: int = 50, learning_rate: float = 0.1, init: float = 0.5,
+                 init_mode: str = "constant", init_floor: float = 0.05,
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
@@ -84,11 +91,14 @@ class CounterfactualExplainer:
             raise ValueError(f"area_mode {area_mode!r} is not one of {AREA_MODES}")
         if not 0.0 < init < 1.0:
             raise ValueError(f"init {init!r} must lie strictly between 0 and 1")
+        if init_mode not in ("constant", "gradient"):
+            raise ValueError(f"init_mode {init_mode!r} is not one of ('constant', 'gradient')")
         self.score_fn, self.perturbation = score_fn, perturbation
         self.objective, self.area_mode = objective, area_mode
         self.area_weight, self.target_area, self.area_min = area_weight, target_area, area_min
         self.tv_weight, self.mask_scale = tv_weight, mask_scale
         self.max_passes, self.learning_rate, self.init = max_passes, learning_rate, init
+        self.init_mode, self.init_floor = init_mode, init_floor
         self.tolerance, self.patience = tolerance, patience
         self.region_threshold, self.seed = region_threshold, seed
 
@@ -99,10 +109,10 @@ class CounterfactualExplainer:
         with torch.no_grad():
             score = float(self.score_fn(x)[0])
         counterfactual = self.perturbation.reference(x)
-        logits = self._init_logits(x)
+        logits, used = self._init_logits(x, counterfactual, breast)
         opt = torch.optim.Adam([logits], lr=self.learning_rate)
         history: list[float] = []
-        for step in range(self.max_passes):
+        for step in range(self.max_passes - used):
             mask = self._upsample(logits, x.shape[-2:], breast)
             counterfactual = self.perturbation.refresh(x, mask.detach(), counterfactual, step)
             loss = self._loss(x, mask, counterfactual, breast)
@@ -115,14 +125,23 @@ class CounterfactualExplainer:
         with torch.no_grad():
             mask = self._upsample(logits, x.shape[-2:], breast)
             score_after = self._score_after(x, mask, counterfactual)
-        return MaskResult(mask[0, 0].detach(), score, score_after, len(history),
+        return MaskResult(mask[0, 0].detach(), score, score_after, len(history) + used,
                           time.perf_counter() - start, history)
 
-    def _init_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _init_logits(self, x, counterfactual, breast) -> tuple[torch.Tensor, int]:
+        """Initial low-resolution mask logits and the classifier passes spent on them."""
         h = math.ceil(x.shape[-2] / self.mask_scale)
         w = math.ceil(x.shape[-1] / self.mask_scale)
-        value = math.log(self.init / (1.0 - self.init))
-        return torch.full((1, 1, h, w), value, dtype=x.dtype, device=x.device, requires_grad=True)
+        if self.init_mode == "constant":
+            value = torch.full((1, 1, h, w), self.init, dtype=x.dtype, device=x.device)
+            return torch.logit(value).requires_grad_(True), 0
+        zero = torch.zeros_like(x, requires_grad=True)
+        grad, = torch.autograd.grad(self.score_fn(apply(x, zero, counterfactual)).sum(), zero)
+        effect = (-grad).clamp(min=0) if breast is None else (-grad).clamp(min=0) * breast
+        effect = F.adaptive_avg_pool2d(effect, (h, w))
+        effect = effect / effect.max().clamp(min=1e-12)
+        value = self.init_floor + (self.init - self.init_floor) * effect
+        return torch.logit(value.clamp(1e-4, 1 - 1e-4)).detach().requires_grad_(True), 1
 
     @staticmethod
     def _upsample(logits, size, breast):

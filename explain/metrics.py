@@ -9,9 +9,16 @@ import numpy as np
 from scipy import ndimage
 
 
-def pointing_game(saliency: np.ndarray, lesion: np.ndarray, tolerance_px: int = 3) -> bool:
-    """Hit if the saliency maximum lies inside the lesion grown by `tolerance_px`."""
+def pointing_game(saliency: np.ndarray, lesion: np.ndarray, tolerance_px: int = 3, smooth_px: float = 0.0) -> bool:
+    """Hit if the saliency maximum lies inside the lesion grown by `tolerance_px`.
+
+    smooth_px: Gaussian smoothing before taking the peak, so that a map that is flat
+    at its maximum (a saturated mask) points at the middle of its largest plateau
+    instead of its first pixel in raster order.
+    """
     grown = ndimage.binary_dilation(lesion, iterations=tolerance_px) if tolerance_px else lesion
+    if smooth_px > 0:
+        saliency = ndimage.gaussian_filter(saliency.astype(np.float32), smooth_px)
     peak = np.unravel_index(np.argmax(saliency), saliency.shape)
     return bool(grown[peak])
 
@@ -62,9 +69,9 @@ def salient_region(saliency: np.ndarray, threshold: float, min_pixels: int) -> n
     return keep[labels]
 
 
-def all_metrics(saliency, lesion, region, tolerance_px=3, spacing=1.0) -> dict:
+def all_metrics(saliency, lesion, region, tolerance_px=3, spacing=1.0, smooth_px=0.0) -> dict:
     return {
-        "pointing_game": pointing_game(saliency, lesion, tolerance_px),
+        "pointing_game": pointing_game(saliency, lesion, tolerance_px, smooth_px),
         "energy_inside": energy_inside(saliency, lesion),
         "iou": iou(region, lesion),
         "pixel_ap": pixel_average_precision(saliency, lesion),
