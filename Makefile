@@ -63,5 +63,6 @@ test: install-test viewer-deps
 test-viewer: install-test viewer-deps
 	$(PYTHON) -m pytest -q -m viewer
 
+# The embedded default end to end on loopback: phantom -> cfia serve -> results in ./demo-out/.
 demo: install
-	cfia phantom --out demo-out --count 4 --seed 1
+	$(PYTHON) -m cfia.cli demo
