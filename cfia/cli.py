@@ -179,6 +179,48 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train_classifier(args) -> int:
+    import logging
+    import shlex
+
+    from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK, TrainOptions, evaluate, train
+    from .training.data import DataError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        network_args = json.loads(args.network_args) if args.network_args else dict(DEFAULT_ARGS)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--network-args is not valid JSON: {exc}") from None
+    try:
+        if args.eval_only:
+            if not args.model:
+                raise UsageError("--eval-only needs --model (a .ts or .pt file)")
+            res = evaluate(args.model, args.data, args.input_size, network=args.network,
+                           network_args=network_args, cache_dir=args.cache_dir, workers=args.workers,
+                           device=args.device, threads=args.threads, progress=not args.quiet)
+            print(json.dumps(res))
+            return 0
+        opts = TrainOptions(
+            data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
+            network=args.network or DEFAULT_NETWORK, network_args=network_args, resume=args.resume,
+            stop_after=args.stop_after,
+            device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
+            augment=not args.no_augment, progress=not args.quiet, lesion_weight=args.lesion_weight,
+            command="cfia " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        )
+        meta = train(opts)
+        final = {"selected": meta["selected"], "out": args.out}
+        if args.val_data:
+            final["held_out"] = evaluate(str(Path(args.out) / "classifier.ts"), args.val_data, args.input_size,
+                                         cache_dir=args.cache_dir, workers=args.workers, device="cpu",
+                                         threads=args.threads, progress=False)
+        print(json.dumps(final))
+        return 0
+    except (DataError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfia",
@@ -246,6 +288,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="torch device (default cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train_inpainter)
+
+    t = tsub.add_parser("classifier", help="train (or evaluate) the default mammogram classifier",
+                        description="Train the default classifier on manifest.csv folders (cfia phantom output), "
+                                    "checkpointing every epoch; or, with --eval-only, report AUC/accuracy of a "
+                                    "trained model on held-out folders.")
+    t.add_argument("--data", required=True, nargs="+", help="data folder(s) with manifest.csv")
+    t.add_argument("--val-data", nargs="+", help="held-out folder(s): per-epoch validation, model selection, final report")
+    t.add_argument("--out", default="models", help="output folder (default models/)")
+    t.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    t.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, cosine schedule (default 2e-3)")
+    t.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights (default 0)")
+    t.add_argument("--input-size", type=_size, default=(384, 256), help="ROWSxCOLS network input (default 384x256)")
+    t.add_argument("--network", help="network class: MammoNet (default) or a monai.networks.nets class")
+    t.add_argument("--network-args", help="network constructor arguments as JSON")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/classifier.ckpt")
+    t.add_argument("--stop-after", type=int, help="end this run after N epochs (checkpointed); --resume continues")
+    t.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    t.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    t.add_argument("--workers", type=int, default=2, help="preprocessing processes (default 2)")
+    t.add_argument("--cache-dir", help="preprocessed-image cache (default DATA/.cfia-cache)")
+    t.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    t.add_argument("--lesion-weight", type=float, default=1.0,
+                   help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
+    t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")
+    t.add_argument("--model", help="--eval-only: model file (.ts TorchScript, or .pt state dict)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train_classifier)
 
     p = sub.add_parser("serve", help="run the DICOM node in the foreground",
                        description="Receive mammograms (C-STORE), explain them in worker processes and send the "

@@ -93,7 +93,7 @@ class ClassifierConfig:
     network: Optional[str] = None
     network_args: dict = field(default_factory=dict)
     class_index: int = field(default=1, metadata=_range(0, None))
-    input_size: tuple[int, int] = (256, 208)
+    input_size: tuple[int, int] = (384, 256)
     # What the network returns: probabilities already, or logits (softmax/sigmoid applied by cfia).
     output: str = field(default="logits", metadata=_choice("logits", "probabilities"))
 

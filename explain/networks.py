@@ -40,11 +40,19 @@ class MammoNet(nn.Module):
         self.features = nn.Sequential(*stages)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * channels[-1], num_classes)
+        # Training-only auxiliary head: a lesion map at the last feature resolution,
+        # supervised with the lesion masks (deep supervision); forward() ignores it.
+        self.lesion = nn.Conv2d(channels[-1], 1, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(self.stem(x))
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.stem(x))
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
         return self.fc(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.feature_map(x))
 
 
 NETWORKS = {"MammoNet": MammoNet}

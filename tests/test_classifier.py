@@ -111,3 +111,89 @@ def test_wrong_channels_shape_and_files_give_clear_errors(tmp_path):
         load_classifier("torchscript", tmp_path / "junk.ts", input_size=SIZE)
     with pytest.raises(ValueError, match="NoSuchNet"):
         load_classifier("monai_network", tmp_path / "two.pt", network="NoSuchNet", input_size=SIZE)
+
+
+# -- training ---------------------------------------------------------------------
+
+TINY = ["--input-size", "64x48", "--network-args", json.dumps({"channels": [4, 8, 8], "subunits": 1}),
+        "--batch-size", "4", "--workers", "1", "--threads", "1", "--quiet"]
+
+
+def _train(data, out, *extra):
+    from cfia.cli import main
+
+    return main(["train", "classifier", "--data", str(data), "--out", str(out), "--cache-dir",
+                 str(Path(out).parent / "cache"), *TINY, *extra])
+
+
+def _weights(folder):
+    return torch.load(Path(folder) / "classifier.pt", weights_only=True)
+
+
+def test_tiny_training_checkpoints_resumes_and_is_deterministic(phantom_dir, tmp_path, capsys):
+    assert _train(phantom_dir, tmp_path / "a", "--epochs", "2", "--seed", "3") == 0
+    for name in ("classifier.pt", "classifier.ts", "classifier.json", "classifier.ckpt"):
+        assert (tmp_path / "a" / name).exists()
+    meta = json.loads((tmp_path / "a" / "classifier.json").read_text())
+    assert meta["network"] == "MammoNet" and meta["input_size"] == [64, 48] and len(meta["history"]) == 2
+    # Same seed, same weights.
+    assert _train(phantom_dir, tmp_path / "b", "--epochs", "2", "--seed", "3") == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # One epoch of two (interrupted), then --resume, gives the same weights as two straight.
+    assert _train(phantom_dir, tmp_path / "c", "--epochs", "2", "--seed", "3", "--stop-after", "1") == 0
+    assert json.loads((tmp_path / "c" / "classifier.json").read_text())["history"][-1]["epoch"] == 1
+    assert _train(phantom_dir, tmp_path / "c", "--epochs", "2", "--seed", "3", "--resume") == 0
+    c = _weights(tmp_path / "c")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    # A different seed gives different weights.
+    assert _train(phantom_dir, tmp_path / "d", "--epochs", "1", "--seed", "4") == 0
+    d = _weights(tmp_path / "d")
+    assert not all(torch.equal(a[k], d[k]) for k in a)
+    # --eval-only reports AUC and accuracy through the run-time adapter.
+    capsys.readouterr()
+    from cfia.cli import main
+
+    assert main(["train", "classifier", "--eval-only", "--data", str(phantom_dir), "--model",
+                 str(tmp_path / "a" / "classifier.ts"), "--cache-dir", str(tmp_path / "cache"), *TINY]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n"] == 8 and 0 <= res["auc"] <= 1 and 0 <= res["accuracy"] <= 1
+
+
+def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
+    import shutil
+
+    from cfia.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache"))
+    manifest = (data / "manifest.csv").read_text()
+    (data / "manifest.csv").write_text(manifest + "gone1.dcm,0,,L,CC\ngone2.dcm,1,,R,MLO\n")
+    assert _train(data, tmp_path / "out", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "2 missing file(s)" in err and "gone1.dcm" in err and "gone2.dcm" in err
+    # An unreadable DICOM is reported by path and skipped; training goes on.
+    (data / "manifest.csv").write_text(manifest + "broken.dcm,0,,L,CC\n")
+    (data / "broken.dcm").write_bytes(b"\0" * 200)
+    assert _train(data, tmp_path / "out", "--epochs", "1") == 0
+    assert any("broken.dcm" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+
+
+# -- the shipped default model -----------------------------------------------------
+
+def test_shipped_model_matches_its_card_and_runs():
+    card = (ROOT / "models" / "classifier.md").read_text()
+    meta = json.loads((ROOT / "models" / "classifier.json").read_text())
+    size = tuple(meta["input_size"])
+    for name in ("classifier.ts", "classifier.pt"):
+        path = ROOT / "models" / name
+        assert path.stat().st_size <= 15 * 2 ** 20
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert re.search(rf"{re.escape(name)}.*{digest}", card), f"sha256 of {name} not in the model card"
+    ts = load_classifier("torchscript", ROOT / "models" / "classifier.ts", input_size=size)
+    pt = load_classifier("monai_network", ROOT / "models" / "classifier.pt", network=meta["network"],
+                         network_args=meta["network_args"], input_size=size)
+    x = torch.rand(2, 1, *size)
+    torch.testing.assert_close(ts(x), pt(x))
+    p = ts.probability(x)
+    assert p.shape == (2,) and bool(((p >= 0) & (p <= 1)).all())

@@ -133,13 +133,13 @@ def test_orientation_by_laterality_and_bad_arguments():
         geo.to_source(np.zeros((10, 10)))
 
 
-def test_phantom_dicom_through_reader(phantom_dir):
+def test_phantom_dicom_through_reader(phantom_dir, tmp_path):
     from cfia.dicom_io import ImageReadError, read_file
 
     src = read_file(phantom_dir / "img00000.dcm")
     assert src.photometric == "MONOCHROME2" and src.laterality in ("L", "R") and src.spacing
     pre = preprocess(src.pixels, (384, 256), src.photometric, src.laterality)
     assert pre.image.shape == (1, 384, 256)
-    (phantom_dir / "junk.dcm").write_bytes(b"not dicom at all")
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
     with pytest.raises(ImageReadError, match="junk.dcm"):
-        read_file(phantom_dir / "junk.dcm")
+        read_file(tmp_path / "junk.dcm")

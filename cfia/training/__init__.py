@@ -1,0 +1,1 @@
+"""Training commands (composition root): data loading and caching, augmentation, loops."""

@@ -1,0 +1,82 @@
+"""Batched training augmentation (torch, on whatever device the batch is on).
+
+Aimed at robustness to mammograms from other sources rather than at the phantom's
+quirks: vertical flips (the chest wall stays left, canonical), small affine
+(rotation, scale, translation), gamma / contrast / brightness (vendor processing),
+Gaussian blur (detector MTF) and Gaussian noise (dose). Each sample draws its own
+parameters from the given torch.Generator, so a seed fixes the augmentation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    p_vflip: float = 0.5
+    max_rotate_deg: float = 10.0
+    scale: tuple[float, float] = (0.88, 1.12)
+    max_translate: float = 0.05      # fraction of the image size
+    gamma: tuple[float, float] = (0.7, 1.4)
+    contrast: tuple[float, float] = (0.8, 1.2)
+    brightness: float = 0.05
+    p_blur: float = 0.3
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    noise_std: tuple[float, float] = (0.0, 0.03)
+
+
+def _uniform(n, lo, hi, gen, device):
+    return lo + (hi - lo) * torch.rand(n, generator=gen).to(device)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = AugmentOptions(),
+            masks: Optional[torch.Tensor] = None):
+    """x: (B, 1, H, W) in [0, 1] -> augmented copy in [0, 1]. gen lives on the CPU.
+
+    With masks (B, 1, h, w), any resolution, returns (x, masks): the masks get the
+    same geometric transform (theta is in normalised coordinates)."""
+    b, dev = x.shape[0], x.device
+    # Geometry: one affine per sample, vertical flip folded in.
+    flip = torch.where(torch.rand(b, generator=gen) < opts.p_vflip, -1.0, 1.0).to(dev)
+    ang = _uniform(b, -opts.max_rotate_deg, opts.max_rotate_deg, gen, dev) * math.pi / 180
+    s = _uniform(b, opts.scale[0], opts.scale[1], gen, dev)
+    tx = _uniform(b, -opts.max_translate, opts.max_translate, gen, dev) * 2
+    ty = _uniform(b, -opts.max_translate, opts.max_translate, gen, dev) * 2
+    cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+    theta = torch.stack([torch.stack([cos, -sin * flip, tx], 1), torch.stack([sin, cos * flip, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if masks is not None:
+        mgrid = F.affine_grid(theta, list(masks.shape), align_corners=False)
+        masks = F.grid_sample(masks, mgrid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Intensity: gamma, contrast about the mean, brightness.
+    g = torch.exp(_uniform(b, math.log(opts.gamma[0]), math.log(opts.gamma[1]), gen, dev)).view(b, 1, 1, 1)
+    x = x.clamp(0, 1) ** g
+    c = _uniform(b, opts.contrast[0], opts.contrast[1], gen, dev).view(b, 1, 1, 1)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    x = (x - mean) * c + mean + _uniform(b, -opts.brightness, opts.brightness, gen, dev).view(b, 1, 1, 1)
+    # Blur a random subset with one sigma per batch.
+    sel = (torch.rand(b, generator=gen) < opts.p_blur).to(dev)
+    sigma = float(_uniform(1, *opts.blur_sigma, gen, "cpu"))
+    if bool(sel.any()):
+        x = torch.where(sel.view(b, 1, 1, 1), _gaussian_blur(x, sigma), x)
+    std = _uniform(b, *opts.noise_std, gen, dev).view(b, 1, 1, 1)
+    # Noise from a generator on the batch's device, seeded from `gen`: fast and reproducible.
+    noise_gen = torch.Generator(dev).manual_seed(int(torch.randint(2 ** 62, (1,), generator=gen)))
+    noise = torch.randn(x.shape, generator=noise_gen, device=dev)
+    x = (x + std * noise).clamp(0, 1)
+    return x if masks is None else (x, masks)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))

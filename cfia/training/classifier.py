@@ -1,0 +1,264 @@
+"""`cfia train classifier`: train, checkpoint, resume and evaluate the default classifier.
+
+Outputs in --out (default models/):
+  classifier.pt    state dict of the selected weights (best validation AUC, else last epoch)
+  classifier.ts    the same model traced to TorchScript (what the node loads by default)
+  classifier.json  network name + args, input size, training command, metrics
+  classifier.ckpt  full training state (weights, optimiser, schedule, RNG), written every
+                   epoch; --resume continues from it. Not for git.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from explain.classifier import build_network, load_classifier
+
+from .augment import AugmentOptions, augment
+from .data import load_many
+
+log = logging.getLogger("cfia.training")
+
+DEFAULT_NETWORK = "MammoNet"
+DEFAULT_ARGS = {"in_channels": 1, "num_classes": 2, "channels": [16, 24, 32, 64, 96], "subunits": 2, "dropout": 0.2}
+DEFAULT_INPUT = (384, 256)
+
+
+@dataclass
+class TrainOptions:
+    data: list
+    out: str = "models"
+    val_data: list = field(default_factory=list)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    input_size: tuple = DEFAULT_INPUT
+    network: str = DEFAULT_NETWORK
+    network_args: dict = field(default_factory=lambda: dict(DEFAULT_ARGS))
+    resume: bool = False
+    stop_after: Optional[int] = None   # end this run (checkpointed) after this many epochs
+    device: str = "cpu"
+    threads: int = 2
+    workers: int = 2
+    cache_dir: Optional[str] = None
+    augment: bool = True
+    lesion_weight: float = 1.0
+    progress: bool = True
+    command: str = ""
+
+
+def roc_auc(scores, labels) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
+    s, y = np.asarray(scores, float), np.asarray(labels, int)
+    pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def report(probs, labels, threshold: float = 0.5) -> dict:
+    p, y = np.asarray(probs, float), np.asarray(labels, int)
+    pred = p >= threshold
+    return {"n": int(len(y)), "positives": int(y.sum()), "auc": round(roc_auc(p, y), 4),
+            "accuracy": round(float((pred == y).mean()), 4),
+            "sensitivity": round(float(pred[y == 1].mean()), 4) if (y == 1).any() else None,
+            "specificity": round(float((~pred[y == 0]).mean()), 4) if (y == 0).any() else None,
+            "threshold": threshold}
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, device, batch_size: int = 64) -> np.ndarray:
+    was = model.training
+    model.eval()
+    try:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(device, torch.float32)
+            out.append(torch.softmax(model(x), 1)[:, 1].float().cpu())
+        return torch.cat(out).numpy()
+    finally:
+        model.train(was)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def train(opts: TrainOptions) -> dict:
+    torch.set_num_threads(max(1, opts.threads))
+    device = _device(opts.device)
+    _seed_everything(opts.seed)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "classifier.ckpt"
+
+    images, masks, labels, _ = load_many(opts.data, opts.input_size, opts.cache_dir, opts.workers, opts.progress)
+    if device.type == "cuda":  # a few GB at most: keep the whole set on the GPU
+        images, masks, labels = images.to(device), masks.to(device), labels.to(device)
+    val = load_many(opts.val_data, opts.input_size, opts.cache_dir, opts.workers, opts.progress) if opts.val_data else None
+    log.info("training on %d images (%d positive)%s", len(labels), int(labels.sum()),
+             f", validating on {len(val[1])}" if val else "")
+
+    model = build_network(opts.network, opts.network_args).to(device)
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = math.ceil(len(labels) / opts.batch_size)
+    total = steps_per_epoch * opts.epochs
+    warmup = min(steps_per_epoch, total // 10 + 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    gen = torch.Generator().manual_seed(opts.seed)
+    start, history, best = 0, [], {"auc": -1.0, "epoch": None}
+    if opts.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        start, history, best = state["epoch"], state["history"], state["best"]
+        log.info("resumed from %s at epoch %d", ckpt_path, start)
+    elif opts.resume:
+        log.warning("--resume: no checkpoint at %s; starting from scratch", ckpt_path)
+
+    from tqdm import tqdm
+
+    aug = AugmentOptions()
+    t0 = time.time()
+    end = opts.epochs if opts.stop_after is None else min(opts.epochs, start + opts.stop_after)
+    for epoch in range(start, end):
+        model.train()
+        perm = torch.randperm(len(labels), generator=gen)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
+                   disable=not opts.progress, file=sys.stderr)
+        run_loss, n = 0.0, 0
+        for step in bar:
+            idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size].to(images.device)
+            x = images[idx].to(device, torch.float32)
+            y = labels[idx].to(device)
+            m = masks[idx].to(device, torch.float32)
+            if opts.augment:
+                x, m = augment(x, gen, aug, masks=m)
+            loss = _loss(model, x, y, m, opts.lesion_weight)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            sched.step()
+            run_loss += float(loss.detach()) * len(idx)
+            n += len(idx)
+            bar.set_postfix(loss=f"{run_loss / n:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        bar.close()
+        entry = {"epoch": epoch + 1, "loss": round(run_loss / n, 5), "seconds": round(time.time() - t0, 1)}
+        if val is not None:
+            entry["val"] = report(predict(model, val[0], device), val[2].cpu().numpy())
+            if entry["val"]["auc"] > best["auc"]:
+                best = {"auc": entry["val"]["auc"], "epoch": epoch + 1}
+                torch.save(_cpu_state(model), out / "classifier.best.pt")
+        history.append(entry)
+        log.info("epoch %d: %s", epoch + 1, json.dumps(entry))
+        state = {"model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
+                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                 "epoch": epoch + 1, "history": history, "best": best,
+                 "network": opts.network, "network_args": opts.network_args}
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(ckpt_path)
+
+    if end < opts.epochs:
+        log.info("stopped after epoch %d of %d; continue with --resume", end, opts.epochs)
+    return _export(model, opts, out, history, best, device)
+
+
+def _loss(model, x, y, m, lesion_weight: float):
+    """Cross-entropy; plus, for networks with a lesion head (MammoNet), deep supervision:
+    BCE of the lesion map against 'a lesion covers this cell' from the masks."""
+    if lesion_weight <= 0 or not hasattr(model, "feature_map") or not hasattr(model, "lesion"):
+        return F.cross_entropy(model(x), y)
+    f = model.feature_map(x)
+    loss = F.cross_entropy(model.head(f), y)
+    lesion = model.lesion(f)
+    target = (F.adaptive_max_pool2d(m, lesion.shape[-2:]) > 0.05).float()
+    return loss + lesion_weight * F.binary_cross_entropy_with_logits(lesion, target)
+
+
+def _cpu_state(model) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _export(model, opts: TrainOptions, out: Path, history, best, device) -> dict:
+    """Write classifier.pt / .ts / .json from the best-validation (else last) weights."""
+    best_file = out / "classifier.best.pt"
+    if best.get("epoch") and best_file.exists():
+        model.load_state_dict(torch.load(best_file, map_location=device, weights_only=True))
+        chosen = f"epoch {best['epoch']} (best validation AUC {best['auc']})"
+    else:
+        chosen = f"epoch {len(history)} (last)"
+    model = model.to("cpu").eval()
+    torch.save(_cpu_state(model), out / "classifier.pt")
+    example = torch.zeros(1, 1, *opts.input_size)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+    traced.save(str(out / "classifier.ts"))
+    meta = {"network": opts.network, "network_args": opts.network_args, "input_size": list(opts.input_size),
+            "class_index": 1, "output": "logits", "selected": chosen, "seed": opts.seed,
+            "epochs": opts.epochs, "command": opts.command, "history": history}
+    (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
+             network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
+             threads: int = 2, progress: bool = True) -> dict:
+    """Held-out report through the run-time path: the adapter loads the shipped file."""
+    torch.set_num_threads(max(1, threads))
+    kind = kind or ("torchscript" if str(model_path).endswith(".ts") else "monai_network")
+    clf = load_classifier(kind, model_path, network=network or DEFAULT_NETWORK,
+                          network_args=network_args or DEFAULT_ARGS, input_size=tuple(input_size),
+                          device=str(_device(device)))
+    images, _, labels, _ = load_many(data, input_size, cache_dir, workers, progress)
+    probs = []
+    with torch.no_grad():
+        for i in range(0, len(images), 64):
+            probs.append(clf.probability(images[i:i + 64].to(clf.device, torch.float32)).cpu())
+    res = report(torch.cat(probs).numpy(), labels.numpy())
+    res["model"] = str(model_path)
+    res["data"] = [str(d) for d in data]
+    return res
