@@ -8,6 +8,7 @@ pydicom + pylibjpeg-openjpeg (ds.compress).
 """
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pydicom
@@ -78,11 +79,14 @@ def test_workstation_pushes_uncompressed_and_jpeg2000_and_receives_valid_results
             echo = subprocess.run([ECHOSCU, "-aet", "WORKSTATION", "-aec", node.ae_title, "127.0.0.1", str(node.port)],
                                   capture_output=True, text=True, timeout=60)
             assert echo.returncode == 0, echo.stdout + echo.stderr
-            for path in files:  # storescu proposes each file's own transfer syntax
-                push = subprocess.run([STORESCU, "-aet", "WORKSTATION", "-aec", node.ae_title, "127.0.0.1",
-                                       str(node.port), str(path)], capture_output=True, text=True, timeout=120)
-                assert push.returncode == 0, push.stdout + push.stderr
-                assert "error" not in (push.stdout + push.stderr).lower(), push.stdout + push.stderr
+            for path, propose in ((files[0], []), (files[1], ["--propose-j2k-lossless"])):
+                push = subprocess.run([STORESCU, "-v", *propose, "-aet", "WORKSTATION", "-aec", node.ae_title,
+                                       "127.0.0.1", str(node.port), str(path)], capture_output=True, text=True,
+                                      timeout=120)
+                out = push.stdout + push.stderr
+                assert push.returncode == 0 and "E:" not in out, out
+                for have, sent in re.findall(r"Converting transfer syntax: (.+?) -> (.+)", out):
+                    assert have == sent, out  # sent as stored: cfia accepted JPEG 2000 itself
             expected = 2 * len(node.enabled_outputs)
 
             def delivered():
