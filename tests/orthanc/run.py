@@ -81,8 +81,8 @@ def main(argv=None) -> int:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         with CfiaOrthanc(workdir, base_config=Path(args.config) if args.config else None) as stack:
             print(json.dumps(stack.describe(), indent=2))
-            print(f"Orthanc Explorer: {stack.orthanc.rest_url}/app/explorer.html -> a study -> an MG instance "
-                  f"-> 'Send to remote modality' -> cfia; results arrive in the same study.")
+            print(f"Orthanc Explorer: {stack.orthanc.rest_url}/app/explorer.html -> Upload, then a study "
+                  f"-> 'Send to DICOM modality' -> cfia; results arrive in the same study.")
             print(f"Or push from a workstation: AE {stack.cfia_ae}, host 127.0.0.1, port {stack.node.port}.")
             rc = 0
             if args.upload:
