@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
-# The CPU build of torch; for a CUDA build see README ("GPU").
+# torch as pinned; for a CUDA build see README ("GPU").
 TORCH ?= torch==2.13.0
 APT_PACKAGES = dicom3tools dcmtk orthanc orthanc-dicomweb
 # The viewer test (tests/test_viewer_ohif.py): Debian's Chromium and its WebDriver, and
@@ -63,5 +63,6 @@ test: install-test viewer-deps
 test-viewer: install-test viewer-deps
 	$(PYTHON) -m pytest -q -m viewer
 
+# The embedded default end to end on loopback: phantom -> cfia serve -> results in ./demo-out/.
 demo: install
-	cfia phantom --out demo-out --count 4 --seed 1
+	$(PYTHON) -m cfia.cli demo

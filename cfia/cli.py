@@ -169,6 +169,16 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from . import demo
+
+    try:
+        demo.run(Path(args.out), Path(args.config) if args.config else None, args.size, args.seed, args.timeout)
+    except demo.DemoError as exc:
+        raise UsageError(f"demo failed: {exc}") from None
+    return 0
+
+
 def cmd_train_classifier(args) -> int:
     import logging
     import shlex
@@ -312,6 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "results to the configured destinations. Stops cleanly on SIGTERM or Ctrl-C.")
     p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="the whole node end to end on loopback, with the shipped models",
+                       description="Generate a synthetic mammogram with a lesion, start cfia serve (free port, "
+                                   "temporary spool), push the image with C-STORE, receive the result objects into "
+                                   "OUT, write OUT/overlay.png and OUT/summary.json, print what happened, stop.")
+    p.add_argument("--out", default="demo-out", help="output folder (default ./demo-out)")
+    p.add_argument("--config", help="base config; ports, spool and destinations are the demo's "
+                                    "(default: config.yaml in the install folder)")
+    p.add_argument("--size", type=_size, default=(1024, 832), help="phantom ROWSxCOLS (default 1024x832)")
+    p.add_argument("--seed", type=int, default=None, help="phantom seed (default: the demo's own)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the results (default 900)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="print queue counts, last errors and throughput",
                        description="Read the job queue in the configured spool folder and print its state.")

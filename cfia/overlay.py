@@ -35,8 +35,9 @@ def render(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, alpha: f
     return (rgb * 255).round().astype(np.uint8)
 
 
-def save(path: Path, image: np.ndarray, saliency: np.ndarray, region: np.ndarray) -> Path:
-    pic = Image.fromarray(render(image, saliency, region))
+def save(path: Path, image: np.ndarray, saliency: np.ndarray, region: np.ndarray,
+         lesion: np.ndarray | None = None) -> Path:
+    pic = Image.fromarray(render(image, saliency, region, lesion=lesion))
     scale = MAX_SIDE / max(pic.size)
     if scale < 1:
         pic = pic.resize((round(pic.size[0] * scale), round(pic.size[1] * scale)), Image.LANCZOS)

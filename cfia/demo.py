@@ -1,0 +1,339 @@
+"""`cfia demo`: the whole node, end to end, on loopback, with the shipped models.
+
+1. a synthetic mammogram with a lesion (the phantom generator) -> OUT/source.dcm
+2. a storage SCP (pynetdicom, this process) on a free port, writing into OUT/
+3. the real `cfia serve` in a child process (cfia.local_node): the shipped config with
+   loopback, a port the OS picks, a temporary spool, the receiver as the destination
+4. one C-STORE of the mammogram to the node's AE title
+5. wait for every enabled result object to arrive, stop the node and the receiver
+6. OUT/overlay.png from what came back (FRACTIONAL SEG or Parametric Map = saliency,
+   BINARY SEG = salient region), the phantom's true lesion outlined in green, and
+   OUT/summary.json; a short report on stdout.
+
+Nothing leaves loopback; the temporary spool is deleted; the node's processes are
+stopped (SIGTERM, then the process group is killed) whatever happens.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from .local_node import LocalNode, NodeError, wait_for
+
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
+RECEIVER_AE = "DEMO_OUT"
+CALLING_AE = "WORKSTATION"
+# Files the demo writes into OUT; only these are replaced on a rerun (nothing else in OUT is touched).
+OUTPUT_FILES = ("source.dcm", "fractional_seg.dcm", "binary_seg.dcm", "parametric_map.dcm", "sr.dcm", "gsps.dcm",
+                "overlay.png", "summary.json", "lesion.npy")
+
+DEFAULT_SIZE = (1024, 832)
+DEFAULT_SEED = 7   # a circumscribed mass the shipped classifier calls positive (score 0.88)
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def object_type(ds: Dataset) -> str:
+    """cfia's name for a result object, from its SOP class (and SEG type)."""
+    sop = str(ds.SOPClassUID)
+    if sop == SEGMENTATION:
+        return "binary_seg" if str(ds.get("SegmentationType", "")) == "BINARY" else "fractional_seg"
+    return {PARAMETRIC_MAP: "parametric_map", COMPREHENSIVE_3D_SR: "sr", GSPS: "gsps"}.get(
+        sop, f"other_{ds.SOPInstanceUID}")
+
+
+class Receiver:
+    """A destination on loopback: a pynetdicom storage SCP writing OUT/<object type>.dcm."""
+
+    def __init__(self, out: Path, ae_title: str = RECEIVER_AE):
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        self.out = out
+        self.ae_title = ae_title
+        self.received: dict[str, Path] = {}
+        self.arrival: dict[str, float] = {}
+        self._lock = threading.Lock()
+        ae = AE(ae_title=ae_title)
+        ae.supported_contexts = AllStoragePresentationContexts
+        ae.add_supported_context(Verification)
+        self._server = ae.start_server(("127.0.0.1", 0), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self.port = self._server.server_address[1]
+
+    def _on_store(self, event) -> int:
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            kind = object_type(ds)
+            path = self.out / f"{kind}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+        except Exception:  # a handler never raises: answer "cannot understand"
+            return 0xC211
+        with self._lock:
+            self.received[kind] = path
+            self.arrival[kind] = time.monotonic()
+        return 0x0000
+
+    def snapshot(self) -> dict[str, Path]:
+        with self._lock:
+            return dict(self.received)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+def push(host: str, port: int, ds: Dataset, called_ae: str, calling_ae: str = CALLING_AE) -> int:
+    """One C-STORE over one association; returns the status (raises DemoError if refused)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise DemoError(f"the node at {host}:{port} ({called_ae}) did not accept the association")
+    try:
+        reply = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    if "Status" not in reply:
+        raise DemoError("no answer to the C-STORE")
+    return int(reply.Status)
+
+
+@dataclass
+class Phantom:
+    dataset: Dataset
+    lesion: np.ndarray
+    laterality: str
+    view: str
+    lesions: list = field(default_factory=list)
+
+
+def make_phantom(size: tuple[int, int], seed: int) -> Phantom:
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(seed, 0, PhantomOptions(size=size, positive_fraction=1.0))
+    ds = to_dataset(mg, f"cfia-demo:{seed}:{size[0]}x{size[1]}", 7000 + seed)
+    return Phantom(ds, mg.mask, mg.laterality, mg.view, list(mg.lesions))
+
+
+# -- reading the results back ---------------------------------------------------------
+
+def saliency_from(objects: dict[str, Path]) -> tuple[Optional[np.ndarray], str]:
+    """The saliency in [0,1] from the FRACTIONAL SEG, else the Parametric Map."""
+    if "fractional_seg" in objects:
+        ds = pydicom.dcmread(objects["fractional_seg"])
+        frame = np.asarray(ds.pixel_array, np.float32)
+        return np.clip(frame / float(ds.MaximumFractionalValue), 0, 1), "fractional_seg"
+    if "parametric_map" in objects:
+        ds = pydicom.dcmread(objects["parametric_map"])
+        return np.clip(np.asarray(ds.pixel_array, np.float32), 0, 1), "parametric_map"
+    return None, ""
+
+
+def region_from(objects: dict[str, Path], saliency: Optional[np.ndarray], threshold: float) -> Optional[np.ndarray]:
+    if "binary_seg" in objects:
+        return np.asarray(pydicom.dcmread(objects["binary_seg"]).pixel_array) > 0
+    return None if saliency is None else saliency >= threshold
+
+
+def sr_scores(path: Path) -> dict[str, float]:
+    """The classifier score and the score after deletion from the TID 1500 SR (cfia's
+    local codes SCORE and SCOREDEL)."""
+    names = {"SCORE": "score", "SCOREDEL": "score_after_deletion"}
+    found: dict[str, float] = {}
+
+    def walk(items) -> None:
+        for item in items:
+            if item.get("ValueType") == "NUM":
+                code = str(item.ConceptNameCodeSequence[0].CodeValue)
+                if code in names:
+                    found[names[code]] = float(item.MeasuredValueSequence[0].NumericValue)
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(pydicom.dcmread(path).get("ContentSequence", []))
+    return found
+
+
+def describe_region(region: np.ndarray, saliency: Optional[np.ndarray], lesion: np.ndarray,
+                    spacing_mm: float) -> dict:
+    from scipy import ndimage
+
+    from explain import metrics
+
+    labels, n = ndimage.label(region)
+    info: dict = {"components": int(n), "pixels": int(region.sum()),
+                  "area_mm2": round(float(region.sum()) * spacing_mm**2, 1),
+                  "fraction_inside_lesion": round(float((region & lesion).sum() / max(region.sum(), 1)), 3),
+                  "lesion_pixels_covered": round(float((region & lesion).sum() / max(lesion.sum(), 1)), 3)}
+    if n:
+        sizes = ndimage.sum(region, labels, range(1, n + 1))
+        largest = labels == (int(np.argmax(sizes)) + 1)
+        rows, cols = np.nonzero(largest)
+        info["largest"] = {"rows": [int(rows.min()), int(rows.max())], "columns": [int(cols.min()), int(cols.max())],
+                           "pixels": int(largest.sum())}
+    if saliency is not None:
+        peak = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
+        info["peak"] = [int(peak[0]), int(peak[1])]
+        info["peak_on_lesion"] = bool(metrics.pointing_game(saliency, lesion))
+        info["energy_inside_lesion"] = round(float(metrics.energy_inside(saliency, lesion)), 3)
+    return info
+
+
+def write_overlay(path: Path, source: Path, saliency: np.ndarray, region: np.ndarray, lesion: np.ndarray) -> Path:
+    from . import overlay
+    from .dicom_io import read_file
+    from .pipeline import display_image
+
+    return overlay.save(path, display_image(read_file(source)), saliency, region, lesion=lesion)
+
+
+# -- the demo -------------------------------------------------------------------------
+
+def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple[int, int] = DEFAULT_SIZE,
+        seed: Optional[int] = None, timeout: float = 900.0, say: Callable[[str], None] = print) -> dict:
+    started = time.monotonic()
+    seed = DEFAULT_SEED if seed is None else seed
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
+
+    say(f"cfia demo: everything on loopback; results into {out}/")
+    ph = make_phantom(size, seed)
+    source = out / "source.dcm"
+    ph.dataset.save_as(source, enforce_file_format=True)
+    np.save(out / "lesion.npy", ph.lesion)
+    rows, cols = np.nonzero(ph.lesion)
+    kinds = ", ".join(sorted({str(l[0]) for l in ph.lesions})) or "lesion"
+    say(f"  1. synthetic mammogram {size[0]}x{size[1]} ({ph.laterality} {ph.view}, seed {seed}) with a lesion ({kinds}) "
+        f"at rows {rows.min()}-{rows.max()}, columns {cols.min()}-{cols.max()}: {source}")
+
+    workdir = Path(tempfile.mkdtemp(prefix="cfia-demo-"))
+    receiver = node = None
+    try:
+        receiver = Receiver(out)
+        say(f"  2. receiver {receiver.ae_title} on 127.0.0.1:{receiver.port} (pynetdicom storage SCP) -> {out}/")
+        node = LocalNode(workdir, overrides={
+            "destinations": [{"name": "demo-out", "ae_title": receiver.ae_title, "host": "127.0.0.1",
+                              "port": receiver.port}],
+            "return_to_sender": {},
+            "workers": {"count": 1, "processor": "cfia.processors:pipeline_processor"},
+            "listener": {"study_quiet_seconds": 2, "allowed_calling_ae_titles": []},
+            "logging": {"format": "text", "level": "INFO"},
+        }, base_config=config)
+        _check_models(node.config)
+        t0 = time.monotonic()
+        node.start()
+        expected = node.enabled_outputs
+        model = Path(node.config["models"]["classifier"]["path"])
+        say(f"  3. node: cfia serve (pid {node.info['pid']}), AE {node.ae_title} on 127.0.0.1:{node.port}, "
+            f"classifier {model.name}, inpainter {node.config['models']['inpainter']['kind']}, "
+            f"method {node.config['explainer']['method']}, spool {node.spool} (log {node.log_path})")
+
+        t_push = time.monotonic()
+        status = push("127.0.0.1", node.port, ph.dataset, node.ae_title)
+        ack = time.monotonic() - t_push
+        if status != 0x0000:
+            raise DemoError(f"the node answered the C-STORE with status {status:#06x}")
+        say(f"  4. C-STORE {CALLING_AE} -> {node.ae_title}: status 0x0000 in {ack * 1000:.0f} ms; explaining ...")
+
+        def arrived():
+            node.check_alive()
+            letters = node.dead_letters()
+            if letters:
+                raise DemoError(f"the job failed: {letters[0].get('reason')}")
+            return set(expected) <= set(receiver.snapshot())
+
+        wait_for(arrived, timeout, f"the {len(expected)} result objects", interval=0.2)
+        results_s = time.monotonic() - t_push
+        objects = receiver.snapshot()
+        say(f"  5. {len(objects)} result objects back in {results_s:.1f} s after the push:")
+        for kind in expected:
+            ds = pydicom.dcmread(objects[kind], stop_before_pixels=True)
+            say(f"       {objects[kind].name:<20} {ds.SOPClassUID.name:<45} series {ds.SeriesNumber}: "
+                f"{ds.SeriesDescription}")
+        rc = node.stop()
+        node_s = time.monotonic() - t0
+        say(f"  6. node stopped (exit {rc}), receiver stopped")
+    except NodeError as exc:
+        raise DemoError(str(exc)) from None
+    except TimeoutError as exc:
+        raise DemoError(f"{exc}\n{node.log_tail() if node else ''}") from None
+    finally:
+        if node is not None:
+            node.stop()
+        if receiver is not None:
+            receiver.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    threshold = float(node.config["explainer"]["region_threshold"])
+    saliency, saliency_from_obj = saliency_from(objects)
+    region = region_from(objects, saliency, threshold)
+    spacing = float(ph.dataset.ImagerPixelSpacing[0])
+    summary = {
+        "source": str(source), "size": list(size), "seed": seed, "laterality": ph.laterality, "view": ph.view,
+        "lesion": {"kinds": kinds, "pixels": int(ph.lesion.sum()), "rows": [int(rows.min()), int(rows.max())],
+                   "columns": [int(cols.min()), int(cols.max())]},
+        "node": {"ae_title": node.ae_title, "classifier": str(model), "method": node.config["explainer"]["method"],
+                 "max_passes": node.config["explainer"]["max_passes"]},
+        "objects": {k: str(v) for k, v in objects.items()},
+        "seconds": {"c_store_ack": round(ack, 3), "push_to_all_results": round(results_s, 1),
+                    "node_start_to_stop": round(node_s, 1)},
+    }
+    if "sr" in objects:
+        summary.update({k: round(v, 4) for k, v in sr_scores(objects["sr"]).items()})
+        say(f"  classifier score (lesion class): {summary.get('score', float('nan')):.4f}; after replacing the "
+            f"salient region with inpainted healthy tissue: {summary.get('score_after_deletion', float('nan')):.4f}")
+    if region is not None:
+        summary["region"] = describe_region(region, saliency, ph.lesion, spacing)
+        r = summary["region"]
+        where = ""
+        if "largest" in r:
+            lg = r["largest"]
+            where = f"; largest at rows {lg['rows'][0]}-{lg['rows'][1]}, columns {lg['columns'][0]}-{lg['columns'][1]}"
+        say(f"  salient region: {r['pixels']} px ({r['area_mm2']} mm²) in {r['components']} component(s){where}; "
+            f"{r['fraction_inside_lesion']:.0%} of it on the true lesion, {r['lesion_pixels_covered']:.0%} of the "
+            f"lesion covered")
+        if "peak" in r:
+            say(f"  saliency peak at row {r['peak'][0]}, column {r['peak'][1]}: "
+                f"{'on' if r['peak_on_lesion'] else 'NOT on'} the true lesion; "
+                f"{r['energy_inside_lesion']:.0%} of the map's energy inside it")
+    if saliency is not None and region is not None:
+        overlay_path = write_overlay(out / "overlay.png", source, saliency, region, ph.lesion)
+        summary["overlay"] = str(overlay_path)
+        say(f"  overlay: {overlay_path} (saliency from the {saliency_from_obj}: red to yellow; salient region: "
+            f"cyan outline; the phantom's true lesion: green outline)")
+    summary["seconds"]["total"] = round(time.monotonic() - started, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"  done in {summary['seconds']['total']:.1f} s; summary: {out / 'summary.json'}")
+    return summary
+
+
+def _check_models(cfg: dict) -> None:
+    clf = cfg["models"]["classifier"]
+    if clf["kind"] == "torchscript" and not Path(clf["path"]).is_file():
+        raise DemoError(f"no classifier at {clf['path']} (models.classifier.path): the demo needs the shipped "
+                        f"models/classifier.ts or your own (see README, 'Your own classifier')")
+    inp = cfg["models"]["inpainter"]
+    if inp["kind"] == "learned" and not Path(inp["path"]).is_file():
+        raise DemoError(f"no inpainter at {inp['path']} (models.inpainter.path)")
