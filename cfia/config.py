@@ -116,15 +116,15 @@ class ExplainerConfig:
     device: str = field(default="cpu", metadata=_choice("cpu", "cuda", "auto"))
     objective: str = field(default="deletion", metadata=_choice("deletion", "preservation", "map_quality"))
     area_mode: str = field(default="penalty", metadata=_choice("penalty", "target"))
-    area_weight: float = field(default=2.0, metadata=_range(0, None))
+    area_weight: float = field(default=10.0, metadata=_range(0, None))
     target_area: float = field(default=0.05, metadata=_range(0, 1))
     tv_weight: float = field(default=0.3, metadata=_range(0, None))
-    mask_scale: int = field(default=8, metadata=_range(1, 64))
+    mask_scale: int = field(default=16, metadata=_range(1, 64))
     max_passes: int = field(default=50, metadata=_range(1, 10000))
-    learning_rate: float = field(default=0.1, metadata=_range(0, None))
-    init: float = field(default=0.5, metadata=_range(0.001, 0.999))
-    init_mode: str = field(default="constant", metadata=_choice("constant", "gradient"))
-    init_floor: float = field(default=0.05, metadata=_range(0.0001, 0.999))
+    learning_rate: float = field(default=0.05, metadata=_range(0, None))
+    init: float = field(default=0.9, metadata=_range(0.001, 0.999))
+    init_mode: str = field(default="gradient", metadata=_choice("constant", "gradient"))
+    init_floor: float = field(default=0.001, metadata=_range(0.0001, 0.999))
     # What the optimiser drives down: the class probability or its logit.
     score: str = field(default="probability", metadata=_choice("probability", "logit"))
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the
@@ -132,8 +132,8 @@ class ExplainerConfig:
     tile: int = field(default=32, metadata=_range(4, 1024))
     refresh_every: int = field(default=10, metadata=_range(0, None))
     blur_sigma: float = field(default=10.0, metadata=_range(0.1, None))
-    gradcam_layer: str = "features"
-    occlusion_size: int = field(default=24, metadata=_range(2, 1024))
+    gradcam_layer: str = "features.2"
+    occlusion_size: int = field(default=32, metadata=_range(2, 1024))
     ig_steps: int = field(default=32, metadata=_range(1, 1024))
     seed: int = 0
     region_threshold: float = field(default=0.5, metadata=_range(0, 1))

@@ -62,8 +62,9 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         thumbs = []
         for m in methods:
             res = pipeline.explain(src, m)
-            scores = metrics.all_metrics(res.saliency, lesion, res.region,
-                                         tolerance_px=max(1, int(round(tolerance_mm / spacing))), spacing=spacing)
+            tol = max(1, int(round(tolerance_mm / spacing)))
+            scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=spacing,
+                                         smooth_px=tol)
             scores["boundary_distance_mm"] = scores.pop("boundary_distance")
             scores.update(passes=res.passes, seconds=res.seconds, score_after_deletion=res.score_after_deletion)
             case["methods"][m] = scores

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_shipped_config_loads_and_resolves_paths_against_its_folder():
     cfg = config.load(DEFAULT_CONFIG)
     assert cfg.listener.ae_title == "CFIA"
-    assert cfg.models.classifier.path == str(ROOT / "models" / "classifier.ts")
+    assert cfg.models.classifier.path == str(ROOT / "models" / "classifier.pt")
     assert cfg.spool.folder == str(ROOT / "spool")
 
 
