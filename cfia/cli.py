@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -97,9 +98,10 @@ def cmd_evaluate(args) -> int:
 
     cfg = load_config(args.config)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("cf", "blur", "gradcam", "occlusion", "ig")]
+    bad = [m for m in methods if not re.fullmatch(r"(cf|blur|gradcam|occlusion|ig)(@[1-9][0-9]*)?", m)]
     if bad or not methods:
-        raise UsageError(f"--methods: {','.join(bad) or repr(args.methods)} not allowed; allowed: cf,blur,gradcam,occlusion,ig")
+        raise UsageError(f"--methods: {','.join(bad) or repr(args.methods)} not allowed; allowed: "
+                         "cf,blur,gradcam,occlusion,ig, each optionally @PASSES (e.g. cf@300)")
     pipeline = _pipeline(cfg)
     if args.passes:
         pipeline = ev.with_passes(pipeline, args.passes)
@@ -116,6 +118,8 @@ def cmd_evaluate(args) -> int:
     print(ev.table(report["summary"]))
     print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "
           f"report {out}, figure {out.with_suffix('.png')}")
+    return 0
+
 
 def cmd_train_inpainter(args) -> int:
     from cfia.training.inpainter import TrainOptions, train
@@ -257,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="On a `cfia phantom` folder, explain every image the classifier calls positive "
                                    "with each method and score the maps against the lesion masks.")
     p.add_argument("--data", required=True, help="folder with manifest.csv (as written by cfia phantom)")
-    p.add_argument("--methods", default="cf,blur,gradcam,occlusion,ig", help="comma-separated methods")
+    p.add_argument("--methods", default="cf,blur,gradcam,occlusion,ig",
+                   help="comma-separated methods; METHOD@N runs it with N passes (e.g. cf,cf@300)")
     p.add_argument("--out", required=True, help="report JSON path (a PNG figure is written beside it)")
     p.add_argument("--limit", type=int, default=None, help="stop after this many positive-called images")
     p.add_argument("--threshold", type=float, default=0.5, help="probability that counts as positive")

@@ -1,0 +1,108 @@
+"""`cfia explain` and `cfia evaluate` with the shipped models, end to end on phantoms."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import yaml
+
+from cfia.cli import load_config, main
+from cfia.dicom_io import from_dataset
+from cfia.pipeline import Pipeline
+from explain import metrics
+from phantom.dicom import to_dataset
+from phantom.generate import PhantomOptions, make_one
+
+ROOT = Path(__file__).resolve().parent.parent
+MASSES = PhantomOptions(size=(512, 416), positive_fraction=1.0, lesion_kinds=("circumscribed",))
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    cfg = load_config(None)
+    return Pipeline(replace(cfg, explainer=replace(cfg.explainer, max_passes=20)))
+
+
+@pytest.mark.parametrize("index", [3, 7])
+def test_saliency_lands_on_a_right_breast_lesion_in_source_pixels(pipeline, index):
+    """Right breasts are flipped, cropped and resized for the classifier; the map must
+    come back onto the lesion's own source pixels, the same for MONOCHROME1 and 2."""
+    mg = make_one(31, index, MASSES)
+    assert mg.laterality == "R"
+    maps = []
+    for photometric in ("MONOCHROME2", "MONOCHROME1"):
+        res = pipeline.explain(from_dataset(to_dataset(mg, f"t:{index}", index, photometric=photometric)), "cf")
+        assert res.saliency.shape == mg.pixels.shape and res.saliency.dtype == np.float32
+        assert metrics.pointing_game(res.saliency, mg.mask, tolerance_px=4, smooth_px=4)
+        assert metrics.energy_inside(res.saliency, mg.mask) > 10 * mg.mask.mean()
+        assert res.score > 0.5 > res.score_after_deletion
+        assert res.passes <= 20
+        maps.append(res.saliency)
+    assert np.array_equal(maps[0], maps[1])
+
+
+def test_explanations_are_deterministic(pipeline):
+    src = from_dataset(to_dataset(make_one(31, 4, MASSES), "t:4", 4))
+    a, b = pipeline.explain(src, "cf"), pipeline.explain(src, "cf")
+    assert np.array_equal(a.saliency, b.saliency) and a.passes == b.passes
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cfg")
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["explainer"]["max_passes"] = 5
+    for key in ("classifier", "inpainter"):
+        raw["models"][key]["path"] = str(ROOT / raw["models"][key]["path"])
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_explain_command_writes_every_output(tmp_path, small_config):
+    ds = to_dataset(make_one(31, 3, MASSES), "t:3", 3)
+    src = tmp_path / "mg.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(src), "--out", str(tmp_path / "out"),
+                          "--config", str(small_config)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"method", "score", "score_after_deletion", "passes", "seconds", "outputs"} <= set(line)
+    assert line["method"] == "cf" and line["passes"] <= 5
+    saliency = np.load(tmp_path / "out" / "saliency.npy")
+    assert saliency.shape == (ds.Rows, ds.Columns) and saliency.dtype == np.float32
+    assert (tmp_path / "out" / "overlay.png").stat().st_size > 1000
+    for kind in ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps"):
+        obj = pydicom.dcmread(tmp_path / "out" / f"{kind}.dcm")
+        assert obj.StudyInstanceUID == ds.StudyInstanceUID
+
+
+def test_explain_refuses_a_file_that_is_not_a_mammogram(tmp_path):
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom at all")
+    out = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(junk), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "junk.dcm" in out.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_command_reports_every_method(tmp_path, small_config):
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "6", "--seed", "31", "--size", "512x416",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    report = tmp_path / "report.json"
+    assert main(["evaluate", "--data", str(data), "--methods", "cf,gradcam,ig,cf@8", "--limit", "1",
+                 "--out", str(report), "--config", str(small_config)]) == 0
+    got = json.loads(report.read_text())
+    assert got["n_positive_called"] == 1 and set(got["summary"]) == {"cf", "gradcam", "ig", "cf@8"}
+    for m in ("pointing_game", "energy_inside", "iou", "pixel_ap", "passes", "seconds"):
+        assert m in got["summary"]["cf"]
+    assert got["summary"]["cf@8"]["passes"] <= 8
+    assert report.with_suffix(".png").stat().st_size > 1000
