@@ -109,11 +109,13 @@ def cmd_evaluate(args) -> int:
         total = sum(1 for r in ev.read_manifest(Path(args.data)) if r["label"] == "1")
     except (OSError, KeyError) as exc:
         raise UsageError(f"--data {args.data}: {exc}") from None
+    out = Path(args.out)
+    command = "cfia " + " ".join(sys.argv[1:])
     with tqdm(total=total, desc="evaluate", unit="img") as bar:
         report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,
-                                   progress=lambda f, p: bar.update(1))
-    out = Path(args.out)
-    ev.write_report(report, out, "cfia " + " ".join(sys.argv[1:]))
+                                   progress=lambda f, p: bar.update(1),
+                                   checkpoint=lambda partial: ev.write_report(partial, out, command))
+    ev.write_report(report, out, command)
     ev.save_figure(rows, out.with_suffix(".png"))
     print(ev.table(report["summary"]))
     print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "

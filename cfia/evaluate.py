@@ -41,8 +41,11 @@ def read_manifest(folder: Path) -> list[dict]:
 
 def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | None = None,
              threshold: float = 0.5, tolerance_mm: float = 2.0, progress=None,
-             figure_cases: int = 4) -> tuple[dict, list[np.ndarray]]:
-    """Returns the report and, for the first `figure_cases` cases, a row of overlays per case."""
+             figure_cases: int = 4, checkpoint=None) -> tuple[dict, list[np.ndarray]]:
+    """Returns the report and, for the first `figure_cases` cases, a row of overlays per case.
+
+    checkpoint(report) is called after every case, so a long run that is stopped
+    keeps what it measured (the report says how many cases it holds)."""
     rows = [r for r in read_manifest(folder) if r["label"] == "1"]
     cases, figure_rows = [], []
     for row in rows:
@@ -73,9 +76,14 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         if thumbs:
             figure_rows.append(np.concatenate(thumbs, axis=1))
         cases.append(case)
-    report = {"cases": cases, "summary": summarise(cases, methods), "n_positive_called": len(cases),
-              "n_positive": len(rows), "methods": methods}
-    return report, figure_rows
+        if checkpoint:
+            checkpoint(_report(cases, methods, rows, complete=False))
+    return _report(cases, methods, rows, complete=True), figure_rows
+
+
+def _report(cases, methods, rows, complete: bool) -> dict:
+    return {"cases": cases, "summary": summarise(cases, methods), "n_positive_called": len(cases),
+            "n_positive": len(rows), "methods": methods, "complete": complete}
 
 
 def _explain(pipeline: Pipeline, src, method: str):

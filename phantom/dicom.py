@@ -118,7 +118,9 @@ def _image(ds: Dataset, mg: Mammogram, bits: int, for_processing: bool, photomet
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
     ds.PixelRepresentation = 0
     ds.PixelIntensityRelationship = "LIN" if for_processing else "LOG"
-    ds.PixelIntensityRelationshipSign = -1 if for_processing else 1
+    # +1: lower values mean less X-ray intensity (raw signal, air brightest);
+    # -1: higher values mean less intensity (processed display, dense tissue bright).
+    ds.PixelIntensityRelationshipSign = 1 if for_processing else -1
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
     ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     ds.LossyImageCompression = "00"
