@@ -102,10 +102,14 @@ class Pipeline:
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())
+        # Occlusion and integrated gradients explain the logit, as their reference
+        # implementations do: a probability saturated near 1 hides both the drop under
+        # one occluded patch and the gradient along most of the path.
+        logit = self.classifier.score
         if method == "occlusion":
-            return OcclusionExplainer(self.score_fn(), mask_size=e.occlusion_size)
+            return OcclusionExplainer(logit, mask_size=e.occlusion_size)
         if method == "ig":
-            return IntegratedGradientsExplainer(self.score_fn(), steps=e.ig_steps)
+            return IntegratedGradientsExplainer(logit, steps=e.ig_steps)
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
 
     # -- one image ------------------------------------------------------------
@@ -124,7 +128,8 @@ class Pipeline:
         after = out.score_after
         if np.isnan(after):  # baselines: measure the deletion of their region the same way
             after = self._score_after(x, pre.geometry.to_input(region.astype(np.float32)) > 0.5)
-        return Result(method, saliency, region, out.score, float(after), out.passes,
+        # Always report the probability, whatever score the method explained.
+        return Result(method, saliency, region, self.probability(x), float(after), out.passes,
                       time.perf_counter() - start, display_image(src), input_map)
 
     def _min_region_source(self, geometry) -> int:
