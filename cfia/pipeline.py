@@ -6,10 +6,8 @@ explainer -> saliency on the source grid -> dicom_out builders. `cfia explain`,
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +25,7 @@ from explain.preprocess import preprocess
 
 from .config import Config, ExplainerConfig
 from .dicom_io import SourceImage, from_dataset
+from .files import sha256
 
 METHODS = ("cf", "blur", "gradcam", "occlusion", "ig")
 
@@ -42,15 +41,6 @@ class Result:
     seconds: float
     display: np.ndarray         # the source as float [0,1] display values (for overlays)
     input_saliency: np.ndarray  # the map on the classifier input grid
-
-
-@lru_cache(maxsize=16)
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_device(name: str) -> str:

@@ -7,7 +7,6 @@ uninterrupted run would be. Single-threaded CPU torch is bit-reproducible; CUDA 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -20,6 +19,7 @@ import torch
 from explain.inpaint import CHECKPOINT_FORMAT, LearnedInpainter, TeleaInpainter
 from explain.inpaint_net import DEFAULT_WIDTHS, GatedUNet
 
+from ..files import sha256
 from .crops import CropSampler, augment
 from .holes import random_hole
 from .inpaint_losses import TextureLoss
@@ -60,14 +60,6 @@ def _batch(sampler: CropSampler, rng: np.random.Generator, n: int, opts: TrainOp
 
 def _epoch_rngs(seed: int, epoch: int):
     return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(seed * 100003 + epoch)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def heldout_report(net: GatedUNet, sampler: CropSampler, opts: TrainOptions) -> dict:
