@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import socket
-import time
 from typing import Callable, TypeVar
+
+from cfia.local_node import wait_for
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
@@ -23,12 +24,6 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.1, w
     """Call `check` until it returns something truthy; TimeoutError after `timeout` s.
 
     `check` may raise to give up at once (e.g. the process it waits for has died).
+    The loop is cfia's own (cfia.local_node.wait_for), which the node launcher uses too.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not reached within {timeout:g} s")
-        time.sleep(interval)
+    return wait_for(check, timeout, what, interval)
