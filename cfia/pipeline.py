@@ -21,7 +21,7 @@ from explain.classifier import load_classifier
 from explain.counterfactual import CounterfactualExplainer
 from explain.inpaint import make_inpainter
 from explain.perturbation import BlurPerturbation, InpaintPerturbation
-from explain.preprocess import preprocess
+from explain.preprocess import display_values, preprocess
 
 from .config import Config, ExplainerConfig
 from .dicom_io import SourceImage, from_dataset
@@ -149,11 +149,8 @@ class Pipeline:
 
 
 def display_image(src: SourceImage) -> np.ndarray:
-    """Source pixels as float [0,1] for looking at: dense tissue bright."""
-    v = src.pixels.astype(np.float32)
-    if src.for_processing:
-        v = -np.log(np.maximum(v, 1.0))
-    if src.photometric == "MONOCHROME1":
-        v = -v
+    """Source pixels as float [0,1] for looking at: the classifier's polarity (dense
+    tissue bright), windowed to the image's 1st-99.8th percentiles."""
+    v = display_values(src.pixels, src.photometric, src.for_processing)
     lo, hi = np.percentile(v, [1, 99.8])
     return np.clip((v - lo) / max(hi - lo, 1e-6), 0, 1)

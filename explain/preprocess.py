@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["Geometry", "Preprocessed", "preprocess", "breast_mask", "normalise_intensity"]
+__all__ = ["Geometry", "Preprocessed", "preprocess", "breast_mask", "normalise_intensity", "display_values"]
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _resize(t: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return y[0, 0]
 
 
-def _display_values(pixels: np.ndarray, photometric: str, for_processing: bool) -> np.ndarray:
+def display_values(pixels: np.ndarray, photometric: str, for_processing: bool) -> np.ndarray:
     """Stored values -> float32 where dense tissue is bright."""
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
@@ -238,7 +238,7 @@ def preprocess(
         raise ValueError(f"orientation must be auto or laterality, got {orientation!r}")
     rows_in, cols_in = (int(v) for v in input_size)
     pixels = np.asarray(pixels)
-    values = _display_values(pixels, photometric, for_processing)
+    values = display_values(pixels, photometric, for_processing)
     if orientation == "auto":
         flipped = _chest_wall_on_right(breast_mask(values), laterality)
     else:
