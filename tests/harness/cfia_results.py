@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-OBJECT_SOURCE = os.environ.get("CFIA_VIEWER_OBJECTS", "build_results")  # or "explain"
+OBJECT_SOURCE = os.environ.get("CFIA_VIEWER_OBJECTS", "explain")  # or "build_results"
 OBJECT_FILES = ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")
 
 
