@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pynetdicom.dsutils import encode_file_meta
 
 from . import statuses
 from .checks import check_mammogram
@@ -88,7 +89,7 @@ def _store(event, intake: Intake, uid: str, calling: str) -> Dataset | int:
 
 def _spool(event, intake: Intake, ds: Dataset, fields: dict) -> Dataset | int:
     try:
-        path = intake.spool.write_incoming(event.encoded_dataset())
+        path = intake.spool.write_incoming(received_file(event))
     except OSError as exc:
         why = "disk full" if exc.errno in DISK_FULL else f"cannot write spool: {exc.strerror}"
         return _refuse(intake, statuses.OUT_OF_RESOURCES, why, fields)
@@ -106,6 +107,15 @@ def _spool(event, intake: Intake, ds: Dataset, fields: dict) -> Dataset | int:
     log.info("stored instance", extra={**fields, "job": job_id, "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
                                        "transfer_syntax": str(event.context.transfer_syntax), "resend": bool(replaced)})
     return statuses.SUCCESS
+
+
+def received_file(event) -> list[bytes | memoryview]:
+    """The received image in the DICOM file format, as parts to write one after another:
+    preamble, file meta, then the dataset exactly as sent. The dataset part is a view
+    of pynetdicom's receive buffer (C_STORE.DataSet, a BytesIO): event.encoded_dataset()
+    would copy a 9 MB mammogram twice (getvalue, then join), about 6 ms of the
+    acknowledgement time."""
+    return [b"\x00" * 128 + b"DICM" + encode_file_meta(event.file_meta), event.request.DataSet.getbuffer()]
 
 
 def _refuse(intake: Intake, code: int, reason: str, fields: dict) -> Dataset:

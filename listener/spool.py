@@ -18,6 +18,7 @@ import shutil
 import uuid
 from io import BytesIO
 from pathlib import Path
+from typing import Sequence
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -26,13 +27,16 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that it is either all there or not there at all."""
+def write_durably(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write `data` (bytes, or parts written one after another) to `path` so that it
+    is either all there or not there at all."""
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
@@ -71,8 +75,9 @@ class Spool:
             os.chmod(folder, DIR_MODE)
         return self
 
-    def write_incoming(self, data: bytes) -> Path:
-        """Store one received image (as sent, file meta included); returns its path."""
+    def write_incoming(self, data: bytes | Sequence[bytes | memoryview]) -> Path:
+        """Store one received image (as sent, file meta included; bytes or parts);
+        returns its path."""
         path = self.incoming / f"{uuid.uuid4().hex}.dcm"
         write_durably(path, data)
         return path
