@@ -175,6 +175,33 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_requeue(args) -> int:
+    from listener import JobQueue, Spool
+
+    from .requeue import RequeueError, requeue
+
+    cfg = load_config(args.config)
+    spool = Spool(cfg.spool.folder)
+    if not spool.queue_file.exists():
+        raise UsageError(f"no job queue at {spool.queue_file}: has cfia serve run with this config?")
+    if bool(args.jobs) == args.all_failed:
+        raise UsageError("name the job ids to requeue, or --all-failed (not both)")
+    queue = JobQueue(spool.queue_file)
+    problems = 0
+    try:
+        for job_id in queue.failed_ids() if args.all_failed else args.jobs:
+            try:
+                done = requeue(spool, queue, job_id)
+                print(f"job {done.job_id} requeued (SOP Instance UID {done.sop_instance_uid}); "
+                      f"old reason kept in {done.reason_kept}")
+            except RequeueError as exc:
+                problems += 1
+                print(f"cfia requeue: {exc}", file=sys.stderr)
+    finally:
+        queue.close()
+    return 2 if problems else 0
+
+
 def cmd_demo(args) -> int:
     from . import demo
 
@@ -347,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("requeue", help="send failed jobs back from the dead-letter folder to the queue",
+                       description="Requeue failed jobs (see `cfia status` and spool/dead-letter/) once their "
+                                   "cause is fixed; a running cfia serve picks them up.")
+    p.add_argument("jobs", nargs="*", type=int, metavar="JOB_ID", help="job ids (from cfia status or dead-letter/)")
+    p.add_argument("--all-failed", action="store_true", help="every failed job")
+    p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
+    p.set_defaults(func=cmd_requeue)
 
     p = sub.add_parser("config", help="inspect the configuration", description="Inspect the configuration.")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -206,6 +206,20 @@ class JobQueue:
             db.execute("UPDATE jobs SET state = 'failed', owner = NULL, error = ?, finished_at = ?, updated_at = ? "
                        "WHERE id = ?", (error, now, now, job_id))
 
+    def requeue_failed(self, job_id: int, path: str) -> bool:
+        """Send a failed job back to the queue with its source at `path`: attempts
+        reset, results to be rebuilt; destinations that already have them are kept,
+        so they are not sent again. False when the job is not failed."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, results = NULL, "
+                "owner = NULL, not_before = 0, error = NULL, finished_at = NULL, updated_at = ? "
+                "WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
+
+    def failed_ids(self) -> list[int]:
+        with self._lock:
+            return [row["id"] for row in self._db.execute("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")]
+
     def requeue_running(self, owner: Optional[str] = None) -> int:
         """Give back the jobs of a dead worker (`owner`), or of every worker at
         start-up (None): to `sending` if their results are on disk, else `queued`."""

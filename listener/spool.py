@@ -8,6 +8,7 @@ power cut, and a reader never sees half a file.
       incoming/<uuid>.dcm       received images waiting for (or in) processing
       results/<job id>/<type>.dcm  built result objects waiting to be sent
       dead-letter/<job id>/     source, results and reason.json of a failed job
+      dead-letter/<job id>.requeued-<time>/  reason.json of a failed job sent back to the queue
       queue.sqlite              the job queue (listener.jobqueue)
 """
 from __future__ import annotations
@@ -107,6 +108,29 @@ class Spool:
             os.rename(results, folder / "results")
         fsync_folder(folder)
         return folder
+
+    def restore_from_dead_letter(self, job_id: int) -> Path:
+        """A hard link of a failed job's source in incoming/, made durable; returns it.
+        The dead-letter copy stays until retire_dead_letter(), so a crash at any
+        point loses nothing (an unclaimed link is an orphan, removed at start-up)."""
+        source = self.dead_letter / str(job_id) / "source.dcm"
+        if not source.is_file():
+            raise FileNotFoundError(f"job {job_id} has no source in {source.parent}")
+        path = self.incoming / f"{uuid.uuid4().hex}.dcm"
+        os.link(source, path)
+        fsync_folder(self.incoming)
+        return path
+
+    def retire_dead_letter(self, job_id: int, stamp: str) -> Path:
+        """After a requeue: drop the dead-letter copy of the source (incoming/ has it)
+        and keep the reason as dead-letter/<job id>.requeued-<stamp>/."""
+        folder = self.dead_letter / str(job_id)
+        (folder / "source.dcm").unlink(missing_ok=True)
+        shutil.rmtree(folder / "results", ignore_errors=True)
+        kept = folder.with_name(f"{job_id}.requeued-{stamp}")
+        os.rename(folder, kept)
+        fsync_folder(self.dead_letter)
+        return kept
 
     def remove(self, source: Path, results: Path | None) -> None:
         """Delete a finished job's files: called only after its results were sent."""

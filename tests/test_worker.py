@@ -169,3 +169,37 @@ def test_missing_source_file_is_retried_then_dead_lettered(make_node, dest):
     node.wait_counts(failed=1)
     reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
     assert reason["reason"].startswith("cannot read source: FileNotFoundError") and reason["attempts"] == 2
+
+
+def test_failed_job_is_requeued_once_its_cause_is_fixed(make_node, dest, tmp_path, capsys):
+    """`cfia requeue`: the dead-lettered source goes back to the queue and is processed;
+    the old reason is kept; a job that is not failed is refused with exit code 2."""
+    from cfia import cli
+
+    broken = {"yes": True}
+    healthy = blob(Config())
+
+    def flaky(ds):
+        if broken["yes"]:
+            raise RuntimeError("model file unreadable")
+        return healthy(ds)
+
+    node = make_node(Routing(fixed=(_to(dest),)), processor=flaky, max_retries=0)
+    source = mammogram(9)
+    assert push(node.port, [source]) == [0x0000]
+    node.wait_counts(failed=1)
+    broken["yes"] = False
+    config = tmp_path / "config.yaml"
+    config.write_text(f"spool:\n  folder: {node.spool.root}\n")
+    assert cli.main(["requeue", "--config", str(config), "--all-failed"]) == 0
+    assert "job 1 requeued" in capsys.readouterr().out
+    node.wait_counts(done=1, failed=0)
+    assert len(dest.received) == 5
+    assert all(ds.StudyInstanceUID == source.StudyInstanceUID for ds in dest.received)
+    assert not (node.spool.dead_letter / "1").exists()
+    kept, = node.spool.dead_letter.glob("1.requeued-*")
+    assert json.loads((kept / "reason.json").read_text())["reason"] == "RuntimeError: model file unreadable"
+    assert list(kept.glob("*.dcm")) == [] and list(node.spool.incoming.iterdir()) == []
+    assert cli.main(["requeue", "--config", str(config), "1"]) == 2
+    assert "job 1 is done, not failed" in capsys.readouterr().err
+    assert cli.main(["requeue", "--config", str(config)]) == 2
