@@ -105,16 +105,21 @@ def cmd_evaluate(args) -> int:
     pipeline = _pipeline(cfg)
     if args.passes:
         pipeline = ev.with_passes(pipeline, args.passes)
+    from .manifest import DataError, read_manifest
+
     try:
-        total = sum(1 for r in ev.read_manifest(Path(args.data)) if r["label"] == "1")
-    except (OSError, KeyError) as exc:
+        total = sum(1 for r in read_manifest(args.data) if r.label == 1)
+    except DataError as exc:
         raise UsageError(f"--data {args.data}: {exc}") from None
     out = Path(args.out)
     command = "cfia " + " ".join(sys.argv[1:])
     with tqdm(total=total, desc="evaluate", unit="img") as bar:
-        report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,
-                                   progress=lambda f, p: bar.update(1),
-                                   checkpoint=lambda partial: ev.write_report(partial, out, command))
+        try:
+            report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,
+                                       progress=lambda f, p: bar.update(1),
+                                       checkpoint=lambda partial: ev.write_report(partial, out, command))
+        except DataError as exc:
+            raise UsageError(f"--data {args.data}: {exc}") from None
     ev.write_report(report, out, command)
     ev.save_figure(rows, out.with_suffix(".png"))
     print(ev.table(report["summary"]))

@@ -7,7 +7,6 @@ average precision, mean boundary distance (mm), passes and seconds.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import platform
@@ -24,19 +23,11 @@ from explain.preprocess import preprocess
 
 from . import overlay
 from .dicom_io import read_file
+from .manifest import DataError, read_manifest
 from .pipeline import Pipeline
 
 METRICS = ("pointing_game", "energy_inside", "iou", "pixel_ap", "boundary_distance_mm", "passes", "seconds",
            "score_after_deletion")
-
-
-def read_manifest(folder: Path) -> list[dict]:
-    with (folder / "manifest.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    missing = [r["file"] for r in rows if not (folder / r["file"]).is_file()]
-    if missing:
-        raise FileNotFoundError(f"manifest names {len(missing)} missing file(s): {', '.join(missing[:10])}")
-    return rows
 
 
 def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | None = None,
@@ -46,22 +37,26 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
 
     checkpoint(report) is called after every case, so a long run that is stopped
     keeps what it measured (the report says how many cases it holds)."""
-    rows = [r for r in read_manifest(folder) if r["label"] == "1"]
+    rows = [r for r in read_manifest(folder) if r.label == 1]
+    unmasked = [str(r.path) for r in rows if r.mask is None]
+    if unmasked:
+        raise DataError(f"{len(unmasked)} lesion image(s) without a mask in the manifest (evaluation needs "
+                        f"one): {', '.join(unmasked[:5])}")
     cases, figure_rows = [], []
     for row in rows:
         if limit is not None and len(cases) >= limit:
             break
-        src = read_file(folder / row["file"])
+        src = read_file(row.path)
         pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
                          src.laterality, src.for_processing)
         p = pipeline.probability(pre.image[None].to(pipeline.device))
         if progress:
-            progress(row["file"], p)
+            progress(row.path.name, p)
         if p < threshold:
             continue
-        lesion = np.load(folder / row["mask"])
+        lesion = np.load(row.mask)
         spacing = float(src.spacing[0]) if src.spacing else 1.0
-        case = {"file": row["file"], "score": p, "methods": {}}
+        case = {"file": str(row.path.relative_to(folder)), "score": p, "methods": {}}
         thumbs = []
         for m in methods:
             res = _explain(pipeline, src, m)

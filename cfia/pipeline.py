@@ -88,6 +88,7 @@ class Pipeline:
                 self.score_fn(), pert, objective=e.objective, area_mode=e.area_mode,
                 area_weight=e.area_weight, target_area=e.target_area, tv_weight=e.tv_weight,
                 mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
+                lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold, seed=e.seed)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,

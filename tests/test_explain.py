@@ -95,6 +95,26 @@ def test_explainer_is_deterministic_and_stops_early(planted):
     assert a.passes == b.passes < 100
 
 
+def test_cosine_schedule_settles_the_mask_by_the_last_pass(planted):
+    """With the step annealed to 0 over the budget the last steps barely move the mask,
+    and the planted lesion is still found; a constant step keeps moving it."""
+    x, lesion = planted
+    masks = {}
+    for schedule in ("constant", "cosine"):
+        explainer = CounterfactualExplainer(score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16),
+                                            mask_scale=4, max_passes=30, learning_rate=0.2, area_weight=1.0,
+                                            lr_schedule=schedule, tolerance=0.0)
+        explainer_short = CounterfactualExplainer(score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16),
+                                                  mask_scale=4, max_passes=29, learning_rate=0.2, area_weight=1.0,
+                                                  lr_schedule=schedule, tolerance=0.0)
+        full, short = explainer(x), explainer_short(x)
+        assert full.passes == 30
+        masks[schedule] = (full.mask, (full.mask - short.mask).abs().max().item())
+    saliency = masks["cosine"][0].numpy()
+    assert metrics.pointing_game(saliency, lesion, tolerance_px=2)
+    assert masks["cosine"][1] < masks["constant"][1]
+
+
 def test_breast_mask_confines_the_saliency(planted):
     x, _ = planted
     breast = torch.zeros_like(x)
@@ -148,3 +168,5 @@ def test_bad_arguments_are_rejected():
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), objective="x")
     with pytest.raises(ValueError, match="init 1.0"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), init=1.0)
+    with pytest.raises(ValueError, match="lr_schedule 'linear'"):
+        CounterfactualExplainer(lambda x: x, BlurPerturbation(), lr_schedule="linear")

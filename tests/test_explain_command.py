@@ -106,3 +106,22 @@ def test_evaluate_command_reports_every_method(tmp_path, small_config):
         assert m in got["summary"]["cf"]
     assert got["summary"]["cf@8"]["passes"] <= 8
     assert report.with_suffix(".png").stat().st_size > 1000
+
+
+def test_evaluate_refuses_a_folder_it_cannot_score(tmp_path, small_config, capsys):
+    """Missing files are listed; a lesion image without a mask is named; exit 2, no report."""
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "2", "--seed", "32", "--size", "256x208",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    manifest = (data / "manifest.csv").read_text().splitlines()
+    header = manifest[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in manifest[1:]]
+    report = tmp_path / "report.json"
+    (data / "manifest.csv").write_text("file,label\n" + "".join(f"{r['file']},1\n" for r in rows))
+    assert main(["evaluate", "--data", str(data), "--out", str(report), "--config", str(small_config)]) == 2
+    assert "without a mask" in capsys.readouterr().err
+    (data / rows[0]["file"]).unlink()
+    assert main(["evaluate", "--data", str(data), "--out", str(report), "--config", str(small_config)]) == 2
+    err = capsys.readouterr().err
+    assert "1 missing file(s)" in err and rows[0]["file"] in err
+    assert not report.exists()

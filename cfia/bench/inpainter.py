@@ -8,8 +8,9 @@ Quality: each image gets `holes` random holes (strokes and blobs, `coverage` of 
 Reports MAE in the hole, SSIM over the hole's bounding box, texture = high-pass energy
 (sigma 2) in the hole relative to the original's, and fill time per image.
 Classifier shift (--classifier): mean |f(filled) - f(original)| on the same kind of
-random regions of the same healthy images, for learned, Telea, blur and noise fills:
-a good counterfactual of healthy tissue should leave a healthy image's score alone.
+random regions of the same healthy images, on the classifier's input exactly as the node
+prepares it (explain.preprocess), for learned, Telea, blur and noise fills: a good
+counterfactual of healthy tissue should leave a healthy image's score alone.
 """
 from __future__ import annotations
 
@@ -136,6 +137,27 @@ def markdown(table: dict, columns: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def classifier_input_cases(records, input_size, holes_per_image: int, window: int, seed: int):
+    """[(image, hole)] on the classifier's input grid exactly as the node makes it
+    (explain.preprocess: polarity, breast crop, resize, normalisation), holes inside
+    the breast: the regions the explainer replaces when it runs."""
+    from explain.preprocess import preprocess
+
+    from cfia.dicom_io import read_file
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for rec in records:
+        src = read_file(rec.path)
+        pre = preprocess(src.pixels, input_size, src.photometric, src.laterality, src.for_processing)
+        img, br = pre.image[0].numpy(), pre.breast[0].numpy() > 0.5
+        for _ in range(holes_per_image):
+            hole = random_region(rng, br, window)
+            if hole.any():
+                cases.append((img, hole))
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cfia.bench.inpainter", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="held-out folder with manifest.csv (label-0 images are used)")
@@ -154,14 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from cfia.training.mammo_io import DataError, load_folder
+    from cfia.training.mammo_io import DataError, load_folder, read_manifest
 
     try:
         images, skipped = load_folder(args.data, lesion_free_only=True)
+        records = [r for r in read_manifest(args.data) if not r.label and str(r.path) not in skipped]
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     images = images[: args.limit] if args.limit else images
+    records = records[: args.limit] if args.limit else records
     inpainters = {k: make_inpainter(k, args.model if k == "learned" else None) for k in QUALITY_METHODS}
     # The same network with its noise input off: what texture costs in MAE / SSIM.
     inpainters["learned_noise0"] = make_inpainter("learned", args.model, noise_scale=0.0)
@@ -174,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(result["quality"], ("mae", "ssim", "texture", "ms_per_fill")))
     if args.classifier:
         clf = torchscript_classifier(args.classifier, args.class_index, args.output)
-        shift_cases = make_cases(images, args.input_size, args.holes, max(8, args.window * args.input_size[0] // 512),
-                                 args.seed + 1)
+        shift_cases = classifier_input_cases(records, args.input_size, args.holes,
+                                             max(8, args.window * args.input_size[0] // 512), args.seed + 1)
         result["classifier_shift"] = classifier_shift(clf, {k: inpainters[k] for k in SHIFT_METHODS}, shift_cases)
         print()
         print(markdown(result["classifier_shift"], ("mean_abs_dprob", "max_abs_dprob")))

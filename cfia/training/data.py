@@ -8,67 +8,23 @@ manifest contents, file sizes, input size and the preprocessing version.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
+
+from ..manifest import DataError, Record, read_manifest  # noqa: F401 (DataError: callers catch it here)
 
 log = logging.getLogger("cfia.training")
 
 PREPROCESS_VERSION = "2"  # bump when explain.preprocess changes what it returns
 
 
-class DataError(ValueError):
-    """Bad training data: missing files, empty or malformed manifest."""
-
-
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
-
-
-@dataclass(frozen=True)
-class Item:
-    path: Path
-    label: int
-    mask: Optional[Path] = None
-
-
-def read_manifest(folder: str | Path) -> list[Item]:
-    folder = Path(folder)
-    manifest = folder / "manifest.csv"
-    if not manifest.exists():
-        raise DataError(f"{manifest}: no manifest.csv in the data folder")
-    with manifest.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise DataError(f"{manifest}: expected columns file,label; got {reader.fieldnames}")
-        rows = list(reader)
-    items, missing = [], []
-    for n, row in enumerate(rows, start=2):
-        try:
-            label = int(row["label"])
-        except (TypeError, ValueError):
-            raise DataError(f"{manifest} line {n}: label must be 0 or 1, got {row['label']!r}") from None
-        if label not in (0, 1):
-            raise DataError(f"{manifest} line {n}: label must be 0 or 1, got {label}")
-        path = folder / row["file"]
-        mask = folder / row["mask"] if row.get("mask") else None
-        for p in (path, mask):
-            if p is not None and not p.exists():
-                missing.append(str(p))
-        items.append(Item(path, label, mask))
-    if missing:
-        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise DataError(f"{manifest} names {len(missing)} missing file(s):\n  {shown}")
-    if not items:
-        raise DataError(f"{manifest}: no images listed")
-    return items
 
 
 def _load_one(args):
@@ -93,7 +49,7 @@ def _load_one(args):
     return (pre.image.to(torch.float16), cover.to(torch.float16)), None
 
 
-def _cache_key(items: list[Item], input_size) -> str:
+def _cache_key(items: list[Record], input_size) -> str:
     h = hashlib.sha1(f"v{PREPROCESS_VERSION}:{tuple(input_size)}".encode())
     for it in items:
         h.update(f"{it.path.resolve()}:{it.label}:{it.path.stat().st_size}\n".encode())

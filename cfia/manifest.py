@@ -1,0 +1,57 @@
+"""A data folder's manifest.csv (as `cfia phantom` writes it, or a site's own): the one reader.
+
+Columns: file, label (0 or 1) required; mask (a .npy lesion mask), laterality optional.
+Training, evaluation and the benchmarks all read folders through `read_manifest`, which
+checks the whole file first and stops with every missing file listed.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+class DataError(ValueError):
+    """The data folder is unusable (no or malformed manifest, missing files); the message says which."""
+
+
+@dataclass(frozen=True)
+class Record:
+    path: Path
+    label: int
+    mask: Optional[Path] = None
+    laterality: str = ""        # "L" / "R" / "" when the manifest does not say
+
+
+def read_manifest(folder: str | Path) -> list[Record]:
+    folder = Path(folder)
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: no manifest.csv in the data folder")
+    with manifest.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{manifest}: expected columns file,label; got {reader.fieldnames}")
+        rows = list(reader)
+    records, missing = [], []
+    for n, row in enumerate(rows, start=2):
+        records.append(_record(folder, row, f"{manifest} line {n}"))
+        missing += [str(p) for p in (records[-1].path, records[-1].mask) if p is not None and not p.is_file()]
+    if missing:
+        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise DataError(f"{manifest} names {len(missing)} missing file(s):\n  {shown}")
+    if not records:
+        raise DataError(f"{manifest}: no images listed")
+    return records
+
+
+def _record(folder: Path, row: dict, where: str) -> Record:
+    try:
+        label = int(row["label"])
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: label must be 0 or 1, got {row['label']!r}") from None
+    if label not in (0, 1):
+        raise DataError(f"{where}: label must be 0 or 1, got {label}")
+    mask = folder / row["mask"] if row.get("mask") else None
+    return Record(folder / row["file"], label, mask, (row.get("laterality") or "").upper())
