@@ -121,9 +121,11 @@ class ExplainerConfig:
     tv_weight: float = field(default=0.3, metadata=_range(0, None))
     mask_scale: int = field(default=16, metadata=_range(1, 64))
     max_passes: int = field(default=50, metadata=_range(1, 10000))
-    learning_rate: float = field(default=0.05, metadata=_range(0, None))
-    lr_schedule: str = field(default="constant", metadata=_choice("constant", "cosine", "halving"))
-    lr_half_life: float = field(default=10.0, metadata=_range(1, None))
+    learning_rate: float = field(default=0.1, metadata=_range(0, None))
+    # "halving": the step halves every lr_half_life passes whatever the budget, so the
+    # mask has settled by pass 50 and a longer run barely moves it (docs/evaluation.md).
+    lr_schedule: str = field(default="halving", metadata=_choice("constant", "cosine", "halving"))
+    lr_half_life: float = field(default=20.0, metadata=_range(1, None))
     init: float = field(default=0.9, metadata=_range(0.001, 0.999))
     init_mode: str = field(default="gradient", metadata=_choice("constant", "gradient"))
     init_floor: float = field(default=0.001, metadata=_range(0.0001, 0.999))

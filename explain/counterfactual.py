@@ -21,6 +21,7 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 OBJECTIVES = ("deletion", "preservation", "map_quality")
 AREA_MODES = ("penalty", "target")
+LR_SCHEDULES = ("constant", "cosine", "halving")
 
 
 @dataclass
@@ -65,6 +66,11 @@ class CounterfactualExplainer:
         mask_scale: mask resolution = input size / mask_scale (default 8).
         max_passes: classifier forward+backward passes at most (default 50).
         learning_rate: Adam step on the mask logits (default 0.1).
+        lr_schedule: "constant"; "cosine": the step anneals from learning_rate to 0
+            over the pass budget; "halving": the step halves every lr_half_life
+            passes whatever the budget, so a longer run follows the same path and
+            then barely moves (default "constant").
+        lr_half_life: passes per halving of the step for "halving" (default 10).
         init: initial mask value (default 0.5); with init_mode "gradient", the
             value where the first-order deletion effect is largest.
         init_mode: "constant" (init everywhere) or "gradient": one extra pass
@@ -82,7 +88,8 @@ class CounterfactualExplainer:
     def __init__(self, score_fn: ScoreFn, perturbation, objective: str = "deletion",
                  area_mode: str = "penalty", area_weight: float = 2.0, target_area: float = 0.05,
                  area_min: float = 0.01, tv_weight: float = 0.3, mask_scale: int = 8,
-                 max_passes: int = 50, learning_rate: float = 0.1, init: float = 0.5,
+                 max_passes: int = 50, learning_rate: float = 0.1, lr_schedule: str = "constant",
+                 lr_half_life: float = 10.0, init: float = 0.5,
                  init_mode: str = "constant", init_floor: float = 0.05,
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0):
         if objective not in OBJECTIVES:
@@ -91,6 +98,8 @@ class CounterfactualExplainer:
             raise ValueError(f"area_mode {area_mode!r} is not one of {AREA_MODES}")
         if not 0.0 < init < 1.0:
             raise ValueError(f"init {init!r} must lie strictly between 0 and 1")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule {lr_schedule!r} is not one of {LR_SCHEDULES}")
         if init_mode not in ("constant", "gradient"):
             raise ValueError(f"init_mode {init_mode!r} is not one of ('constant', 'gradient')")
         self.score_fn, self.perturbation = score_fn, perturbation
@@ -98,6 +107,7 @@ class CounterfactualExplainer:
         self.area_weight, self.target_area, self.area_min = area_weight, target_area, area_min
         self.tv_weight, self.mask_scale = tv_weight, mask_scale
         self.max_passes, self.learning_rate, self.init = max_passes, learning_rate, init
+        self.lr_schedule, self.lr_half_life = lr_schedule, lr_half_life
         self.init_mode, self.init_floor = init_mode, init_floor
         self.tolerance, self.patience = tolerance, patience
         self.region_threshold, self.seed = region_threshold, seed
@@ -110,15 +120,19 @@ class CounterfactualExplainer:
             score = float(self.score_fn(x)[0])
         counterfactual = self.perturbation.reference(x)
         logits, used = self._init_logits(x, counterfactual, breast)
+        steps = self.max_passes - used
         opt = torch.optim.Adam([logits], lr=self.learning_rate)
+        schedule = self._schedule(opt, steps)
         history: list[float] = []
-        for step in range(self.max_passes - used):
+        for step in range(steps):
             mask = self._upsample(logits, x.shape[-2:], breast)
             counterfactual = self.perturbation.refresh(x, mask.detach(), counterfactual, step)
             loss = self._loss(x, mask, counterfactual, breast)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
             history.append(float(loss.detach()))
             if self._converged(history):
                 break
@@ -127,6 +141,13 @@ class CounterfactualExplainer:
             score_after = self._score_after(x, mask, counterfactual)
         return MaskResult(mask[0, 0].detach(), score, score_after, len(history) + used,
                           time.perf_counter() - start, history)
+
+    def _schedule(self, opt, steps: int):
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+        if self.lr_schedule == "halving":
+            return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5 ** (1.0 / self.lr_half_life))
+        return None
 
     def _init_logits(self, x, counterfactual, breast) -> tuple[torch.Tensor, int]:
         """Initial low-resolution mask logits and the classifier passes spent on them."""
