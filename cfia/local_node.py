@@ -170,6 +170,8 @@ class LocalNode:
         """reason.json of every dead-lettered job."""
         found = []
         for path in sorted((self.spool / "dead-letter").glob("*/reason.json")):
+            if not path.parent.name.isdigit():   # <job>.requeued-<time>: sent back to the queue
+                continue
             try:
                 found.append(json.loads(path.read_text()))
             except (OSError, ValueError):

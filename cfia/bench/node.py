@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,15 +28,14 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 
+from cfia.local_node import LocalNode
 from listener import JobQueue
 from phantom.dicom import to_dataset
 from phantom.generate import PhantomOptions, make_one
 
-ROOT = Path(__file__).resolve().parents[2]
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
 
 
@@ -58,45 +55,17 @@ class CountingSCP:
         return 0
 
 
-class ServeProcess:
-    def __init__(self, folder: Path, dest_port: int, processor: str, workers: int, fake_seconds: float):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.spool = folder / "spool"
-        self.config = folder / "config.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "listener": {"port": 0, "study_quiet_seconds": 5},
-            "destinations": [{"name": "bench", "ae_title": "DEST", "host": "127.0.0.1", "port": dest_port}],
-            "spool": {"folder": str(self.spool), "send_backoff_seconds": 1},
-            "workers": {"count": workers, "processor": processor},
-            "logging": {"level": "WARNING"},
-        }))
-        env = {**os.environ, "CFIA_FAKE_SECONDS": str(fake_seconds),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        self.log = (folder / "serve.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cfia.cli", "serve", "--config", str(self.config)],
-                                     env=env, stdout=self.log, stderr=self.log)
-        self.port = _wait(self._port, 120, "cfia serve to start")
-
-    def _port(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"cfia serve exited with {self.proc.returncode}")
-        try:
-            info = json.loads((self.spool / "serve.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return info["dicom_port"] if info["pid"] == self.proc.pid else None
-
-    def counts(self) -> dict:
-        q = JobQueue(self.spool / "queue.sqlite")
-        try:
-            return q.counts()
-        finally:
-            q.close()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(120)
-        self.log.close()
+def serve_process(folder: Path, dest_port: int, processor: str, workers: int, fake_seconds: float) -> LocalNode:
+    """`cfia serve` in a child process with a fake processor, sending to the counting SCP."""
+    node = LocalNode(folder, overrides={
+        "listener": {"study_quiet_seconds": 5},
+        "destinations": [{"name": "bench", "ae_title": "DEST", "host": "127.0.0.1", "port": dest_port}],
+        "spool": {"send_backoff_seconds": 1},
+        "workers": {"count": workers, "processor": processor},
+        "logging": {"level": "WARNING"},
+    }, env={"CFIA_FAKE_SECONDS": str(fake_seconds)})
+    node.start()
+    return node
 
 
 def _wait(fn, timeout: float, what: str):
@@ -166,7 +135,7 @@ def ack_benchmark(folder: Path, images: int, workers: int, busy_seconds: float) 
     big = mammogram((2294, 1914), 16, 0)
     files = folder / "scu-files"
     files.mkdir(parents=True, exist_ok=True)
-    node = ServeProcess(folder / "ack", dest.port, "cfia.bench.processors:busy_blob", workers, busy_seconds)
+    node = serve_process(folder / "ack", dest.port, "cfia.bench.processors:busy_blob", workers, busy_seconds)
     _config.STORE_SEND_CHUNKED_DATASET = True   # pynetdicom setting: send stored files as they are
     timed = {"stored_file": ([], []), "encoded_by_scu": ([], [])}
     try:
@@ -192,7 +161,7 @@ def ack_benchmark(folder: Path, images: int, workers: int, busy_seconds: float) 
 
 def burst_benchmark(folder: Path, images: int, associations: int, workers: int, size) -> dict:
     dest = CountingSCP()
-    node = ServeProcess(folder / "burst", dest.port, "cfia.bench.processors:blob", workers, 0)
+    node = serve_process(folder / "burst", dest.port, "cfia.bench.processors:blob", workers, 0)
     sources = [mammogram(size, 12, 100 + i) for i in range(associations)]
     per = [images // associations + (i < images % associations) for i in range(associations)]
     try:
