@@ -130,7 +130,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train_inpainter(args) -> int:
     from cfia.training.inpainter import TrainOptions, train
-    from cfia.training.mammo_io import DataError
+    from .manifest import DataError
 
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
@@ -222,7 +222,7 @@ def cmd_train_classifier(args) -> int:
     import shlex
 
     from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK, TrainOptions, evaluate, train
-    from .training.data import DataError
+    from .manifest import DataError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from cfia.training.mammo_io import DataError, load_folder, read_manifest
+    from cfia.manifest import DataError, read_manifest
+    from cfia.training.mammo_io import load_folder
 
     try:
         images, skipped = load_folder(args.data, lesion_free_only=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..manifest import DataError, Record, read_manifest  # noqa: F401 (DataError: callers catch it here)
+from ..manifest import DataError, Record, read_manifest
 
 log = logging.getLogger("cfia.training")
 

@@ -23,7 +23,8 @@ from ..files import sha256
 from .crops import CropSampler, augment
 from .holes import random_hole
 from .inpaint_losses import TextureLoss
-from .mammo_io import DataError, load_folder
+from ..manifest import DataError
+from .mammo_io import load_folder
 
 log = logging.getLogger(__name__)
 

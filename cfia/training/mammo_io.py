@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import DataError, Record, read_manifest  # noqa: F401 (callers import them from here)
+from ..manifest import Record, read_manifest
 
 log = logging.getLogger(__name__)
 
