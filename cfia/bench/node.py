@@ -31,7 +31,7 @@ from pathlib import Path
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 
-from cfia.local_node import LocalNode
+from cfia.local_node import LocalNode, wait_for
 from listener import JobQueue
 from phantom.dicom import to_dataset
 from phantom.generate import PhantomOptions, make_one
@@ -66,16 +66,6 @@ def serve_process(folder: Path, dest_port: int, processor: str, workers: int, fa
     }, env={"CFIA_FAKE_SECONDS": str(fake_seconds)})
     node.start()
     return node
-
-
-def _wait(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def mammogram(size, bits: int, index: int):
@@ -140,7 +130,7 @@ def ack_benchmark(folder: Path, images: int, workers: int, busy_seconds: float) 
     timed = {"stored_file": ([], []), "encoded_by_scu": ([], [])}
     try:
         _, warm = push_timed(node.port, big, workers * 3)  # released: every worker now busy
-        _wait(lambda: node.counts()["running"] == workers, 120, "all workers busy")
+        wait_for(lambda: node.counts()["running"] == workers, 120, "all workers busy")
         for start in range(0, images, 10):
             n = min(10, images - start)
             for style, (times, statuses) in timed.items():
@@ -169,9 +159,9 @@ def burst_benchmark(folder: Path, images: int, associations: int, workers: int, 
         with ThreadPoolExecutor(associations) as pool:
             pushed = list(pool.map(lambda i: push_timed(node.port, sources[i], per[i]), range(associations)))
         acked = time.perf_counter() - start
-        _wait(lambda: node.counts()["done"] + node.counts()["failed"] == images, 3600, "every job finished")
+        wait_for(lambda: node.counts()["done"] + node.counts()["failed"] == images, 3600, "every job finished")
         finished = time.perf_counter() - start
-        _wait(lambda: sum(dest.uids.values()) >= images * 5, 60, "every object delivered")
+        wait_for(lambda: sum(dest.uids.values()) >= images * 5, 60, "every object delivered")
         counts = node.counts()
     finally:
         node.stop()
