@@ -260,13 +260,19 @@ def test_parametric_map_is_overlaid(env, stored, request):
 
 
 # -- SR and GSPS: listed, not shown (viewer limitations) -----------------------------------
+def _listed(env: Env, s: Stored, object_type: str) -> tuple[pydicom.Dataset, list[dict]]:
+    """For size-independent objects (checked on the small study only): the object and
+    OHIF's display sets for its series, in a fresh viewer on the study."""
+    if s.name != SMALL:
+        pytest.skip(f"size-independent: checked on the {SMALL} study")
+    ds = s.ds(object_type)
+    _open(env, s)
+    return ds, [d for d in env.page.display_sets() if d["series"] == ds.SeriesInstanceUID]
+
+
 @pytest.mark.xfail(reason=OHIF_SR_SEG_REF, raises=AssertionError, strict=True)
 def test_sr_region_is_shown(env, stored):
-    if stored.name != SMALL:
-        pytest.skip(f"size-independent: checked on the {SMALL} study")
-    ds = stored.ds("sr")
-    _open(env, stored)
-    sr = [d for d in env.page.display_sets() if d["series"] == ds.SeriesInstanceUID]
+    ds, sr = _listed(env, stored, "sr")
     assert sr and not sr[0]["unsupported"], f"OHIF's display set for the SR: {sr}"
     env.page.open_series(int(ds.SeriesNumber))
     deadline = time.monotonic() + 30
@@ -285,11 +291,7 @@ def test_sr_region_is_shown(env, stored):
 
 @pytest.mark.xfail(reason=OHIF_GSPS, raises=AssertionError, strict=True)
 def test_gsps_is_supported(env, stored):
-    if stored.name != SMALL:
-        pytest.skip(f"size-independent: checked on the {SMALL} study")
-    ds = stored.ds("gsps")
-    _open(env, stored)
-    pr = [d for d in env.page.display_sets() if d["series"] == ds.SeriesInstanceUID]
+    _, pr = _listed(env, stored, "gsps")
     ok = bool(pr) and not pr[0]["unsupported"]
     env.record(stored.name, "gsps", "ohif", ok, "" if ok else "listed as unsupported")
     assert ok, f"OHIF's display set for the GSPS: {pr}"
