@@ -129,8 +129,8 @@ class ExplainerConfig:
     init: float = field(default=0.9, metadata=_range(0.001, 0.999))
     init_mode: str = field(default="gradient", metadata=_choice("constant", "gradient"))
     init_floor: float = field(default=0.001, metadata=_range(0.0001, 0.999))
-    # What the optimiser drives down: the class probability or its logit.
-    score: str = field(default="probability", metadata=_choice("probability", "logit"))
+    # What the optimiser drives down: the class probability, its logit, or -log(1 - p).
+    score: str = field(default="cross_entropy", metadata=_choice("cross_entropy", "probability", "logit"))
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the
     # current region every refresh_every steps (0 = never).
     tile: int = field(default=32, metadata=_range(4, 1024))

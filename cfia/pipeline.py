@@ -70,6 +70,11 @@ class Pipeline:
         clf = self.classifier
         if self.cfg.explainer.score == "logit":
             return lambda x: clf.score(x)
+        if self.cfg.explainer.score == "cross_entropy":
+            # -log(1 - p) = softplus(logit): monotone in p like the probability, but its
+            # slope does not vanish when the classifier is sure (p near 1), and it is
+            # bounded below, unlike the logit, so deleting more stops paying off at p near 0.
+            return lambda x: torch.nn.functional.softplus(clf.score(x))
         return lambda x: clf.probability(x)
 
     def probability(self, x: torch.Tensor) -> float:
@@ -89,7 +94,8 @@ class Pipeline:
                 area_weight=e.area_weight, target_area=e.target_area, tv_weight=e.tv_weight,
                 mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
                 lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
-                init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold, seed=e.seed)
+                init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold,
+                seed=e.seed, report_fn=self.classifier.probability)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())

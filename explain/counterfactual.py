@@ -51,7 +51,10 @@ class CounterfactualExplainer:
     """Optimise a low-resolution mask against a perturbation.
 
     Args:
-        score_fn: differentiable classifier probability for the explained class.
+        score_fn: differentiable classifier score for the explained class (the
+            probability, its logit, or -log(1 - p)), what the optimiser drives down.
+        report_fn: the probability reported as score and score_after (default
+            score_fn; give it when score_fn is not the probability).
         perturbation: supplies the counterfactual C (InpaintPerturbation or
             BlurPerturbation from explain.perturbation).
         objective: "deletion" (minimise f_c(Φ(x,M))), "preservation" (keep M,
@@ -91,7 +94,8 @@ class CounterfactualExplainer:
                  max_passes: int = 50, learning_rate: float = 0.1, lr_schedule: str = "constant",
                  lr_half_life: float = 10.0, init: float = 0.5,
                  init_mode: str = "constant", init_floor: float = 0.05,
-                 tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0):
+                 tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
+                 report_fn: Optional[ScoreFn] = None):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -103,6 +107,7 @@ class CounterfactualExplainer:
         if init_mode not in ("constant", "gradient"):
             raise ValueError(f"init_mode {init_mode!r} is not one of ('constant', 'gradient')")
         self.score_fn, self.perturbation = score_fn, perturbation
+        self.report_fn = report_fn or score_fn
         self.objective, self.area_mode = objective, area_mode
         self.area_weight, self.target_area, self.area_min = area_weight, target_area, area_min
         self.tv_weight, self.mask_scale = tv_weight, mask_scale
@@ -117,7 +122,7 @@ class CounterfactualExplainer:
         start = time.perf_counter()
         torch.manual_seed(self.seed)
         with torch.no_grad():
-            score = float(self.score_fn(x)[0])
+            score = float(self.report_fn(x)[0])
         counterfactual = self.perturbation.reference(x)
         logits, used = self._init_logits(x, counterfactual, breast)
         steps = self.max_passes - used
@@ -201,4 +206,4 @@ class CounterfactualExplainer:
         """f_c once the thresholded region is replaced (the region refilled from its border)."""
         region = mask > self.region_threshold
         filled = self.perturbation.fill_region(x, region, counterfactual)
-        return float(self.score_fn(apply(x, region.float(), filled))[0])
+        return float(self.report_fn(apply(x, region.float(), filled))[0])

@@ -47,6 +47,17 @@ def test_saliency_lands_on_a_right_breast_lesion_in_source_pixels(pipeline, inde
     assert np.array_equal(maps[0], maps[1])
 
 
+@pytest.mark.parametrize("score", ["logit", "cross_entropy"])
+def test_scores_are_reported_as_probabilities_whatever_the_optimiser_drives_down(pipeline, score):
+    e = replace(pipeline.cfg.explainer, score=score)
+    other = Pipeline(replace(pipeline.cfg, explainer=e))
+    src = from_dataset(to_dataset(make_one(31, 3, MASSES), "t:3", 3))
+    res = other.explain(src, "cf")
+    assert res.score == pytest.approx(pipeline.explain(src, "cf").score)
+    assert 0.0 <= res.score_after_deletion <= 1.0
+    assert res.score > 0.5 > res.score_after_deletion
+
+
 def test_explanations_are_deterministic(pipeline):
     src = from_dataset(to_dataset(make_one(31, 4, MASSES), "t:4", 4))
     a, b = pipeline.explain(src, "cf"), pipeline.explain(src, "cf")
