@@ -182,9 +182,15 @@ def test_bench_command_with_classifier(tiny_data, tmp_path, capsys):
     torch.jit.script(_MeanBrightness()).save(str(clf))
     out = tmp_path / "bench.json"
     assert main(["--data", str(tiny_data), "--model", str(MODEL), "--holes", "1", "--window", "48",
-                 "--classifier", str(clf), "--input-size", "128x104", "--json", str(out)]) == 0
+                 "--classifier", str(clf), "--input-size", "128x104", "--bounds", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["quality"]) == {"learned", "learned_noise0", "telea", "navier_stokes", "blur", "noise"}
     assert set(result["classifier_shift"]) >= {"learned", "telea", "blur", "noise"}
     assert all(v["mean_abs_dprob"] >= 0 for k, v in result["classifier_shift"].items() if not k.startswith("_"))
+    shift = result["classifier_shift"]
+    assert all(0 <= v["median_abs_dprob"] <= v["max_abs_dprob"] for k, v in shift.items() if not k.startswith("_"))
+    # Bounds: texture uncorrelated with the hidden one costs SSIM even over an ideal smooth fill.
+    b = result["bounds"]
+    assert b["hidden low-pass (sigma 2)"]["ssim"] > b["hidden low-pass (sigma 2) + texture"]["ssim"]
+    assert b["hidden low-pass (sigma 2) + texture"]["texture"] > 10 * b["hidden low-pass (sigma 2)"]["texture"]
     assert "| learned |" in capsys.readouterr().out

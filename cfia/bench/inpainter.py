@@ -1,7 +1,7 @@
 """Measure the inpainters side by side on held-out lesion-free mammograms.
 
     python -m cfia.bench.inpainter --data DIR [--model models/inpainter.pt] [--size 512x416]
-        [--holes 2] [--seed 0] [--classifier model.ts --input-size 256x208]
+        [--holes 2] [--seed 0] [--classifier model.ts --input-size 256x208] [--bounds]
 
 Quality: each image gets `holes` random holes (strokes and blobs, `coverage` of a
 `window`-pixel square placed inside the breast); every method fills the same holes.
@@ -11,6 +11,8 @@ Classifier shift (--classifier): mean |f(filled) - f(original)| on the same kind
 random regions of the same healthy images, on the classifier's input exactly as the node
 prepares it (explain.preprocess), for learned, Telea, blur and noise fills: a good
 counterfactual of healthy tissue should leave a healthy image's score alone.
+Bounds (--bounds): the same metrics for fills that see the hidden pixels, to show how
+far SSIM lets any fill with real-looking (hence uncorrelated) texture go.
 """
 from __future__ import annotations
 
@@ -89,6 +91,34 @@ def quality_table(inpainters: dict[str, Inpainter], cases) -> dict:
     return table
 
 
+def bounds_table(cases, shift: tuple[int, int] = (23, 11)) -> dict:
+    """What SSIM allows a textured fill: fills that see the hidden pixels.
+
+    'hidden low-pass': the original blurred (sigma 2) inside the hole, an ideal smooth
+    prediction no inpainter can make; '+ texture': plus the original's high-pass
+    (sigma 2) taken `shift` pixels away, texture of the right kind and energy that is
+    uncorrelated with the hidden one, as any plausible texture must be; 'telea +
+    texture': the same texture over OpenCV's Telea fill."""
+    from scipy import ndimage
+
+    from .inpaint_metrics import high_pass
+
+    telea = make_inpainter("telea")
+    fills = {"hidden low-pass (sigma 2)": lambda img, lo, tex, tel: lo,
+             "hidden low-pass (sigma 2) + texture": lambda img, lo, tex, tel: lo + tex,
+             "telea + texture": lambda img, lo, tex, tel: tel + tex}
+    rows = {name: [] for name in fills}
+    for img, hole in cases:
+        x = img.astype(np.float64)
+        lo = ndimage.gaussian_filter(x, 2.0)
+        tex = np.roll(high_pass(x), shift, (0, 1))
+        tel = telea(torch.from_numpy(img)[None, None], torch.from_numpy(hole.astype(np.float32))[None, None])[0, 0].numpy()
+        for name, fill in fills.items():
+            out = np.where(hole, np.clip(fill(x, lo, tex, tel), 0.0, 1.0), x)
+            rows[name].append(hole_metrics(out, img, hole))
+    return {name: summarise(r) for name, r in rows.items()}
+
+
 def classifier_shift(classifier: Callable[[torch.Tensor], torch.Tensor], inpainters: dict[str, Inpainter],
                      cases, batch: int = 8) -> dict:
     """Mean |f(filled) - f(original)| per method; `classifier` maps (B,1,H,W) -> (B,) probabilities."""
@@ -101,7 +131,8 @@ def classifier_shift(classifier: Callable[[torch.Tensor], torch.Tensor], inpaint
             probs = torch.cat([classifier(inp(imgs[i: i + batch], holes[i: i + batch])).reshape(-1)
                                for i in range(0, len(imgs), batch)])
             d = (probs - base).abs()
-            out[name] = {"mean_abs_dprob": float(d.mean()), "max_abs_dprob": float(d.max())}
+            out[name] = {"mean_abs_dprob": float(d.mean()), "sem_abs_dprob": float(d.std() / len(d) ** 0.5),
+                         "median_abs_dprob": float(d.median()), "max_abs_dprob": float(d.max())}
     out["_baseline_mean_prob"] = float(base.mean())
     return out
 
@@ -172,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input-size", type=_size, default=(256, 208), help="classifier input ROWSxCOLS (default 256x208)")
     p.add_argument("--class-index", type=int, default=1, help="explained class (default 1)")
     p.add_argument("--output", choices=("logits", "probabilities"), default="logits", help="what the classifier returns")
+    p.add_argument("--bounds", action="store_true",
+                   help="also score fills that see the hidden pixels: the SSIM a textured fill can reach")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -197,13 +230,18 @@ def main(argv: list[str] | None = None) -> int:
               "images": len(images), "fills": len(cases), "skipped": skipped,
               "quality": quality_table(inpainters, cases)}
     print(markdown(result["quality"], ("mae", "ssim", "texture", "ms_per_fill")))
+    if args.bounds:
+        result["bounds"] = bounds_table(cases)
+        print()
+        print(markdown(result["bounds"], ("mae", "ssim", "texture")))
     if args.classifier:
         clf = torchscript_classifier(args.classifier, args.class_index, args.output)
         shift_cases = classifier_input_cases(records, args.input_size, args.holes,
                                              max(8, args.window * args.input_size[0] // 512), args.seed + 1)
         result["classifier_shift"] = classifier_shift(clf, {k: inpainters[k] for k in SHIFT_METHODS}, shift_cases)
         print()
-        print(markdown(result["classifier_shift"], ("mean_abs_dprob", "max_abs_dprob")))
+        print(markdown(result["classifier_shift"], ("mean_abs_dprob", "sem_abs_dprob", "median_abs_dprob",
+                                                    "max_abs_dprob")))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
