@@ -189,6 +189,10 @@ def test_bench_command_with_classifier(tiny_data, tmp_path, capsys):
     assert all(v["mean_abs_dprob"] >= 0 for k, v in result["classifier_shift"].items() if not k.startswith("_"))
     shift = result["classifier_shift"]
     assert all(0 <= v["median_abs_dprob"] <= v["max_abs_dprob"] for k, v in shift.items() if not k.startswith("_"))
+    for name in ("telea", "blur", "noise"):  # paired against the learned fill on the same regions
+        assert shift[name]["minus_learned"] == pytest.approx(
+            shift[name]["mean_abs_dprob"] - shift["learned"]["mean_abs_dprob"], abs=1e-6)
+    assert "minus_learned" not in shift["learned"]
     # Bounds: texture uncorrelated with the hidden one costs SSIM even over an ideal smooth fill.
     b = result["bounds"]
     assert b["hidden low-pass (sigma 2)"]["ssim"] > b["hidden low-pass (sigma 2) + texture"]["ssim"]

@@ -121,8 +121,12 @@ def bounds_table(cases, shift: tuple[int, int] = (23, 11)) -> dict:
 
 def classifier_shift(classifier: Callable[[torch.Tensor], torch.Tensor], inpainters: dict[str, Inpainter],
                      cases, batch: int = 8) -> dict:
-    """Mean |f(filled) - f(original)| per method; `classifier` maps (B,1,H,W) -> (B,) probabilities."""
-    out = {}
+    """Mean |f(filled) - f(original)| per method; `classifier` maps (B,1,H,W) -> (B,) probabilities.
+
+    With a 'learned' entry, every other method also gets the paired difference of its
+    |change| minus the learned fill's on the same regions (mean and standard error):
+    the regions vary far more than the methods, so only the pairing resolves them."""
+    out, changes = {}, {}
     imgs = torch.stack([torch.from_numpy(img)[None] for img, _ in cases])
     holes = torch.stack([torch.from_numpy(h.astype(np.float32))[None] for _, h in cases])
     with torch.no_grad():
@@ -130,9 +134,14 @@ def classifier_shift(classifier: Callable[[torch.Tensor], torch.Tensor], inpaint
         for name, inp in inpainters.items():
             probs = torch.cat([classifier(inp(imgs[i: i + batch], holes[i: i + batch])).reshape(-1)
                                for i in range(0, len(imgs), batch)])
-            d = (probs - base).abs()
+            d = changes[name] = (probs - base).abs()
             out[name] = {"mean_abs_dprob": float(d.mean()), "sem_abs_dprob": float(d.std() / len(d) ** 0.5),
                          "median_abs_dprob": float(d.median()), "max_abs_dprob": float(d.max())}
+    for name, d in changes.items():
+        if "learned" in changes and name != "learned":
+            diff = d - changes["learned"]
+            out[name]["minus_learned"] = float(diff.mean())
+            out[name]["minus_learned_sem"] = float(diff.std() / len(diff) ** 0.5)
     out["_baseline_mean_prob"] = float(base.mean())
     return out
 
@@ -164,7 +173,7 @@ def markdown(table: dict, columns: tuple[str, ...]) -> str:
     for name, row in table.items():
         if name.startswith("_"):
             continue
-        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4g}" for c in columns) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4g}" if c in row else "—" for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         result["classifier_shift"] = classifier_shift(clf, {k: inpainters[k] for k in SHIFT_METHODS}, shift_cases)
         print()
         print(markdown(result["classifier_shift"], ("mean_abs_dprob", "sem_abs_dprob", "median_abs_dprob",
-                                                    "max_abs_dprob")))
+                                                    "max_abs_dprob", "minus_learned", "minus_learned_sem")))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
