@@ -104,18 +104,14 @@ def bounds_table(cases, shift: tuple[int, int] = (23, 11)) -> dict:
     from .inpaint_metrics import high_pass
 
     telea = make_inpainter("telea")
-    fills = {"hidden low-pass (sigma 2)": lambda img, lo, tex, tel: lo,
-             "hidden low-pass (sigma 2) + texture": lambda img, lo, tex, tel: lo + tex,
-             "telea + texture": lambda img, lo, tex, tel: tel + tex}
-    rows = {name: [] for name in fills}
+    rows = {"hidden low-pass (sigma 2)": [], "hidden low-pass (sigma 2) + texture": [], "telea + texture": []}
     for img, hole in cases:
         x = img.astype(np.float64)
         lo = ndimage.gaussian_filter(x, 2.0)
         tex = np.roll(high_pass(x), shift, (0, 1))
         tel = telea(torch.from_numpy(img)[None, None], torch.from_numpy(hole.astype(np.float32))[None, None])[0, 0].numpy()
-        for name, fill in fills.items():
-            out = np.where(hole, np.clip(fill(x, lo, tex, tel), 0.0, 1.0), x)
-            rows[name].append(hole_metrics(out, img, hole))
+        for name, fill in zip(rows, (lo, lo + tex, tel + tex)):
+            rows[name].append(hole_metrics(np.where(hole, np.clip(fill, 0.0, 1.0), x), img, hole))
     return {name: summarise(r) for name, r in rows.items()}
 
 
