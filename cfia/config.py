@@ -69,6 +69,9 @@ class SpoolConfig:
     # Delay before the first resend to a destination that is down; doubles per try.
     send_backoff_seconds: float = field(default=5.0, metadata=_range(0, None))
     send_backoff_max_seconds: float = field(default=300.0, metadata=_range(0, None))
+    # Rows of delivered (done) jobs are deleted this many days after they finished;
+    # 0 keeps them for ever. Failed jobs are never deleted (they name dead letters).
+    keep_done_days: float = field(default=30.0, metadata=_range(0, None))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ from .workers import EXIT_CONFIG, WorkerPool
 
 log = logging.getLogger("cfia.serve")
 
+# How often the supervisor deletes old done rows from the queue.
+PRUNE_INTERVAL_SECONDS = 3600.0
+
 ASSOCIATION_DRAIN_SECONDS = 10.0
 
 
@@ -103,10 +106,22 @@ class Node:
     def metrics(self) -> str:
         return status.prometheus(self.queue, dict(self.intake.counts), self.pool.alive() if self.pool else 0)
 
+    def prune(self) -> int:
+        """Delete queue rows of jobs delivered more than spool.keep_done_days ago."""
+        days = self.cfg.spool.keep_done_days
+        n = self.queue.prune_done(days * 86400.0) if days > 0 else 0
+        if n:
+            log.info("old done jobs pruned from the queue", extra={"jobs_pruned": n, "keep_done_days": days})
+        return n
+
     def run(self, stop: threading.Event) -> int:
         """Supervise until `stop` is set; returns the exit code."""
+        next_prune = 0.0
         while not stop.wait(0.5):
             self.pool.check()
+            if time.monotonic() >= next_prune:
+                self.prune()
+                next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
             if self.pool.config_error:
                 log.error("stopping: the processor cannot be built (see the worker's error)")
                 self.stop()

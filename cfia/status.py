@@ -11,7 +11,6 @@ from typing import Optional
 
 from listener import JobQueue
 
-EXPLAIN_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300)
 WAITING = ("pending", "queued", "running", "sending")
 SERVE_INFO = "serve.json"  # written by `cfia serve` into the spool folder
 
@@ -71,10 +70,12 @@ def format_text(snap: dict, serve: Optional[dict]) -> str:
 
 def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> str:
     counts = queue.counts()
+    pruned_done = int(queue.pruned_totals().get("done", 0))  # rows deleted after spool.keep_done_days
     out = [
         _metric("cfia_received_total", "counter", "Mammograms received and queued (all time).",
-                [("", sum(counts.values()))]),
-        _metric("cfia_processed_total", "counter", "Jobs whose results were delivered.", [("", counts["done"])]),
+                [("", sum(counts.values()) + pruned_done)]),
+        _metric("cfia_processed_total", "counter", "Jobs whose results were delivered.",
+                [("", counts["done"] + pruned_done)]),
         _metric("cfia_failed_total", "counter", "Jobs moved to the dead-letter folder.", [("", counts["failed"])]),
         _metric("cfia_queue_depth", "gauge", "Jobs waiting, by state.",
                 [(f'{{state="{s}"}}', counts[s]) for s in WAITING]),
@@ -84,7 +85,7 @@ def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> st
         _metric("cfia_store_ignored_total", "counter", "Non-mammogram C-STOREs ignored since start.",
                 [("", listener_counts.get("ignored", 0))]),
         _metric("cfia_workers_alive", "gauge", "Worker processes alive.", [("", workers_alive)]),
-        _histogram("cfia_explain_seconds", "Seconds the processor took per image.", queue.explain_seconds()),
+        _histogram("cfia_explain_seconds", "Seconds the processor took per image.", queue.explain_histogram()),
     ]
     return "".join(out)
 
@@ -95,9 +96,9 @@ def _metric(name: str, kind: str, help_text: str, samples) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _histogram(name: str, help_text: str, values: list[float]) -> str:
+def _histogram(name: str, help_text: str, hist: dict) -> str:
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    for bound in EXPLAIN_BUCKETS:
-        lines.append(f'{name}_bucket{{le="{bound}"}} {sum(v <= bound for v in values)}')
-    lines += [f'{name}_bucket{{le="+Inf"}} {len(values)}', f"{name}_sum {sum(values):.6f}", f"{name}_count {len(values)}"]
+    lines += [f'{name}_bucket{{le="{bound}"}} {n}' for bound, n in hist["buckets"]]
+    lines += [f'{name}_bucket{{le="+Inf"}} {hist["count"]}', f"{name}_sum {hist['sum']:.6f}",
+              f"{name}_count {hist['count']}"]
     return "\n".join(lines) + "\n"

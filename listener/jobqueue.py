@@ -52,7 +52,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 CREATE INDEX IF NOT EXISTS jobs_uid ON jobs (sop_instance_uid, state);
+-- What pruned done rows contributed to the all-time metrics, so they never go down.
+CREATE TABLE IF NOT EXISTS pruned_totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
+
+# Upper bounds (seconds) of the explain-time histogram the metrics endpoint serves.
+EXPLAIN_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,23 @@ class JobQueue:
             db.execute("UPDATE jobs SET state = 'done', owner = NULL, error = NULL, finished_at = ?, updated_at = ? "
                        "WHERE id = ?", (now, now, job_id))
 
+    def prune_done(self, older_than_seconds: float) -> int:
+        """Delete the rows of jobs that finished more than `older_than_seconds` ago.
+
+        A done job's files are already gone and a resend makes a new job, so its row
+        is only history (metrics, `cfia status`); without pruning the table grows
+        by one row per image for ever. Failed jobs stay: they name dead letters."""
+        cutoff = self._clock() - older_than_seconds
+        old = "FROM jobs WHERE state = 'done' AND finished_at < ?"
+        with self._tx() as db:
+            seconds = [r[0] for r in db.execute(f"SELECT explain_seconds {old}", (cutoff,)).fetchall()]
+            explained = [v for v in seconds if v is not None]
+            add = {"done": len(seconds), "explain_count": len(explained), "explain_sum": sum(explained),
+                   **{f"explain_le_{b}": sum(v <= b for v in explained) for b in EXPLAIN_BUCKETS}}
+            db.executemany("INSERT INTO pruned_totals (key, value) VALUES (?, ?) "
+                           "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value", add.items())
+            return db.execute(f"DELETE {old}", (cutoff,)).rowcount
+
     def retry_later(self, job_id: int, error: str, delay: float, sending: bool = False) -> None:
         """Give the job back to wait `delay` seconds; back to `sending` when its
         results are on disk, else to `queued`."""
@@ -266,10 +288,22 @@ class JobQueue:
                 "WHERE state = 'done' AND finished_at >= ?", (since,)).fetchone()
         return {"done": row["done"], "mean_explain_seconds": row["mean_explain"] or 0.0}
 
-    def explain_seconds(self) -> list[float]:
+    def pruned_totals(self) -> dict[str, float]:
+        """What pruned rows added to the all-time totals (keys as prune_done writes them)."""
         with self._lock:
-            rows = self._db.execute("SELECT explain_seconds FROM jobs WHERE explain_seconds IS NOT NULL").fetchall()
-        return [row[0] for row in rows]
+            return {row[0]: row[1] for row in self._db.execute("SELECT key, value FROM pruned_totals")}
+
+    def explain_histogram(self) -> dict:
+        """All-time explain times, pruned jobs included: {"buckets": [(bound, count <= bound)],
+        "count", "sum"}, the bounds being EXPLAIN_BUCKETS."""
+        with self._lock:
+            values = [r[0] for r in self._db.execute(
+                "SELECT explain_seconds FROM jobs WHERE explain_seconds IS NOT NULL").fetchall()]
+        pruned = self.pruned_totals()
+        return {"buckets": [(b, sum(v <= b for v in values) + int(pruned.get(f"explain_le_{b}", 0)))
+                            for b in EXPLAIN_BUCKETS],
+                "count": len(values) + int(pruned.get("explain_count", 0)),
+                "sum": sum(values) + pruned.get("explain_sum", 0.0)}
 
     def states_of(self, sop_instance_uid: str) -> list[str]:
         with self._lock:

@@ -75,5 +75,62 @@ def test_retry_later_waits_and_finish_counts(queue):
     queue.add_delivered(a, "pacs")
     queue.finish(a)
     assert queue.counts()["done"] == 1
-    assert queue.throughput(0)["done"] == 1 and queue.explain_seconds() == [2.0]
+    hist = queue.explain_histogram()
+    assert queue.throughput(0)["done"] == 1 and (hist["count"], hist["sum"]) == (1, 2.0)
+    assert dict(hist["buckets"])[1] == 0 and dict(hist["buckets"])[2] == 1
     assert queue.recent_errors() == []  # finishing clears the error
+
+
+def test_prune_done_deletes_only_old_delivered_jobs(queue):
+    old, recent, failed, waiting = (_add(queue, uid) for uid in ("1.1", "1.2", "1.3", "1.4"))
+    queue.close_batch("a")
+    for job in (old, recent, failed):
+        queue.claim("w")
+    queue.finish(old)
+    queue.fail(failed, "bad image")
+    queue.clock.now += 100
+    queue.finish(recent)
+    queue.clock.now += 50  # old finished 150 s ago, recent 50 s ago
+    assert queue.prune_done(100) == 1
+    assert queue.get(old) is None
+    assert queue.get(recent).state == "done"
+    assert queue.get(failed).state == "failed" and queue.get(waiting).state == "queued"
+    assert queue.prune_done(100) == 0
+
+
+def test_metrics_never_go_down_when_done_jobs_are_pruned(queue):
+    from cfia.status import prometheus
+
+    for i, seconds in enumerate((0.5, 3.0, 40.0)):
+        job = _add(queue, f"1.{i}")
+        queue.close_batch("a")
+        queue.claim("w")
+        queue.set_results(job, "/r", seconds)
+        queue.finish(job)
+    queue.clock.now += 10
+    kept = _add(queue, "1.9")  # still waiting: counted as received, never pruned
+    before = prometheus(queue, {}, 1)
+    assert "cfia_processed_total 3" in before and 'cfia_explain_seconds_bucket{le="5"} 2' in before
+    assert queue.prune_done(5) == 3 and queue.counts()["done"] == 0
+    assert prometheus(queue, {}, 1) == before
+    assert queue.get(kept).state == "pending"
+
+
+@pytest.mark.parametrize("days, kept", [(30, {"recent"}), (0, {"recent", "old"})])
+def test_node_prunes_done_jobs_after_keep_done_days(tmp_path, days, kept):
+    from cfia.config import from_dict
+    from cfia.serve import Node
+
+    node = Node(from_dict({"spool": {"folder": str(tmp_path / "spool"), "keep_done_days": days}}, tmp_path))
+    clock = Clock()
+    node.queue = JobQueue(tmp_path / "q.sqlite", clock=clock)
+    ids = {"old": _add(node.queue, "1.1"), "recent": _add(node.queue, "1.2")}
+    node.queue.close_batch("a")
+    node.queue.claim("w"), node.queue.claim("w")
+    node.queue.finish(ids["old"])
+    clock.now += 29 * 86400
+    node.queue.finish(ids["recent"])
+    clock.now += 2 * 86400  # old: 31 days done, recent: 2
+    node.prune()
+    assert {name for name, i in ids.items() if node.queue.get(i) is not None} == kept
+    node.queue.close()
