@@ -242,7 +242,7 @@ def cmd_train_classifier(args) -> int:
             data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
             network=args.network or DEFAULT_NETWORK, network_args=network_args, resume=args.resume,
-            stop_after=args.stop_after,
+            init=args.init, stop_after=args.stop_after,
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
             augment=not args.no_augment, progress=not args.quiet, lesion_weight=args.lesion_weight,
             command="cfia " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -343,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--network", help="network class: MammoNet (default) or a monai.networks.nets class")
     t.add_argument("--network-args", help="network constructor arguments as JSON")
     t.add_argument("--resume", action="store_true", help="continue from OUT/classifier.ckpt")
+    t.add_argument("--init", help="start from these weights (e.g. models/classifier.pt: fine-tune the default "
+                                  "model on your data); optimiser and schedule start fresh")
     t.add_argument("--stop-after", type=int, help="end this run after N epochs (checkpointed); --resume continues")
     t.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")

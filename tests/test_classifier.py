@@ -160,6 +160,28 @@ def test_tiny_training_checkpoints_resumes_and_is_deterministic(phantom_dir, tmp
     assert res["n"] == 8 and 0 <= res["auc"] <= 1 and 0 <= res["accuracy"] <= 1
 
 
+def test_init_starts_from_given_weights_and_rejects_ones_that_do_not_fit(phantom_dir, tmp_path, capsys):
+    assert _train(phantom_dir, tmp_path / "a", "--epochs", "1", "--seed", "3") == 0
+    start = tmp_path / "a" / "classifier.pt"
+    # Fine-tuning with --lr 0 must keep the starting weights exactly (BatchNorm running
+    # statistics aside, which any forward pass in training mode updates).
+    assert _train(phantom_dir, tmp_path / "b", "--epochs", "1", "--seed", "5", "--lr", "0", "--init", str(start)) == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    learned = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert learned and all(torch.equal(a[k], b[k]) for k in learned)
+    assert json.loads((tmp_path / "b" / "classifier.json").read_text())["init"] == str(start)
+    # From scratch with the same seed and lr 0 the weights differ: --init was used.
+    assert _train(phantom_dir, tmp_path / "c", "--epochs", "1", "--seed", "5", "--lr", "0") == 0
+    assert not all(torch.equal(a[k], _weights(tmp_path / "c")[k]) for k in learned)
+    # Weights of another network: exit 2, naming the option and what to do.
+    capsys.readouterr()
+    other = ["--network-args", json.dumps({"channels": [4, 8, 16], "subunits": 1})]
+    assert _train(phantom_dir, tmp_path / "d", "--epochs", "1", "--init", str(start), *other) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "do not fit" in err and "--network-args" in err
+    assert _train(phantom_dir, tmp_path / "e", "--epochs", "1", "--init", str(tmp_path / "missing.pt")) == 2
+
+
 def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
     import shutil
 

@@ -49,6 +49,7 @@ class TrainOptions:
     network: str = DEFAULT_NETWORK
     network_args: dict = field(default_factory=lambda: dict(DEFAULT_ARGS))
     resume: bool = False
+    init: Optional[str] = None         # start from these weights (fine-tuning); fresh optimiser
     stop_after: Optional[int] = None   # end this run (checkpointed) after this many epochs
     device: str = "cpu"
     threads: int = 2
@@ -136,6 +137,9 @@ def train(opts: TrainOptions) -> dict:
              f", validating on {len(val[1])}" if val else "")
 
     model = build_network(opts.network, opts.network_args).to(device)
+    if opts.init and not (opts.resume and ckpt_path.exists()):
+        model.load_state_dict(_init_weights(opts.init, model))
+        log.info("starting from the weights in %s", opts.init)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = math.ceil(len(labels) / opts.batch_size)
     total = steps_per_epoch * opts.epochs
@@ -207,6 +211,26 @@ def train(opts: TrainOptions) -> dict:
     return _export(model, opts, out, history, best, device)
 
 
+def _init_weights(path: str, model) -> dict:
+    """The state dict in `path` (a classifier.pt, or a classifier.ckpt's weights),
+    checked against `model`; a mismatch names the differing keys."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"--init {path}: cannot read a state dict ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"--init {path}: not a state dict")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    bad = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+    if bad:
+        raise ValueError(f"--init {path}: weights do not fit the network ({len(bad)} keys differ, "
+                         f"e.g. {', '.join(bad[:3])}); give the --network and --network-args they were trained with")
+    return state
+
+
 def _loss(model, x, y, m, lesion_weight: float):
     """Cross-entropy; plus, for networks with a lesion head (MammoNet), deep supervision:
     BCE of the lesion map against 'a lesion covers this cell' from the masks."""
@@ -239,7 +263,7 @@ def _export(model, opts: TrainOptions, out: Path, history, best, device) -> dict
     traced.save(str(out / "classifier.ts"))
     meta = {"network": opts.network, "network_args": opts.network_args, "input_size": list(opts.input_size),
             "class_index": 1, "output": "logits", "selected": chosen, "seed": opts.seed,
-            "epochs": opts.epochs, "command": opts.command, "history": history}
+            "epochs": opts.epochs, "init": opts.init, "command": opts.command, "history": history}
     (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
