@@ -219,3 +219,24 @@ def test_shipped_model_matches_its_card_and_runs():
     torch.testing.assert_close(ts(x), pt(x))
     p = ts.probability(x)
     assert p.shape == (2,) and bool(((p >= 0) & (p <= 1)).all())
+
+
+def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom_dir, tmp_path):
+    import numpy as np
+
+    from cfia.bench import robustness
+
+    rng = np.random.default_rng(0)
+    px = np.linspace(0.0, 4095.0, 64 * 48).reshape(64, 48)
+    for name, alter in robustness.ALTERATIONS.items():
+        out = alter(px.copy(), rng)
+        assert out.shape == px.shape
+        assert np.array_equal(out, px) == (name == "as stored"), name
+    gamma = robustness.ALTERATIONS["gamma 1.4"](px, rng)
+    assert gamma.min() == px.min() and gamma.max() == px.max()
+    report = tmp_path / "r.json"
+    assert robustness.main(["--data", str(phantom_dir), "--model", str(ROOT / "models" / "classifier.ts"),
+                            "--threads", "1", "--json", str(report)]) == 0
+    res = json.loads(report.read_text())
+    assert res["n"] == 8 and set(res["table"]) == set(robustness.ALTERATIONS)
+    assert all(0.0 <= row["auc"] <= 1.0 for row in res["table"].values())
