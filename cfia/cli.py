@@ -244,7 +244,7 @@ def cmd_train_classifier(args) -> int:
             network=args.network or DEFAULT_NETWORK, network_args=network_args, resume=args.resume,
             init=args.init, stop_after=args.stop_after,
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
-            augment=not args.no_augment, progress=not args.quiet, lesion_weight=args.lesion_weight,
+            augment=not args.no_augment, aug_noise=args.aug_noise, progress=not args.quiet, lesion_weight=args.lesion_weight,
             command="cfia " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         meta = train(opts)
@@ -351,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=2, help="preprocessing processes (default 2)")
     t.add_argument("--cache-dir", help="preprocessed-image cache (default DATA/.cfia-cache)")
     t.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    t.add_argument("--aug-noise", type=float, default=0.03,
+                   help="largest s.d. of the white noise augmentation adds, on the [0, 1] input (default 0.03)")
     t.add_argument("--lesion-weight", type=float, default=1.0,
                    help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
     t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")

@@ -182,6 +182,16 @@ def test_init_starts_from_given_weights_and_rejects_ones_that_do_not_fit(phantom
     assert _train(phantom_dir, tmp_path / "e", "--epochs", "1", "--init", str(tmp_path / "missing.pt")) == 2
 
 
+def test_aug_noise_changes_training_and_must_not_be_negative(phantom_dir, tmp_path, capsys):
+    assert _train(phantom_dir, tmp_path / "a", "--epochs", "1", "--seed", "3") == 0
+    assert _train(phantom_dir, tmp_path / "b", "--epochs", "1", "--seed", "3", "--aug-noise", "0.2") == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert _train(phantom_dir, tmp_path / "c", "--epochs", "1", "--aug-noise", "-0.1") == 2
+    assert "--aug-noise" in capsys.readouterr().err
+
+
 def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
     import shutil
 

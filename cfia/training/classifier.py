@@ -56,6 +56,7 @@ class TrainOptions:
     workers: int = 2
     cache_dir: Optional[str] = None
     augment: bool = True
+    aug_noise: float = 0.03            # largest s.d. of the added white noise (input scale)
     lesion_weight: float = 1.0
     progress: bool = True
     command: str = ""
@@ -122,6 +123,8 @@ def _seed_everything(seed: int) -> None:
 
 
 def train(opts: TrainOptions) -> dict:
+    if opts.aug_noise < 0:
+        raise ValueError(f"--aug-noise {opts.aug_noise}: must be >= 0")
     torch.set_num_threads(max(1, opts.threads))
     device = _device(opts.device)
     _seed_everything(opts.seed)
@@ -164,7 +167,7 @@ def train(opts: TrainOptions) -> dict:
 
     from tqdm import tqdm
 
-    aug = AugmentOptions()
+    aug = AugmentOptions(noise_std=(0.0, opts.aug_noise))
     t0 = time.time()
     end = opts.epochs if opts.stop_after is None else min(opts.epochs, start + opts.stop_after)
     for epoch in range(start, end):
