@@ -244,7 +244,8 @@ def cmd_train_classifier(args) -> int:
             network=args.network or DEFAULT_NETWORK, network_args=network_args, resume=args.resume,
             init=args.init, stop_after=args.stop_after,
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
-            augment=not args.no_augment, aug_noise=args.aug_noise, progress=not args.quiet, lesion_weight=args.lesion_weight,
+            augment=not args.no_augment, aug_noise=args.aug_noise, progress=not args.quiet,
+            lesion_weight=args.lesion_weight,
             command="cfia " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         meta = train(opts)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .inpainter import _size
+
 
 def _gamma(g):
     def f(px, rng):
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cfia.bench.robustness", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder with manifest.csv (labels 0/1)")
     p.add_argument("--model", default="models/classifier.ts", help="TorchScript classifier")
-    p.add_argument("--input-size", default="384x256", help="classifier input ROWSxCOLS (default 384x256)")
+    p.add_argument("--input-size", type=_size, default=(384, 256), help="classifier input ROWSxCOLS (default 384x256)")
     p.add_argument("--limit", type=int, help="first N images only")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--json", help="also write the table as JSON")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from cfia.manifest import read_manifest
     from cfia.training.classifier import report
 
-    size = tuple(int(v) for v in args.input_size.lower().split("x"))
+    size = args.input_size
     records = read_manifest(args.data)[: args.limit] if args.limit else read_manifest(args.data)
     labels = np.array([r.label for r in records])
     clf = load_classifier("torchscript", args.model, input_size=size)
