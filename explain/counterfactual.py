@@ -19,7 +19,7 @@ from .perturbation import apply
 # A classifier score: (B,1,H,W) -> (B,) probability of the explained class.
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
-OBJECTIVES = ("deletion", "preservation", "map_quality")
+OBJECTIVES = ("deletion", "preservation", "map_quality", "deletion_preservation")
 AREA_MODES = ("penalty", "target")
 LR_SCHEDULES = ("constant", "cosine", "halving")
 
@@ -59,7 +59,11 @@ class CounterfactualExplainer:
             BlurPerturbation from explain.perturbation).
         objective: "deletion" (minimise f_c(Φ(x,M))), "preservation" (keep M,
             replace 1−M, maximise f_c), or "map_quality" (Dabkowski & Gal:
-            log(max(area, area_min)) − log f_c(preserved)).
+            log(max(area, area_min)) − log f_c(preserved)), or "deletion_preservation"
+            (Dabkowski & Gal's two-sided objective: deleting M removes the evidence and
+            M alone, the rest replaced, keeps it; two classifier passes per step).
+        preservation_weight: weight of −log f_c(preserved) in "deletion_preservation"
+            (default 1.0).
         area_mode: "penalty" (area_weight·mean(M)) or "target" (sorted-mask
             constraint towards target_area of the breast, weighted by area_weight).
         area_weight: weight of the area term (default 2.0).
@@ -95,7 +99,7 @@ class CounterfactualExplainer:
                  lr_half_life: float = 10.0, init: float = 0.5,
                  init_mode: str = "constant", init_floor: float = 0.05,
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
-                 report_fn: Optional[ScoreFn] = None):
+                 report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -116,6 +120,9 @@ class CounterfactualExplainer:
         self.init_mode, self.init_floor = init_mode, init_floor
         self.tolerance, self.patience = tolerance, patience
         self.region_threshold, self.seed = region_threshold, seed
+        self.preservation_weight = preservation_weight
+        # Classifier images per optimiser step: the two-sided objective scores two.
+        self.images_per_step = 2 if objective == "deletion_preservation" else 1
 
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
         """x: (1,1,H,W) classifier input; breast: optional (1,1,H,W) {0,1} where M may be non-zero."""
@@ -125,7 +132,7 @@ class CounterfactualExplainer:
             score = float(self.report_fn(x)[0])
         counterfactual = self.perturbation.reference(x)
         logits, used = self._init_logits(x, counterfactual, breast)
-        steps = self.max_passes - used
+        steps = (self.max_passes - used) // self.images_per_step
         opt = torch.optim.Adam([logits], lr=self.learning_rate)
         schedule = self._schedule(opt, steps)
         history: list[float] = []
@@ -144,14 +151,14 @@ class CounterfactualExplainer:
         with torch.no_grad():
             mask = self._upsample(logits, x.shape[-2:], breast)
             score_after = self._score_after(x, mask, counterfactual)
-        return MaskResult(mask[0, 0].detach(), score, score_after, len(history) + used,
+        return MaskResult(mask[0, 0].detach(), score, score_after, len(history) * self.images_per_step + used,
                           time.perf_counter() - start, history)
 
     def _schedule(self, opt, steps: int):
         if self.lr_schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
         if self.lr_schedule == "halving":
-            return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5 ** (1.0 / self.lr_half_life))
+            return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5 ** (self.images_per_step / self.lr_half_life))
         return None
 
     def _init_logits(self, x, counterfactual, breast) -> tuple[torch.Tensor, int]:
@@ -180,22 +187,25 @@ class CounterfactualExplainer:
         return mask.sum() / breast.sum().clamp(min=1.0)
 
     def _loss(self, x, mask, counterfactual, breast):
+        area = self._area(mask, breast)
+        smooth = self.tv_weight * total_variation(mask)
+        replaced = 1.0 - mask if breast is None else (1.0 - mask) * breast
+        if self.objective == "map_quality":
+            p = self.report_fn(apply(x, replaced, counterfactual))[0]
+            return torch.log(area.clamp(min=self.area_min)) - torch.log(p.clamp(min=1e-6)) + smooth
         if self.objective == "deletion":
             evidence = self.score_fn(apply(x, mask, counterfactual))[0]
-            area = self._area(mask, breast)
-        else:  # keep M, replace the rest
-            replaced = 1.0 - mask if breast is None else (1.0 - mask) * breast
-            p = self.score_fn(apply(x, replaced, counterfactual))[0]
-            area = self._area(mask, breast)
-            if self.objective == "map_quality":
-                return (torch.log(area.clamp(min=self.area_min)) - torch.log(p.clamp(min=1e-6))
-                        + self.tv_weight * total_variation(mask))
-            evidence = 1.0 - p
+        elif self.objective == "preservation":  # keep M, replace the rest
+            evidence = 1.0 - self.report_fn(apply(x, replaced, counterfactual))[0]
+        else:  # both sides
+            deleted = self.score_fn(apply(x, mask, counterfactual))[0]
+            kept = self.report_fn(apply(x, replaced, counterfactual))[0]
+            evidence = deleted - self.preservation_weight * torch.log(kept.clamp(min=1e-6))
         if self.area_mode == "penalty":
             area_term = self.area_weight * area
         else:
             area_term = self.area_weight * sorted_area_penalty(mask, self.target_area, breast)
-        return evidence + area_term + self.tv_weight * total_variation(mask)
+        return evidence + area_term + smooth
 
     def _converged(self, history: list[float]) -> bool:
         if len(history) <= self.patience:
