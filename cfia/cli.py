@@ -123,6 +123,8 @@ def cmd_evaluate(args) -> int:
     ev.write_report(report, out, command)
     ev.save_figure(rows, out.with_suffix(".png"))
     print(ev.table(report["summary"]))
+    if report.get("summary_by_kind"):
+        print(ev.table_by_kind(report["summary_by_kind"]))
     print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "
           f"report {out}, figure {out.with_suffix('.png')}")
     return 0

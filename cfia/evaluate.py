@@ -56,7 +56,7 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             continue
         lesion = np.load(row.mask)
         spacing = float(src.spacing[0]) if src.spacing else 1.0
-        case = {"file": str(row.path.relative_to(folder)), "score": p, "methods": {}}
+        case = {"file": str(row.path.relative_to(folder)), "kind": row.kind, "score": p, "methods": {}}
         thumbs = []
         for m in methods:
             res = _explain(pipeline, src, m)
@@ -77,8 +77,13 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
 
 
 def _report(cases, methods, rows, complete: bool) -> dict:
-    return {"cases": cases, "summary": summarise(cases, methods), "n_positive_called": len(cases),
-            "n_positive": len(rows), "methods": methods, "complete": complete}
+    report = {"cases": cases, "summary": summarise(cases, methods), "n_positive_called": len(cases),
+              "n_positive": len(rows), "methods": methods, "complete": complete}
+    kinds = sorted({c["kind"] for c in cases if c["kind"]})
+    if kinds:  # the manifest names lesion kinds: the same summary for each
+        report["summary_by_kind"] = {k: dict(summarise([c for c in cases if c["kind"] == k], methods),
+                                             n=sum(c["kind"] == k for c in cases)) for k in kinds}
+    return report
 
 
 def _explain(pipeline: Pipeline, src, method: str):
@@ -109,6 +114,17 @@ def table(summary: dict) -> str:
         lines.append(f"| {m} | {s['pointing_game']:.3f} | {s['energy_inside']:.3f} | {s['iou']:.3f} | "
                      f"{s['pixel_ap']:.3f} | {s['boundary_distance_mm']:.1f} | {s['passes']:.0f} | "
                      f"{s['seconds']:.2f} | {s['score_after_deletion']:.3f} |")
+    return "\n".join(lines)
+
+
+def table_by_kind(by_kind: dict) -> str:
+    """Pointing, energy and IoU per lesion kind and method (the manifest's `kind`)."""
+    lines = ["| lesion kind | n | method | pointing | energy | IoU |", "|---|---|---|---|---|---|"]
+    for kind, summary in by_kind.items():
+        for m, s in summary.items():
+            if m != "n":
+                lines.append(f"| {kind} | {summary['n']} | {m} | {s['pointing_game']:.3f} | "
+                             f"{s['energy_inside']:.3f} | {s['iou']:.3f} |")
     return "\n".join(lines)
 
 

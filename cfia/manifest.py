@@ -1,6 +1,7 @@
 """A data folder's manifest.csv (as `cfia phantom` writes it, or a site's own): the one reader.
 
-Columns: file, label (0 or 1) required; mask (a .npy lesion mask), laterality optional.
+Columns: file, label (0 or 1) required; mask (a .npy lesion mask), laterality, kind (the
+lesion kind(s), free text, e.g. `mass` or `calcifications+spiculated`) optional.
 Training, evaluation and the benchmarks all read folders through `read_manifest`, which
 checks the whole file first and stops with every missing file listed.
 """
@@ -22,6 +23,7 @@ class Record:
     label: int
     mask: Optional[Path] = None
     laterality: str = ""        # "L" / "R" / "" when the manifest does not say
+    kind: str = ""              # lesion kind(s) for per-kind reports; "" when not given
 
 
 def read_manifest(folder: str | Path) -> list[Record]:
@@ -54,4 +56,5 @@ def _record(folder: Path, row: dict, where: str) -> Record:
     if label not in (0, 1):
         raise DataError(f"{where}: label must be 0 or 1, got {label}")
     mask = folder / row["mask"] if row.get("mask") else None
-    return Record(folder / row["file"], label, mask, (row.get("laterality") or "").upper())
+    return Record(folder / row["file"], label, mask, (row.get("laterality") or "").upper(),
+                  (row.get("kind") or "").strip())

@@ -16,7 +16,7 @@ from .dicom import to_dataset
 from .lesions import LESION_KINDS
 from .mammogram import Mammogram, synthesize
 
-MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view")
+MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind")
 FIELD_OF_VIEW_MM = 240.0   # detector height; pixel spacing = FOV / rows
 MAX_SIZE = (4096, 3328)
 
@@ -77,7 +77,8 @@ def write_dataset(out: Path, count: int, seed: int, opts: PhantomOptions, progre
         if mg.mask.any():
             mask_rel = f"masks/img{i:05d}.npy"
             np.save(out / mask_rel, mg.mask)
-        rows.append((name, int(mg.mask.any()), mask_rel, mg.laterality, mg.view))
+        kinds = "+".join(sorted({lesion[0] for lesion in mg.lesions}))
+        rows.append((name, int(mg.mask.any()), mask_rel, mg.laterality, mg.view, kinds))
         if progress:
             progress(i + 1)
     manifest = out / "manifest.csv"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from torch import nn
 
 from explain.classifier import Classifier, load_classifier
 from explain.networks import MammoNet
+
+from cfia.manifest import read_manifest
+from cfia.training.classifier import report_by_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (96, 64)
@@ -158,6 +162,10 @@ def test_tiny_training_checkpoints_resumes_and_is_deterministic(phantom_dir, tmp
                  str(tmp_path / "a" / "classifier.ts"), "--cache-dir", str(tmp_path / "cache"), *TINY]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["n"] == 8 and 0 <= res["auc"] <= 1 and 0 <= res["accuracy"] <= 1
+    # ... and, from the manifest's `kind` column, each lesion kind against all negatives.
+    kinds = [r.kind for r in read_manifest(phantom_dir) if r.label]
+    assert kinds and all(kinds)
+    assert {k: v["n"] for k, v in res["by_kind"].items()} == dict(Counter(kinds))
 
 
 def test_init_starts_from_given_weights_and_rejects_ones_that_do_not_fit(phantom_dir, tmp_path, capsys):
@@ -250,3 +258,15 @@ def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom
     res = json.loads(report.read_text())
     assert res["n"] == 8 and set(res["table"]) == set(robustness.ALTERATIONS)
     assert all(0.0 <= row["auc"] <= 1.0 for row in res["table"].values())
+
+
+def test_report_by_kind_ranks_each_kind_against_all_negatives():
+    probs = [0.9, 0.8, 0.2, 0.6, 0.1, 0.3, 0.7]
+    labels = [1, 1, 1, 1, 0, 0, 0]
+    kinds = ["mass", "mass", "calc", "calc", "", "", ""]
+    res = report_by_kind(probs, labels, kinds)
+    assert set(res) == {"mass", "calc"}
+    assert res["mass"] == {"n": 2, "auc_vs_negatives": 1.0, "sensitivity": 1.0}
+    # calc: 0.2 beats 0.1 only, 0.6 beats 0.1 and 0.3: 3 of 6 pairs.
+    assert res["calc"] == {"n": 2, "auc_vs_negatives": 0.5, "sensitivity": 0.5}
+    assert report_by_kind(probs, labels, [""] * 7) == {}

@@ -117,6 +117,12 @@ def test_evaluate_command_reports_every_method(tmp_path, small_config):
         assert m in got["summary"]["cf"]
     assert got["summary"]["cf@8"]["passes"] <= 8
     assert report.with_suffix(".png").stat().st_size > 1000
+    # The phantom's manifest names lesion kinds: the case carries its kind and the
+    # report repeats the summary per kind.
+    kind = got["cases"][0]["kind"]
+    assert kind and set(got["summary_by_kind"]) == {kind}
+    assert got["summary_by_kind"][kind]["n"] == 1
+    assert got["summary_by_kind"][kind]["cf"]["iou"] == got["summary"]["cf"]["iou"]
 
 
 def test_evaluate_refuses_a_folder_it_cannot_score(tmp_path, small_config, capsys):

@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from cfia.cli import main
 from phantom.generate import MANIFEST_COLUMNS, PhantomOptions, make_one, write_dataset
+from phantom.lesions import LESION_KINDS
 from phantom.texture import power_law_noise, spectral_slope
 from tests.conftest import dciodvfy_errors
 
@@ -31,8 +32,9 @@ def test_manifest_lists_every_image_with_its_mask(phantom_dir):
         if r["label"] == "1":
             mask = np.load(phantom_dir / r["mask"])
             assert mask.dtype == bool and mask.shape == (ds.Rows, ds.Columns) and mask.any()
+            assert r["kind"] and set(r["kind"].split("+")) <= set(LESION_KINDS)
         else:
-            assert r["mask"] == ""
+            assert r["mask"] == "" and r["kind"] == ""
 
 
 def test_files_are_mg_dicom_that_dciodvfy_accepts(phantom_dir):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from explain.classifier import build_network, load_classifier
 
+from ..manifest import read_manifest
 from .augment import AugmentOptions, augment
 from .data import load_many
 
@@ -89,6 +90,20 @@ def report(probs, labels, threshold: float = 0.5) -> dict:
             "sensitivity": round(float(pred[y == 1].mean()), 4) if (y == 1).any() else None,
             "specificity": round(float((~pred[y == 0]).mean()), 4) if (y == 0).any() else None,
             "threshold": threshold}
+
+
+def report_by_kind(probs, labels, kinds, threshold: float = 0.5) -> dict:
+    """Per lesion kind (the manifest's `kind`): its positives against all negatives."""
+    p, y, k = np.asarray(probs, float), np.asarray(labels, int), np.asarray(kinds, object)
+    negatives = p[y == 0]
+    out = {}
+    for kind in sorted(set(k[(y == 1) & (k != "")])):
+        pos = p[(y == 1) & (k == kind)]
+        both = np.concatenate([pos, negatives])
+        truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(negatives), int)])
+        out[kind] = {"n": int(len(pos)), "auc_vs_negatives": round(roc_auc(both, truth), 4),
+                     "sensitivity": round(float((pos >= threshold).mean()), 4)}
+    return out
 
 
 @torch.no_grad()
@@ -280,12 +295,17 @@ def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None
     clf = load_classifier(kind, model_path, network=network or DEFAULT_NETWORK,
                           network_args=network_args or DEFAULT_ARGS, input_size=tuple(input_size),
                           device=str(_device(device)))
-    images, _, labels, _ = load_many(data, input_size, cache_dir, workers, progress)
+    images, _, labels, files = load_many(data, input_size, cache_dir, workers, progress)
     probs = []
     with torch.no_grad():
         for i in range(0, len(images), 64):
             probs.append(clf.probability(images[i:i + 64].to(clf.device, torch.float32)).cpu())
-    res = report(torch.cat(probs).numpy(), labels.numpy())
+    probs = torch.cat(probs).numpy()
+    res = report(probs, labels.numpy())
+    kinds = {str(r.path): r.kind for folder in data for r in read_manifest(folder)}
+    by_kind = report_by_kind(probs, labels.numpy(), [kinds.get(str(f), "") for f in files])
+    if by_kind:
+        res["by_kind"] = by_kind
     res["model"] = str(model_path)
     res["data"] = [str(d) for d in data]
     return res
