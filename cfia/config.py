@@ -117,7 +117,8 @@ class ModelsConfig:
 class ExplainerConfig:
     method: str = field(default="cf", metadata=_choice("cf", "blur", "gradcam", "occlusion", "ig"))
     device: str = field(default="cpu", metadata=_choice("cpu", "cuda", "auto"))
-    objective: str = field(default="deletion", metadata=_choice("deletion", "preservation", "map_quality", "deletion_preservation"))
+    objective: str = field(default="deletion",
+                           metadata=_choice("deletion", "preservation", "map_quality", "deletion_preservation"))
     preservation_weight: float = field(default=1.0, metadata=_range(0, None))
     area_mode: str = field(default="penalty", metadata=_choice("penalty", "target"))
     area_weight: float = field(default=10.0, metadata=_range(0, None))
