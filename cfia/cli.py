@@ -125,6 +125,8 @@ def cmd_evaluate(args) -> int:
     print(ev.table(report["summary"]))
     if report.get("summary_by_kind"):
         print(ev.table_by_kind(report["summary_by_kind"]))
+    if report.get("paired"):
+        print(ev.table_paired(report["paired"]))
     print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "
           f"report {out}, figure {out.with_suffix('.png')}")
     return 0

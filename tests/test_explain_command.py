@@ -123,6 +123,10 @@ def test_evaluate_command_reports_every_method(tmp_path, small_config):
     assert kind and set(got["summary_by_kind"]) == {kind}
     assert got["summary_by_kind"][kind]["n"] == 1
     assert got["summary_by_kind"][kind]["cf"]["iou"] == got["summary"]["cf"]["iou"]
+    # cf against each other method on the same image: the difference of the case's scores.
+    case = got["cases"][0]["methods"]
+    assert set(got["paired"]) == {"gradcam", "ig", "cf@8"}
+    assert got["paired"]["ig"]["iou"]["mean"] == case["cf"]["iou"] - case["ig"]["iou"]
 
 
 def test_evaluate_refuses_a_folder_it_cannot_score(tmp_path, small_config, capsys):
@@ -142,3 +146,25 @@ def test_evaluate_refuses_a_folder_it_cannot_score(tmp_path, small_config, capsy
     err = capsys.readouterr().err
     assert "1 missing file(s)" in err and rows[0]["file"] in err
     assert not report.exists()
+
+
+def test_counterfactual_bench_measures_each_fill(tmp_path, small_config, capsys):
+    """The shipped inpainter's fill of the true lesion lowers the score of every positive."""
+    from cfia.bench import counterfactual
+
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "6", "--seed", "31", "--size", "512x416",
+                 "--positive-fraction", "0.5", "--quiet"]) == 0
+    out = tmp_path / "cf.json"
+    assert counterfactual.main(["--data", str(data), "--limit", "2", "--tiles", "16,32",
+                                "--config", str(small_config), "--json", str(out)]) == 0
+    assert "| tiled 32 px |" in capsys.readouterr().out
+    res = json.loads(out.read_text())["probabilities"]
+    pos, neg = res["positives"], res["negatives"]
+    n = len(pos["image"]["whole"])
+    assert n >= 1 and len(neg["image"]["whole"]) == 2
+    assert set(pos) == {"image", "lesion as one hole", "tiled 16 px", "tiled 32 px", "blur sigma 10"}
+    for name in ("tiled 16 px", "tiled 32 px", "blur sigma 10"):
+        assert len(pos[name]["lesion"]) == len(pos[name]["whole"]) == n and len(neg[name]["whole"]) == 2
+    for before, after in zip(pos["image"]["whole"], pos["lesion as one hole"]["lesion"]):
+        assert 0.0 <= after < before <= 1.0

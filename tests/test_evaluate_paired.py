@@ -1,0 +1,48 @@
+"""The paired comparison of `cfia evaluate` (pure arithmetic on saved cases)."""
+import json
+
+import numpy as np
+
+from cfia.bench import compare
+from cfia.evaluate import PAIRED_METRICS, paired
+
+
+def _cases(cf_iou, blur_iou):
+    def scores(iou):
+        return {k: iou for k in PAIRED_METRICS}
+    return [{"methods": {"cf": scores(a), "blur": scores(b)}} for a, b in zip(cf_iou, blur_iou)]
+
+
+def test_paired_difference_counts_and_interval():
+    rng = np.random.default_rng(0)
+    blur = rng.uniform(0.2, 0.6, 60)
+    cf = blur + 0.05 + rng.normal(0, 0.01, 60)  # ahead on every image
+    got = paired(_cases(cf, blur), ["cf", "blur"])["blur"]["iou"]
+    assert abs(got["mean"] - float(np.mean(cf - blur))) < 1e-12
+    assert (got["ahead"], got["level"], got["behind"], got["n"]) == (60, 0, 0, 60)
+    assert 0.0 < got["ci95"][0] < got["mean"] < got["ci95"][1]
+    assert abs(got["se"] - float(np.std(cf - blur, ddof=1) / np.sqrt(60))) < 1e-12
+
+
+def test_paired_interval_straddles_zero_when_methods_tie():
+    rng = np.random.default_rng(1)
+    blur = rng.uniform(0.2, 0.6, 80)
+    cf = blur + rng.normal(0, 0.05, 80)
+    cf[:10] = blur[:10]  # some images level
+    got = paired(_cases(cf, blur), ["cf", "blur"])["blur"]["iou"]
+    assert got["level"] == 10 and got["ahead"] + got["behind"] == 70
+    assert got["ci95"][0] < 0.0 < got["ci95"][1]
+
+
+def test_compare_command_reads_a_saved_report(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"methods": ["cf", "blur"], "cases": _cases([0.5, 0.4, 0.6], [0.3, 0.4, 0.5])}))
+    out = tmp_path / "c.json"
+    assert compare.main([str(report), "--json", str(out)]) == 0
+    assert "| blur | iou | +0.100 |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["blur"]["iou"]["ahead"] == 2
+    report.write_text(json.dumps({"methods": ["blur"], "cases": []}))
+    assert compare.main([str(report)]) == 2
+    (tmp_path / "bad.json").write_text("not json")
+    assert compare.main([str(tmp_path / "bad.json")]) == 2
+    assert "not a cfia evaluate report" in capsys.readouterr().err
