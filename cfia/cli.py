@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -102,6 +103,14 @@ def cmd_evaluate(args) -> int:
     if bad or not methods:
         raise UsageError(f"--methods: {','.join(bad) or repr(args.methods)} not allowed; allowed: "
                          "cf,blur,gradcam,occlusion,ig, each optionally @PASSES (e.g. cf@300)")
+    alter = None
+    if args.alter:
+        from .bench.robustness import ALTERATIONS
+
+        named = {name.replace(" ", "-"): f for name, f in ALTERATIONS.items()}
+        if args.alter not in named:
+            raise UsageError(f"--alter: {args.alter!r} is not one of {', '.join(named)}")
+        alter = named[args.alter]
     pipeline = _pipeline(cfg)
     if args.passes:
         pipeline = ev.with_passes(pipeline, args.passes)
@@ -112,12 +121,13 @@ def cmd_evaluate(args) -> int:
     except DataError as exc:
         raise UsageError(f"--data {args.data}: {exc}") from None
     out = Path(args.out)
-    command = "cfia " + " ".join(sys.argv[1:])
+    command = args.command_line
     with tqdm(total=total, desc="evaluate", unit="img") as bar:
         try:
             report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,
                                        progress=lambda f, p: bar.update(1),
-                                       checkpoint=lambda partial: ev.write_report(partial, out, command))
+                                       checkpoint=lambda partial: ev.write_report(partial, out, command),
+                                       alter=alter)
         except DataError as exc:
             raise UsageError(f"--data {args.data}: {exc}") from None
     ev.write_report(report, out, command)
@@ -223,7 +233,6 @@ def cmd_demo(args) -> int:
 
 def cmd_train_classifier(args) -> int:
     import logging
-    import shlex
 
     from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK, TrainOptions, evaluate, train
     from .manifest import DataError
@@ -250,7 +259,7 @@ def cmd_train_classifier(args) -> int:
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
             augment=not args.no_augment, aug_noise=args.aug_noise, progress=not args.quiet,
             lesion_weight=args.lesion_weight,
-            command="cfia " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            command=args.command_line,
         )
         meta = train(opts)
         final = {"selected": meta["selected"], "out": args.out}
@@ -306,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="stop after this many positive-called images")
     p.add_argument("--threshold", type=float, default=0.5, help="probability that counts as positive")
     p.add_argument("--passes", type=int, default=None, help="override explainer.max_passes")
+    p.add_argument("--alter", help="change every stored image first, as another acquisition might: gamma-0.7, "
+                                   "gamma-1.4, noise-0.1-sd, noise-0.3-sd, blur-sigma-1-px, half-resolution "
+                                   "(cfia.bench.robustness)")
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -408,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # What a report records as its command: the arguments given, also when called in-process.
+    args.command_line = "cfia " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except (UsageError, config_mod.ConfigError) as exc:

@@ -34,21 +34,26 @@ PAIRED_METRICS = ("pointing_game", "energy_inside", "iou", "pixel_ap")
 
 def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | None = None,
              threshold: float = 0.5, tolerance_mm: float = 2.0, progress=None,
-             figure_cases: int = 4, checkpoint=None) -> tuple[dict, list[np.ndarray]]:
+             figure_cases: int = 4, checkpoint=None, alter=None) -> tuple[dict, list[np.ndarray]]:
     """Returns the report and, for the first `figure_cases` cases, a row of overlays per case.
 
     checkpoint(report) is called after every case, so a long run that is stopped
-    keeps what it measured (the report says how many cases it holds)."""
+    keeps what it measured (the report says how many cases it holds).
+    alter(pixels, rng) -> pixels changes each stored image before anything sees it (an
+    acquisition from elsewhere, cfia.bench.robustness.ALTERATIONS); the lesion masks stay."""
     rows = [r for r in read_manifest(folder) if r.label == 1]
     unmasked = [str(r.path) for r in rows if r.mask is None]
     if unmasked:
         raise DataError(f"{len(unmasked)} lesion image(s) without a mask in the manifest (evaluation needs "
                         f"one): {', '.join(unmasked[:5])}")
     cases, figure_rows = [], []
-    for row in rows:
+    for index, row in enumerate(rows):
         if limit is not None and len(cases) >= limit:
             break
         src = read_file(row.path)
+        if alter is not None:  # seeded per image, so a run's images do not depend on the limit
+            pixels = alter(src.pixels.astype(np.float64), np.random.default_rng([0, index]))
+            src = replace(src, pixels=pixels.astype(np.float32))
         pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
                          src.laterality, src.for_processing)
         p = pipeline.probability(pre.image[None].to(pipeline.device))

@@ -168,3 +168,19 @@ def test_counterfactual_bench_measures_each_fill(tmp_path, small_config, capsys)
         assert len(pos[name]["lesion"]) == len(pos[name]["whole"]) == n and len(neg[name]["whole"]) == 2
     for before, after in zip(pos["image"]["whole"], pos["lesion as one hole"]["lesion"]):
         assert 0.0 <= after < before <= 1.0
+
+
+def test_evaluate_alter_changes_the_images_not_the_masks(tmp_path, small_config, capsys):
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "2", "--seed", "31", "--size", "512x416",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    plain, noisy = tmp_path / "plain.json", tmp_path / "noisy.json"
+    args = ["evaluate", "--data", str(data), "--methods", "gradcam", "--limit", "1", "--config", str(small_config)]
+    assert main(args + ["--out", str(plain)]) == 0
+    assert main(args + ["--out", str(noisy), "--alter", "noise-0.3-sd"]) == 0
+    a, b = (json.loads(p.read_text()) for p in (plain, noisy))
+    assert a["cases"][0]["file"] == b["cases"][0]["file"]
+    assert a["cases"][0]["score"] != b["cases"][0]["score"]
+    assert "--alter noise-0.3-sd" in b["command"]
+    assert main(args + ["--out", str(noisy), "--alter", "sepia"]) == 2
+    assert "half-resolution" in capsys.readouterr().err
