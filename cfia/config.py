@@ -134,6 +134,7 @@ class ExplainerConfig:
     init: float = field(default=0.9, metadata=_range(0.001, 0.999))
     init_mode: str = field(default="gradient", metadata=_choice("constant", "gradient"))
     init_floor: float = field(default=0.001, metadata=_range(0.0001, 0.999))
+    init_power: float = field(default=1.0, metadata=_range(0.1, 10))
     # What the optimiser drives down: the class probability, its logit, or -log(1 - p).
     score: str = field(default="cross_entropy", metadata=_choice("cross_entropy", "probability", "logit"))
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the

@@ -95,7 +95,8 @@ class Pipeline:
                 mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
                 lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold,
-                seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight)
+                seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
+                init_power=e.init_power)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())

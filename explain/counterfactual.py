@@ -85,6 +85,9 @@ class CounterfactualExplainer:
             each pixel, and the mask starts high where deletion lowers the score
             most and at init_floor elsewhere (default "constant").
         init_floor: the low end of the gradient initialisation (default 0.05).
+        init_power: the gradient initialisation follows (effect / max effect) to this
+            power; above 1 it keeps weak, noisy effects near init_floor, where the
+            budget's few steps could not clear them from the map (default 1.0).
         tolerance: stop when the objective changed by less than this over
             `patience` steps (default 1e-3).
         patience: steps of that window (default 5).
@@ -99,7 +102,8 @@ class CounterfactualExplainer:
                  lr_half_life: float = 10.0, init: float = 0.5,
                  init_mode: str = "constant", init_floor: float = 0.05,
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
-                 report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0):
+                 report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0,
+                 init_power: float = 1.0):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -108,6 +112,8 @@ class CounterfactualExplainer:
             raise ValueError(f"init {init!r} must lie strictly between 0 and 1")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {lr_schedule!r} is not one of {LR_SCHEDULES}")
+        if init_power <= 0:
+            raise ValueError(f"init_power {init_power!r} must be positive")
         if init_mode not in ("constant", "gradient"):
             raise ValueError(f"init_mode {init_mode!r} is not one of ('constant', 'gradient')")
         self.score_fn, self.perturbation = score_fn, perturbation
@@ -117,7 +123,7 @@ class CounterfactualExplainer:
         self.tv_weight, self.mask_scale = tv_weight, mask_scale
         self.max_passes, self.learning_rate, self.init = max_passes, learning_rate, init
         self.lr_schedule, self.lr_half_life = lr_schedule, lr_half_life
-        self.init_mode, self.init_floor = init_mode, init_floor
+        self.init_mode, self.init_floor, self.init_power = init_mode, init_floor, init_power
         self.tolerance, self.patience = tolerance, patience
         self.region_threshold, self.seed = region_threshold, seed
         self.preservation_weight = preservation_weight
@@ -172,7 +178,7 @@ class CounterfactualExplainer:
         grad, = torch.autograd.grad(self.score_fn(apply(x, zero, counterfactual)).sum(), zero)
         effect = (-grad).clamp(min=0) if breast is None else (-grad).clamp(min=0) * breast
         effect = F.adaptive_avg_pool2d(effect, (h, w))
-        effect = effect / effect.max().clamp(min=1e-12)
+        effect = (effect / effect.max().clamp(min=1e-12)) ** self.init_power
         value = self.init_floor + (self.init - self.init_floor) * effect
         return torch.logit(value.clamp(1e-4, 1 - 1e-4)).detach().requires_grad_(True), 1
 
