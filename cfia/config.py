@@ -117,6 +117,8 @@ class ModelsConfig:
 class ExplainerConfig:
     method: str = field(default="cf", metadata=_choice("cf", "blur", "gradcam", "occlusion", "ig"))
     device: str = field(default="cpu", metadata=_choice("cpu", "cuda", "auto"))
+    # The classifier's forward+backward under autocast (bf16 / fp16); float32 = none.
+    precision: str = field(default="float32", metadata=_choice("float32", "bf16", "fp16"))
     objective: str = field(default="deletion",
                            metadata=_choice("deletion", "preservation", "map_quality", "deletion_preservation"))
     preservation_weight: float = field(default=1.0, metadata=_range(0, None))

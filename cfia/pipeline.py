@@ -60,6 +60,7 @@ class Pipeline:
         self.device = resolve_device(e.device)
         self.classifier = load_classifier(c.kind, c.path, c.network, c.network_args, c.class_index,
                                           c.input_size, c.output, device=self.device).validate()
+        self.classifier.set_precision(e.precision)
         i = cfg.models.inpainter
         self.inpainter = make_inpainter(i.kind, i.path if i.kind == "learned" else None, device=self.device)
         self.model_version = sha256(c.path)[:16] if Path(c.path).is_file() else "unversioned"

@@ -47,12 +47,28 @@ class Classifier(nn.Module):
         self.in_channels = int(in_channels)
         self.source = str(source)
         self.num_classes: Optional[int] = None
+        self.autocast: Optional[torch.dtype] = None  # set_precision
+
+    def set_precision(self, precision: str) -> "Classifier":
+        """"float32" (no autocast), "bf16" or "fp16": the network runs under torch.autocast
+        with that dtype on its device; outputs come back as float32."""
+        dtypes = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"precision must be one of {', '.join(dtypes)}, got {precision!r}")
+        self.autocast = dtypes[precision]
+        return self
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast is None:
+            return self.model(x)
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            return self.model(x).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self._run(x)
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
+        out = self._run(x)
         if out.shape[1] == 1:
             p = out[:, 0] if self.output == "probabilities" else torch.sigmoid(out[:, 0])
             return p if self.class_index == 1 else 1.0 - p
@@ -62,7 +78,7 @@ class Classifier(nn.Module):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) the logit of class_index (log-odds for a single output): an unbounded score."""
-        out = self.model(x)
+        out = self._run(x)
         if self.output == "probabilities":
             p = self.probability(x).clamp(1e-6, 1 - 1e-6)
             return torch.log(p) - torch.log1p(-p)

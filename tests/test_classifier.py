@@ -88,6 +88,21 @@ def test_single_logit_and_probability_outputs():
         Classifier(One(), output="probabilities", input_size=SIZE).validate()
 
 
+def test_precision_runs_the_network_under_autocast_and_returns_float32():
+    clf = Classifier(small_net(), input_size=SIZE).validate()
+    x = torch.rand(2, 1, *SIZE, requires_grad=True)
+    full = clf.probability(x)
+    clf.set_precision("bf16")
+    half = clf.probability(x)
+    assert half.dtype == torch.float32 and not torch.equal(half, full)  # bf16 rounding shows
+    torch.testing.assert_close(half, full, atol=0.05, rtol=0)
+    grad, = torch.autograd.grad(clf.score(x).sum(), x)  # the optimiser's backward works under it
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0
+    assert torch.equal(clf.set_precision("float32").probability(x), full)
+    with pytest.raises(ValueError, match="precision"):
+        clf.set_precision("int8")
+
+
 def test_wrong_channels_shape_and_files_give_clear_errors(tmp_path):
     net3 = small_net(in_channels=3)
     torch.save(net3.state_dict(), tmp_path / "rgb.pt")

@@ -2,15 +2,21 @@
 
     python -m cfia.bench.explain --size 2294x1914 --count 5 [--method cf] [--config PATH]
     python -m cfia.bench.explain --size 4096x3328 --count 1 --memory
+    python -m cfia.bench.explain --size 2294x1914 --count 5 --variants cuda,cuda,cuda:bf16,cpu
 
 Each run generates its own phantoms (positive, seeded), loads the configured models
 once, explains every image and reports per-image seconds and passes. --memory runs
 one explanation in a fresh child process and reports its peak resident set size
-(ru_maxrss), which includes Python, torch and the loaded models.
+(ru_maxrss), which includes Python, torch and the loaded models. --variants explains
+the same images once per DEVICE[:PRECISION] (explainer.device, explainer.precision)
+and reports, for each variant after the first, how far its maps are from the first's:
+the largest absolute saliency difference and the IoU of the salient regions (a variant
+repeated shows whether that device is deterministic).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -30,13 +36,21 @@ def write_phantoms(folder: Path, size, count, seed=123) -> list[Path]:
     return sorted(folder.glob("img*.dcm"))
 
 
-def run(files, method, config) -> dict:
+def load(config, device=None, precision=None):
+    """The config file (default: the shipped one), explainer device/precision overridden."""
     from cfia.cli import load_config
+
+    cfg = load_config(config)
+    changes = {k: v for k, v in (("device", device), ("precision", precision)) if v}
+    return dataclasses.replace(cfg, explainer=dataclasses.replace(cfg.explainer, **changes)) if changes else cfg
+
+
+def run(files, method, cfg, results=None) -> dict:
     from cfia.dicom_io import read_file
     from cfia.pipeline import Pipeline
 
     t0 = time.perf_counter()
-    pipeline = Pipeline(load_config(config))
+    pipeline = Pipeline(cfg)
     load_s = time.perf_counter() - t0
     seconds, passes = [], []
     for path in files:
@@ -45,9 +59,36 @@ def run(files, method, config) -> dict:
         res = pipeline.explain(src, method)
         seconds.append(time.perf_counter() - start)
         passes.append(res.passes)
+        if results is not None:
+            results.append(res)
     return {"size": list(src.pixels.shape), "method": method, "count": len(files), "model_load_s": round(load_s, 2),
             "seconds": [round(s, 2) for s in seconds], "median_s": round(float(np.median(seconds)), 2),
             "passes": passes, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def variants(files, method, config, names) -> list[dict]:
+    """Each DEVICE[:PRECISION] on the same images; maps compared with the first's."""
+    reports, first = [], None
+    for name in names:
+        device, _, precision = name.partition(":")
+        results = []
+        rep = {"variant": name, **run(files, method, load(config, device, precision or "float32"), results)}
+        rep["scores"] = [round(r.score, 4) for r in results]
+        rep["scores_after"] = [round(r.score_after_deletion, 4) for r in results]
+        if first is None:
+            first = results
+        else:
+            rep["vs_first"] = {
+                "max_abs_saliency_diff": [round(float(np.abs(r.saliency - f.saliency).max()), 5)
+                                          for r, f in zip(results, first)],
+                "region_iou": [round(iou(r.region, f.region), 4) for r, f in zip(results, first)]}
+        reports.append(rep)
+    return reports
 
 
 def main(argv=None) -> int:
@@ -57,10 +98,12 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="cf")
     p.add_argument("--config", default=None, help="config file (default: the shipped config.yaml)")
     p.add_argument("--memory", action="store_true", help="one image in a fresh process; report its peak RSS")
+    p.add_argument("--variants", help="comma-separated DEVICE[:PRECISION] (e.g. cuda,cuda:bf16,cpu): "
+                                      "explain the same images with each; compare maps with the first's")
     p.add_argument("--files", nargs="+", help=argparse.SUPPRESS)  # the child process of --memory
     args = p.parse_args(argv)
     if args.files:
-        print(json.dumps(run([Path(f) for f in args.files], args.method, args.config)))
+        print(json.dumps(run([Path(f) for f in args.files], args.method, load(args.config))))
         return 0
     size = tuple(int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,8 +113,11 @@ def main(argv=None) -> int:
             cmd += ["--config", args.config] if args.config else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             print(out.stdout.strip().splitlines()[-1])
+        elif args.variants:
+            for rep in variants(files, args.method, args.config, args.variants.split(",")):
+                print(json.dumps(rep))
         else:
-            print(json.dumps(run(files, args.method, args.config)))
+            print(json.dumps(run(files, args.method, load(args.config))))
     return 0
 
 
