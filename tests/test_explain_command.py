@@ -184,3 +184,17 @@ def test_evaluate_alter_changes_the_images_not_the_masks(tmp_path, small_config,
     assert "--alter noise-0.3-sd" in b["command"]
     assert main(args + ["--out", str(noisy), "--alter", "sepia"]) == 2
     assert "half-resolution" in capsys.readouterr().err
+
+
+def test_explain_bench_variants_compare_maps_with_the_first(small_config, capsys):
+    """--variants: a repeat of the first is identical (CPU); bf16 autocast differs but runs."""
+    from cfia.bench import explain as bench
+
+    assert bench.main(["--size", "512x416", "--count", "1", "--config", str(small_config),
+                       "--variants", "cpu,cpu,cpu:bf16"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["variant"] for r in reports] == ["cpu", "cpu", "cpu:bf16"]
+    assert "vs_first" not in reports[0] and reports[0]["passes"] == [5]
+    assert reports[1]["vs_first"] == {"max_abs_saliency_diff": [0.0], "region_iou": [1.0]}
+    assert reports[1]["scores"] == reports[0]["scores"]
+    assert 0.0 < reports[2]["vs_first"]["max_abs_saliency_diff"][0] <= 1.0
