@@ -119,7 +119,7 @@ class ExplainerConfig:
     device: str = field(default="cpu", metadata=_choice("cpu", "cuda", "auto"))
     # The classifier's forward+backward under autocast (bf16 / fp16); float32 = none.
     precision: str = field(default="float32", metadata=_choice("float32", "bf16", "fp16"))
-    objective: str = field(default="deletion",
+    objective: str = field(default="deletion_preservation",
                            metadata=_choice("deletion", "preservation", "map_quality", "deletion_preservation"))
     preservation_weight: float = field(default=1.0, metadata=_range(0, None))
     area_mode: str = field(default="penalty", metadata=_choice("penalty", "target"))
@@ -136,7 +136,7 @@ class ExplainerConfig:
     init: float = field(default=0.9, metadata=_range(0.001, 0.999))
     init_mode: str = field(default="gradient", metadata=_choice("constant", "gradient"))
     init_floor: float = field(default=0.001, metadata=_range(0.0001, 0.999))
-    init_power: float = field(default=1.0, metadata=_range(0.1, 10))
+    init_power: float = field(default=2.0, metadata=_range(0.1, 10))
     # What the optimiser drives down: the class probability, its logit, or -log(1 - p).
     score: str = field(default="cross_entropy", metadata=_choice("cross_entropy", "probability", "logit"))
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the
