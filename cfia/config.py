@@ -143,6 +143,10 @@ class ExplainerConfig:
     # current region every refresh_every steps (0 = never).
     tile: int = field(default=32, metadata=_range(4, 1024))
     refresh_every: int = field(default=10, metadata=_range(0, None))
+    # cf: how Φ mixes image and counterfactual at partial mask values: "linear", or
+    # "texture" (fine texture mixed energy-preserving; low-pass sigma blend_sigma).
+    blend: str = field(default="linear", metadata=_choice("linear", "texture"))
+    blend_sigma: float = field(default=2.0, metadata=_range(0.1, None))
     blur_sigma: float = field(default=10.0, metadata=_range(0.1, None))
     gradcam_layer: str = "features.2"
     occlusion_size: int = field(default=32, metadata=_range(2, 1024))

@@ -87,7 +87,8 @@ class Pipeline:
         e = e or self.cfg.explainer
         if method in ("cf", "blur"):
             if method == "cf":
-                pert = InpaintPerturbation(self.inpainter, tile=e.tile, refresh_every=e.refresh_every)
+                pert = InpaintPerturbation(self.inpainter, tile=e.tile, refresh_every=e.refresh_every,
+                                           blend=e.blend, blend_sigma=e.blend_sigma)
             else:
                 pert = BlurPerturbation(sigma=e.blur_sigma)
             return CounterfactualExplainer(

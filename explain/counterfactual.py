@@ -14,7 +14,6 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .perturbation import apply
 
 # A classifier score: (B,1,H,W) -> (B,) probability of the explained class.
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -55,8 +54,8 @@ class CounterfactualExplainer:
             probability, its logit, or -log(1 - p)), what the optimiser drives down.
         report_fn: the probability reported as score and score_after (default
             score_fn; give it when score_fn is not the probability).
-        perturbation: supplies the counterfactual C (InpaintPerturbation or
-            BlurPerturbation from explain.perturbation).
+        perturbation: supplies the counterfactual C and the blend Φ(x, M, C)
+            (InpaintPerturbation or BlurPerturbation from explain.perturbation).
         objective: "deletion" (minimise f_c(Φ(x,M))), "preservation" (keep M,
             replace 1−M, maximise f_c), or "map_quality" (Dabkowski & Gal:
             log(max(area, area_min)) − log f_c(preserved)), or "deletion_preservation"
@@ -175,7 +174,7 @@ class CounterfactualExplainer:
             value = torch.full((1, 1, h, w), self.init, dtype=x.dtype, device=x.device)
             return torch.logit(value).requires_grad_(True), 0
         zero = torch.zeros_like(x, requires_grad=True)
-        grad, = torch.autograd.grad(self.score_fn(apply(x, zero, counterfactual)).sum(), zero)
+        grad, = torch.autograd.grad(self.score_fn(self.perturbation.apply(x, zero, counterfactual)).sum(), zero)
         effect = (-grad).clamp(min=0) if breast is None else (-grad).clamp(min=0) * breast
         effect = F.adaptive_avg_pool2d(effect, (h, w))
         effect = (effect / effect.max().clamp(min=1e-12)) ** self.init_power
@@ -197,15 +196,15 @@ class CounterfactualExplainer:
         smooth = self.tv_weight * total_variation(mask)
         replaced = 1.0 - mask if breast is None else (1.0 - mask) * breast
         if self.objective == "map_quality":
-            p = self.report_fn(apply(x, replaced, counterfactual))[0]
+            p = self.report_fn(self.perturbation.apply(x, replaced, counterfactual))[0]
             return torch.log(area.clamp(min=self.area_min)) - torch.log(p.clamp(min=1e-6)) + smooth
         if self.objective == "deletion":
-            evidence = self.score_fn(apply(x, mask, counterfactual))[0]
+            evidence = self.score_fn(self.perturbation.apply(x, mask, counterfactual))[0]
         elif self.objective == "preservation":  # keep M, replace the rest
-            evidence = 1.0 - self.report_fn(apply(x, replaced, counterfactual))[0]
+            evidence = 1.0 - self.report_fn(self.perturbation.apply(x, replaced, counterfactual))[0]
         else:  # both sides
-            deleted = self.score_fn(apply(x, mask, counterfactual))[0]
-            kept = self.report_fn(apply(x, replaced, counterfactual))[0]
+            deleted = self.score_fn(self.perturbation.apply(x, mask, counterfactual))[0]
+            kept = self.report_fn(self.perturbation.apply(x, replaced, counterfactual))[0]
             evidence = deleted - self.preservation_weight * torch.log(kept.clamp(min=1e-6))
         if self.area_mode == "penalty":
             area_term = self.area_weight * area
@@ -222,4 +221,4 @@ class CounterfactualExplainer:
         """f_c once the thresholded region is replaced (the region refilled from its border)."""
         region = mask > self.region_threshold
         filled = self.perturbation.fill_region(x, region, counterfactual)
-        return float(self.report_fn(apply(x, region.float(), filled))[0])
+        return float(self.report_fn(self.perturbation.apply(x, region.float(), filled))[0])

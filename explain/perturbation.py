@@ -6,6 +6,12 @@ baseline, a blurred copy of x. Inpainting every optimiser step costs an inpainte
 pass per step, so C is built once by tiles (every pixel filled from context that
 lies outside its own tile) and, optionally, refreshed on a schedule with the
 current region as the hole, so the fill is conditioned on the region's true border.
+
+At a partial mask value the plain blend of two independent textures is smoother than
+either (at M = 0.5 its fine-texture s.d. is 0.71 of theirs), so a faint, wide mask
+"deletes" texture itself. InpaintPerturbation's blend "texture" mixes the fine texture
+with weights cos(πM/2), sin(πM/2) instead, so its energy stays that of the tissue at
+every mask value, and only the coarse content is blended linearly.
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ import torch.nn.functional as F
 
 # An inpainter takes (image, hole) tensors of shape (B,1,H,W), hole 1 = fill.
 Inpainter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+BLENDS = ("linear", "texture")
 
 
 def tile_holes(shape: tuple[int, int], tile: int) -> list[torch.Tensor]:
@@ -63,14 +71,28 @@ class InpaintPerturbation:
         refresh_every: re-inpaint with the current region as the hole every this
             many optimiser steps (0 = never).
         refresh_threshold: mask value above which a pixel belongs to that hole.
+        blend: "linear" (Φ = (1 − M)·x + M·C, the paper's) or "texture" (the fine
+            texture, x and C minus their Gaussian low-pass, blended with weights
+            cos(πM/2), sin(πM/2), which keep its energy; the low-pass linearly).
+            Both agree at M = 0 and M = 1 (default "linear").
+        blend_sigma: the low-pass's Gaussian sigma, input pixels, for "texture"
+            (default 2.0, the texture metric's).
     """
 
     def __init__(self, inpainter: Inpainter, tile: int = 32, refresh_every: int = 0,
-                 refresh_threshold: float = 0.5):
+                 refresh_threshold: float = 0.5, blend: str = "linear", blend_sigma: float = 2.0):
+        if blend not in BLENDS:
+            raise ValueError(f"blend {blend!r} is not one of {BLENDS}")
         self.inpainter = inpainter
         self.tile = tile
         self.refresh_every = refresh_every
         self.refresh_threshold = refresh_threshold
+        self.blend, self.blend_sigma = blend, blend_sigma
+
+    def apply(self, x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor) -> torch.Tensor:
+        if self.blend == "linear":
+            return apply(x, mask, counterfactual)
+        return texture_blend(x, mask, counterfactual, self.blend_sigma)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         return tiled_counterfactual(x, self.inpainter, self.tile)
@@ -106,7 +128,20 @@ class BlurPerturbation:
     def fill_region(self, x, region, current):
         return current
 
+    def apply(self, x, mask, counterfactual):
+        return apply(x, mask, counterfactual)
+
 
 def apply(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor) -> torch.Tensor:
     """Φ(x, M) = (1 − M)·x + M·C."""
     return (1.0 - mask) * x + mask * counterfactual
+
+
+def texture_blend(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor,
+                  sigma: float) -> torch.Tensor:
+    """Φ with the fine texture's energy kept: low-pass blended linearly, the rest by
+    cos/sin weights (uncorrelated textures: cos² + sin² = 1)."""
+    low_x, low_c = blurred(x, sigma), blurred(counterfactual, sigma)
+    angle = mask * (torch.pi / 2)
+    return (apply(low_x, mask, low_c) + torch.cos(angle) * (x - low_x)
+            + torch.sin(angle) * (counterfactual - low_c))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
 from explain.counterfactual import CounterfactualExplainer
-from explain.perturbation import BlurPerturbation, InpaintPerturbation, blurred, tile_holes
+from explain.perturbation import BlurPerturbation, InpaintPerturbation, apply, blurred, tile_holes
 
 SIZE = (96, 80)
 LESION = (40, 50, 5)  # row, col, radius
@@ -64,11 +64,14 @@ def test_detector_sees_the_planted_lesion(planted):
     assert s(torch.full_like(x, 0.5))[0] < 0.1
 
 
-@pytest.mark.parametrize("objective", ["deletion", "preservation", "map_quality", "deletion_preservation"])
-def test_counterfactual_finds_the_planted_lesion(planted, objective):
+@pytest.mark.parametrize("objective,blend", [("deletion", "linear"), ("preservation", "linear"),
+                                             ("map_quality", "linear"), ("deletion_preservation", "linear"),
+                                             ("deletion_preservation", "texture")])
+def test_counterfactual_finds_the_planted_lesion(planted, objective, blend):
     x, lesion = planted
     s = score_fn(BlobDetector())
-    explainer = CounterfactualExplainer(s, InpaintPerturbation(mean_fill, tile=16), objective=objective,
+    pert = InpaintPerturbation(mean_fill, tile=16, blend=blend)
+    explainer = CounterfactualExplainer(s, pert, objective=objective,
                                         mask_scale=4, max_passes=40, learning_rate=0.2, area_weight=1.0)
     result = explainer(x)
     saliency = result.mask.numpy()
@@ -145,6 +148,21 @@ def test_init_power_keeps_weak_effects_near_the_floor(planted):
     assert outside[2] < 0.5 * outside[1], outside
     with pytest.raises(ValueError, match="init_power 0"):
         CounterfactualExplainer(lambda v: v, BlurPerturbation(), init_power=0)
+
+
+def test_texture_blend_keeps_the_texture_energy_and_the_ends():
+    gen = torch.Generator().manual_seed(0)
+    x, c = (0.5 + 0.05 * torch.randn(1, 1, 128, 128, generator=gen) for _ in range(2))
+    pert = InpaintPerturbation(mean_fill, blend="texture", blend_sigma=2.0)
+    fine = lambda v: (v - blurred(v, 2.0))[..., 8:-8, 8:-8].std()  # noqa: E731
+    half = torch.full_like(x, 0.5)
+    # The plain blend of independent textures is smoother (0.71 of their s.d. at M = 0.5).
+    assert float(fine(apply(x, half, c)) / fine(x)) == pytest.approx(0.5 ** 0.5, abs=0.03)
+    assert float(fine(pert.apply(x, half, c)) / fine(x)) == pytest.approx(1.0, abs=0.03)
+    assert torch.allclose(pert.apply(x, torch.zeros_like(x), c), x, atol=1e-6)
+    assert torch.allclose(pert.apply(x, torch.ones_like(x), c), c, atol=1e-6)
+    with pytest.raises(ValueError, match="blend 'soft'"):
+        InpaintPerturbation(mean_fill, blend="soft")
 
 
 def test_tile_holes_cover_every_pixel_once():
