@@ -156,7 +156,7 @@ def test_counterfactual_bench_measures_each_fill(tmp_path, small_config, capsys)
     assert main(["phantom", "--out", str(data), "--count", "6", "--seed", "31", "--size", "512x416",
                  "--positive-fraction", "0.5", "--quiet"]) == 0
     out = tmp_path / "cf.json"
-    assert counterfactual.main(["--data", str(data), "--limit", "2", "--tiles", "16,32",
+    assert counterfactual.main(["--data", str(data), "--limit", "2", "--tiles", "16,32", "--grow", "0,4",
                                 "--config", str(small_config), "--json", str(out)]) == 0
     assert "| tiled 32 px |" in capsys.readouterr().out
     res = json.loads(out.read_text())["probabilities"]
@@ -165,9 +165,13 @@ def test_counterfactual_bench_measures_each_fill(tmp_path, small_config, capsys)
     assert n >= 1 and len(neg["image"]["whole"]) == 2
     assert set(pos) == {"image", "lesion as one hole", "tiled 16 px", "tiled 32 px", "blur sigma 10"}
     for name in ("tiled 16 px", "tiled 32 px", "blur sigma 10"):
-        assert len(pos[name]["lesion"]) == len(pos[name]["whole"]) == n and len(neg[name]["whole"]) == 2
-    for before, after in zip(pos["image"]["whole"], pos["lesion as one hole"]["lesion"]):
+        assert set(pos[name]) == {"lesion+0", "lesion+4", "kept+0", "kept+4", "whole"}
+        assert all(len(v) == n for v in pos[name].values()) and len(neg[name]["whole"]) == 2
+    for before, after in zip(pos["image"]["whole"], pos["lesion as one hole"]["lesion+4"]):
         assert 0.0 <= after < before <= 1.0
+    # Keeping the lesion and its 4-px rim keeps more of the image than keeping the lesion alone:
+    # the two preserved images differ, so the grown mask reached them.
+    assert pos["tiled 32 px"]["kept+0"] != pos["tiled 32 px"]["kept+4"]
 
 
 def test_evaluate_alter_changes_the_images_not_the_masks(tmp_path, small_config, capsys):

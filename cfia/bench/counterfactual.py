@@ -1,15 +1,18 @@
 """How well each counterfactual removes a lesion, and how healthy it looks itself.
 
-    python -m cfia.bench.counterfactual --data FOLDER [--limit 40] [--tiles 16,32,48] [--config PATH]
+    python -m cfia.bench.counterfactual --data FOLDER [--limit 40] [--tiles 16,32,48] [--grow 0,2,8] [--config PATH]
 
 The explainer can only find a lesion whose replacement lowers the classifier's score,
 so the counterfactual C is measured on its own, with the true lesion masks of a
 `cfia phantom` folder. For the first --limit positive-called images: the probability
-once the lesion (grown by 2 px) is replaced by C ("lesion <- C"), and once the whole
-image is C. For the first --limit negatives: the probability of C, against that of the
-image. C is the learned inpainter's tiled fill at each --tiles size (the explainer's
-`tile`), the blur perturbation (`blur_sigma`), and, as the ideal, the inpainter's fill
-of the lesion itself as one hole (needs the mask, so the explainer cannot use it).
+once the lesion, grown by each --grow (px, default 2), is replaced by C ("lesion+G <- C",
+what the deletion side of the objective sees), once only that grown lesion is kept and
+the rest of the breast is C ("kept lesion+G", the preservation side), and once the
+whole image is C. For the first --limit negatives: the probability of C, against that
+of the image. C is the learned inpainter's tiled fill at each --tiles size (the
+explainer's `tile`), the blur perturbation (`blur_sigma`), and, as the ideal, the
+inpainter's fill of the lesion itself as one hole (needs the mask, so the explainer
+cannot use it).
 """
 from __future__ import annotations
 
@@ -31,8 +34,14 @@ def _counterfactuals(pipeline, tiles):
     return out
 
 
-def measure(pipeline, folder: Path, limit: int, tiles) -> dict:
-    """{"positives": {C: {"lesion": [...], "whole": [...]}, ...}, "negatives": {...}} probabilities."""
+def _grown(lesion: torch.Tensor, grow: int) -> torch.Tensor:
+    """The lesion mask (1,1,H,W) dilated by `grow` pixels (a square structuring element)."""
+    return F.max_pool2d(lesion, 2 * grow + 1, stride=1, padding=grow) if grow else lesion
+
+
+def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
+    """{"positives": {C: {"lesion+G": [...], "kept+G": [...], "whole": [...]}, ...},
+    "negatives": {C: {"whole": [...]}}} probabilities, G for each grow."""
     from explain.perturbation import apply
     from explain.preprocess import preprocess
 
@@ -40,10 +49,10 @@ def measure(pipeline, folder: Path, limit: int, tiles) -> dict:
     from cfia.manifest import read_manifest
 
     variants = _counterfactuals(pipeline, tiles)
-    res = {"positives": {"image": {"whole": []}, "lesion as one hole": {"lesion": []}},
+    res = {"positives": {"image": {"whole": []}, "lesion as one hole": {f"lesion+{g}": [] for g in grows}},
            "negatives": {"image": {"whole": []}}}
     for k in variants:
-        res["positives"][k] = {"lesion": [], "whole": []}
+        res["positives"][k] = dict({f"lesion+{g}": [] for g in grows}, **{f"kept+{g}": [] for g in grows}, whole=[])
         res["negatives"][k] = {"whole": []}
     counts = {1: 0, 0: 0}
     for rec in read_manifest(folder):
@@ -59,29 +68,35 @@ def measure(pipeline, folder: Path, limit: int, tiles) -> dict:
         counts[rec.label] += 1
         side = res["positives" if rec.label == 1 else "negatives"]
         side["image"]["whole"].append(p)
-        lesion = None
+        lesions = {}
         if rec.label == 1:
             lesion = torch.from_numpy(pre.geometry.to_input(np.load(rec.mask).astype(np.float32)) > 0.5)
-            lesion = F.max_pool2d(lesion[None, None].float().to(x.device), 5, stride=1, padding=2)
-            side["lesion as one hole"]["lesion"].append(pipeline.probability(pipeline.inpainter(x, lesion)))
+            lesions = {g: _grown(lesion[None, None].float().to(x.device), g) for g in grows}
+            for g, hole in lesions.items():
+                side["lesion as one hole"][f"lesion+{g}"].append(pipeline.probability(pipeline.inpainter(x, hole)))
+        breast = (pre.breast[None] > 0.5).float().to(x.device)
         for name, make in variants.items():
             c = make(x)
             side[name]["whole"].append(pipeline.probability(c))
-            if lesion is not None:
-                side[name]["lesion"].append(pipeline.probability(apply(x, lesion, c)))
+            for g, hole in lesions.items():
+                side[name][f"lesion+{g}"].append(pipeline.probability(apply(x, hole, c)))
+                side[name][f"kept+{g}"].append(pipeline.probability(apply(x, (1.0 - hole) * breast, c)))
     return res
 
 
-def table(res: dict) -> str:
+def table(res: dict, grows=(2,)) -> str:
     def cell(v):
         return f"{np.mean(v):.3f} ({np.median(v):.3f})" if v else "—"
 
-    lines = ["| C | positives: lesion <- C | positives: whole image C | negatives: whole image C |",
-             "|---|---|---|---|"]
+    cols = [f"lesion+{g}" for g in grows] + [f"kept+{g}" for g in grows]
+    heads = [f"positives: lesion+{g} px <- C" for g in grows] + [f"positives: lesion+{g} px kept, rest C"
+                                                                  for g in grows]
+    lines = ["| C | " + " | ".join(heads) + " | positives: whole image C | negatives: whole image C |",
+             "|---|" + "---|" * (len(cols) + 2)]
     for name, pos in res["positives"].items():
         neg = res["negatives"].get(name, {})
-        lines.append(f"| {name} | {cell(pos.get('lesion', []))} | {cell(pos.get('whole', []))} | "
-                     f"{cell(neg.get('whole', []))} |")
+        cells = [cell(pos.get(k, [])) for k in cols] + [cell(pos.get("whole", [])), cell(neg.get("whole", []))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -90,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="cfia phantom folder (manifest.csv with lesion masks)")
     p.add_argument("--limit", type=int, default=40, help="positive-called images and negatives, each (default 40)")
     p.add_argument("--tiles", default="32", help="comma-separated tile sizes of the tiled fill (default 32)")
+    p.add_argument("--grow", default="2", help="comma-separated px the lesion is grown by (default 2)")
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.add_argument("--json", help="also write the per-image probabilities as JSON")
     args = p.parse_args(argv)
@@ -97,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     from cfia.pipeline import Pipeline
 
     tiles = [int(t) for t in args.tiles.split(",") if t.strip()]
+    grows = [int(g) for g in args.grow.split(",") if g.strip()]
+    if any(g < 0 for g in grows):
+        p.error(f"--grow {args.grow!r}: pixels must be >= 0")
     pipeline = Pipeline(load_config(args.config))
-    res = measure(pipeline, Path(args.data), args.limit, tiles)
+    res = measure(pipeline, Path(args.data), args.limit, tiles, grows)
     n_pos, n_neg = len(res["positives"]["image"]["whole"]), len(res["negatives"]["image"]["whole"])
     print(f"probability, mean (median); {n_pos} positive-called images, {n_neg} negatives")
-    print(table(res))
+    print(table(res, grows))
     if args.json:
         Path(args.json).write_text(json.dumps({"command": "python -m cfia.bench.counterfactual " +
                                                " ".join(argv or sys.argv[1:]), "probabilities": res}, indent=1))
