@@ -126,7 +126,7 @@ class ExplainerConfig:
     area_weight: float = field(default=10.0, metadata=_range(0, None))
     target_area: float = field(default=0.05, metadata=_range(0, 1))
     tv_weight: float = field(default=0.3, metadata=_range(0, None))
-    mask_scale: int = field(default=16, metadata=_range(1, 64))
+    mask_scale: int = field(default=12, metadata=_range(1, 64))
     max_passes: int = field(default=50, metadata=_range(1, 10000))
     learning_rate: float = field(default=0.1, metadata=_range(0, None))
     # "halving": the step halves every lr_half_life passes whatever the budget, so the
@@ -141,7 +141,7 @@ class ExplainerConfig:
     score: str = field(default="cross_entropy", metadata=_choice("cross_entropy", "probability", "logit"))
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the
     # current region every refresh_every steps (0 = never).
-    tile: int = field(default=32, metadata=_range(4, 1024))
+    tile: int = field(default=24, metadata=_range(4, 1024))
     refresh_every: int = field(default=10, metadata=_range(0, None))
     # cf: how Φ mixes image and counterfactual at partial mask values: "linear", or
     # "texture" (fine texture mixed energy-preserving; low-pass sigma blend_sigma).
