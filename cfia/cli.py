@@ -137,6 +137,9 @@ def cmd_evaluate(args) -> int:
         print(ev.table_by_kind(report["summary_by_kind"]))
     if report.get("paired"):
         print(ev.table_paired(report["paired"]))
+    without = report["called_without_lesion"]
+    print(f"{len(without)} of {report['n_positive_called']} still called positive once their true lesion is "
+          f"inpainted (the call does not rest on the lesion){': ' + ', '.join(without) if without else ''}")
     print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "
           f"report {out}, figure {out.with_suffix('.png')}")
     return 0

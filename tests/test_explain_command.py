@@ -127,6 +127,20 @@ def test_evaluate_command_reports_every_method(tmp_path, small_config):
     case = got["cases"][0]["methods"]
     assert set(got["paired"]) == {"gradcam", "ig", "cf@8"}
     assert got["paired"]["ig"]["iou"]["mean"] == case["cf"]["iou"] - case["ig"]["iou"]
+    # The shipped inpainter's fill of this clear lesion takes the call away (the counterfactual
+    # bench's test checks the same on these phantoms), so the call rests on the lesion.
+    first = got["cases"][0]
+    assert 0.0 <= first["score_lesion_inpainted"] < 0.5 <= first["score"]
+    assert got["called_without_lesion"] == []
+
+
+def test_calls_that_survive_the_lesion_inpainted_are_listed():
+    from cfia.evaluate import not_on_lesion
+
+    cases = [{"file": "a.dcm", "score_lesion_inpainted": 0.2}, {"file": "b.dcm", "score_lesion_inpainted": 0.7},
+             {"file": "c.dcm"}]  # a report written before the field existed
+    assert not_on_lesion(cases, 0.5) == ["b.dcm"]
+    assert not_on_lesion(cases, 0.8) == []
 
 
 def test_evaluate_refuses_a_folder_it_cannot_score(tmp_path, small_config, capsys):
