@@ -62,7 +62,8 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             src = replace(src, pixels=pixels.astype(np.float32))
         pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
                          src.laterality, src.for_processing)
-        p = pipeline.probability(pre.image[None].to(pipeline.device))
+        x = pre.image[None].to(pipeline.device)
+        p = pipeline.probability(x)
         if progress:
             progress(row.path.name, p)
         if p < threshold:
@@ -70,7 +71,8 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         lesion = np.load(row.mask)
         spacing = float(src.spacing[0]) if src.spacing else 1.0
         case = {"file": str(row.path.relative_to(folder)), "kind": row.kind, "score": p,
-                "score_lesion_inpainted": lesion_inpainted_score(pipeline, pre, lesion), "methods": {}}
+                "score_lesion_inpainted": lesion_inpainted_score(pipeline, x, lesion_on_input(pre, lesion)),
+                "methods": {}}
         thumbs = []
         for m in methods:
             res = _explain(pipeline, src, m)
@@ -90,13 +92,17 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
     return _report(cases, methods, rows, complete=True, threshold=threshold), figure_rows
 
 
-def lesion_inpainted_score(pipeline: Pipeline, pre, lesion: np.ndarray, grow: int = 2) -> float:
-    """The probability once the true lesion (grown by `grow` input pixels) is inpainted as one hole."""
+def lesion_on_input(pre, lesion: np.ndarray, grow: int = 2) -> torch.Tensor:
+    """The source-grid lesion mask on the classifier's input grid, (1,1,H,W) {0,1}, dilated
+    by `grow` input pixels (a square structuring element)."""
     hole = torch.from_numpy(pre.geometry.to_input(lesion.astype(np.float32)) > 0.5)[None, None].float()
-    hole = F.max_pool2d(hole, 2 * grow + 1, stride=1, padding=grow).to(pipeline.device)
-    x = pre.image[None].to(pipeline.device)
+    return F.max_pool2d(hole, 2 * grow + 1, stride=1, padding=grow) if grow else hole
+
+
+def lesion_inpainted_score(pipeline: Pipeline, x: torch.Tensor, hole: torch.Tensor) -> float:
+    """The probability once `hole` (the true lesion, lesion_on_input) is inpainted as one hole."""
     with torch.no_grad():
-        return pipeline.probability(pipeline.inpainter(x, hole))
+        return pipeline.probability(pipeline.inpainter(x, hole.to(x.device)))
 
 
 def not_on_lesion(cases: list[dict], threshold: float) -> list[str]:

@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def _counterfactuals(pipeline, tiles):
@@ -34,11 +32,6 @@ def _counterfactuals(pipeline, tiles):
     return out
 
 
-def _grown(lesion: torch.Tensor, grow: int) -> torch.Tensor:
-    """The lesion mask (1,1,H,W) dilated by `grow` pixels (a square structuring element)."""
-    return F.max_pool2d(lesion, 2 * grow + 1, stride=1, padding=grow) if grow else lesion
-
-
 def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
     """{"positives": {C: {"lesion+G": [...], "kept+G": [...], "whole": [...]}, ...},
     "negatives": {C: {"whole": [...]}}} probabilities, G for each grow."""
@@ -46,6 +39,7 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
     from explain.preprocess import preprocess
 
     from cfia.dicom_io import read_file
+    from cfia.evaluate import lesion_inpainted_score, lesion_on_input
     from cfia.manifest import read_manifest
 
     variants = _counterfactuals(pipeline, tiles)
@@ -70,10 +64,10 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
         side["image"]["whole"].append(p)
         lesions = {}
         if rec.label == 1:
-            lesion = torch.from_numpy(pre.geometry.to_input(np.load(rec.mask).astype(np.float32)) > 0.5)
-            lesions = {g: _grown(lesion[None, None].float().to(x.device), g) for g in grows}
+            lesion = np.load(rec.mask)
+            lesions = {g: lesion_on_input(pre, lesion, g).to(x.device) for g in grows}
             for g, hole in lesions.items():
-                side["lesion as one hole"][f"lesion+{g}"].append(pipeline.probability(pipeline.inpainter(x, hole)))
+                side["lesion as one hole"][f"lesion+{g}"].append(lesion_inpainted_score(pipeline, x, hole))
         breast = (pre.breast[None] > 0.5).float().to(x.device)
         for name, make in variants.items():
             c = make(x)
