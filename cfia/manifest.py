@@ -1,7 +1,8 @@
 """A data folder's manifest.csv (as `cfia phantom` writes it, or a site's own): the one reader.
 
 Columns: file, label (0 or 1) required; mask (a .npy lesion mask), laterality, kind (the
-lesion kind(s), free text, e.g. `mass` or `calcifications+spiculated`) optional.
+lesion kind(s), free text, e.g. `mass` or `calcifications+spiculated`), contrast (the
+lesion's contrast in units of the tissue's s.d., as `cfia phantom` draws it) optional.
 Training, evaluation and the benchmarks all read folders through `read_manifest`, which
 checks the whole file first and stops with every missing file listed.
 """
@@ -24,6 +25,7 @@ class Record:
     mask: Optional[Path] = None
     laterality: str = ""        # "L" / "R" / "" when the manifest does not say
     kind: str = ""              # lesion kind(s) for per-kind reports; "" when not given
+    contrast: Optional[float] = None  # lesion contrast / tissue s.d. for per-contrast reports
 
 
 def read_manifest(folder: str | Path) -> list[Record]:
@@ -57,4 +59,13 @@ def _record(folder: Path, row: dict, where: str) -> Record:
         raise DataError(f"{where}: label must be 0 or 1, got {label}")
     mask = folder / row["mask"] if row.get("mask") else None
     return Record(folder / row["file"], label, mask, (row.get("laterality") or "").upper(),
-                  (row.get("kind") or "").strip())
+                  (row.get("kind") or "").strip(), _contrast(row.get("contrast"), where))
+
+
+def _contrast(value: Optional[str], where: str) -> Optional[float]:
+    if not (value or "").strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise DataError(f"{where}: contrast must be a number, got {value!r}") from None

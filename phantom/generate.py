@@ -16,7 +16,8 @@ from .dicom import to_dataset
 from .lesions import LESION_KINDS
 from .mammogram import Mammogram, synthesize
 
-MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind")
+# contrast: the most conspicuous lesion's peak contrast in units of the tissue s.d.
+MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind", "contrast")
 FIELD_OF_VIEW_MM = 240.0   # detector height; pixel spacing = FOV / rows
 MAX_SIZE = (4096, 3328)
 
@@ -78,7 +79,8 @@ def write_dataset(out: Path, count: int, seed: int, opts: PhantomOptions, progre
             mask_rel = f"masks/img{i:05d}.npy"
             np.save(out / mask_rel, mg.mask)
         kinds = "+".join(sorted({lesion[0] for lesion in mg.lesions}))
-        rows.append((name, int(mg.mask.any()), mask_rel, mg.laterality, mg.view, kinds))
+        contrast = f"{max(lesion[4] for lesion in mg.lesions):.2f}" if mg.lesions else ""
+        rows.append((name, int(mg.mask.any()), mask_rel, mg.laterality, mg.view, kinds, contrast))
         if progress:
             progress(i + 1)
     manifest = out / "manifest.csv"

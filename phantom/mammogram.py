@@ -24,7 +24,8 @@ class Mammogram:
     laterality: str               # "L" or "R"
     view: str                     # "CC" or "MLO"
     spacing_mm: float
-    lesions: list = field(default_factory=list)  # [(kind, row, col, contrast)]
+    # [(kind, row, col, contrast, scale)]: scale = contrast / the breast's tissue s.d.
+    lesions: list = field(default_factory=list)
     beta: float = 3.0
 
 
@@ -61,7 +62,8 @@ def synthesize(
         sl = (slice(r0, r0 + profile.shape[0]), slice(c0, c0 + profile.shape[1]))
         attenuation[sl] += contrast * profile * anatomy.thickness[sl]
         mask[sl] |= lmask
-        lesions.append((kind, r0 + profile.shape[0] // 2, c0 + profile.shape[1] // 2, round(contrast, 4)))
+        lesions.append((kind, r0 + profile.shape[0] // 2, c0 + profile.shape[1] // 2, round(contrast, 4),
+                        round(scale, 3)))
     pixels = _detector(attenuation, anatomy.breast, bits_stored, for_processing, rng)
     out = Mammogram(pixels, mask, anatomy.breast, laterality, view, spacing_mm, lesions, beta)
     if laterality == "R":  # chest wall on the right for a right breast

@@ -15,7 +15,7 @@ from explain.classifier import Classifier, load_classifier
 from explain.networks import MammoNet
 
 from cfia.manifest import read_manifest
-from cfia.training.classifier import report_by_kind
+from cfia.training.classifier import report_by_contrast, report_by_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (96, 64)
@@ -181,6 +181,8 @@ def test_tiny_training_checkpoints_resumes_and_is_deterministic(phantom_dir, tmp
     kinds = [r.kind for r in read_manifest(phantom_dir) if r.label]
     assert kinds and all(kinds)
     assert {k: v["n"] for k, v in res["by_kind"].items()} == dict(Counter(kinds))
+    # ... and, from its `contrast` column, the positives binned by lesion contrast.
+    assert sum(v["n"] for v in res["by_contrast"].values()) == len(kinds)
 
 
 def test_init_starts_from_given_weights_and_rejects_ones_that_do_not_fit(phantom_dir, tmp_path, capsys):
@@ -285,3 +287,15 @@ def test_report_by_kind_ranks_each_kind_against_all_negatives():
     # calc: 0.2 beats 0.1 only, 0.6 beats 0.1 and 0.3: 3 of 6 pairs.
     assert res["calc"] == {"n": 2, "auc_vs_negatives": 0.5, "sensitivity": 0.5}
     assert report_by_kind(probs, labels, [""] * 7) == {}
+
+
+def test_report_by_contrast_bins_positives_and_skips_unknown_contrast():
+    probs = [0.9, 0.4, 0.7, 0.95, 0.5, 0.1, 0.3, 0.6]
+    labels = [1, 1, 1, 1, 1, 0, 0, 0]
+    contrasts = [0.9, 1.1, 2.2, 6.0, None, None, None, None]
+    res = report_by_contrast(probs, labels, contrasts)
+    assert set(res) == {"0.8-1.2", "2-2.5", "2.5-6"}  # empty bins left out; 6.0 in the closed last bin
+    # 0.9 beats all three negatives, 0.4 beats 0.1 and 0.3: 5 of 6 pairs.
+    assert res["0.8-1.2"] == {"n": 2, "auc_vs_negatives": round(5 / 6, 4), "sensitivity": 0.5}
+    assert res["2-2.5"]["n"] == 1 and res["2.5-6"]["auc_vs_negatives"] == 1.0
+    assert report_by_contrast(probs, labels, [None] * 8) == {}

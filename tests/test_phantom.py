@@ -33,8 +33,11 @@ def test_manifest_lists_every_image_with_its_mask(phantom_dir):
             mask = np.load(phantom_dir / r["mask"])
             assert mask.dtype == bool and mask.shape == (ds.Rows, ds.Columns) and mask.any()
             assert r["kind"] and set(r["kind"].split("+")) <= set(LESION_KINDS)
+            # The drawn contrast in tissue s.d.: masses 0.8-2.5, calcifications 2.5-6.
+            low = 2.5 if "calcifications" in r["kind"] else 0.8
+            assert low <= float(r["contrast"]) <= 6.0, r
         else:
-            assert r["mask"] == "" and r["kind"] == ""
+            assert r["mask"] == "" and r["kind"] == "" and r["contrast"] == ""
 
 
 def test_files_are_mg_dicom_that_dciodvfy_accepts(phantom_dir):
@@ -104,7 +107,7 @@ def test_masks_lie_inside_the_breast_and_lesions_stand_out():
         labels, _ = ndimage.label(mg.mask)
         px = mg.pixels.astype(float)
         tissue_std = px[mg.breast & ~ndimage.binary_dilation(mg.mask, iterations=10)].std()
-        for kind, row, col, _ in mg.lesions:
+        for kind, row, col, *_ in mg.lesions:
             lesion = labels == labels[row, col] if labels[row, col] else mg.mask
             ring = ndimage.binary_dilation(lesion, iterations=8) & ~ndimage.binary_dilation(lesion, iterations=3)
             ring &= mg.breast

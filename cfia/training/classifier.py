@@ -106,6 +106,30 @@ def report_by_kind(probs, labels, kinds, threshold: float = 0.5) -> dict:
     return out
 
 
+# Bins of the manifest's lesion contrast (units of the tissue s.d.); the phantom draws
+# masses at 0.8-2.5 and calcifications at 2.5-6.
+CONTRAST_EDGES = (0.8, 1.2, 1.6, 2.0, 2.5, 6.0)
+
+
+def report_by_contrast(probs, labels, contrasts, edges=CONTRAST_EDGES, threshold: float = 0.5) -> dict:
+    """Positives binned by lesion contrast ([lo, hi), the last bin closed), each against all negatives."""
+    p, y = np.asarray(probs, float), np.asarray(labels, int)
+    c = np.array([np.nan if v is None else v for v in contrasts], float)
+    negatives = p[y == 0]
+    out = {}
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        last = i == len(edges) - 2
+        inside = (y == 1) & (c >= lo) & ((c <= hi) if last else (c < hi))
+        if not inside.any():
+            continue
+        pos = p[inside]
+        both = np.concatenate([pos, negatives])
+        truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(negatives), int)])
+        out[f"{lo:g}-{hi:g}"] = {"n": int(len(pos)), "auc_vs_negatives": round(roc_auc(both, truth), 4),
+                                 "sensitivity": round(float((pos >= threshold).mean()), 4)}
+    return out
+
+
 @torch.no_grad()
 def predict(model, images: torch.Tensor, device, batch_size: int = 64) -> np.ndarray:
     was = model.training
@@ -286,6 +310,11 @@ def _export(model, opts: TrainOptions, out: Path, history, best, device) -> dict
     return meta
 
 
+def _field(records: dict, file, name: str, default):
+    record = records.get(str(file))
+    return default if record is None else getattr(record, name)
+
+
 def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
              network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
              threads: int = 2, progress: bool = True) -> dict:
@@ -302,10 +331,13 @@ def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None
             probs.append(clf.probability(images[i:i + 64].to(clf.device, torch.float32)).cpu())
     probs = torch.cat(probs).numpy()
     res = report(probs, labels.numpy())
-    kinds = {str(r.path): r.kind for folder in data for r in read_manifest(folder)}
-    by_kind = report_by_kind(probs, labels.numpy(), [kinds.get(str(f), "") for f in files])
+    records = {str(r.path): r for folder in data for r in read_manifest(folder)}
+    by_kind = report_by_kind(probs, labels.numpy(), [_field(records, f, "kind", "") for f in files])
     if by_kind:
         res["by_kind"] = by_kind
+    by_contrast = report_by_contrast(probs, labels.numpy(), [_field(records, f, "contrast", None) for f in files])
+    if by_contrast:
+        res["by_contrast"] = by_contrast
     res["model"] = str(model_path)
     res["data"] = [str(d) for d in data]
     return res
