@@ -234,6 +234,13 @@ def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
     (data / "broken.dcm").write_bytes(b"\0" * 200)
     assert _train(data, tmp_path / "out", "--epochs", "1") == 0
     assert any("broken.dcm" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+    # A contrast that is not a number stops the run, naming the line and the value.
+    rows = manifest.splitlines()
+    rows[1] = ",".join(rows[1].split(",")[:-1] + ["faint"])
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    assert _train(data, tmp_path / "out", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "contrast must be a number, got 'faint'" in err
 
 
 # -- the shipped default model -----------------------------------------------------
