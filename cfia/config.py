@@ -122,6 +122,8 @@ class ExplainerConfig:
     objective: str = field(default="deletion_preservation",
                            metadata=_choice("deletion", "preservation", "map_quality", "deletion_preservation"))
     preservation_weight: float = field(default=1.0, metadata=_range(0, None))
+    # deletion_preservation: the probability the kept region must reach (1 = maximise it).
+    preservation_target: float = field(default=1.0, metadata=_range(0.01, 1))
     area_mode: str = field(default="penalty", metadata=_choice("penalty", "target"))
     area_weight: float = field(default=10.0, metadata=_range(0, None))
     target_area: float = field(default=0.05, metadata=_range(0, 1))
@@ -148,8 +150,11 @@ class ExplainerConfig:
     blend: str = field(default="linear", metadata=_choice("linear", "texture"))
     blend_sigma: float = field(default=2.0, metadata=_range(0.1, None))
     blur_sigma: float = field(default=10.0, metadata=_range(0.1, None))
-    gradcam_layer: str = "features.2"
+    # The last convolutional block, as Grad-CAM prescribes (features.2, 1/16, scored at chance).
+    gradcam_layer: str = "features.3"
     occlusion_size: int = field(default=32, metadata=_range(2, 1024))
+    # MONAI's default, and the best-localising of its three modes here (docs/evaluation.md).
+    occlusion_mode: str = field(default="gaussian", metadata=_choice("mean_img", "mean_patch", "gaussian"))
     ig_steps: int = field(default=32, metadata=_range(1, 1024))
     seed: int = 0
     region_threshold: float = field(default=0.5, metadata=_range(0, 1))

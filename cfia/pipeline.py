@@ -98,7 +98,7 @@ class Pipeline:
                 lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold,
                 seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
-                init_power=e.init_power)
+                init_power=e.init_power, preservation_target=e.preservation_target)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())
@@ -107,7 +107,7 @@ class Pipeline:
         # one occluded patch and the gradient along most of the path.
         logit = self.classifier.score
         if method == "occlusion":
-            return OcclusionExplainer(logit, mask_size=e.occlusion_size)
+            return OcclusionExplainer(logit, mask_size=e.occlusion_size, mode=e.occlusion_mode)
         if method == "ig":
             return IntegratedGradientsExplainer(logit, steps=e.ig_steps)
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")

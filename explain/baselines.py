@@ -15,6 +15,8 @@ from monai.visualize import GradCAM, OcclusionSensitivity
 
 from .counterfactual import MaskResult, ScoreFn
 
+OCCLUSION_MODES = ("mean_img", "mean_patch", "gaussian")
+
 
 def _normalise(m: torch.Tensor, breast: Optional[torch.Tensor]) -> torch.Tensor:
     m = m.detach().float().clamp(min=0)
@@ -84,16 +86,26 @@ class GradCAMExplainer:
 
 
 class OcclusionExplainer:
-    """Occlusion sensitivity (monai.visualize.OcclusionSensitivity): score drop under a sliding patch."""
+    """Occlusion sensitivity (monai.visualize.OcclusionSensitivity): score drop under a sliding patch.
 
-    def __init__(self, score_fn: ScoreFn, mask_size: int = 24, overlap: float = 0.5, batch: int = 16):
+    mode: what the patch becomes: "gaussian" (MONAI's default: multiplied by 1 − a
+    Gaussian window, dark at its centre and unchanged at its edges; overlapping patches
+    weighted by the window), "mean_patch" (the patch's own mean) or "mean_img" (the
+    whole image's mean, background included: a flat grey square in the breast).
+    """
+
+    def __init__(self, score_fn: ScoreFn, mask_size: int = 24, overlap: float = 0.5, batch: int = 16,
+                 mode: str = "gaussian"):
+        if mode not in OCCLUSION_MODES:
+            raise ValueError(f"occlusion mode {mode!r} is not one of {OCCLUSION_MODES}")
         self.score_fn, self.mask_size, self.overlap, self.batch = score_fn, mask_size, overlap, batch
+        self.mode = mode
 
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
         start = time.perf_counter()
         module = _ScoreModule(self.score_fn)
         occ = OcclusionSensitivity(module, mask_size=self.mask_size, overlap=self.overlap,
-                                   n_batch=self.batch, mode="mean_img", verbose=False)
+                                   n_batch=self.batch, mode=self.mode, verbose=False)
         with torch.no_grad():
             score = float(self.score_fn(x)[0])
             occ_map, _ = occ(x)

@@ -63,6 +63,11 @@ class CounterfactualExplainer:
             M alone, the rest replaced, keeps it; two classifier passes per step).
         preservation_weight: weight of −log f_c(preserved) in "deletion_preservation"
             (default 1.0).
+        preservation_target: in "deletion_preservation", the probability the kept
+            region must reach: the term is −log min(f_c(preserved) / target, 1), so a
+            region that already keeps the evidence at this level gains nothing from
+            growing further (a sufficiency test, not a score to maximise; default 1.0,
+            the plain −log f_c(preserved)).
         area_mode: "penalty" (area_weight·mean(M)) or "target" (sorted-mask
             constraint towards target_area of the breast, weighted by area_weight).
         area_weight: weight of the area term (default 2.0).
@@ -102,7 +107,7 @@ class CounterfactualExplainer:
                  init_mode: str = "constant", init_floor: float = 0.05,
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
                  report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0,
-                 init_power: float = 1.0):
+                 init_power: float = 1.0, preservation_target: float = 1.0):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -111,6 +116,8 @@ class CounterfactualExplainer:
             raise ValueError(f"init {init!r} must lie strictly between 0 and 1")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {lr_schedule!r} is not one of {LR_SCHEDULES}")
+        if not 0.0 < preservation_target <= 1.0:
+            raise ValueError(f"preservation_target {preservation_target!r} must lie in (0, 1]")
         if init_power <= 0:
             raise ValueError(f"init_power {init_power!r} must be positive")
         if init_mode not in ("constant", "gradient"):
@@ -125,7 +132,7 @@ class CounterfactualExplainer:
         self.init_mode, self.init_floor, self.init_power = init_mode, init_floor, init_power
         self.tolerance, self.patience = tolerance, patience
         self.region_threshold, self.seed = region_threshold, seed
-        self.preservation_weight = preservation_weight
+        self.preservation_weight, self.preservation_target = preservation_weight, preservation_target
         # Classifier images per optimiser step: the two-sided objective scores two.
         self.images_per_step = 2 if objective == "deletion_preservation" else 1
 
@@ -205,7 +212,8 @@ class CounterfactualExplainer:
         else:  # both sides
             deleted = self.score_fn(self.perturbation.apply(x, mask, counterfactual))[0]
             kept = self.report_fn(self.perturbation.apply(x, replaced, counterfactual))[0]
-            evidence = deleted - self.preservation_weight * torch.log(kept.clamp(min=1e-6))
+            kept = (kept / self.preservation_target).clamp(min=1e-6, max=1.0)
+            evidence = deleted - self.preservation_weight * torch.log(kept)
         if self.area_mode == "penalty":
             area_term = self.area_weight * area
         else:

@@ -150,6 +150,30 @@ def test_init_power_keeps_weak_effects_near_the_floor(planted):
         CounterfactualExplainer(lambda v: v, BlurPerturbation(), init_power=0)
 
 
+def test_preservation_target_stops_rewarding_a_region_that_keeps_the_evidence(planted):
+    """Two-sided objective: once the kept region scores above preservation_target, its
+    term is zero (the loss is the deletion loss); below it, -log(kept / target)."""
+    x, lesion = planted
+    s = score_fn(BlobDetector())
+    pert = InpaintPerturbation(mean_fill, tile=16)
+    c = pert.reference(x)
+    covering = torch.tensor(lesion, dtype=torch.float32)[None, None]
+    kept = float(s(apply(x, 1.0 - covering, c))[0])
+    assert 0.5 < kept < 1.0  # the lesion alone keeps the call, not at probability 1
+
+    def loss(objective, **kw):
+        return float(CounterfactualExplainer(s, pert, objective=objective, **kw)._loss(x, covering, c, None))
+
+    deletion = loss("deletion")
+    assert loss("deletion_preservation", preservation_target=kept * 0.99) == pytest.approx(deletion, abs=1e-6)
+    assert loss("deletion_preservation") == pytest.approx(deletion - np.log(kept), abs=1e-5)
+    above = (kept + 1.0) / 2
+    assert loss("deletion_preservation", preservation_target=above) == pytest.approx(
+        deletion - np.log(kept / above), abs=1e-5)
+    with pytest.raises(ValueError, match="preservation_target 0"):
+        CounterfactualExplainer(s, pert, preservation_target=0.0)
+
+
 def test_texture_blend_keeps_the_texture_energy_and_the_ends():
     gen = torch.Generator().manual_seed(0)
     x, c = (0.5 + 0.05 * torch.randn(1, 1, 128, 128, generator=gen) for _ in range(2))
@@ -180,6 +204,8 @@ def test_gradcam_restores_the_model(planted):
 
 
 @pytest.mark.parametrize("make", [lambda s: OcclusionExplainer(s, mask_size=12),
+                                  lambda s: OcclusionExplainer(s, mask_size=12, mode="mean_patch"),
+                                  lambda s: OcclusionExplainer(s, mask_size=12, mode="mean_img"),
                                   lambda s: IntegratedGradientsExplainer(s, steps=16)])
 def test_baselines_point_at_the_lesion(planted, make):
     x, lesion = planted
@@ -209,5 +235,7 @@ def test_bad_arguments_are_rejected():
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), objective="x")
     with pytest.raises(ValueError, match="init 1.0"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), init=1.0)
+    with pytest.raises(ValueError, match="occlusion mode 'zero'"):
+        OcclusionExplainer(lambda x: x, mode="zero")
     with pytest.raises(ValueError, match="lr_schedule 'linear'"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), lr_schedule="linear")
