@@ -98,12 +98,16 @@ def report_by_kind(probs, labels, kinds, threshold: float = 0.5) -> dict:
     negatives = p[y == 0]
     out = {}
     for kind in sorted(set(k[(y == 1) & (k != "")])):
-        pos = p[(y == 1) & (k == kind)]
-        both = np.concatenate([pos, negatives])
-        truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(negatives), int)])
-        out[kind] = {"n": int(len(pos)), "auc_vs_negatives": round(roc_auc(both, truth), 4),
-                     "sensitivity": round(float((pos >= threshold).mean()), 4)}
+        out[kind] = _against_negatives(p[(y == 1) & (k == kind)], negatives, threshold)
     return out
+
+
+def _against_negatives(pos: np.ndarray, negatives: np.ndarray, threshold: float) -> dict:
+    """A subset of the positives ranked against all negatives, and its sensitivity."""
+    both = np.concatenate([pos, negatives])
+    truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(negatives), int)])
+    return {"n": int(len(pos)), "auc_vs_negatives": round(roc_auc(both, truth), 4),
+            "sensitivity": round(float((pos >= threshold).mean()), 4)}
 
 
 # Bins of the manifest's lesion contrast (units of the tissue s.d.); the phantom draws
@@ -120,13 +124,8 @@ def report_by_contrast(probs, labels, contrasts, edges=CONTRAST_EDGES, threshold
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         last = i == len(edges) - 2
         inside = (y == 1) & (c >= lo) & ((c <= hi) if last else (c < hi))
-        if not inside.any():
-            continue
-        pos = p[inside]
-        both = np.concatenate([pos, negatives])
-        truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(negatives), int)])
-        out[f"{lo:g}-{hi:g}"] = {"n": int(len(pos)), "auc_vs_negatives": round(roc_auc(both, truth), 4),
-                                 "sensitivity": round(float((pos >= threshold).mean()), 4)}
+        if inside.any():
+            out[f"{lo:g}-{hi:g}"] = _against_negatives(p[inside], negatives, threshold)
     return out
 
 
