@@ -47,11 +47,7 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
     keeps what it measured (the report says how many cases it holds).
     alter(pixels, rng) -> pixels changes each stored image before anything sees it (an
     acquisition from elsewhere, cfia.bench.robustness.ALTERATIONS); the lesion masks stay."""
-    rows = [r for r in read_manifest(folder) if r.label == 1]
-    unmasked = [str(r.path) for r in rows if r.mask is None]
-    if unmasked:
-        raise DataError(f"{len(unmasked)} lesion image(s) without a mask in the manifest (evaluation needs "
-                        f"one): {', '.join(unmasked[:5])}")
+    rows = [r for r in require_masks(read_manifest(folder)) if r.label == 1]
     cases, figure_rows = [], []
     for index, row in enumerate(rows):
         if limit is not None and len(cases) >= limit:
@@ -90,6 +86,15 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         if checkpoint:
             checkpoint(_report(cases, methods, rows, complete=False, threshold=threshold))
     return _report(cases, methods, rows, complete=True, threshold=threshold), figure_rows
+
+
+def require_masks(records: list) -> list:
+    """The records, once every lesion image among them has a mask; else DataError naming them."""
+    unmasked = [str(r.path) for r in records if r.label == 1 and r.mask is None]
+    if unmasked:
+        raise DataError(f"{len(unmasked)} lesion image(s) without a mask in the manifest (evaluation needs "
+                        f"one): {', '.join(unmasked[:5])}")
+    return records
 
 
 def lesion_on_input(pre, lesion: np.ndarray, grow: int = 2) -> torch.Tensor:

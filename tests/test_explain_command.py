@@ -186,6 +186,16 @@ def test_counterfactual_bench_measures_each_fill(tmp_path, small_config, capsys)
     # Keeping the lesion and its 4-px rim keeps more of the image than keeping the lesion alone:
     # the two preserved images differ, so the grown mask reached them.
     assert pos["tiled 32 px"]["kept+0"] != pos["tiled 32 px"]["kept+4"]
+    # A lesion image without a mask stops the bench with its name (as cfia evaluate does).
+    rows = (data / "manifest.csv").read_text().splitlines()
+    unmasked = next(i for i, line in enumerate(rows) if ",1," in line)
+    name = rows[unmasked].split(",")[0]
+    rows[unmasked] = rows[unmasked].replace(f"masks/{name[:-4]}.npy", "")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    capsys.readouterr()
+    assert counterfactual.main(["--data", str(data), "--limit", "2", "--config", str(small_config)]) == 2
+    err = capsys.readouterr().err
+    assert "1 lesion image(s) without a mask" in err and name in err
 
 
 def test_evaluate_alter_changes_the_images_not_the_masks(tmp_path, small_config, capsys):

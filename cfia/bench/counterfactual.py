@@ -39,7 +39,7 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
     from explain.preprocess import preprocess
 
     from cfia.dicom_io import read_file
-    from cfia.evaluate import lesion_inpainted_score, lesion_on_input
+    from cfia.evaluate import lesion_inpainted_score, lesion_on_input, require_masks
     from cfia.manifest import read_manifest
 
     variants = _counterfactuals(pipeline, tiles)
@@ -49,8 +49,8 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
         res["positives"][k] = dict({f"lesion+{g}": [] for g in grows}, **{f"kept+{g}": [] for g in grows}, whole=[])
         res["negatives"][k] = {"whole": []}
     counts = {1: 0, 0: 0}
-    for rec in read_manifest(folder):
-        if counts.get(rec.label, limit) >= limit or (rec.label == 1 and rec.mask is None):
+    for rec in require_masks(read_manifest(folder)):
+        if counts.get(rec.label, limit) >= limit:
             continue
         src = read_file(rec.path)
         pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the per-image probabilities as JSON")
     args = p.parse_args(argv)
     from cfia.cli import load_config
+    from cfia.manifest import DataError
     from cfia.pipeline import Pipeline
 
     tiles = [int(t) for t in args.tiles.split(",") if t.strip()]
@@ -111,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(g < 0 for g in grows):
         p.error(f"--grow {args.grow!r}: pixels must be >= 0")
     pipeline = Pipeline(load_config(args.config))
-    res = measure(pipeline, Path(args.data), args.limit, tiles, grows)
+    try:
+        res = measure(pipeline, Path(args.data), args.limit, tiles, grows)
+    except DataError as exc:
+        print(f"counterfactual: {exc}", file=sys.stderr)
+        return 2
     n_pos, n_neg = len(res["positives"]["image"]["whole"]), len(res["negatives"]["image"]["whole"])
     print(f"probability, mean (median); {n_pos} positive-called images, {n_neg} negatives")
     print(table(res, grows))
