@@ -139,6 +139,9 @@ class ExplainerConfig:
     init_mode: str = field(default="gradient", metadata=_choice("constant", "gradient"))
     init_floor: float = field(default=0.001, metadata=_range(0.0001, 0.999))
     init_power: float = field(default=2.0, metadata=_range(0.1, 10))
+    # gradient: every N steps, while the mask's deletion leaves the call standing, start
+    # the mask where the remaining evidence is (one pass; 0 = never).
+    reseed_every: int = field(default=0, metadata=_range(0, None))
     # What the optimiser drives down: the class probability, its logit, or -log(1 - p).
     score: str = field(default="cross_entropy", metadata=_choice("cross_entropy", "probability", "logit"))
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the

@@ -98,7 +98,8 @@ class Pipeline:
                 lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold,
                 seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
-                init_power=e.init_power, preservation_target=e.preservation_target)
+                init_power=e.init_power, preservation_target=e.preservation_target,
+                reseed_every=e.reseed_every)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())

@@ -92,6 +92,15 @@ class CounterfactualExplainer:
         init_power: the gradient initialisation follows (effect / max effect) to this
             power; above 1 it keeps weak, noisy effects near init_floor, where the
             budget's few steps could not clear them from the map (default 1.0).
+        reseed_every: with init_mode "gradient", every this many steps (0 = never), if
+            the current mask's deletion still leaves the probability at or above
+            call_threshold, one extra pass computes the first-order deletion effect at
+            the current mask, and the mask is raised, as the initialisation does, where
+            that effect is large outside what it already holds: evidence the first
+            initialisation could not see (a second lesion behind a max-pooling
+            classifier's saturation) gets a start; a mask at init_floor could not
+            grow there within the budget (default 0).
+        call_threshold: the probability of a positive call, for reseed_every (default 0.5).
         tolerance: stop when the objective changed by less than this over
             `patience` steps (default 1e-3).
         patience: steps of that window (default 5).
@@ -107,7 +116,8 @@ class CounterfactualExplainer:
                  init_mode: str = "constant", init_floor: float = 0.05,
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
                  report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0,
-                 init_power: float = 1.0, preservation_target: float = 1.0):
+                 init_power: float = 1.0, preservation_target: float = 1.0, reseed_every: int = 0,
+                 call_threshold: float = 0.5):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -118,6 +128,8 @@ class CounterfactualExplainer:
             raise ValueError(f"lr_schedule {lr_schedule!r} is not one of {LR_SCHEDULES}")
         if not 0.0 < preservation_target <= 1.0:
             raise ValueError(f"preservation_target {preservation_target!r} must lie in (0, 1]")
+        if reseed_every < 0:
+            raise ValueError(f"reseed_every {reseed_every!r} must be >= 0")
         if init_power <= 0:
             raise ValueError(f"init_power {init_power!r} must be positive")
         if init_mode not in ("constant", "gradient"):
@@ -133,6 +145,7 @@ class CounterfactualExplainer:
         self.tolerance, self.patience = tolerance, patience
         self.region_threshold, self.seed = region_threshold, seed
         self.preservation_weight, self.preservation_target = preservation_weight, preservation_target
+        self.reseed_every, self.call_threshold = reseed_every, call_threshold
         # Classifier images per optimiser step: the two-sided objective scores two.
         self.images_per_step = 2 if objective == "deletion_preservation" else 1
 
@@ -143,12 +156,12 @@ class CounterfactualExplainer:
         with torch.no_grad():
             score = float(self.report_fn(x)[0])
         counterfactual = self.perturbation.reference(x)
-        logits, used = self._init_logits(x, counterfactual, breast)
-        steps = (self.max_passes - used) // self.images_per_step
+        logits, passes = self._init_logits(x, counterfactual, breast)
         opt = torch.optim.Adam([logits], lr=self.learning_rate)
-        schedule = self._schedule(opt, steps)
+        schedule = self._schedule(opt, (self.max_passes - passes) // self.images_per_step)
         history: list[float] = []
-        for step in range(steps):
+        step = 0
+        while passes + self.images_per_step <= self.max_passes:
             mask = self._upsample(logits, x.shape[-2:], breast)
             counterfactual = self.perturbation.refresh(x, mask.detach(), counterfactual, step)
             loss = self._loss(x, mask, counterfactual, breast)
@@ -158,13 +171,29 @@ class CounterfactualExplainer:
             if schedule is not None:
                 schedule.step()
             history.append(float(loss.detach()))
+            passes, step = passes + self.images_per_step, step + 1
             if self._converged(history):
                 break
+            if self._reseed_due(step) and passes < self.max_passes:
+                passes += self._reseed(x, logits, counterfactual, breast)
         with torch.no_grad():
             mask = self._upsample(logits, x.shape[-2:], breast)
             score_after = self._score_after(x, mask, counterfactual)
-        return MaskResult(mask[0, 0].detach(), score, score_after, len(history) * self.images_per_step + used,
-                          time.perf_counter() - start, history)
+        return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history)
+
+    def _reseed_due(self, step: int) -> bool:
+        return self.init_mode == "gradient" and self.reseed_every > 0 and step % self.reseed_every == 0
+
+    def _reseed(self, x, logits, counterfactual, breast) -> int:
+        """Raise the mask where deleting more would still lower a surviving call; one pass."""
+        with torch.no_grad():
+            mask = self._upsample(logits, x.shape[-2:], breast)
+            if float(self.report_fn(self.perturbation.apply(x, mask, counterfactual))[0]) < self.call_threshold:
+                return 0  # forward only: the deletion already takes the call away
+        value = self._effect_init(x, mask, counterfactual, breast, logits.shape[-2:], outside=1.0 - mask)
+        with torch.no_grad():
+            logits.copy_(torch.maximum(logits, torch.logit(value.clamp(1e-4, 1 - 1e-4))))
+        return 1
 
     def _schedule(self, opt, steps: int):
         if self.lr_schedule == "cosine":
@@ -180,13 +209,20 @@ class CounterfactualExplainer:
         if self.init_mode == "constant":
             value = torch.full((1, 1, h, w), self.init, dtype=x.dtype, device=x.device)
             return torch.logit(value).requires_grad_(True), 0
-        zero = torch.zeros_like(x, requires_grad=True)
-        grad, = torch.autograd.grad(self.score_fn(self.perturbation.apply(x, zero, counterfactual)).sum(), zero)
-        effect = (-grad).clamp(min=0) if breast is None else (-grad).clamp(min=0) * breast
-        effect = F.adaptive_avg_pool2d(effect, (h, w))
-        effect = (effect / effect.max().clamp(min=1e-12)) ** self.init_power
-        value = self.init_floor + (self.init - self.init_floor) * effect
+        value = self._effect_init(x, torch.zeros_like(x), counterfactual, breast, (h, w))
         return torch.logit(value.clamp(1e-4, 1 - 1e-4)).detach().requires_grad_(True), 1
+
+    def _effect_init(self, x, mask, counterfactual, breast, size, outside=None) -> torch.Tensor:
+        """Mask values (low resolution) from the first-order effect of deleting each pixel
+        beyond `mask`: init where it is largest, init_floor where it is nil. One pass."""
+        m = mask.detach().clone().requires_grad_(True)
+        grad, = torch.autograd.grad(self.score_fn(self.perturbation.apply(x, m, counterfactual)).sum(), m)
+        effect = (-grad).clamp(min=0)
+        for weight in (breast, outside):
+            effect = effect if weight is None else effect * weight
+        effect = F.adaptive_avg_pool2d(effect, size)
+        effect = (effect / effect.max().clamp(min=1e-12)) ** self.init_power
+        return self.init_floor + (self.init - self.init_floor) * effect
 
     @staticmethod
     def _upsample(logits, size, breast):

@@ -235,7 +235,37 @@ def test_bad_arguments_are_rejected():
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), objective="x")
     with pytest.raises(ValueError, match="init 1.0"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), init=1.0)
+    with pytest.raises(ValueError, match="reseed_every -1"):
+        CounterfactualExplainer(lambda x: x, BlurPerturbation(), reseed_every=-1)
     with pytest.raises(ValueError, match="occlusion mode 'zero'"):
         OcclusionExplainer(lambda x: x, mode="zero")
     with pytest.raises(ValueError, match="lr_schedule 'linear'"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), lr_schedule="linear")
+
+
+def test_reseed_finds_a_second_lesion_behind_max_pooling():
+    """Two equal blobs: the max-pooled detector's gradient sees only one, so the gradient
+    initialisation starts the mask there alone and deleting it leaves the call; reseeding
+    starts the mask on the other one, and deleting both takes the call away."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[: SIZE[0], : SIZE[1]]
+    centres = ((30, 22), (66, 58))
+    img = 0.5 + 0.02 * rng.standard_normal(SIZE)
+    for r, c in centres:
+        img = img + 0.25 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * (5 / 1.5) ** 2))
+    x = torch.tensor(img, dtype=torch.float32)[None, None]
+    s = score_fn(BlobDetector())
+
+    def explain(reseed_every):
+        return CounterfactualExplainer(s, InpaintPerturbation(mean_fill, tile=16), objective="deletion",
+                                       mask_scale=4, max_passes=40, learning_rate=0.2, area_weight=1.0,
+                                       init_mode="gradient", init=0.9, init_floor=0.001, init_power=2.0,
+                                       reseed_every=reseed_every)(x)
+
+    def on(result, centre):
+        return float(result.mask[centre]) > 0.5
+
+    plain, reseeded = explain(0), explain(5)
+    assert sum(on(plain, c) for c in centres) == 1 and plain.score_after > 0.5
+    assert all(on(reseeded, c) for c in centres) and reseeded.score_after < 0.5
+    assert plain.passes <= 40 and reseeded.passes <= 40
