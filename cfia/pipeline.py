@@ -99,7 +99,7 @@ class Pipeline:
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold,
                 seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
                 init_power=e.init_power, preservation_target=e.preservation_target,
-                reseed_every=e.reseed_every)
+                reseed_every=e.reseed_every, reseed_init=e.reseed_init)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())

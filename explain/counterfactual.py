@@ -100,6 +100,8 @@ class CounterfactualExplainer:
             initialisation could not see (a second lesion behind a max-pooling
             classifier's saturation) gets a start; a mask at init_floor could not
             grow there within the budget (default 0).
+        reseed_init: the highest value a reseeded start takes (default 0.5): below
+            `init`, so a new start does not outrank the region already shaped.
         call_threshold: the probability of a positive call, for reseed_every (default 0.5).
         tolerance: stop when the objective changed by less than this over
             `patience` steps (default 1e-3).
@@ -117,7 +119,7 @@ class CounterfactualExplainer:
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
                  report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0,
                  init_power: float = 1.0, preservation_target: float = 1.0, reseed_every: int = 0,
-                 call_threshold: float = 0.5):
+                 call_threshold: float = 0.5, reseed_init: float = 0.5):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -128,6 +130,8 @@ class CounterfactualExplainer:
             raise ValueError(f"lr_schedule {lr_schedule!r} is not one of {LR_SCHEDULES}")
         if not 0.0 < preservation_target <= 1.0:
             raise ValueError(f"preservation_target {preservation_target!r} must lie in (0, 1]")
+        if not 0.0 < reseed_init < 1.0:
+            raise ValueError(f"reseed_init {reseed_init!r} must lie strictly between 0 and 1")
         if reseed_every < 0:
             raise ValueError(f"reseed_every {reseed_every!r} must be >= 0")
         if init_power <= 0:
@@ -145,7 +149,7 @@ class CounterfactualExplainer:
         self.tolerance, self.patience = tolerance, patience
         self.region_threshold, self.seed = region_threshold, seed
         self.preservation_weight, self.preservation_target = preservation_weight, preservation_target
-        self.reseed_every, self.call_threshold = reseed_every, call_threshold
+        self.reseed_every, self.call_threshold, self.reseed_init = reseed_every, call_threshold, reseed_init
         # Classifier images per optimiser step: the two-sided objective scores two.
         self.images_per_step = 2 if objective == "deletion_preservation" else 1
 
@@ -191,6 +195,7 @@ class CounterfactualExplainer:
             if float(self.report_fn(self.perturbation.apply(x, mask, counterfactual))[0]) < self.call_threshold:
                 return 0  # forward only: the deletion already takes the call away
         value = self._effect_init(x, mask, counterfactual, breast, logits.shape[-2:], outside=1.0 - mask)
+        value = value.clamp(max=self.reseed_init)
         with torch.no_grad():
             logits.copy_(torch.maximum(logits, torch.logit(value.clamp(1e-4, 1 - 1e-4))))
         return 1

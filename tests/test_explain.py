@@ -235,6 +235,8 @@ def test_bad_arguments_are_rejected():
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), objective="x")
     with pytest.raises(ValueError, match="init 1.0"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), init=1.0)
+    with pytest.raises(ValueError, match="reseed_init 1.0"):
+        CounterfactualExplainer(lambda x: x, BlurPerturbation(), reseed_init=1.0)
     with pytest.raises(ValueError, match="reseed_every -1"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), reseed_every=-1)
     with pytest.raises(ValueError, match="occlusion mode 'zero'"):
