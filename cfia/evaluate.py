@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from explain import metrics
 from explain.preprocess import preprocess
@@ -79,7 +79,8 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             scores.update(passes=res.passes, seconds=res.seconds, score_after_deletion=res.score_after_deletion)
             case["methods"][m] = scores
             if len(figure_rows) < figure_cases:
-                thumbs.append(_thumb(overlay.render(res.display, res.saliency, res.region, lesion=lesion), 300))
+                thumbs.append(_label(_thumb(overlay.render(res.display, res.saliency, res.region, lesion=lesion),
+                                            300), m))
         if thumbs:
             figure_rows.append(np.concatenate(thumbs, axis=1))
         cases.append(case)
@@ -218,6 +219,16 @@ def save_figure(rows: list[np.ndarray], path: Path) -> None:
 def _thumb(rgb: np.ndarray, height: int) -> np.ndarray:
     pic = Image.fromarray(rgb)
     return np.asarray(pic.resize((round(pic.size[0] * height / pic.size[1]), height), Image.LANCZOS))
+
+
+def _label(rgb: np.ndarray, text: str) -> np.ndarray:
+    """The method's name in the thumbnail's top-left corner, white on a black box."""
+    pic = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(pic)
+    box = draw.textbbox((4, 4), text)
+    draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
+    draw.text((4, 4), text, fill=(255, 255, 255))
+    return np.asarray(pic)
 
 
 def machine() -> str:
