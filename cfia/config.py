@@ -141,7 +141,7 @@ class ExplainerConfig:
     init_power: float = field(default=2.0, metadata=_range(0.1, 10))
     # gradient: every N steps, while the mask's deletion leaves the call standing, start
     # the mask where the remaining evidence is (one pass; 0 = never).
-    reseed_every: int = field(default=0, metadata=_range(0, None))
+    reseed_every: int = field(default=16, metadata=_range(0, None))
     reseed_init: float = field(default=0.5, metadata=_range(0.001, 0.999))  # a reseeded start's highest value
     # What the optimiser drives down: the class probability, its logit, or -log(1 - p).
     score: str = field(default="cross_entropy", metadata=_choice("cross_entropy", "probability", "logit"))
