@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -306,3 +307,31 @@ def test_report_by_contrast_bins_positives_and_skips_unknown_contrast():
     assert res["0.8-1.2"] == {"n": 2, "auc_vs_negatives": round(5 / 6, 4), "sensitivity": 0.5}
     assert res["2-2.5"]["n"] == 1 and res["2.5-6"]["auc_vs_negatives"] == 1.0
     assert report_by_contrast(probs, labels, [None] * 8) == {}
+
+
+def test_observer_bench_responds_at_the_lesion_and_only_inside_the_breast():
+    """cfia.bench.observer's FFT correlation: its largest response in an image with a
+    planted disc is the direct response on the disc, and it keeps exactly the places where
+    the template's footprint lies inside the breast (brute force on a small image)."""
+    from cfia.bench import observer
+
+    rng = np.random.default_rng(0)
+    shape = (48, 40)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    lesion = (yy - 20) ** 2 + (xx - 15) ** 2 <= 9
+    kernel, footprint, corner = observer.ring_kernel(lesion)
+    pad = max(kernel.shape)
+    fft = lambda a: np.fft.rfft2(a[::-1, ::-1].astype(np.float64), (shape[0] + pad, shape[1] + pad))  # noqa: E731
+    breast = xx < 30
+    positive = rng.normal(0, 1, shape) + 5.0 * lesion
+    got = observer.Correlator(positive, breast, pad).responses(fft(kernel), fft(footprint), kernel.shape, footprint.sum())
+    direct = observer.lesion_response(positive, kernel, corner)
+    assert got.max() == pytest.approx(direct, abs=1e-9) and direct > 4.0
+    kh, kw = kernel.shape
+    inside = [breast[r:r + kh, c:c + kw][footprint].all()
+              for r in range(shape[0] - kh + 1) for c in range(shape[1] - kw + 1)]
+    assert got.size == sum(inside)
+    normals = np.concatenate([observer.Correlator(rng.normal(0, 1, shape), breast, pad)
+                              .responses(fft(kernel), fft(footprint), kernel.shape, footprint.sum()) for _ in range(3)])
+    assert observer.auc_against(direct, normals) == 1.0
+    assert observer.auc_against(float(np.median(normals)), normals) == pytest.approx(0.5, abs=0.01)

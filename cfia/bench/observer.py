@@ -1,0 +1,130 @@
+"""How visible are a phantom folder's masses to an observer told each lesion's shape?
+
+A reference for the classifier's AUC by lesion contrast (docs/models.md), not a bound on
+it. Each positive's own lesion mask is the template; the observer's response at a place is
+the mean intensity under the template minus the mean of a ring around it (local contrast:
+the breast's thickness fall-off cancels), on the images as the node normalises them.
+
+- known location: the response at the lesion's true place against the same template at
+  every place inside the normal breasts (where to look is given);
+- scan: the largest response anywhere in the breast, in the positive image and in each
+  normal one (where to look must be found, as the classifier must).
+
+Each positive's AUC is taken against all normals, then averaged per contrast bin.
+Masses only: a calcification cluster's mask is its hull, a poor template for its specks.
+
+    python -m cfia.bench.observer --data /work/data-cls/heldout
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage
+
+from ..manifest import read_manifest
+from ..training.classifier import CONTRAST_EDGES
+from ..training.mammo_io import load_record
+
+
+def ring_kernel(lesion: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(zero-sum kernel: mean inside the lesion minus mean of a ring around it, its footprint,
+    the image position of the kernel's top-left corner when it sits on the lesion)."""
+    rows, cols = np.nonzero(lesion)
+    width = max(2, int(round(0.5 * np.sqrt(lesion.sum() / np.pi))))  # half the equivalent radius
+    crop = np.pad(lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1], width)
+    ring = ndimage.binary_dilation(crop, iterations=width) & ~crop
+    kernel = crop / crop.sum() - ring / ring.sum()
+    return kernel.astype(np.float64), (crop | ring), (int(rows.min()) - width, int(cols.min()) - width)
+
+
+class Correlator:
+    """Template responses at every place where the footprint lies inside the breast."""
+
+    def __init__(self, image: np.ndarray, breast: np.ndarray, pad: int):
+        self.shape = (image.shape[0] + pad, image.shape[1] + pad)
+        self.image_f = np.fft.rfft2(image, self.shape)
+        self.breast_f = np.fft.rfft2(breast.astype(np.float64), self.shape)
+        self.valid_shape = image.shape
+
+    def responses(self, kernel_f: np.ndarray, footprint_f: np.ndarray, kshape, area: float) -> np.ndarray:
+        h, w = self.valid_shape[0] - kshape[0] + 1, self.valid_shape[1] - kshape[1] + 1
+        # Convolution with the flipped kernel = correlation; the 'valid' part starts at kshape - 1.
+        r = np.fft.irfft2(self.image_f * kernel_f, self.shape)[kshape[0] - 1:kshape[0] - 1 + h, kshape[1] - 1:kshape[1] - 1 + w]
+        inside = np.fft.irfft2(self.breast_f * footprint_f, self.shape)[kshape[0] - 1:kshape[0] - 1 + h, kshape[1] - 1:kshape[1] - 1 + w]
+        return r[inside > area - 0.5]
+
+
+def lesion_response(image: np.ndarray, kernel: np.ndarray, corner: tuple[int, int]) -> float:
+    """The response with the template exactly on the lesion (zero padding past the image edge)."""
+    k = max(kernel.shape)
+    padded = np.pad(image, k)
+    r, c = corner[0] + k, corner[1] + k
+    return float((padded[r:r + kernel.shape[0], c:c + kernel.shape[1]] * kernel).sum())
+
+
+def auc_against(score: float, negatives: np.ndarray) -> float:
+    return float((negatives < score).mean() + 0.5 * (negatives == score).mean())
+
+
+def observe(data: str, limit_normals: int = 0) -> dict:
+    records = read_manifest(data)
+    normals = [r for r in records if not r.label]
+    masses = [r for r in records if r.label and r.mask is not None and r.contrast is not None
+              and "calcifications" not in r.kind]
+    if not normals or not masses:
+        raise SystemExit(f"{data}: needs normals and mass positives with mask and contrast in manifest.csv")
+    normals = normals[:limit_normals] if limit_normals else normals
+    # FFT padding against wrap-around: the largest template (masks in stored orientation; flips keep sizes).
+    pad = max(max(ring_kernel(np.load(r.mask).astype(bool))[0].shape) for r in masses)
+    correlators = [Correlator(m.image, m.breast, pad) for m in map(load_record, normals)]
+    rows = []
+    for rec in masses:
+        m = load_record(rec)
+        kernel, footprint, corner = ring_kernel(m.lesion)
+        shape = correlators[0].shape
+        kernel_f = np.fft.rfft2(kernel[::-1, ::-1], shape)
+        footprint_f = np.fft.rfft2(footprint[::-1, ::-1].astype(np.float64), shape)
+        area = float(footprint.sum())
+        own = Correlator(m.image, m.breast, pad).responses(kernel_f, footprint_f, kernel.shape, area)
+        at_lesion = lesion_response(m.image, kernel, corner)
+        neg = [c.responses(kernel_f, footprint_f, kernel.shape, area) for c in correlators]
+        rows.append({"file": rec.path.name, "contrast": rec.contrast, "kind": rec.kind,
+                     "known_location": auc_against(at_lesion, np.concatenate(neg)),
+                     "scan": auc_against(max(float(own.max()), at_lesion), np.array([n.max() for n in neg]))})
+    return {"n_normals": len(normals), "n_masses": len(rows), "by_contrast": by_contrast(rows), "cases": rows}
+
+
+def by_contrast(rows: list[dict]) -> dict:
+    out = {}
+    edges = [e for e in CONTRAST_EDGES if e <= 2.5]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = [r for r in rows if lo <= r["contrast"] < hi or (hi == edges[-1] and r["contrast"] == hi)]
+        if sel:
+            out[f"{lo:g}-{hi:g}"] = {"n": len(sel), **{k: round(float(np.mean([r[k] for r in sel])), 3)
+                                                      for k in ("known_location", "scan")}}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="a cfia phantom folder (manifest with mask, kind, contrast)")
+    ap.add_argument("--limit-normals", type=int, default=0, help="use only the first N normals (0: all)")
+    ap.add_argument("--out", help="write the full report (per case) as JSON here")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    result = observe(args.data, limit_normals=args.limit_normals)
+    result["seconds"] = round(time.time() - t0, 1)
+    result["command"] = "python -m cfia.bench.observer " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
