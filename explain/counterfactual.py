@@ -197,7 +197,7 @@ class CounterfactualExplainer:
         value = self._effect_init(x, mask, counterfactual, breast, logits.shape[-2:], outside=1.0 - mask)
         value = value.clamp(max=self.reseed_init)
         with torch.no_grad():
-            logits.copy_(torch.maximum(logits, torch.logit(value.clamp(1e-4, 1 - 1e-4))))
+            logits.copy_(torch.maximum(logits, self._logit(value)))
         return 1
 
     def _schedule(self, opt, steps: int):
@@ -215,7 +215,12 @@ class CounterfactualExplainer:
             value = torch.full((1, 1, h, w), self.init, dtype=x.dtype, device=x.device)
             return torch.logit(value).requires_grad_(True), 0
         value = self._effect_init(x, torch.zeros_like(x), counterfactual, breast, (h, w))
-        return torch.logit(value.clamp(1e-4, 1 - 1e-4)).detach().requires_grad_(True), 1
+        return self._logit(value).detach().requires_grad_(True), 1
+
+    @staticmethod
+    def _logit(value: torch.Tensor) -> torch.Tensor:
+        """Mask values -> logits, kept finite."""
+        return torch.logit(value.clamp(1e-4, 1 - 1e-4))
 
     def _effect_init(self, x, mask, counterfactual, breast, size, outside=None) -> torch.Tensor:
         """Mask values (low resolution) from the first-order effect of deleting each pixel

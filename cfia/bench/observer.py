@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..manifest import read_manifest
-from ..training.classifier import CONTRAST_EDGES
+from ..training.classifier import CONTRAST_EDGES, contrast_bins
 from ..training.mammo_io import load_record
 
 
@@ -51,10 +51,10 @@ class Correlator:
         self.valid_shape = image.shape
 
     def responses(self, kernel_f: np.ndarray, footprint_f: np.ndarray, kshape, area: float) -> np.ndarray:
-        h, w = self.valid_shape[0] - kshape[0] + 1, self.valid_shape[1] - kshape[1] + 1
         # Convolution with the flipped kernel = correlation; the 'valid' part starts at kshape - 1.
-        r = np.fft.irfft2(self.image_f * kernel_f, self.shape)[kshape[0] - 1:kshape[0] - 1 + h, kshape[1] - 1:kshape[1] - 1 + w]
-        inside = np.fft.irfft2(self.breast_f * footprint_f, self.shape)[kshape[0] - 1:kshape[0] - 1 + h, kshape[1] - 1:kshape[1] - 1 + w]
+        valid = tuple(slice(k - 1, n) for k, n in zip(kshape, self.valid_shape))
+        r = np.fft.irfft2(self.image_f * kernel_f, self.shape)[valid]
+        inside = np.fft.irfft2(self.breast_f * footprint_f, self.shape)[valid]
         return r[inside > area - 0.5]
 
 
@@ -78,14 +78,13 @@ def observe(data: str, limit_normals: int = 0) -> dict:
     if not normals or not masses:
         raise SystemExit(f"{data}: needs normals and mass positives with mask and contrast in manifest.csv")
     normals = normals[:limit_normals] if limit_normals else normals
-    # FFT padding against wrap-around: the largest template (masks in stored orientation; flips keep sizes).
-    pad = max(max(ring_kernel(np.load(r.mask).astype(bool))[0].shape) for r in masses)
+    loaded = [(rec, load_record(rec)) for rec in masses]
+    kernels = [ring_kernel(m.lesion) for _, m in loaded]
+    pad = max(max(kernel.shape) for kernel, _, _ in kernels)  # FFT padding against wrap-around
     correlators = [Correlator(m.image, m.breast, pad) for m in map(load_record, normals)]
+    shape = correlators[0].shape
     rows = []
-    for rec in masses:
-        m = load_record(rec)
-        kernel, footprint, corner = ring_kernel(m.lesion)
-        shape = correlators[0].shape
+    for (rec, m), (kernel, footprint, corner) in zip(loaded, kernels):
         kernel_f = np.fft.rfft2(kernel[::-1, ::-1], shape)
         footprint_f = np.fft.rfft2(footprint[::-1, ::-1].astype(np.float64), shape)
         area = float(footprint.sum())
@@ -99,13 +98,14 @@ def observe(data: str, limit_normals: int = 0) -> dict:
 
 
 def by_contrast(rows: list[dict]) -> dict:
+    """Mean AUCs per contrast bin of the masses (the classifier report's bins up to 2.5)."""
     out = {}
     edges = [e for e in CONTRAST_EDGES if e <= 2.5]
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = [r for r in rows if lo <= r["contrast"] < hi or (hi == edges[-1] and r["contrast"] == hi)]
+    for name, inside in contrast_bins([r["contrast"] for r in rows], edges):
+        sel = [r for r, keep in zip(rows, inside) if keep]
         if sel:
-            out[f"{lo:g}-{hi:g}"] = {"n": len(sel), **{k: round(float(np.mean([r[k] for r in sel])), 3)
-                                                      for k in ("known_location", "scan")}}
+            out[name] = {"n": len(sel), **{k: round(float(np.mean([r[k] for r in sel])), 3)
+                                           for k in ("known_location", "scan")}}
     return out
 
 

@@ -115,17 +115,23 @@ def _against_negatives(pos: np.ndarray, negatives: np.ndarray, threshold: float)
 CONTRAST_EDGES = (0.8, 1.2, 1.6, 2.0, 2.5, 6.0)
 
 
-def report_by_contrast(probs, labels, contrasts, edges=CONTRAST_EDGES, threshold: float = 0.5) -> dict:
-    """Positives binned by lesion contrast ([lo, hi), the last bin closed), each against all negatives."""
-    p, y = np.asarray(probs, float), np.asarray(labels, int)
+def contrast_bins(contrasts, edges=CONTRAST_EDGES):
+    """(name "lo-hi", bool array) per bin of `edges`: [lo, hi), the last bin closed; None is in none."""
     c = np.array([np.nan if v is None else v for v in contrasts], float)
-    negatives = p[y == 0]
-    out = {}
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         last = i == len(edges) - 2
-        inside = (y == 1) & (c >= lo) & ((c <= hi) if last else (c < hi))
+        yield f"{lo:g}-{hi:g}", (c >= lo) & ((c <= hi) if last else (c < hi))
+
+
+def report_by_contrast(probs, labels, contrasts, edges=CONTRAST_EDGES, threshold: float = 0.5) -> dict:
+    """Positives binned by lesion contrast (contrast_bins), each against all negatives."""
+    p, y = np.asarray(probs, float), np.asarray(labels, int)
+    negatives = p[y == 0]
+    out = {}
+    for name, in_bin in contrast_bins(contrasts, edges):
+        inside = (y == 1) & in_bin
         if inside.any():
-            out[f"{lo:g}-{hi:g}"] = _against_negatives(p[inside], negatives, threshold)
+            out[name] = _against_negatives(p[inside], negatives, threshold)
     return out
 
 
