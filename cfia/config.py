@@ -96,7 +96,7 @@ class ClassifierConfig:
     network: Optional[str] = None
     network_args: dict = field(default_factory=dict)
     class_index: int = field(default=1, metadata=_range(0, None))
-    input_size: tuple[int, int] = (384, 256)
+    input_size: tuple[int, int] = (512, 352)  # the shipped default model's
     # What the network returns: probabilities already, or logits (softmax/sigmoid applied by cfia).
     output: str = field(default="logits", metadata=_choice("logits", "probabilities"))
 

@@ -1,7 +1,7 @@
 """Classifier adapters: one interface over TorchScript files, MONAI bundles and
 MONAI networks + state dicts.
 
-    clf = load_classifier("torchscript", "models/classifier.ts", input_size=(384, 256))
+    clf = load_classifier("torchscript", "models/classifier.ts", input_size=(512, 352))
     logits = clf(x)              # x: (B, 1, H, W) float in [0, 1] -> (B, C)
     p = clf.probability(x)       # (B,) probability of class_index, differentiable
 
@@ -36,7 +36,7 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, model: nn.Module, class_index: int = 1, output: str = "logits",
-                 input_size: tuple[int, int] = (384, 256), in_channels: int = 1, source: str = "") -> None:
+                 input_size: tuple[int, int] = (512, 352), in_channels: int = 1, source: str = "") -> None:
         super().__init__()
         if output not in ("logits", "probabilities"):
             raise ValueError(f"output must be logits or probabilities, got {output!r}")
@@ -231,7 +231,7 @@ def load_monai_bundle(path, device: str = "cpu", network_key: str = "network_def
 
 
 def load_classifier(kind: str, path, network: Optional[str] = None, network_args: Optional[dict] = None,
-                    class_index: int = 1, input_size: tuple[int, int] = (384, 256), output: str = "logits",
+                    class_index: int = 1, input_size: tuple[int, int] = (512, 352), output: str = "logits",
                     in_channels: int = 1, device: str = "cpu") -> Classifier:
     """Load and validate a classifier; ValueError with the model path on any problem."""
     kw = dict(class_index=class_index, input_size=tuple(input_size), output=output, in_channels=in_channels)

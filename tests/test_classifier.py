@@ -264,6 +264,17 @@ def test_shipped_model_matches_its_card_and_runs():
     assert p.shape == (2,) and bool(((p >= 0) & (p <= 1)).all())
 
 
+def test_every_default_input_size_is_the_shipped_models():
+    """config.yaml, the config's default, the training and bench defaults follow the shipped model."""
+    from cfia import config as config_mod
+    from cfia.training.classifier import DEFAULT_INPUT
+
+    shipped = tuple(json.loads((ROOT / "models" / "classifier.json").read_text())["input_size"])
+    assert config_mod.load(ROOT / "config.yaml").models.classifier.input_size == shipped
+    assert config_mod.ClassifierConfig().input_size == shipped
+    assert DEFAULT_INPUT == shipped
+
+
 def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom_dir, tmp_path):
     import numpy as np
 

@@ -33,7 +33,7 @@ log = logging.getLogger("cfia.training")
 
 DEFAULT_NETWORK = "MammoNet"
 DEFAULT_ARGS = {"in_channels": 1, "num_classes": 2, "channels": [16, 24, 32, 64, 96], "subunits": 2, "dropout": 0.2}
-DEFAULT_INPUT = (384, 256)
+DEFAULT_INPUT = (512, 352)  # the shipped default model (models/classifier.json)
 
 
 @dataclass
