@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, cosine schedule (default 2e-3)")
     t.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights (default 0)")
-    t.add_argument("--input-size", type=_size, default=(512, 352), help="ROWSxCOLS network input (default 512x352, the shipped model's)")
+    t.add_argument("--input-size", type=_size, default=config_mod.DEFAULT_CLASSIFIER_INPUT,
+                   help="ROWSxCOLS network input (default: the shipped model's, %dx%d)" % config_mod.DEFAULT_CLASSIFIER_INPUT)
     t.add_argument("--network", help="network class: MammoNet (default) or a monai.networks.nets class")
     t.add_argument("--network-args", help="network constructor arguments as JSON")
     t.add_argument("--resume", action="store_true", help="continue from OUT/classifier.ckpt")

@@ -17,6 +17,11 @@ from typing import Any, Optional
 import yaml
 
 
+# Rows, columns of the shipped default classifier (models/classifier.json): the default of
+# config, training and benches alike (explain/ keeps its own, checked by a test).
+DEFAULT_CLASSIFIER_INPUT = (512, 352)
+
+
 class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; the message names the key."""
 
@@ -96,7 +101,7 @@ class ClassifierConfig:
     network: Optional[str] = None
     network_args: dict = field(default_factory=dict)
     class_index: int = field(default=1, metadata=_range(0, None))
-    input_size: tuple[int, int] = (512, 352)  # the shipped default model's
+    input_size: tuple[int, int] = DEFAULT_CLASSIFIER_INPUT
     # What the network returns: probabilities already, or logits (softmax/sigmoid applied by cfia).
     output: str = field(default="logits", metadata=_choice("logits", "probabilities"))
 

@@ -265,14 +265,19 @@ def test_shipped_model_matches_its_card_and_runs():
 
 
 def test_every_default_input_size_is_the_shipped_models():
-    """config.yaml, the config's default, the training and bench defaults follow the shipped model."""
+    """config.yaml, the one default of config, training and benches, and explain/'s own
+    defaults follow the shipped model."""
+    import inspect
+
     from cfia import config as config_mod
-    from cfia.training.classifier import DEFAULT_INPUT
+    from cfia.training.classifier import TrainOptions
 
     shipped = tuple(json.loads((ROOT / "models" / "classifier.json").read_text())["input_size"])
     assert config_mod.load(ROOT / "config.yaml").models.classifier.input_size == shipped
-    assert config_mod.ClassifierConfig().input_size == shipped
-    assert DEFAULT_INPUT == shipped
+    assert config_mod.DEFAULT_CLASSIFIER_INPUT == config_mod.ClassifierConfig().input_size == shipped
+    assert TrainOptions.__dataclass_fields__["input_size"].default == shipped
+    for fn in (Classifier.__init__, load_classifier):
+        assert inspect.signature(fn).parameters["input_size"].default == shipped
 
 
 def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom_dir, tmp_path):

@@ -29,6 +29,11 @@ def pipeline():
     return Pipeline(replace(cfg, explainer=replace(cfg.explainer, max_passes=20)))
 
 
+@pytest.fixture(scope="module")
+def default_pipeline():
+    return Pipeline(load_config(None))
+
+
 @pytest.mark.parametrize("index", [3, 7])
 def test_saliency_lands_on_a_right_breast_lesion_in_source_pixels(pipeline, index):
     """Right breasts are flipped, cropped and resized for the classifier; the map must
@@ -50,9 +55,9 @@ def test_saliency_lands_on_a_right_breast_lesion_in_source_pixels(pipeline, inde
 @pytest.mark.parametrize("index", [7, pytest.param(3, marks=pytest.mark.xfail(strict=True, reason=(
     "known shortfall since the 512x352 classifier (twelfth session): inpainting the true lesion "
     "takes p 0.99 -> 0.19, cf's 50-pass region only to 0.65")))])
-def test_the_region_takes_the_call_away_at_the_default_budget(index):
+def test_the_region_takes_the_call_away_at_the_default_budget(default_pipeline, index):
     """The salient region holds the evidence: replacing it ends the positive call."""
-    res = Pipeline(load_config(None)).explain(
+    res = default_pipeline.explain(
         from_dataset(to_dataset(make_one(31, index, MASSES), f"t:{index}", index)), "cf")
     assert res.score > 0.5 > res.score_after_deletion
 

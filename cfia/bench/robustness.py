@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..config import DEFAULT_CLASSIFIER_INPUT
 from .inpainter import _size
 
 
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cfia.bench.robustness", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder with manifest.csv (labels 0/1)")
     p.add_argument("--model", default="models/classifier.ts", help="TorchScript classifier")
-    p.add_argument("--input-size", type=_size, default=(512, 352), help="classifier input ROWSxCOLS (default 512x352, the shipped model's)")
+    p.add_argument("--input-size", type=_size, default=DEFAULT_CLASSIFIER_INPUT,
+                   help="classifier input ROWSxCOLS (default: the shipped model's, %dx%d)" % DEFAULT_CLASSIFIER_INPUT)
     p.add_argument("--limit", type=int, help="first N images only")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--json", help="also write the table as JSON")

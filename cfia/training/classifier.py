@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from explain.classifier import build_network, load_classifier
 
+from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import read_manifest
 from .augment import AugmentOptions, augment
 from .data import load_many
@@ -33,7 +34,6 @@ log = logging.getLogger("cfia.training")
 
 DEFAULT_NETWORK = "MammoNet"
 DEFAULT_ARGS = {"in_channels": 1, "num_classes": 2, "channels": [16, 24, 32, 64, 96], "subunits": 2, "dropout": 0.2}
-DEFAULT_INPUT = (512, 352)  # the shipped default model (models/classifier.json)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TrainOptions:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    input_size: tuple = DEFAULT_INPUT
+    input_size: tuple = DEFAULT_CLASSIFIER_INPUT
     network: str = DEFAULT_NETWORK
     network_args: dict = field(default_factory=lambda: dict(DEFAULT_ARGS))
     resume: bool = False
