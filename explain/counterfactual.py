@@ -99,7 +99,9 @@ class CounterfactualExplainer:
             that effect is large outside what it already holds: evidence the first
             initialisation could not see (a second lesion behind a max-pooling
             classifier's saturation) gets a start; a mask at init_floor could not
-            grow there within the budget (default 0).
+            grow there within the budget (default 0). With reseed_every > 0, a mask that
+            settles (see tolerance) while its deletion leaves the call is reseeded at once
+            instead of ending the run, as long as the budget holds a step after it.
         reseed_init: the highest value a reseeded start takes (default 0.5): below
             `init`, so a new start does not outrank the region already shaped.
         call_threshold: the probability of a positive call, for reseed_every (default 0.5).
@@ -177,8 +179,14 @@ class CounterfactualExplainer:
             history.append(float(loss.detach()))
             passes, step = passes + self.images_per_step, step + 1
             if self._converged(history):
-                break
-            if self._reseed_due(step) and passes < self.max_passes:
+                # A settled mask whose deletion leaves the call standing has missed evidence:
+                # reseed now rather than stop with budget left (a second lesion).
+                spent = self._reseed(x, logits, counterfactual, breast) if self._can_reseed(passes) else 0
+                if not spent:
+                    break
+                passes += spent
+                history.clear()
+            elif self._reseed_due(step) and passes < self.max_passes:
                 passes += self._reseed(x, logits, counterfactual, breast)
         with torch.no_grad():
             mask = self._upsample(logits, x.shape[-2:], breast)
@@ -187,6 +195,11 @@ class CounterfactualExplainer:
 
     def _reseed_due(self, step: int) -> bool:
         return self.init_mode == "gradient" and self.reseed_every > 0 and step % self.reseed_every == 0
+
+    def _can_reseed(self, passes: int) -> bool:
+        """Reseeding is on and the budget holds the reseed's pass and a step after it."""
+        return (self.init_mode == "gradient" and self.reseed_every > 0
+                and passes + 1 + self.images_per_step <= self.max_passes)
 
     def _reseed(self, x, logits, counterfactual, breast) -> int:
         """Raise the mask where deleting more would still lower a surviving call; one pass."""

@@ -245,17 +245,22 @@ def test_bad_arguments_are_rejected():
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), lr_schedule="linear")
 
 
-def test_reseed_finds_a_second_lesion_behind_max_pooling():
-    """Two equal blobs: the max-pooled detector's gradient sees only one, so the gradient
-    initialisation starts the mask there alone and deleting it leaves the call; reseeding
-    starts the mask on the other one, and deleting both takes the call away."""
+def two_blobs():
+    """Two equal Gaussian blobs on noise: (1,1,H,W) image and their centres."""
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[: SIZE[0], : SIZE[1]]
     centres = ((30, 22), (66, 58))
     img = 0.5 + 0.02 * rng.standard_normal(SIZE)
     for r, c in centres:
         img = img + 0.25 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * (5 / 1.5) ** 2))
-    x = torch.tensor(img, dtype=torch.float32)[None, None]
+    return torch.tensor(img, dtype=torch.float32)[None, None], centres
+
+
+def test_reseed_finds_a_second_lesion_behind_max_pooling():
+    """Two equal blobs: the max-pooled detector's gradient sees only one, so the gradient
+    initialisation starts the mask there alone and deleting it leaves the call; reseeding
+    starts the mask on the other one, and deleting both takes the call away."""
+    x, centres = two_blobs()
     s = score_fn(BlobDetector())
 
     def explain(reseed_every):
@@ -271,3 +276,22 @@ def test_reseed_finds_a_second_lesion_behind_max_pooling():
     assert sum(on(plain, c) for c in centres) == 1 and plain.score_after > 0.5
     assert all(on(reseeded, c) for c in centres) and reseeded.score_after < 0.5
     assert plain.passes <= 40 and reseeded.passes <= 40
+
+
+def test_a_mask_that_settles_with_the_call_standing_is_reseeded():
+    """The two blobs, the default (two-sided) objective: without reseeding the mask settles on
+    one blob and the run stops early; with a reseed that is never due on schedule, settling
+    with the call standing reseeds at once, and the budget left brings the second blob in."""
+    x, centres = two_blobs()
+
+    def explain(reseed_every):
+        return CounterfactualExplainer(score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16),
+                                       objective="deletion_preservation", mask_scale=4, max_passes=60,
+                                       learning_rate=0.2, area_weight=1.0, init_mode="gradient", init=0.9,
+                                       init_floor=0.001, init_power=2.0, reseed_every=reseed_every)(x)
+
+    plain, settled = explain(0), explain(1000)
+    assert plain.passes < 40 and sum(float(plain.mask[c]) > 0.5 for c in centres) == 1
+    assert plain.score_after > 0.5
+    assert settled.passes > plain.passes and all(float(settled.mask[c]) > 0.5 for c in centres)
+    assert settled.score_after < 0.5
