@@ -1,7 +1,7 @@
 """Measure the inpainters side by side on held-out lesion-free mammograms.
 
     python -m cfia.bench.inpainter --data DIR [--model models/inpainter.pt] [--size 512x416]
-        [--holes 2] [--seed 0] [--classifier model.ts --input-size 256x208] [--bounds]
+        [--holes 2] [--seed 0] [--classifier model.ts --input-size 512x352] [--bounds]
 
 Quality: each image gets `holes` random holes (strokes and blobs, `coverage` of a
 `window`-pixel square placed inside the breast); every method fills the same holes.
@@ -29,6 +29,7 @@ import torch
 
 from explain.inpaint import Inpainter, make_inpainter
 
+from ..config import DEFAULT_CLASSIFIER_INPUT
 from .inpaint_metrics import hole_metrics, summarise
 
 QUALITY_METHODS = ("learned", "telea", "navier_stokes", "blur", "noise")  # + learned_noise0
@@ -205,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the holes (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--classifier", help="TorchScript classifier: also report the score shift of each fill")
-    p.add_argument("--input-size", type=_size, default=(256, 208), help="classifier input ROWSxCOLS (default 256x208)")
+    p.add_argument("--input-size", type=_size, default=DEFAULT_CLASSIFIER_INPUT,
+                   help="classifier input ROWSxCOLS (default: the shipped model's, %dx%d)" % DEFAULT_CLASSIFIER_INPUT)
     p.add_argument("--class-index", type=int, default=1, help="explained class (default 1)")
     p.add_argument("--output", choices=("logits", "probabilities"), default="logits", help="what the classifier returns")
     p.add_argument("--bounds", action="store_true",
