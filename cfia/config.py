@@ -142,7 +142,7 @@ class ExplainerConfig:
     lr_half_life: float = field(default=20.0, metadata=_range(1, None))
     init: float = field(default=0.9, metadata=_range(0.001, 0.999))
     init_mode: str = field(default="gradient", metadata=_choice("constant", "gradient"))
-    init_floor: float = field(default=0.001, metadata=_range(0.0001, 0.999))
+    init_floor: float = field(default=0.0001, metadata=_range(0.0001, 0.999))
     init_power: float = field(default=2.0, metadata=_range(0.1, 10))
     # gradient: every N steps, while the mask's deletion leaves the call standing, start
     # the mask where the remaining evidence is (one pass; 0 = never).
