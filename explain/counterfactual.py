@@ -193,13 +193,15 @@ class CounterfactualExplainer:
             score_after = self._score_after(x, mask, counterfactual)
         return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history)
 
+    def _reseeding(self) -> bool:
+        return self.init_mode == "gradient" and self.reseed_every > 0
+
     def _reseed_due(self, step: int) -> bool:
-        return self.init_mode == "gradient" and self.reseed_every > 0 and step % self.reseed_every == 0
+        return self._reseeding() and step % self.reseed_every == 0
 
     def _can_reseed(self, passes: int) -> bool:
         """Reseeding is on and the budget holds the reseed's pass and a step after it."""
-        return (self.init_mode == "gradient" and self.reseed_every > 0
-                and passes + 1 + self.images_per_step <= self.max_passes)
+        return self._reseeding() and passes + 1 + self.images_per_step <= self.max_passes
 
     def _reseed(self, x, logits, counterfactual, breast) -> int:
         """Raise the mask where deleting more would still lower a surviving call; one pass."""

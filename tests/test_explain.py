@@ -256,18 +256,22 @@ def two_blobs():
     return torch.tensor(img, dtype=torch.float32)[None, None], centres
 
 
+def two_blob_explainer(objective: str, max_passes: int, reseed_every: int) -> CounterfactualExplainer:
+    """The gradient-initialised explainer the two-blob tests run, behind a max-pooling detector."""
+    return CounterfactualExplainer(score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16),
+                                   objective=objective, mask_scale=4, max_passes=max_passes, learning_rate=0.2,
+                                   area_weight=1.0, init_mode="gradient", init=0.9, init_floor=0.001,
+                                   init_power=2.0, reseed_every=reseed_every)
+
+
 def test_reseed_finds_a_second_lesion_behind_max_pooling():
     """Two equal blobs: the max-pooled detector's gradient sees only one, so the gradient
     initialisation starts the mask there alone and deleting it leaves the call; reseeding
     starts the mask on the other one, and deleting both takes the call away."""
     x, centres = two_blobs()
-    s = score_fn(BlobDetector())
 
     def explain(reseed_every):
-        return CounterfactualExplainer(s, InpaintPerturbation(mean_fill, tile=16), objective="deletion",
-                                       mask_scale=4, max_passes=40, learning_rate=0.2, area_weight=1.0,
-                                       init_mode="gradient", init=0.9, init_floor=0.001, init_power=2.0,
-                                       reseed_every=reseed_every)(x)
+        return two_blob_explainer("deletion", 40, reseed_every)(x)
 
     def on(result, centre):
         return float(result.mask[centre]) > 0.5
@@ -285,10 +289,7 @@ def test_a_mask_that_settles_with_the_call_standing_is_reseeded():
     x, centres = two_blobs()
 
     def explain(reseed_every):
-        return CounterfactualExplainer(score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16),
-                                       objective="deletion_preservation", mask_scale=4, max_passes=60,
-                                       learning_rate=0.2, area_weight=1.0, init_mode="gradient", init=0.9,
-                                       init_floor=0.001, init_power=2.0, reseed_every=reseed_every)(x)
+        return two_blob_explainer("deletion_preservation", 60, reseed_every)(x)
 
     plain, settled = explain(0), explain(1000)
     assert plain.passes < 40 and sum(float(plain.mask[c]) > 0.5 for c in centres) == 1
