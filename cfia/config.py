@@ -153,6 +153,8 @@ class ExplainerConfig:
     # cf: hole size (input pixels) of the tiled counterfactual; re-inpaint the
     # current region every refresh_every steps (0 = never).
     tile: int = field(default=24, metadata=_range(4, 1024))
+    # cf: shifted tile grids whose fills are combined by a per-pixel median (odd; 1 = one grid).
+    tilings: int = field(default=1, metadata={**_range(1, 15), "odd": True})
     refresh_every: int = field(default=10, metadata=_range(0, None))
     # cf: how Φ mixes image and counterfactual at partial mask values: "linear", or
     # "texture" (fine texture mixed energy-preserving; low-pass sigma blend_sigma).
@@ -292,6 +294,8 @@ def _scalar(hint: Any, value: Any, key: str, meta: Any, base: Path) -> Any:
         lo, hi = meta.get("range", (None, None))
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{key}: {value!r} is out of range; allowed: {_describe_range(lo, hi)}")
+        if meta.get("odd") and value % 2 == 0:
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected an odd number")
         return value
     if hint is str:
         if not isinstance(value, str):

@@ -88,7 +88,7 @@ class Pipeline:
         if method in ("cf", "blur"):
             if method == "cf":
                 pert = InpaintPerturbation(self.inpainter, tile=e.tile, refresh_every=e.refresh_every,
-                                           blend=e.blend, blend_sigma=e.blend_sigma)
+                                           blend=e.blend, blend_sigma=e.blend_sigma, tilings=e.tilings)
             else:
                 pert = BlurPerturbation(sigma=e.blur_sigma)
             return CounterfactualExplainer(

@@ -26,27 +26,39 @@ Inpainter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BLENDS = ("linear", "texture")
 
 
-def tile_holes(shape: tuple[int, int], tile: int) -> list[torch.Tensor]:
+def tile_holes(shape: tuple[int, int], tile: int, offset: int = 0) -> list[torch.Tensor]:
     """Four hole patterns on a grid of period 2*tile; together they cover every pixel.
 
     In each pattern a hole has its four neighbouring tiles as context, which keeps a
     hole's share of the image near a quarter (inside what the inpainter trained on).
+    `offset` shifts the grid diagonally by that many pixels.
     """
     rows, cols = shape
-    r = torch.arange(rows)[:, None] // tile
-    c = torch.arange(cols)[None, :] // tile
+    r = (torch.arange(rows)[:, None] + offset) // tile
+    c = (torch.arange(cols)[None, :] + offset) // tile
     return [(((r + dr) % 2 == 0) & ((c + dc) % 2 == 0)).float()[None, None]
             for dr in (0, 1) for dc in (0, 1)]
 
 
-def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int) -> torch.Tensor:
-    """C: every pixel of x replaced by the inpainter's fill of the tile around it."""
-    out = torch.empty_like(x)
+def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int, tilings: int = 1) -> torch.Tensor:
+    """C: every pixel of x replaced by the inpainter's fill of the tile around it.
+
+    A tile grid cuts through a lesion, and a tile filled from context that holds the
+    rest of it brings lesion-like brightness back. With `tilings` (odd) > 1, grids
+    shifted by tile / tilings each give a fill, and each pixel takes their median: a
+    lesion cut by one grid lies whole inside a hole of another, so the median keeps
+    the fills that did not see it."""
+    if tilings < 1 or tilings % 2 == 0:
+        raise ValueError(f"tilings {tilings!r} must be a positive odd number (a per-pixel median)")
+    fills = []
     with torch.no_grad():
-        for hole in tile_holes(x.shape[-2:], tile):
-            hole = hole.to(x)
-            out = torch.where(hole.bool(), inpainter(x, hole), out)
-    return out
+        for k in range(tilings):
+            out = torch.empty_like(x)
+            for hole in tile_holes(x.shape[-2:], tile, offset=k * tile // tilings):
+                hole = hole.to(x)
+                out = torch.where(hole.bool(), inpainter(x, hole), out)
+            fills.append(out)
+    return fills[0] if tilings == 1 else torch.stack(fills).median(0).values
 
 
 def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -68,6 +80,8 @@ class InpaintPerturbation:
         inpainter: fills holes from their neighbourhood (learned or classical).
         tile: hole size, in input pixels, of the initial tiled counterfactual;
             about the size of the largest lesion the classifier sees.
+        tilings: odd number of shifted tile grids whose fills are combined by a
+            per-pixel median (default 1: one grid; see tiled_counterfactual).
         refresh_every: re-inpaint with the current region as the hole every this
             many optimiser steps (0 = never).
         refresh_threshold: mask value above which a pixel belongs to that hole.
@@ -80,11 +94,14 @@ class InpaintPerturbation:
     """
 
     def __init__(self, inpainter: Inpainter, tile: int = 32, refresh_every: int = 0,
-                 refresh_threshold: float = 0.5, blend: str = "linear", blend_sigma: float = 2.0):
+                 refresh_threshold: float = 0.5, blend: str = "linear", blend_sigma: float = 2.0,
+                 tilings: int = 1):
         if blend not in BLENDS:
             raise ValueError(f"blend {blend!r} is not one of {BLENDS}")
+        if tilings < 1 or tilings % 2 == 0:
+            raise ValueError(f"tilings {tilings!r} must be a positive odd number (a per-pixel median)")
         self.inpainter = inpainter
-        self.tile = tile
+        self.tile, self.tilings = tile, tilings
         self.refresh_every = refresh_every
         self.refresh_threshold = refresh_threshold
         self.blend, self.blend_sigma = blend, blend_sigma
@@ -95,7 +112,7 @@ class InpaintPerturbation:
         return texture_blend(x, mask, counterfactual, self.blend_sigma)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        return tiled_counterfactual(x, self.inpainter, self.tile)
+        return tiled_counterfactual(x, self.inpainter, self.tile, self.tilings)
 
     def refresh(self, x: torch.Tensor, mask: torch.Tensor, current: torch.Tensor, step: int) -> torch.Tensor:
         if not self.refresh_every or step == 0 or step % self.refresh_every:

@@ -185,22 +185,31 @@ def test_counterfactual_bench_measures_each_fill(tmp_path, small_config, capsys)
     assert main(["phantom", "--out", str(data), "--count", "6", "--seed", "31", "--size", "512x416",
                  "--positive-fraction", "0.5", "--quiet"]) == 0
     out = tmp_path / "cf.json"
-    assert counterfactual.main(["--data", str(data), "--limit", "2", "--tiles", "16,32", "--grow", "0,4",
+    assert counterfactual.main(["--data", str(data), "--limit", "2", "--tiles", "32", "--tilings", "1,3", "--grow", "0,4", "--regions", "2",
                                 "--config", str(small_config), "--json", str(out)]) == 0
     assert "| tiled 32 px |" in capsys.readouterr().out
     res = json.loads(out.read_text())["probabilities"]
     pos, neg = res["positives"], res["negatives"]
     n = len(pos["image"]["whole"])
     assert n >= 1 and len(neg["image"]["whole"]) == 2
-    assert set(pos) == {"image", "lesion as one hole", "tiled 16 px", "tiled 32 px", "blur sigma 10"}
-    for name in ("tiled 16 px", "tiled 32 px", "blur sigma 10"):
+    tiled = ("tiled 32 px", "tiled 32 px, median of 3 grids")
+    assert set(pos) == {"image", "lesion as one hole", "blur sigma 10", *tiled}
+    for name in (*tiled, "blur sigma 10"):
         assert set(pos[name]) == {"lesion+0", "lesion+4", "kept+0", "kept+4", "whole"}
         assert all(len(v) == n for v in pos[name].values()) and len(neg[name]["whole"]) == 2
+        # Two random regions in each of the two negatives, each replaced by C: the score moves.
+        changes = neg[name]["region change"]
+        assert len(changes) == 4 and any(c != 0.0 for c in changes) and all(abs(c) < 1.0 for c in changes)
     for before, after in zip(pos["image"]["whole"], pos["lesion as one hole"]["lesion+4"]):
         assert 0.0 <= after < before <= 1.0
     # Keeping the lesion and its 4-px rim keeps more of the image than keeping the lesion alone:
     # the two preserved images differ, so the grown mask reached them.
     assert pos["tiled 32 px"]["kept+0"] != pos["tiled 32 px"]["kept+4"]
+    # Three shifted grids give another fill than one.
+    assert pos["tiled 32 px"]["lesion+0"] != pos["tiled 32 px, median of 3 grids"]["lesion+0"]
+    with pytest.raises(SystemExit) as bad:  # argparse's usage error
+        counterfactual.main(["--data", str(data), "--tilings", "2", "--config", str(small_config)])
+    assert bad.value.code == 2 and "--tilings '2': counts must be odd" in capsys.readouterr().err
     # A lesion image without a mask stops the bench with its name (as cfia evaluate does).
     rows = (data / "manifest.csv").read_text().splitlines()
     unmasked = next(i for i, line in enumerate(rows) if ",1," in line)

@@ -1,6 +1,7 @@
 """How well each counterfactual removes a lesion, and how healthy it looks itself.
 
-    python -m cfia.bench.counterfactual --data FOLDER [--limit 40] [--tiles 16,32,48] [--grow 0,2,8] [--config PATH]
+    python -m cfia.bench.counterfactual --data FOLDER [--limit 40] [--tiles 16,32,48] [--tilings 1,3]
+        [--grow 0,2,8] [--config PATH]
 
 The explainer can only find a lesion whose replacement lowers the classifier's score,
 so the counterfactual C is measured on its own, with the true lesion masks of a
@@ -9,8 +10,11 @@ once the lesion, grown by each --grow (px, default 2), is replaced by C ("lesion
 what the deletion side of the objective sees), once only that grown lesion is kept and
 the rest of the breast is C ("kept lesion+G", the preservation side), and once the
 whole image is C. For the first --limit negatives: the probability of C, against that
-of the image. C is the learned inpainter's tiled fill at each --tiles size (the
-explainer's `tile`), the blur perturbation (`blur_sigma`), and, as the ideal, the
+of the image, and the change in probability when --regions random regions (holes of the
+inpainter's training kind in a square of 96 px at a 512-row input, inside the breast) are
+replaced by C one at a time: a counterfactual of healthy tissue should leave it alone. C is the learned inpainter's tiled fill at each --tiles size (the
+explainer's `tile`) and each --tilings count (the explainer's `tilings`: shifted grids,
+median), the blur perturbation (`blur_sigma`), and, as the ideal, the
 inpainter's fill of the lesion itself as one hole (needs the mask, so the explainer
 cannot use it).
 """
@@ -24,17 +28,26 @@ from pathlib import Path
 import numpy as np
 
 
-def _counterfactuals(pipeline, tiles):
+def _counterfactuals(pipeline, tiles, tilings=(1,)):
     from explain.perturbation import blurred, tiled_counterfactual
 
-    out = {f"tiled {t} px": (lambda x, t=t: tiled_counterfactual(x, pipeline.inpainter, t)) for t in tiles}
+    out = {}
+    for t in tiles:
+        for n in tilings:
+            name = f"tiled {t} px" + (f", median of {n} grids" if n > 1 else "")
+            out[name] = lambda x, t=t, n=n: tiled_counterfactual(x, pipeline.inpainter, t, n)
     out[f"blur sigma {pipeline.cfg.explainer.blur_sigma:g}"] = lambda x: blurred(x, pipeline.cfg.explainer.blur_sigma)
     return out
 
 
-def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
+def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,), tilings=(1,), regions: int = 4,
+            seed: int = 0) -> dict:
     """{"positives": {C: {"lesion+G": [...], "kept+G": [...], "whole": [...]}, ...},
-    "negatives": {C: {"whole": [...]}}} probabilities, G for each grow."""
+    "negatives": {C: {"whole": [...], "region change": [...]}}} probabilities (and changes
+    in probability for random regions replaced by C), G for each grow."""
+    import torch
+
+    from cfia.bench.inpainter import random_region
     from explain.perturbation import apply
     from explain.preprocess import preprocess
 
@@ -42,12 +55,12 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
     from cfia.evaluate import lesion_inpainted_score, lesion_on_input, require_masks
     from cfia.manifest import read_manifest
 
-    variants = _counterfactuals(pipeline, tiles)
+    variants = _counterfactuals(pipeline, tiles, tilings)
     res = {"positives": {"image": {"whole": []}, "lesion as one hole": {f"lesion+{g}": [] for g in grows}},
            "negatives": {"image": {"whole": []}}}
     for k in variants:
         res["positives"][k] = dict({f"lesion+{g}": [] for g in grows}, **{f"kept+{g}": [] for g in grows}, whole=[])
-        res["negatives"][k] = {"whole": []}
+        res["negatives"][k] = {"whole": [], "region change": []}
     counts = {1: 0, 0: 0}
     for rec in require_masks(read_manifest(folder)):
         if counts.get(rec.label, limit) >= limit:
@@ -69,9 +82,16 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,)) -> dict:
             for g, hole in lesions.items():
                 side["lesion as one hole"][f"lesion+{g}"].append(lesion_inpainted_score(pipeline, x, hole))
         breast = (pre.breast[None] > 0.5).float().to(x.device)
+        window = max(8, round(96 * x.shape[-2] / 512))
+        rng = np.random.default_rng([seed, counts[0]])
+        holes = [] if rec.label == 1 else [
+            torch.from_numpy(random_region(rng, breast[0, 0].cpu().numpy() > 0.5, window))[None, None].to(x)
+            for _ in range(regions)]
         for name, make in variants.items():
             c = make(x)
             side[name]["whole"].append(pipeline.probability(c))
+            for hole in holes:
+                side[name]["region change"].append(pipeline.probability(apply(x, hole, c)) - p)
             for g, hole in lesions.items():
                 side[name][f"lesion+{g}"].append(pipeline.probability(apply(x, hole, c)))
                 side[name][f"kept+{g}"].append(pipeline.probability(apply(x, (1.0 - hole) * breast, c)))
@@ -85,11 +105,16 @@ def table(res: dict, grows=(2,)) -> str:
     cols = [f"lesion+{g}" for g in grows] + [f"kept+{g}" for g in grows]
     heads = [f"positives: lesion+{g} px <- C" for g in grows] + [f"positives: lesion+{g} px kept, rest C"
                                                                   for g in grows]
-    lines = ["| C | " + " | ".join(heads) + " | positives: whole image C | negatives: whole image C |",
-             "|---|" + "---|" * (len(cols) + 2)]
+    def change(v):
+        return f"{np.mean(v):+.4f} ({np.mean(np.abs(v)):.4f})" if v else "—"
+
+    lines = ["| C | " + " | ".join(heads) + " | positives: whole image C | negatives: whole image C "
+             "| negatives: a random region <- C, change in p (mean abs) |",
+             "|---|" + "---|" * (len(cols) + 3)]
     for name, pos in res["positives"].items():
         neg = res["negatives"].get(name, {})
-        cells = [cell(pos.get(k, [])) for k in cols] + [cell(pos.get("whole", [])), cell(neg.get("whole", []))]
+        cells = [cell(pos.get(k, [])) for k in cols] + [cell(pos.get("whole", [])), cell(neg.get("whole", [])),
+                                                        change(neg.get("region change", []))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -99,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="cfia phantom folder (manifest.csv with lesion masks)")
     p.add_argument("--limit", type=int, default=40, help="positive-called images and negatives, each (default 40)")
     p.add_argument("--tiles", default="32", help="comma-separated tile sizes of the tiled fill (default 32)")
+    p.add_argument("--tilings", default="1", help="comma-separated odd counts of shifted grids (default 1)")
+    p.add_argument("--regions", type=int, default=4, help="random regions per negative (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random regions (default 0)")
     p.add_argument("--grow", default="2", help="comma-separated px the lesion is grown by (default 2)")
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.add_argument("--json", help="also write the per-image probabilities as JSON")
@@ -109,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tiles = [int(t) for t in args.tiles.split(",") if t.strip()]
     grows = [int(g) for g in args.grow.split(",") if g.strip()]
+    tilings = [int(n) for n in args.tilings.split(",") if n.strip()]
     if any(g < 0 for g in grows):
         p.error(f"--grow {args.grow!r}: pixels must be >= 0")
+    if any(n < 1 or n % 2 == 0 for n in tilings):
+        p.error(f"--tilings {args.tilings!r}: counts must be odd and >= 1")
     pipeline = Pipeline(load_config(args.config))
     try:
-        res = measure(pipeline, Path(args.data), args.limit, tiles, grows)
+        res = measure(pipeline, Path(args.data), args.limit, tiles, grows, tilings, args.regions, args.seed)
     except DataError as exc:
         print(f"counterfactual: {exc}", file=sys.stderr)
         return 2
