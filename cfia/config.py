@@ -154,7 +154,7 @@ class ExplainerConfig:
     # current region every refresh_every steps (0 = never).
     tile: int = field(default=24, metadata=_range(4, 1024))
     # cf: shifted tile grids whose fills are combined by a per-pixel median (odd; 1 = one grid).
-    tilings: int = field(default=1, metadata={**_range(1, 15), "odd": True})
+    tilings: int = field(default=5, metadata={**_range(1, 15), "odd": True})
     refresh_every: int = field(default=10, metadata=_range(0, None))
     # cf: how Φ mixes image and counterfactual at partial mask values: "linear", or
     # "texture" (fine texture mixed energy-preserving; low-pass sigma blend_sigma).
