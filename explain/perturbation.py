@@ -40,6 +40,11 @@ def tile_holes(shape: tuple[int, int], tile: int, offset: int = 0) -> list[torch
             for dr in (0, 1) for dc in (0, 1)]
 
 
+def _check_tilings(tilings: int) -> None:
+    if tilings < 1 or tilings % 2 == 0:
+        raise ValueError(f"tilings {tilings!r} must be a positive odd number (a per-pixel median)")
+
+
 def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int, tilings: int = 1) -> torch.Tensor:
     """C: every pixel of x replaced by the inpainter's fill of the tile around it.
 
@@ -48,8 +53,7 @@ def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int, tilin
     shifted by tile / tilings each give a fill, and each pixel takes their median: a
     lesion cut by one grid lies whole inside a hole of another, so the median keeps
     the fills that did not see it."""
-    if tilings < 1 or tilings % 2 == 0:
-        raise ValueError(f"tilings {tilings!r} must be a positive odd number (a per-pixel median)")
+    _check_tilings(tilings)
     fills = []
     with torch.no_grad():
         for k in range(tilings):
@@ -98,8 +102,7 @@ class InpaintPerturbation:
                  tilings: int = 1):
         if blend not in BLENDS:
             raise ValueError(f"blend {blend!r} is not one of {BLENDS}")
-        if tilings < 1 or tilings % 2 == 0:
-            raise ValueError(f"tilings {tilings!r} must be a positive odd number (a per-pixel median)")
+        _check_tilings(tilings)
         self.inpainter = inpainter
         self.tile, self.tilings = tile, tilings
         self.refresh_every = refresh_every
