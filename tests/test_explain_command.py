@@ -185,8 +185,9 @@ def test_counterfactual_bench_measures_each_fill(tmp_path, small_config, capsys)
     assert main(["phantom", "--out", str(data), "--count", "6", "--seed", "31", "--size", "512x416",
                  "--positive-fraction", "0.5", "--quiet"]) == 0
     out = tmp_path / "cf.json"
-    assert counterfactual.main(["--data", str(data), "--limit", "2", "--tiles", "32", "--tilings", "1,3", "--grow", "0,4", "--regions", "2",
-                                "--config", str(small_config), "--json", str(out)]) == 0
+    assert counterfactual.main(["--data", str(data), "--limit", "2", "--tiles", "32", "--tilings", "1,3",
+                                "--grow", "0,4", "--regions", "2", "--config", str(small_config),
+                                "--json", str(out)]) == 0
     assert "| tiled 32 px |" in capsys.readouterr().out
     res = json.loads(out.read_text())["probabilities"]
     pos, neg = res["positives"], res["negatives"]

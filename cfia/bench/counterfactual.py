@@ -12,11 +12,11 @@ the rest of the breast is C ("kept lesion+G", the preservation side), and once t
 whole image is C. For the first --limit negatives: the probability of C, against that
 of the image, and the change in probability when --regions random regions (holes of the
 inpainter's training kind in a square of 96 px at a 512-row input, inside the breast) are
-replaced by C one at a time: a counterfactual of healthy tissue should leave it alone. C is the learned inpainter's tiled fill at each --tiles size (the
-explainer's `tile`) and each --tilings count (the explainer's `tilings`: shifted grids,
-median), the blur perturbation (`blur_sigma`), and, as the ideal, the
-inpainter's fill of the lesion itself as one hole (needs the mask, so the explainer
-cannot use it).
+replaced by C one at a time: a counterfactual of healthy tissue should leave it alone.
+C is the learned inpainter's tiled fill at each --tiles size (the explainer's `tile`)
+and each --tilings count (the explainer's `tilings`: shifted grids, median), the blur
+perturbation (`blur_sigma`), and, as the ideal, the inpainter's fill of the lesion
+itself as one hole (needs the mask, so the explainer cannot use it).
 """
 from __future__ import annotations
 
