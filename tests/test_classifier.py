@@ -351,3 +351,27 @@ def test_observer_bench_responds_at_the_lesion_and_only_inside_the_breast():
                               .responses(fft(kernel), fft(footprint), kernel.shape, footprint.sum()) for _ in range(3)])
     assert observer.auc_against(direct, normals) == 1.0
     assert observer.auc_against(float(np.median(normals)), normals) == pytest.approx(0.5, abs=0.01)
+
+
+def test_observer_inverse_spectrum_filter_and_mask_template():
+    """--prewhiten: 1/f^3 texture filtered by 1 / P(f), P measured on such texture, has power
+    P / P^2 = 1 / P, rising as f^3 (the prewhitening matched filter's K^-1 g; its square root
+    would whiten); the mask template sits exactly on the ring kernel's lesion crop."""
+    from cfia.bench import observer
+    from cfia.training.mammo_io import Mammo
+    from phantom.texture import power_law_noise, spectral_slope
+
+    rng = np.random.default_rng(1)
+    breast = np.ones((256, 256), bool)
+    normals = [Mammo(power_law_noise((256, 256), 3.0, rng), breast, None, "n") for _ in range(3)]
+    spectrum = observer.texture_spectrum(normals, size=128, per_image=2)
+    assert spectral_slope(normals[0].image[64:192, 64:192]) > 2.5
+    filtered = observer.inverse_spectrum_filter(normals[1].image, breast, spectrum)
+    assert spectral_slope(filtered[64:192, 64:192]) == pytest.approx(-3.0, abs=0.5)
+
+    lesion = np.zeros((40, 40), bool)
+    lesion[10:16, 20:25] = True
+    ring, _, corner = observer.ring_kernel(lesion)
+    template = observer.mask_template(lesion, ring, corner)
+    assert template.shape == ring.shape
+    assert template[ring > 0].min() > template[ring < 0].max()  # heaviest on the lesion, lowest on the ring
