@@ -260,7 +260,8 @@ def cmd_train_classifier(args) -> int:
             network=args.network or DEFAULT_NETWORK, network_args=network_args, resume=args.resume,
             init=args.init, stop_after=args.stop_after,
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
-            augment=not args.no_augment, aug_noise=args.aug_noise, progress=not args.quiet,
+            augment=not args.no_augment, aug_noise=args.aug_noise,
+            aug_noise_corr=args.aug_noise_corr, progress=not args.quiet,
             lesion_weight=args.lesion_weight,
             command=args.command_line,
         )
@@ -374,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-augment", action="store_true", help="train without augmentation")
     t.add_argument("--aug-noise", type=float, default=0.03,
                    help="largest s.d. of the white noise augmentation adds, on the [0, 1] input (default 0.03)")
+    t.add_argument("--aug-noise-corr", type=float, default=0.0,
+                   help="fraction of the samples whose added noise is spatially correlated (white noise "
+                        "Gaussian-filtered, sigma 0.5-2 input pixels, same s.d.; default 0: all white)")
     t.add_argument("--lesion-weight", type=float, default=1.0,
                    help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
     t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")

@@ -216,6 +216,31 @@ def test_aug_noise_changes_training_and_must_not_be_negative(phantom_dir, tmp_pa
     capsys.readouterr()
     assert _train(phantom_dir, tmp_path / "c", "--epochs", "1", "--aug-noise", "-0.1") == 2
     assert "--aug-noise" in capsys.readouterr().err
+    assert _train(phantom_dir, tmp_path / "d", "--epochs", "1", "--aug-noise-corr", "1.5") == 2
+    assert "--aug-noise-corr" in capsys.readouterr().err
+
+
+def test_correlated_noise_augmentation():
+    """--aug-noise-corr: the added noise is spatially correlated, with the s.d. asked for."""
+    from dataclasses import replace
+
+    from cfia.training.augment import AugmentOptions, augment
+
+    # Geometry and intensity changes off, so the output is 0.5 + noise.
+    still = AugmentOptions(p_vflip=0, max_rotate_deg=0, scale=(1, 1), max_translate=0, gamma=(1, 1),
+                           contrast=(1, 1), brightness=0, p_blur=0, noise_std=(0.1, 0.1))
+    x = torch.full((4, 1, 96, 96), 0.5)
+
+    def lag1(n):  # correlation of horizontally adjacent pixels
+        a, b = n[..., 1:].flatten(), n[..., :-1].flatten()
+        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+    white = augment(x, torch.Generator().manual_seed(0), still) - 0.5
+    corr = augment(x, torch.Generator().manual_seed(0),
+                   replace(still, p_noise_corr=1.0, noise_corr_sigma=(2.0, 2.0))) - 0.5
+    assert abs(lag1(white)) < 0.05
+    assert lag1(corr) > 0.8  # a Gaussian of sigma 2 gives exp(-1/16) = 0.94
+    assert abs(float(white.std()) - 0.1) < 0.01 and abs(float(corr.std()) - 0.1) < 0.01
 
 
 def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
@@ -293,6 +318,10 @@ def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom
         assert np.array_equal(out, px) == (name == "as stored"), name
     gamma = robustness.ALTERATIONS["gamma 1.4"](px, rng)
     assert gamma.min() == px.min() and gamma.max() == px.max()
+    added = robustness.ALTERATIONS["correlated noise 0.3 sd, sigma 2 px"](px, rng) - px
+    breast_sd = px[px > np.percentile(px, 30)].std()
+    assert abs(added.std() / breast_sd - 0.3) < 1e-6
+    assert np.corrcoef(added[:, 1:].ravel(), added[:, :-1].ravel())[0, 1] > 0.8
     report = tmp_path / "r.json"
     assert robustness.main(["--data", str(phantom_dir), "--model", str(ROOT / "models" / "classifier.ts"),
                             "--threads", "1", "--json", str(report)]) == 0

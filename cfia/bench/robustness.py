@@ -4,7 +4,7 @@
 
 Every image of a `manifest.csv` folder is altered on its stored pixels, before cfia's
 preprocessing, the way another detector or processing chain might differ: a gamma
-curve, added noise, a softer (blurred) or coarser (half-resolution) detector. The
+curve, added noise (white or correlated), a softer (blurred) or coarser (half-resolution) detector. The
 classifier then scores it through the run-time path (explain.preprocess + the adapter);
 the table gives AUC and accuracy per alteration. The phantom has no other sources, so
 this is the cheapest stand-in for "mammograms from elsewhere"; it is not real data.
@@ -37,6 +37,14 @@ def _noise(fraction):
     return f
 
 
+def _correlated_noise(fraction, sigma):
+    def f(px, rng):  # white noise Gaussian-filtered (sigma px), then scaled as _noise's
+        breast = px > np.percentile(px, 30)
+        n = ndimage.gaussian_filter(rng.normal(0.0, 1.0, px.shape), sigma)
+        return px + n * (fraction * float(px[breast].std()) / float(n.std()))
+    return f
+
+
 def _blur(sigma):
     return lambda px, rng: ndimage.gaussian_filter(px, sigma)
 
@@ -52,6 +60,7 @@ ALTERATIONS = {
     "gamma 1.4": _gamma(1.4),
     "noise 0.1 sd": _noise(0.1),
     "noise 0.3 sd": _noise(0.3),
+    "correlated noise 0.3 sd, sigma 2 px": _correlated_noise(0.3, 2.0),
     "blur sigma 1 px": _blur(1.0),
     "half resolution": _half_resolution,
 }

@@ -3,7 +3,9 @@
 Aimed at robustness to mammograms from other sources rather than at the phantom's
 quirks: vertical flips (the chest wall stays left, canonical), small affine
 (rotation, scale, translation), gamma / contrast / brightness (vendor processing),
-Gaussian blur (detector MTF) and Gaussian noise (dose). Each sample draws its own
+Gaussian blur (detector MTF) and Gaussian noise (dose), white or, for a chosen fraction
+of the samples, spatially correlated (a detector's noise is not white, and resizing a
+mammogram to the input colours it further). Each sample draws its own
 parameters from the given torch.Generator, so a seed fixes the augmentation.
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ class AugmentOptions:
     p_blur: float = 0.3
     blur_sigma: tuple[float, float] = (0.3, 1.2)
     noise_std: tuple[float, float] = (0.0, 0.03)
+    p_noise_corr: float = 0.0        # fraction of samples whose noise is correlated
+    noise_corr_sigma: tuple[float, float] = (0.5, 2.0)  # its Gaussian filter, input pixels
 
 
 def _uniform(n, lo, hi, gen, device):
@@ -69,8 +73,23 @@ def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = Augmen
     # Noise from a generator on the batch's device, seeded from `gen`: fast and reproducible.
     noise_gen = torch.Generator(dev).manual_seed(int(torch.randint(2 ** 62, (1,), generator=gen)))
     noise = torch.randn(x.shape, generator=noise_gen, device=dev)
+    if opts.p_noise_corr > 0:  # draws from `gen` only when on: the default stream is unchanged
+        noise = _correlate(noise, gen, opts)
     x = (x + std * noise).clamp(0, 1)
     return x if masks is None else (x, masks)
+
+
+def _correlate(noise: torch.Tensor, gen: torch.Generator, opts: AugmentOptions) -> torch.Tensor:
+    """White noise of a random subset of the samples Gaussian-filtered (one sigma per batch)
+    and rescaled to unit s.d., so `noise_std` means the same for both kinds."""
+    b = noise.shape[0]
+    sel = (torch.rand(b, generator=gen) < opts.p_noise_corr).to(noise.device)
+    sigma = float(_uniform(1, *opts.noise_corr_sigma, gen, "cpu"))
+    if not bool(sel.any()):
+        return noise
+    smooth = _gaussian_blur(noise, sigma)
+    smooth = smooth / smooth.std(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+    return torch.where(sel.view(b, 1, 1, 1), smooth, noise)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
