@@ -318,7 +318,7 @@ def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom
         assert np.array_equal(out, px) == (name == "as stored"), name
     gamma = robustness.ALTERATIONS["gamma 1.4"](px, rng)
     assert gamma.min() == px.min() and gamma.max() == px.max()
-    added = robustness.ALTERATIONS["correlated noise 0.3 sd, sigma 2 px"](px, rng) - px
+    added = robustness.ALTERATIONS["correlated noise 0.3 sd"](px, rng) - px
     breast_sd = px[px > np.percentile(px, 30)].std()
     assert abs(added.std() / breast_sd - 0.3) < 1e-6
     assert np.corrcoef(added[:, 1:].ravel(), added[:, :-1].ravel())[0, 1] > 0.8

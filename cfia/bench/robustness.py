@@ -60,7 +60,7 @@ ALTERATIONS = {
     "gamma 1.4": _gamma(1.4),
     "noise 0.1 sd": _noise(0.1),
     "noise 0.3 sd": _noise(0.3),
-    "correlated noise 0.3 sd, sigma 2 px": _correlated_noise(0.3, 2.0),
+    "correlated noise 0.3 sd": _correlated_noise(0.3, 2.0),
     "blur sigma 1 px": _blur(1.0),
     "half resolution": _half_resolution,
 }
