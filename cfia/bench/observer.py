@@ -68,12 +68,16 @@ class Correlator:
         return r[inside > area - 0.5]
 
 
+def crop_at(a: np.ndarray, shape, corner: tuple[int, int]) -> np.ndarray:
+    """a's window of `shape` whose top-left pixel is `corner` (zero padding past a's edges)."""
+    k = max(shape)
+    r, c = corner[0] + k, corner[1] + k
+    return np.pad(a, k)[r:r + shape[0], c:c + shape[1]]
+
+
 def lesion_response(image: np.ndarray, kernel: np.ndarray, corner: tuple[int, int]) -> float:
     """The response with the template exactly on the lesion (zero padding past the image edge)."""
-    k = max(kernel.shape)
-    padded = np.pad(image, k)
-    r, c = corner[0] + k, corner[1] + k
-    return float((padded[r:r + kernel.shape[0], c:c + kernel.shape[1]] * kernel).sum())
+    return float((crop_at(image, kernel.shape, corner) * kernel).sum())
 
 
 def texture_spectrum(normals: list, size: int = 128, per_image: int = 4, seed: int = 0):
@@ -109,12 +113,7 @@ def inverse_spectrum_filter(image: np.ndarray, breast: np.ndarray, spectrum) -> 
 
 def mask_template(lesion: np.ndarray, ring: np.ndarray, corner) -> np.ndarray:
     """The lesion's mask, smoothed by 1 px, on the ring kernel's crop (same corner, same shape)."""
-    kernel_shape = ring.shape
-    k = max(kernel_shape)
-    padded = np.pad(lesion.astype(np.float64), k)
-    r, c = corner[0] + k, corner[1] + k
-    crop = padded[r:r + kernel_shape[0], c:c + kernel_shape[1]]
-    return ndimage.gaussian_filter(crop, 1.0)
+    return ndimage.gaussian_filter(crop_at(lesion.astype(np.float64), ring.shape, corner), 1.0)
 
 
 def auc_against(score: float, negatives: np.ndarray) -> float:

@@ -4,9 +4,9 @@
 
 Every image of a `manifest.csv` folder is altered on its stored pixels, before cfia's
 preprocessing, the way another detector or processing chain might differ: a gamma
-curve, added noise (white or correlated), a softer (blurred) or coarser (half-resolution) detector. The
-classifier then scores it through the run-time path (explain.preprocess + the adapter);
-the table gives AUC and accuracy per alteration. The phantom has no other sources, so
+curve, added noise (white or correlated), a softer (blurred) or coarser
+(half-resolution) detector. The classifier then scores it through the run-time path
+(explain.preprocess + the adapter); the table gives AUC and accuracy per alteration. The phantom has no other sources, so
 this is the cheapest stand-in for "mammograms from elsewhere"; it is not real data.
 """
 from __future__ import annotations
@@ -30,18 +30,21 @@ def _gamma(g):
     return f
 
 
+def _breast_sd(px) -> float:
+    """The breast's own pixel standard deviation (the brightest 70 % of the pixels)."""
+    return float(px[px > np.percentile(px, 30)].std())
+
+
 def _noise(fraction):
     def f(px, rng):  # white noise, `fraction` of the breast's own pixel standard deviation
-        breast = px > np.percentile(px, 30)
-        return px + rng.normal(0.0, fraction * float(px[breast].std()), px.shape)
+        return px + rng.normal(0.0, fraction * _breast_sd(px), px.shape)
     return f
 
 
 def _correlated_noise(fraction, sigma):
     def f(px, rng):  # white noise Gaussian-filtered (sigma px), then scaled as _noise's
-        breast = px > np.percentile(px, 30)
         n = ndimage.gaussian_filter(rng.normal(0.0, 1.0, px.shape), sigma)
-        return px + n * (fraction * float(px[breast].std()) / float(n.std()))
+        return px + n * (fraction * _breast_sd(px) / float(n.std()))
     return f
 
 
