@@ -46,30 +46,6 @@ def test_monai_network_state_dict_and_torchscript_agree(tmp_path):
     assert not any(q.requires_grad for q in a.parameters())
 
 
-def test_local_contrast_front_end_is_scale_free_and_exports():
-    from explain.networks import LocalContrast
-
-    lcn = LocalContrast(4.0, eps=1e-8)
-    rng = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 1, *SIZE, generator=rng)
-    y = lcn(x)
-    # (x - local mean) / local s.d.: an affine change of intensity leaves it alone,
-    # a flat image gives zero.
-    torch.testing.assert_close(lcn(3.0 * x + 0.5), y, atol=1e-4, rtol=1e-3)
-    assert lcn(torch.full((1, 1, *SIZE), 0.7)).abs().max() < 1e-3
-    assert 0.1 < float(y.std()) < 0.5
-    # A faint blob in flat tissue and a strong one in busy tissue come out alike.
-    r, c = torch.meshgrid(torch.arange(SIZE[0]), torch.arange(SIZE[1]), indexing="ij")
-    blob = torch.exp(-((r - 48.0) ** 2 + (c - 32.0) ** 2) / 8.0)[None, None]
-    noise = torch.randn(1, 1, *SIZE, generator=rng)
-    faint, strong = lcn(0.01 * noise + 0.02 * blob), lcn(0.1 * noise + 0.2 * blob)
-    torch.testing.assert_close(faint, strong, atol=1e-3, rtol=1e-3)
-    # In the network: two stem channels, same output shape, traceable.
-    net = small_net(lcn_sigma=4.0)
-    assert net.stem.conv.weight.shape[1] == 2 and net(x).shape == (2, 2)
-    torch.testing.assert_close(torch.jit.trace(net, x)(x), net(x))
-
-
 def test_monai_library_network(tmp_path):
     from monai.networks.nets import ResNet
 
