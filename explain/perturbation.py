@@ -45,19 +45,15 @@ def _check_tilings(tilings: int) -> None:
         raise ValueError(f"tilings {tilings!r} must be a positive odd number (a per-pixel median)")
 
 
-def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int, tilings: int = 1,
-                         passes: int = 1) -> torch.Tensor:
+def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int, tilings: int = 1) -> torch.Tensor:
     """C: every pixel of x replaced by the inpainter's fill of the tile around it.
 
     A tile grid cuts through a lesion, and a tile filled from context that holds the
     rest of it brings lesion-like brightness back. With `tilings` (odd) > 1, grids
     shifted by tile / tilings each give a fill, and each pixel takes their median: a
     lesion cut by one grid lies whole inside a hole of another, so the median keeps
-    the fills that did not see it. With `passes` > 1 the whole construction is repeated
-    on the previous pass's C, so a tile's context no longer holds the lesion's rest."""
+    the fills that did not see it."""
     _check_tilings(tilings)
-    for _ in range(passes - 1):
-        x = tiled_counterfactual(x, inpainter, tile, tilings)
     fills = []
     with torch.no_grad():
         for k in range(tilings):

@@ -28,22 +28,20 @@ from pathlib import Path
 import numpy as np
 
 
-def _counterfactuals(pipeline, tiles, tilings=(1,), passes=(1,)):
+def _counterfactuals(pipeline, tiles, tilings=(1,)):
     from explain.perturbation import blurred, tiled_counterfactual
 
     out = {}
     for t in tiles:
         for n in tilings:
-            for k in passes:
-                name = (f"tiled {t} px" + (f", median of {n} grids" if n > 1 else "")
-                        + (f", {k} passes" if k > 1 else ""))
-                out[name] = lambda x, t=t, n=n, k=k: tiled_counterfactual(x, pipeline.inpainter, t, n, k)
+            name = f"tiled {t} px" + (f", median of {n} grids" if n > 1 else "")
+            out[name] = lambda x, t=t, n=n: tiled_counterfactual(x, pipeline.inpainter, t, n)
     out[f"blur sigma {pipeline.cfg.explainer.blur_sigma:g}"] = lambda x: blurred(x, pipeline.cfg.explainer.blur_sigma)
     return out
 
 
 def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,), tilings=(1,), regions: int = 4,
-            seed: int = 0, passes=(1,)) -> dict:
+            seed: int = 0) -> dict:
     """{"positives": {C: {"lesion+G": [...], "kept+G": [...], "whole": [...]}, ...},
     "negatives": {C: {"whole": [...], "region change": [...]}}} probabilities (and changes
     in probability for random regions replaced by C), G for each grow."""
@@ -57,7 +55,7 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,), tilings=(1,),
     from cfia.evaluate import lesion_inpainted_score, lesion_on_input, require_masks
     from cfia.manifest import read_manifest
 
-    variants = _counterfactuals(pipeline, tiles, tilings, passes)
+    variants = _counterfactuals(pipeline, tiles, tilings)
     res = {"positives": {"image": {"whole": []}, "lesion as one hole": {f"lesion+{g}": [] for g in grows}},
            "negatives": {"image": {"whole": []}}}
     for k in variants:
@@ -127,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=40, help="positive-called images and negatives, each (default 40)")
     p.add_argument("--tiles", default="32", help="comma-separated tile sizes of the tiled fill (default 32)")
     p.add_argument("--tilings", default="1", help="comma-separated odd counts of shifted grids (default 1)")
-    p.add_argument("--passes", default="1", help="comma-separated counts of tiled-fill passes, each on the "
-                   "previous pass's fill (default 1)")
     p.add_argument("--regions", type=int, default=4, help="random regions per negative (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random regions (default 0)")
     p.add_argument("--grow", default="2", help="comma-separated px the lesion is grown by (default 2)")
@@ -142,16 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     tiles = [int(t) for t in args.tiles.split(",") if t.strip()]
     grows = [int(g) for g in args.grow.split(",") if g.strip()]
     tilings = [int(n) for n in args.tilings.split(",") if n.strip()]
-    passes = [int(k) for k in args.passes.split(",") if k.strip()]
     if any(g < 0 for g in grows):
         p.error(f"--grow {args.grow!r}: pixels must be >= 0")
     if any(n < 1 or n % 2 == 0 for n in tilings):
         p.error(f"--tilings {args.tilings!r}: counts must be odd and >= 1")
-    if any(k < 1 for k in passes):
-        p.error(f"--passes {args.passes!r}: counts must be >= 1")
     pipeline = Pipeline(load_config(args.config))
     try:
-        res = measure(pipeline, Path(args.data), args.limit, tiles, grows, tilings, args.regions, args.seed, passes)
+        res = measure(pipeline, Path(args.data), args.limit, tiles, grows, tilings, args.regions, args.seed)
     except DataError as exc:
         print(f"counterfactual: {exc}", file=sys.stderr)
         return 2
