@@ -404,34 +404,3 @@ def test_observer_inverse_spectrum_filter_and_mask_template():
     template = observer.mask_template(lesion, ring, corner)
     assert template.shape == ring.shape
     assert template[ring > 0].min() > template[ring < 0].max()  # heaviest on the lesion, lowest on the ring
-
-
-def test_scanner_bench_finds_lesion_centres_crops_them_and_learns_a_planted_blob():
-    """cfia.bench.scanner: lesion centres from the 1/8 coverage grid, crops centred on them,
-    and a detector trained a few epochs on faint blobs in noise scans them out of new images."""
-    from cfia.bench import scanner
-
-    coverage = torch.zeros(1, 12, 8)
-    coverage[0, 2:4, 5:7] = 1.0  # input rows 16-31, cols 40-55: centre (23.5, 47.5)
-    assert scanner.lesion_centres(coverage) == [pytest.approx((23.5, 47.5))]
-    image = torch.arange(96 * 64, dtype=torch.float32).view(1, 96, 64)
-    crop = scanner.crops_at(image, [(40, 30)], np.random.default_rng(0))
-    assert crop.shape == (1, 1, 96, 96) and crop[0, 0, 48, 48] == image[0, 40, 30] and crop[0, 0, 0, 0] == 0
-
-    def planted(n, seed, rows=192, cols=160):
-        """Noise images, every other one with a faint blob away from the edges."""
-        g = torch.Generator().manual_seed(seed)
-        images = 0.5 + 0.05 * torch.randn(n, 1, rows, cols, generator=g)
-        cov, labels = torch.zeros(n, 1, rows // 8, cols // 8), torch.arange(n) % 2
-        rr, cc = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-        for i in range(1, n, 2):
-            r = int(torch.randint(48, rows - 48, (1,), generator=g))
-            c = int(torch.randint(48, cols - 48, (1,), generator=g))
-            images[i, 0] += 0.2 * torch.exp(-((rr - r) ** 2 + (cc - c) ** 2) / 32.0)
-            cov[i, 0, r // 8, c // 8] = 1.0
-        return images.clamp(0, 1), cov, labels
-
-    x, cov, y = planted(96, 0)
-    net = scanner.train(x, cov, y, epochs=10, seed=0, log=lambda m: None)
-    x2, _, y2 = planted(40, 1)
-    assert scanner.roc_auc(scanner.scan(net, x2), y2.numpy()) > 0.9
