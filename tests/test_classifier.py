@@ -16,7 +16,7 @@ from explain.classifier import Classifier, load_classifier
 from explain.networks import MammoNet
 
 from cfia.manifest import read_manifest
-from cfia.training.classifier import report_by_contrast, report_by_kind
+from cfia.training.classifier import auc_interval, report_by_contrast, report_by_kind, roc_auc
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (96, 64)
@@ -178,6 +178,7 @@ def test_tiny_training_checkpoints_resumes_and_is_deterministic(phantom_dir, tmp
                  str(tmp_path / "a" / "classifier.ts"), "--cache-dir", str(tmp_path / "cache"), *TINY]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["n"] == 8 and 0 <= res["auc"] <= 1 and 0 <= res["accuracy"] <= 1
+    assert res["auc_ci95"][0] <= res["auc"] <= res["auc_ci95"][1]
     # ... and, from the manifest's `kind` column, each lesion kind against all negatives.
     kinds = [r.kind for r in read_manifest(phantom_dir) if r.label]
     assert kinds and all(kinds)
@@ -340,6 +341,25 @@ def test_report_by_kind_ranks_each_kind_against_all_negatives():
     # calc: 0.2 beats 0.1 only, 0.6 beats 0.1 and 0.3: 3 of 6 pairs.
     assert res["calc"] == {"n": 2, "auc_vs_negatives": 0.5, "sensitivity": 0.5}
     assert report_by_kind(probs, labels, [""] * 7) == {}
+
+
+def test_auc_interval_brackets_the_auc_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+    assert auc_interval([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == [1.0, 1.0]
+
+    def draw(n):
+        y = np.arange(n) % 2
+        return rng.normal(1.5 * y, 1.0), y  # true AUC = Phi(1.5 / sqrt(2)) = 0.856
+
+    widths = []
+    for n in (100, 1600):
+        s, y = draw(n)
+        lo, hi = auc_interval(s, y)
+        assert lo < roc_auc(s, y) < hi and lo < 0.856 < hi
+        widths.append(hi - lo)
+    assert widths[1] < 0.5 * widths[0]  # a 16x larger set: about a quarter as wide
+    s, y = draw(400)
+    assert auc_interval(s, y, seed=3) == auc_interval(s, y, seed=3)
 
 
 def test_report_by_contrast_bins_positives_and_skips_unknown_contrast():

@@ -83,6 +83,26 @@ def roc_auc(scores, labels) -> float:
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def auc_interval(scores, labels, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> list:
+    """Percentile bootstrap interval of the AUC, positives and negatives resampled
+    separately (their counts fixed), so a reader can tell how far apart two AUCs on the
+    same few hundred images must be to mean anything."""
+    from scipy.stats import rankdata
+
+    s, y = np.asarray(scores, float), np.asarray(labels, int)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    aucs = np.empty(resamples)
+    for k in range(resamples):
+        p, n = rng.choice(pos, len(pos)), rng.choice(neg, len(neg))
+        ranks = rankdata(np.concatenate([p, n]))  # ties get their average rank
+        aucs[k] = (ranks[:len(p)].sum() - len(p) * (len(p) + 1) / 2) / (len(p) * len(n))
+    tail = (1 - level) / 2 * 100
+    return [round(float(v), 4) for v in np.percentile(aucs, [tail, 100 - tail])]
+
+
 def report(probs, labels, threshold: float = 0.5) -> dict:
     p, y = np.asarray(probs, float), np.asarray(labels, int)
     pred = p >= threshold
@@ -339,6 +359,7 @@ def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None
             probs.append(clf.probability(images[i:i + 64].to(clf.device, torch.float32)).cpu())
     probs = torch.cat(probs).numpy()
     res = report(probs, labels.numpy())
+    res["auc_ci95"] = auc_interval(probs, labels.numpy())
     records = {str(r.path): r for folder in data for r in read_manifest(folder)}
     by_kind = report_by_kind(probs, labels.numpy(), [_field(records, f, "kind", "") for f in files])
     if by_kind:
