@@ -6,8 +6,9 @@ Every image of a `manifest.csv` folder is altered on its stored pixels, before c
 preprocessing, the way another detector or processing chain might differ: a gamma
 curve, added noise (white or correlated), a softer (blurred) or coarser
 (half-resolution) detector. The classifier then scores it through the run-time path
-(explain.preprocess + the adapter); the table gives AUC and accuracy per alteration. The phantom has no other sources, so
-this is the cheapest stand-in for "mammograms from elsewhere"; it is not real data.
+(explain.preprocess + the adapter); the table gives AUC and accuracy per alteration.
+The phantom has no other sources, so this is the cheapest stand-in for "mammograms
+from elsewhere"; it is not real data.
 """
 from __future__ import annotations
 

@@ -66,20 +66,13 @@ class TrainOptions:
 
 def roc_auc(scores, labels) -> float:
     """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
+    from scipy.stats import rankdata
+
     s, y = np.asarray(scores, float), np.asarray(labels, int)
     pos, neg = int((y == 1).sum()), int((y == 0).sum())
     if pos == 0 or neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    ranks = rankdata(s)  # ties get their average rank
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
@@ -87,18 +80,14 @@ def auc_interval(scores, labels, resamples: int = 2000, seed: int = 0, level: fl
     """Percentile bootstrap interval of the AUC, positives and negatives resampled
     separately (their counts fixed), so a reader can tell how far apart two AUCs on the
     same few hundred images must be to mean anything."""
-    from scipy.stats import rankdata
-
     s, y = np.asarray(scores, float), np.asarray(labels, int)
     pos, neg = s[y == 1], s[y == 0]
     if len(pos) == 0 or len(neg) == 0:
         return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
-    aucs = np.empty(resamples)
-    for k in range(resamples):
-        p, n = rng.choice(pos, len(pos)), rng.choice(neg, len(neg))
-        ranks = rankdata(np.concatenate([p, n]))  # ties get their average rank
-        aucs[k] = (ranks[:len(p)].sum() - len(p) * (len(p) + 1) / 2) / (len(p) * len(n))
+    truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(neg), int)])
+    aucs = [roc_auc(np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]), truth)
+            for _ in range(resamples)]
     tail = (1 - level) / 2 * 100
     return [round(float(v), 4) for v in np.percentile(aucs, [tail, 100 - tail])]
 
