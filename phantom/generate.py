@@ -46,8 +46,8 @@ class PhantomOptions:
             raise ValueError(f"lesion kinds {sorted(bad) or '[]'} not allowed; allowed: {', '.join(LESION_KINDS)}")
 
 
-def make_one(seed: int, index: int, opts: PhantomOptions) -> Mammogram:
-    """Image `index` of the series for `seed`."""
+def make_one(seed: int, index: int, opts: PhantomOptions, lesion_gain: float = 1.0) -> Mammogram:
+    """Image `index` of the series for `seed` (lesion_gain 0: the same image without its lesions)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     label = rng.random() < opts.positive_fraction
     laterality = "L" if rng.random() < 0.5 else "R"
@@ -56,7 +56,7 @@ def make_one(seed: int, index: int, opts: PhantomOptions) -> Mammogram:
     spacing = FIELD_OF_VIEW_MM / opts.size[0]
     for _ in range(5):  # a lesion that found no room is redrawn, so label 1 always has a mask
         mg = synthesize(opts.size, rng, laterality, view, n_lesions, spacing, opts.bits_stored,
-                        opts.for_processing, opts.lesion_kinds)
+                        opts.for_processing, opts.lesion_kinds, lesion_gain)
         if not label or mg.mask.any():
             return mg
     raise RuntimeError(f"could not place a lesion in image {index} (seed {seed})")

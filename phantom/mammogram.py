@@ -27,6 +27,15 @@ class Mammogram:
     # [(kind, row, col, contrast, scale)]: scale = contrast / the breast's tissue s.d.
     lesions: list = field(default_factory=list)
     beta: float = 3.0
+    # What the generator drew, in the canonical frame (chest wall left), for reference
+    # observers (cfia.bench.ideal): "anatomy"; "mean_attenuation", the attenuation without
+    # texture and lesions; "field_gain", attenuation per unit of the power-law field;
+    # "lumps", clustered_lumpy's arguments and weight, or None; "tissue_std", the unit of
+    # the lesions' contrast; "placed", [(kind, (r0, c0), profile, mask, contrast)];
+    # "detector": its blur sigma, per-pixel gain (stored value / maxval per unit
+    # attenuation) and noise s.d. (same units), and "to_attenuation", stored values -> the
+    # blurred attenuation (its inverse, noise aside).
+    draws: dict = field(default_factory=dict)
 
 
 def synthesize(
@@ -39,15 +48,18 @@ def synthesize(
     bits_stored: int = 12,
     for_processing: bool = False,
     lesion_kinds: tuple[str, ...] = LESION_KINDS,
+    lesion_gain: float = 1.0,
 ) -> Mammogram:
+    """lesion_gain scales every lesion's contrast: 0 gives the same image without its lesions."""
     anatomy = breast_anatomy(shape, view, spacing_mm, rng)
     # Generated beta sits a little below 3: detector blur and the gland envelope
     # steepen the spectrum measured on the final image to about 3 (2.5-3.5 target).
     beta = rng.uniform(2.4, 2.8)
-    tissue, gland = _parenchyma(shape, anatomy, beta, rng)
+    tissue, texture = _parenchyma(shape, anatomy, beta, rng)
     attenuation = anatomy.thickness * (1.0 + tissue) + 0.25 * anatomy.skin + 0.45 * anatomy.pectoral
+    mean_attenuation = anatomy.thickness * (1.0 + texture["mean"]) + 0.25 * anatomy.skin + 0.45 * anatomy.pectoral
     mask = np.zeros(shape, bool)
-    lesions = []
+    lesions, drawn = [], []
     # Lesion contrast is drawn relative to the local tissue fluctuation so that it
     # overlaps the background: detection is not a matter of finding bright pixels.
     tissue_std = float(tissue[anatomy.depth_mm > 15].std()) if (anatomy.depth_mm > 15).any() else 0.1
@@ -60,45 +72,60 @@ def synthesize(
         scale = rng.uniform(0.8, 2.5) if kind != "calcifications" else rng.uniform(2.5, 6.0)
         contrast = scale * tissue_std
         sl = (slice(r0, r0 + profile.shape[0]), slice(c0, c0 + profile.shape[1]))
-        attenuation[sl] += contrast * profile * anatomy.thickness[sl]
+        attenuation[sl] += lesion_gain * contrast * profile * anatomy.thickness[sl]
         mask[sl] |= lmask
+        drawn.append((kind, (r0, c0), profile, lmask, contrast))
         lesions.append((kind, r0 + profile.shape[0] // 2, c0 + profile.shape[1] // 2, round(contrast, 4),
                         round(scale, 3)))
-    pixels = _detector(attenuation, anatomy.breast, bits_stored, for_processing, rng)
-    out = Mammogram(pixels, mask, anatomy.breast, laterality, view, spacing_mm, lesions, beta)
+    pixels, detector = _detector(attenuation, anatomy.breast, bits_stored, for_processing, rng)
+    draws = {"anatomy": anatomy, "mean_attenuation": mean_attenuation, "field_gain": anatomy.thickness * texture["gain"],
+             "lumps": texture["lumps"], "tissue_std": tissue_std, "placed": drawn, "detector": detector}
+    out = Mammogram(pixels, mask, anatomy.breast, laterality, view, spacing_mm, lesions, beta, draws)
     if laterality == "R":  # chest wall on the right for a right breast
         out.pixels, out.mask, out.breast = out.pixels[:, ::-1].copy(), out.mask[:, ::-1].copy(), out.breast[:, ::-1].copy()
     return out
 
 
 def _parenchyma(shape, anatomy, beta, rng):
-    """Glandular fraction texture: power-law field plus, sometimes, clustered lumps."""
+    """(tissue texture, its parts): the power-law field plus, sometimes, clustered lumps.
+    Parts: "mean" (the texture's deterministic part), "gain" (the texture per unit of the
+    field), "lumps" (clustered_lumpy's arguments and their weight per unit of the field, or None)."""
     field_ = power_law_noise(shape, beta, rng)
+    share, drawn = 1.0, None  # share: of the power-law field in field_
     if rng.random() < 0.5:
         rows = shape[0]
-        lumps = clustered_lumpy(
-            shape, rng, n_clusters=int(rng.integers(20, 60)), lumps_per_cluster=int(rng.integers(5, 20)),
-            cluster_radius=rows * 0.02, lump_radius=rows * rng.uniform(0.002, 0.004),
-        )
-        field_ = (field_ + rng.uniform(0.15, 0.35) * lumps) / 1.05
+        drawn = dict(n_clusters=int(rng.integers(20, 60)), lumps_per_cluster=int(rng.integers(5, 20)),
+                     cluster_radius=rows * 0.02, lump_radius=rows * rng.uniform(0.002, 0.004))
+        lumps = clustered_lumpy(shape, rng, **drawn)
+        drawn["weight"] = rng.uniform(0.15, 0.35)
+        field_ = (field_ + drawn["weight"] * lumps) / 1.05
+        share = 1.0 / 1.05
     envelope = gland_envelope(anatomy, rng)
     density = rng.uniform(0.25, 0.8)   # breast density category, fatty to dense
     amplitude = rng.uniform(0.12, 0.25)
     # Texture is modulated by the square root of the envelope, so fatty regions keep
     # some structure and the envelope's large scale does not dominate the spectrum.
     gland = envelope * density + amplitude * np.sqrt(envelope) * field_
-    return (0.6 * gland).astype(np.float32), gland
+    parts = {"mean": 0.6 * envelope * density, "gain": 0.6 * amplitude * np.sqrt(envelope) * share, "lumps": drawn}
+    return (0.6 * gland).astype(np.float32), parts
+
+
+def lesion_centres(anatomy, patch_shape: tuple[int, int], spacing_mm: float) -> np.ndarray:
+    """Where a lesion patch's centre may go: deep enough inside the breast, away from the
+    pectoral muscle and the image edge (bool, canonical frame)."""
+    h, w = patch_shape
+    rows, cols = anatomy.breast.shape
+    margin_mm = max(h, w) / 2 * spacing_mm + 3.0
+    ok = (anatomy.depth_mm > margin_mm) & (anatomy.pectoral < 0.05)
+    ok[: h // 2 + 1] = ok[rows - h // 2 - 1:] = False
+    ok[:, : w // 2 + 1] = ok[:, cols - w // 2 - 1:] = False
+    return ok
 
 
 def _place_lesion(kind, anatomy, spacing_mm, rng, taken):
     profile, lmask = MODELS[kind](spacing_mm, rng)
     h, w = profile.shape
-    rows, cols = anatomy.breast.shape
-    # Candidate centres: deep enough inside the breast, away from the pectoral muscle.
-    margin_mm = max(h, w) / 2 * spacing_mm + 3.0
-    ok = (anatomy.depth_mm > margin_mm) & (anatomy.pectoral < 0.05)
-    ok[: h // 2 + 1] = ok[rows - h // 2 - 1:] = False
-    ok[:, : w // 2 + 1] = ok[:, cols - w // 2 - 1:] = False
+    ok = lesion_centres(anatomy, (h, w), spacing_mm)
     cand = np.flatnonzero(ok)
     for _ in range(20):
         if cand.size == 0:
@@ -112,20 +139,39 @@ def _place_lesion(kind, anatomy, spacing_mm, rng, taken):
 
 
 def _detector(attenuation, breast, bits_stored, for_processing, rng):
-    """Projected attenuation -> stored values through a random vendor-like response."""
+    """Projected attenuation -> (stored values through a random vendor-like response, its draws)."""
     maxval = (1 << bits_stored) - 1
-    blur = ndimage.gaussian_filter(attenuation, rng.uniform(0.4, 0.9))
+    sigma = rng.uniform(0.4, 0.9)
+    blur = ndimage.gaussian_filter(attenuation, sigma)
     if for_processing:
         # Raw detector signal: linear in exposure, air brightest.
-        signal = np.exp(-rng.uniform(1.2, 1.8) * blur)
-        signal += rng.normal(0, 1, signal.shape) * rng.uniform(0.004, 0.01) * np.sqrt(signal)
+        mu = rng.uniform(1.2, 1.8)
+        clean = np.exp(-mu * blur)
+        white = rng.normal(0, 1, clean.shape)  # drawn before its s.d.: the order fixes the images
+        sd = rng.uniform(0.004, 0.01)
+        noise = sd * np.sqrt(clean)
+        signal = clean.copy()
+        signal += white * sd * np.sqrt(clean)  # in place and in this order: the same images as before
         lo, hi = rng.uniform(0.02, 0.06), rng.uniform(0.85, 0.97)
         values = lo + (hi - lo) * signal
+        gain = mu * clean  # |d signal / d attenuation|
+
+        def to_attenuation(v):
+            return -np.log(np.clip((v / maxval - lo) / (hi - lo), 1e-6, None)) / mu
     else:
         # Processed, log-like display: dense tissue bright, air dark.
         gamma = rng.uniform(0.8, 1.25)
-        norm = np.clip(blur / max(np.percentile(blur[breast], 99.5), 1e-6), 0, 1.2) ** gamma
-        norm += rng.normal(0, 1, norm.shape) * rng.uniform(0.006, 0.015)
+        scale = max(np.percentile(blur[breast], 99.5), 1e-6)
+        norm = np.clip(blur / scale, 0, 1.2) ** gamma
+        white = rng.normal(0, 1, norm.shape)  # drawn before its s.d.: the order fixes the images
+        noise = rng.uniform(0.006, 0.015)
+        norm += white * noise
         lo, hi = rng.uniform(0.01, 0.05), rng.uniform(0.75, 0.92)
         values = lo + (hi - lo) * norm
-    return np.clip(np.round(values * maxval), 0, maxval).astype(np.uint16)
+        gain = gamma / scale * np.clip(blur / scale, 1e-6, 1.2) ** (gamma - 1)
+
+        def to_attenuation(v):
+            return scale * np.clip((v / maxval - lo) / (hi - lo), 0, None) ** (1 / gamma)
+    pixels = np.clip(np.round(values * maxval), 0, maxval).astype(np.uint16)
+    return pixels, {"blur_sigma": sigma, "gain": (hi - lo) * gain, "noise": (hi - lo) * np.broadcast_to(noise, blur.shape),
+                    "to_attenuation": to_attenuation}
