@@ -26,7 +26,6 @@ Masses only: a calcification cluster's mask is its hull, a poor template for its
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -38,6 +37,7 @@ from phantom.texture import radial_power_spectrum
 from ..manifest import read_manifest
 from ..training.classifier import CONTRAST_EDGES, contrast_bins
 from ..training.mammo_io import load_record
+from . import finish_report
 
 
 def ring_kernel(lesion: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
@@ -181,13 +181,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     result = observe(args.data, limit_normals=args.limit_normals, prewhitened=args.prewhiten)
-    result["seconds"] = round(time.time() - t0, 1)
-    result["command"] = "python -m cfia.bench.observer " + " ".join(sys.argv[1:] if argv is None else argv)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=1))
-    return 0
+    return finish_report(result, "cfia.bench.observer", argv, args.out, t0)
 
 
 if __name__ == "__main__":
