@@ -47,8 +47,7 @@ def cmd_phantom(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     with tqdm(total=args.count, desc="phantom", unit="img", disable=args.quiet) as bar:
-        manifest = write_dataset(Path(args.out), args.count, args.seed, opts, progress=lambda n: bar.update(1),
-                                 twins=args.twins)
+        manifest = write_dataset(Path(args.out), args.count, args.seed, opts, progress=lambda n: bar.update(1))
     print(json.dumps({"manifest": str(manifest), "count": args.count, "seed": args.seed}))
     return 0
 
@@ -297,9 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--photometric", choices=("MONOCHROME1", "MONOCHROME2"), default="MONOCHROME2")
     p.add_argument("--frame-of-reference", action="store_true", help="add a Frame of Reference module")
     p.add_argument("--pixel-spacing", action="store_true", help="add PixelSpacing besides ImagerPixelSpacing")
-    p.add_argument("--twins", action="store_true",
-                   help="write only the positives, each drawn again without its lesions (label 0): "
-                        "negatives paired with the same --seed's positives")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
 

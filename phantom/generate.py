@@ -62,20 +62,25 @@ def make_one(seed: int, index: int, opts: PhantomOptions, lesion_gain: float = 1
     raise RuntimeError(f"could not place a lesion in image {index} (seed {seed})")
 
 
-def write_dataset(out: Path, count: int, seed: int, opts: PhantomOptions, progress=None, twins: bool = False) -> Path:
-    """Write `count` images and masks plus manifest.csv into `out`; returns the manifest path.
-
-    twins: instead, each positive among the `count` drawn again without its lesions
-    (twinNNNNN.dcm, label 0): the negatives of a paired set, the same seed's folder
-    holding the positives."""
+def write_dataset(out: Path, count: int, seed: int, opts: PhantomOptions, progress=None) -> Path:
+    """Write `count` images and masks plus manifest.csv into `out`; returns the manifest path."""
     opts.check()
     out.mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     rows = []
     for i in range(count):
-        row = _write_one(out, seed, i, opts, twins)
-        if row:
-            rows.append(row)
+        mg = make_one(seed, i, opts)
+        name = f"img{i:05d}.dcm"
+        ds = to_dataset(mg, f"cfia-phantom:{seed}:{i}", seed * 100000 + i, opts.bits_stored,
+                        opts.for_processing, opts.photometric, opts.frame_of_reference, opts.pixel_spacing)
+        pydicom.dcmwrite(out / name, ds, enforce_file_format=True)
+        mask_rel = ""
+        if mg.mask.any():
+            mask_rel = f"masks/img{i:05d}.npy"
+            np.save(out / mask_rel, mg.mask)
+        kinds = "+".join(sorted({lesion[0] for lesion in mg.lesions}))
+        contrast = f"{max(lesion[4] for lesion in mg.lesions):.2f}" if mg.lesions else ""
+        rows.append((name, int(mg.mask.any()), mask_rel, mg.laterality, mg.view, kinds, contrast))
         if progress:
             progress(i + 1)
     manifest = out / "manifest.csv"
@@ -84,26 +89,3 @@ def write_dataset(out: Path, count: int, seed: int, opts: PhantomOptions, progre
         writer.writerow(MANIFEST_COLUMNS)
         writer.writerows(rows)
     return manifest
-
-
-def _write_one(out: Path, seed: int, i: int, opts: PhantomOptions, twin: bool):
-    """Image i (or its twin) as DICOM, its mask as .npy; its manifest row, or None for a
-    normal's twin (there is none)."""
-    mg = make_one(seed, i, opts)
-    name, key = f"img{i:05d}.dcm", f"cfia-phantom:{seed}:{i}"
-    if twin:
-        if not mg.mask.any():
-            return None
-        mg = make_one(seed, i, opts, lesion_gain=0.0)
-        mg.mask[:], mg.lesions = False, []
-        name, key = f"twin{i:05d}.dcm", key + ":twin"
-    ds = to_dataset(mg, key, seed * 100000 + i, opts.bits_stored,
-                    opts.for_processing, opts.photometric, opts.frame_of_reference, opts.pixel_spacing)
-    pydicom.dcmwrite(out / name, ds, enforce_file_format=True)
-    mask_rel = ""
-    if mg.mask.any():
-        mask_rel = f"masks/img{i:05d}.npy"
-        np.save(out / mask_rel, mg.mask)
-    kinds = "+".join(sorted({lesion[0] for lesion in mg.lesions}))
-    contrast = f"{max(lesion[4] for lesion in mg.lesions):.2f}" if mg.lesions else ""
-    return name, int(mg.mask.any()), mask_rel, mg.laterality, mg.view, kinds, contrast

@@ -146,18 +146,3 @@ def test_full_size_mammogram(tmp_path):
 def test_bad_size_is_a_clear_usage_error(tmp_path, capsys):
     assert main(["phantom", "--out", str(tmp_path), "--size", "8192x100"]) == 2
     assert "8192x100 is out of range" in capsys.readouterr().err
-
-
-def test_twins_are_the_positives_drawn_without_their_lesions(tmp_path):
-    opts = PhantomOptions(size=(256, 208))
-    write_dataset(tmp_path / "set", 12, 7, opts)
-    write_dataset(tmp_path / "twins", 12, 7, opts, twins=True)
-    positives = [r["file"] for r in _manifest(tmp_path / "set") if r["label"] == "1"]
-    twins = _manifest(tmp_path / "twins")
-    assert [r["file"] for r in twins] == [f.replace("img", "twin") for f in positives]
-    for r in twins:
-        assert r["label"] == "0" and r["mask"] == "" and r["kind"] == ""
-        ds = pydicom.dcmread(tmp_path / "twins" / r["file"])
-        original = pydicom.dcmread(tmp_path / "set" / r["file"].replace("twin", "img"))
-        assert np.array_equal(ds.pixel_array, make_one(7, int(r["file"][4:9]), opts, lesion_gain=0.0).pixels)
-        assert ds.PatientID == original.PatientID and ds.SOPInstanceUID != original.SOPInstanceUID
