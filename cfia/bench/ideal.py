@@ -1,4 +1,4 @@
-"""An informed searching observer for the phantom's masses, beside the classifier.
+"""Informed searching observers for the phantom's masses, beside the classifier.
 
 The classifier misses faint masses (docs/models.md, "What limits the AUC"). Is the
 information there? This observer is told what `cfia phantom` drew for an image except
@@ -13,6 +13,8 @@ group prewhitened with its own), and scores the image by the mean ratio over pla
 the ideal observer's statistic for a known signal at an unknown place in Gaussian
 texture. It is not the ideal observer here (the lumps are not Gaussian, the levels vary
 within a group), so its AUC is one that can be reached when the mass's shape is known.
+With --bank N, a second observer is not told the shape or contrast: it averages the ratio
+over N masses drawn from the phantom's own mass models and 5 contrasts across their range.
 
 Each single-mass positive is paired with the same image drawn without its mass
 (`make_one(..., lesion_gain=0)`: same anatomy, texture and noise), and both the observer
@@ -20,7 +22,7 @@ and the classifier score the pairs, so they answer the same question: mass or no
 in this breast. The classifier is also given against the folder's own normals, as in
 its report.
 
-    python -m cfia.bench.ideal --data /work/data-cls/heldout --seed 2000 --size 512x416 --model models/classifier.ts
+    python -m cfia.bench.ideal --data /work/data-cls/heldout --seed 2000 --size 512x416 --bank 32 --model models/classifier.ts
 """
 from __future__ import annotations
 
