@@ -122,27 +122,29 @@ def centred_transform(profile: np.ndarray, shape) -> np.ndarray:
     return np.fft.fft2(np.roll(out, (-(h // 2), -(w // 2)), axis=(0, 1)))
 
 
-def log_likelihood_ratio(model: ImageModel, res: np.ndarray, profiles: list, contrasts) -> float:
-    """log of the mean likelihood ratio "this mass here" vs "no mass" over the masses
-    (profiles x contrasts, a prior of equal weights) and the places each could take."""
+def log_likelihood_ratios(model: ImageModel, residuals: list, profiles: list, contrasts) -> list:
+    """Per residual, log of the mean likelihood ratio "this mass here" vs "no mass" over the
+    masses (profiles x contrasts, a prior of equal weights) and the places each could take.
+    The templates and their places are built once for all the residuals."""
     mg = model.mg
     anatomy = mg.draws["anatomy"]
-    res_f = np.fft.fft2(res)
+    transforms = [np.fft.fft2(res) for res in residuals]
+    shape = residuals[0].shape
     thickness = anatomy.thickness.ravel()
-    terms = []
+    terms = [[] for _ in residuals]
     for profile in profiles:
-        template = model.blur * centred_transform(profile, res.shape)
+        template = model.blur * centred_transform(profile, shape)
         centres = lesion_centres(anatomy, profile.shape, mg.spacing_mm)
         for g, (spectrum, scale) in enumerate(zip(model.spectra, model.scales)):
             places = np.flatnonzero(centres & (model.group_of == g))
             if not places.size:
                 continue
             energy = float(np.sum(np.abs(template) ** 2 / spectrum))
-            response = (res.size * np.fft.ifft2(np.conj(template) * res_f / spectrum)).real.ravel()[places] / scale
             amps = np.outer(contrasts, thickness[places]) / scale
-            terms.append((amps * response - 0.5 * amps ** 2 * energy).ravel())
-    terms = np.concatenate(terms)
-    return float(logsumexp(terms) - np.log(terms.size))
+            for out, res_f in zip(terms, transforms):
+                response = (res_f.size * np.fft.ifft2(np.conj(template) * res_f / spectrum)).real.ravel()[places] / scale
+                out.append((amps * response - 0.5 * amps ** 2 * energy).ravel())
+    return [float(logsumexp(np.concatenate(t)) - np.log(sum(x.size for x in t))) for t in terms]
 
 
 def d_prime(model: ImageModel, profile: np.ndarray, contrast: float, centre: tuple[int, int]) -> float:
@@ -182,16 +184,17 @@ def observe(data: str, seed: int, size, model: str | None, input_size, groups: i
     profiles = mass_bank(bank, FIELD_OF_VIEW_MM / size[0]) if bank else []
     cases, normals = [], []
     for rec in records:
-        mg = make_one(seed, int(rec.path.stem[3:]), opts)
+        index = int(rec.path.stem[3:])
+        mg = make_one(seed, index, opts)
         if rec.label and (rec.mask is None or not np.array_equal(mg.mask, np.load(rec.mask))):
-            raise SystemExit(f"{rec.path.name}: not image {rec.path.stem[3:]} of `cfia phantom --seed {seed} "
+            raise SystemExit(f"{rec.path.name}: not image {index} of `cfia phantom --seed {seed} "
                              f"--size {size[0]}x{size[1]}`")
         if not rec.label:
             normals.append(probability(mg, mg.pixels) if probability else None)
             continue
         if len(mg.draws["placed"]) != 1 or mg.draws["placed"][0][0] == "calcifications":
             continue
-        twin = make_one(seed, int(rec.path.stem[3:]), opts, lesion_gain=0.0)
+        twin = make_one(seed, index, opts, lesion_gain=0.0)
         cases.append(observe_pair(mg, twin, image_model(mg, rng, groups), profiles, probability))
         cases[-1].update(file=rec.path.name, kind=rec.kind, contrast=rec.contrast)
         progress(f"{rec.path.name} contrast {rec.contrast:.2f}: " + ", ".join(
@@ -206,20 +209,22 @@ def observe_pair(mg, twin, model: ImageModel, profiles: list, probability) -> di
     residuals = [residual(mg, mg.pixels), residual(twin, twin.pixels)]  # each through its own display scaling
     out = {"d_prime": round(d_prime(model, profile, contrast, (r0 + profile.shape[0] // 2,
                                                               c0 + profile.shape[1] // 2)), 2),
-           "observer_told": [log_likelihood_ratio(model, r, [profile], [contrast]) for r in residuals]}
+           "observer_told": log_likelihood_ratios(model, residuals, [profile], [contrast])}
     if profiles:
         contrasts = np.linspace(0.8, 2.5, 5) * mg.draws["tissue_std"]  # the phantom's range for masses
-        out["observer_bank"] = [log_likelihood_ratio(model, r, profiles, contrasts) for r in residuals]
+        out["observer_bank"] = log_likelihood_ratios(model, residuals, profiles, contrasts)
     if probability:
         out["classifier"] = [probability(mg, mg.pixels), probability(mg, twin.pixels)]
     return out
 
 
+def auc_of(pos: list, neg: list) -> float:
+    return roc_auc(pos + neg, [1] * len(pos) + [0] * len(neg))
+
+
 def paired_auc(cases, key: str) -> float:
     """AUC of the images with their mass against the same images without it."""
-    pos = [c[key][0] for c in cases]
-    neg = [c[key][1] for c in cases]
-    return roc_auc(pos + neg, [1] * len(pos) + [0] * len(neg))
+    return auc_of([c[key][0] for c in cases], [c[key][1] for c in cases])
 
 
 def summarise(cases, normals) -> dict:
@@ -233,7 +238,7 @@ def summarise(cases, normals) -> dict:
         row.update({f"{k}_paired": round(paired_auc(sel, k), 3) for k, v in sel[0].items() if isinstance(v, list)})
         if normals is not None:
             pos = [c["classifier"][0] for c in sel]
-            row["classifier_vs_normals"] = round(roc_auc(pos + normals, [1] * len(pos) + [0] * len(normals)), 3)
+            row["classifier_vs_normals"] = round(auc_of(pos, normals), 3)
         out[name] = row
     return out
 
