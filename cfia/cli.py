@@ -73,6 +73,11 @@ def cmd_explain(args) -> int:
         src = read_file(args.file)
     except ImageReadError as exc:
         raise UsageError(str(exc)) from None
+    source = pydicom.dcmread(args.file)
+    no_objects = _why_no_result_objects(source)
+    if no_objects:  # e.g. a Secondary Capture mammogram (CBIS-DDSM): the maps are still worth having
+        print(f"cfia: warning: {args.file}: no DICOM result objects ({no_objects}); "
+              "writing saliency.npy and overlay.png only", file=sys.stderr)
     pipeline = _pipeline(cfg)
     result = pipeline.explain(src, args.method)
     out = Path(args.out)
@@ -80,16 +85,29 @@ def cmd_explain(args) -> int:
     np.save(out / "saliency.npy", result.saliency)
     outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,
                                                            result.saliency, result.region))]
-    for kind, ds in pipeline.build_objects(pydicom.dcmread(args.file), result).items():
+    for kind, ds in ({} if no_objects else pipeline.build_objects(source, result)).items():
         path = out / f"{kind}.dcm"
         ds.save_as(path, enforce_file_format=True)
         outputs.append(str(path))
-    print(json.dumps({
+    line = {
         "method": result.method, "score": round(result.score, 6),
         "score_after_deletion": round(result.score_after_deletion, 6), "passes": result.passes,
         "seconds": round(result.seconds, 3), "region_pixels": int(result.region.sum()), "outputs": outputs,
-    }))
+    }
+    if no_objects:
+        line["dicom_objects_skipped"] = no_objects
+    print(json.dumps(line))
     return 0
+
+
+def _why_no_result_objects(source) -> str | None:
+    from dicom_out import UnsupportedSource, check_source
+
+    try:
+        check_source(source)
+    except UnsupportedSource as exc:
+        return str(exc)
+    return None
 
 
 def cmd_evaluate(args) -> int:

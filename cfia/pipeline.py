@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dicom_out import AlgorithmInfo, Explanation, build_results
+from dicom_out import AlgorithmInfo, Explanation, build_results, check_source
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
 from explain.classifier import load_classifier
@@ -146,7 +146,10 @@ class Pipeline:
         return self.probability(filled)
 
     def process(self, ds) -> dict:
-        """A pydicom Dataset -> the enabled DICOM result objects (object type -> Dataset)."""
+        """A pydicom Dataset -> the enabled DICOM result objects (object type -> Dataset).
+        A source that cannot carry them raises dicom_out.UnsupportedSource before any
+        explaining is spent on it."""
+        check_source(ds)
         result = self.explain(from_dataset(ds))
         return self.build_objects(ds, result)
 

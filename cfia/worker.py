@@ -5,8 +5,9 @@ sends them, and records each step, so a crash at any point resumes at that step.
           -> send to every destination (add_delivered each) -> finish -> delete files
 
 A processing failure is retried `max_retries` times with backoff, then the job moves
-to the dead-letter folder with its reason; an image that cannot be decoded goes there
-at once (decoding will not get better). A destination that is down is retried with
+to the dead-letter folder with its reason; an image that cannot be decoded, or that
+cannot carry result objects (dicom_out.UnsupportedSource: not a single-frame MG image,
+no pixel spacing), goes there at once (neither gets better with retries). A destination that is down is retried with
 backoff forever: nothing is lost. A destination that answers with a failure status
 counts as a send attempt and dead-letters after `max_retries` of them. The source is
 deleted only after the results were delivered everywhere.
@@ -23,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import pydicom
 from pydicom.dataset import Dataset
 
-from dicom_out import STORED, Backoff, Destination, DestinationUnavailable
+from dicom_out import STORED, Backoff, Destination, DestinationUnavailable, UnsupportedSource
 from dicom_out import send as dicom_send
 from listener import Job, JobQueue, Spool
 
@@ -118,6 +119,9 @@ class Worker:
         start = time.perf_counter()
         try:
             results = self.processor(ds)
+        except UnsupportedSource as exc:
+            self._dead_letter(job, f"no result objects for this source: {exc}", fields)
+            return
         except Exception as exc:
             self._processing_failed(job, f"{type(exc).__name__}: {exc}", fields)
             return

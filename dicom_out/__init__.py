@@ -5,6 +5,7 @@ the C-STORE sender that delivers them (sender.py, the only module here with I/O)
 Builders do no I/O. Nothing here imports listener/, explain/ or the composition root;
 settings come in as plain arguments.
 """
+from .geometry import UnsupportedSource, check_source
 from .gsps import build_gsps
 from .model import METHODS, AlgorithmInfo, Explanation
 from .pm import build_parametric_map
@@ -18,6 +19,6 @@ from .uids import object_uids
 __all__ = [
     "AlgorithmInfo", "Explanation", "METHODS", "OBJECT_TYPES", "SERIES_DESCRIPTIONS",
     "build_results", "build_fractional_seg", "build_binary_seg", "build_parametric_map",
-    "build_sr", "build_gsps", "object_uids",
+    "build_sr", "build_gsps", "object_uids", "check_source", "UnsupportedSource",
     "Backoff", "Destination", "DestinationUnavailable", "STORED", "send",
 ]

@@ -31,20 +31,29 @@ NOMINAL_GEOMETRY_NOTE = (
 )
 
 
+class UnsupportedSource(ValueError):
+    """The source can never carry result objects (not a single-frame MG image with its
+    identity and pixel spacing): a permanent failure, not one to retry."""
+
+
 def check_source(source: Dataset) -> None:
-    """A single-frame MG image with the identity a result object needs."""
+    """A single-frame MG image with the identity a result object needs, else UnsupportedSource."""
     sop_class = str(source.get("SOPClassUID", ""))
     if sop_class not in MG_SOP_CLASSES or source.get("Modality") != "MG":
-        raise ValueError(
+        raise UnsupportedSource(
             f"source is not a digital mammogram: SOP Class UID {sop_class!r}, modality "
             f"{source.get('Modality')!r}; allowed: {', '.join(MG_SOP_CLASSES)} with modality 'MG'"
         )
     missing = [kw for kw in REQUIRED if not source.get(kw)]
     if missing:
-        raise ValueError(f"source lacks {', '.join(missing)}")
+        raise UnsupportedSource(f"source lacks {', '.join(missing)}")
     if int(source.get("NumberOfFrames", 1) or 1) != 1:
-        raise ValueError(f"source has {source.NumberOfFrames!r} frames; only single-frame mammograms are allowed")
-    pixel_spacing(source)
+        raise UnsupportedSource(
+            f"source has {source.NumberOfFrames!r} frames; only single-frame mammograms are allowed")
+    try:
+        pixel_spacing(source)
+    except ValueError as exc:
+        raise UnsupportedSource(str(exc)) from None
 
 
 def pixel_spacing(source: Dataset) -> tuple[list[float], str]:

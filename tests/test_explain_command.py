@@ -109,6 +109,31 @@ def test_explain_command_writes_every_output(tmp_path, small_config):
         assert obj.StudyInstanceUID == ds.StudyInstanceUID
 
 
+def test_explain_a_secondary_capture_mammogram_writes_the_maps_and_says_why_no_objects(tmp_path, small_config):
+    """Public sets such as CBIS-DDSM store mammograms as Secondary Capture without laterality
+    or pixel spacing: the maps are written, the DICOM result objects are skipped with a reason."""
+    mg = to_dataset(make_one(31, 3, MASSES), "t:3", 3)
+    sc = pydicom.Dataset()
+    sc.file_meta = pydicom.dataset.FileMetaDataset()
+    sc.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    sc.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "Rows", "Columns",
+                    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+                    "PhotometricInterpretation", "PixelData"):
+        setattr(sc, keyword, getattr(mg, keyword))
+    src = tmp_path / "sc.dcm"
+    sc.save_as(src, enforce_file_format=True)
+    out = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(src), "--out", str(tmp_path / "out"),
+                          "--config", str(small_config)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "not a digital mammogram" in line["dicom_objects_skipped"]
+    assert sorted(Path(p).name for p in line["outputs"]) == ["overlay.png", "saliency.npy"]
+    assert np.load(tmp_path / "out" / "saliency.npy").shape == (mg.Rows, mg.Columns)
+    assert len(out.stderr.strip().splitlines()) == 1 and "no DICOM result objects" in out.stderr
+    assert not list((tmp_path / "out").glob("*.dcm"))
+
+
 def test_explain_refuses_a_file_that_is_not_a_mammogram(tmp_path):
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all")

@@ -150,6 +150,25 @@ def test_undecodable_image_goes_to_dead_letter_at_once(make_node, dest):
     assert reason["attempts"] == 1 and "cannot be decoded" in reason["reason"]
 
 
+def test_source_that_cannot_carry_results_goes_to_dead_letter_at_once(make_node, dest):
+    calls = []
+    healthy = blob(Config())
+
+    def counting(ds):
+        calls.append(ds.SOPInstanceUID)
+        return healthy(ds)
+
+    node = make_node(Routing(fixed=(_to(dest),)), processor=counting, max_retries=2)
+    ds = mammogram(10)
+    del ds.ImagerPixelSpacing  # Type 1 in the MG IOD, but a source without it does arrive
+    assert push(node.port, [ds]) == [0x0000]
+    node.wait_counts(failed=1)
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["attempts"] == 1 and len(calls) == 1
+    assert "no result objects" in reason["reason"] and "ImagerPixelSpacing" in reason["reason"]
+    assert dest.received == []
+
+
 def test_return_to_sender_and_missing_destination(make_node, dest):
     routing = Routing(return_to_sender=(("WORKSTATION", _to(dest, "ws")),))
     node = make_node(routing, outputs=OutputsConfig(fractional_seg=False, parametric_map=False, sr=False,
