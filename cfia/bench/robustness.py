@@ -5,7 +5,7 @@
 Every image of a `manifest.csv` folder is altered on its stored pixels, before cfia's
 preprocessing, the way another detector or processing chain might differ: a gamma
 curve, added noise (white or correlated), a softer (blurred) or coarser
-(half-resolution) detector. The classifier then scores it through the run-time path
+(half-resolution) detector, a label burned in beside the breast. The classifier then scores it through the run-time path
 (explain.preprocess + the adapter); the table gives AUC and accuracy per alteration.
 The phantom has no other sources, so this is the cheapest stand-in for "mammograms
 from elsewhere"; it is not real data.
@@ -58,6 +58,24 @@ def _half_resolution(px, rng):
     return ndimage.zoom(small, np.array(px.shape) / np.array(small.shape), order=1)
 
 
+def _burned_in_label(px, rng):
+    """A technologist's label as many sites burn it in: a box at the brightest stored
+    value with the view's letters cut out, in the top corner away from the breast
+    (the side whose outer columns are darker: air in a MONOCHROME2 image)."""
+    import cv2
+
+    rows, cols = px.shape
+    h, w = max(8, rows * 6 // 100), max(24, cols * 22 // 100)
+    r0 = rows * 2 // 100
+    edge = max(1, cols // 10)
+    c0 = cols - cols * 2 // 100 - w if px[:, -edge:].mean() < px[:, :edge].mean() else cols * 2 // 100
+    letters = np.zeros((h, w), np.uint8)
+    cv2.putText(letters, "L MLO", (w // 12, h * 3 // 4), cv2.FONT_HERSHEY_SIMPLEX, h / 40, 255, max(1, h // 12))
+    out = px.copy()
+    out[r0:r0 + h, c0:c0 + w] = np.where(letters > 0, px.min(), px.max())
+    return out
+
+
 ALTERATIONS = {
     "as stored": lambda px, rng: px,
     "gamma 0.7": _gamma(0.7),
@@ -67,6 +85,7 @@ ALTERATIONS = {
     "correlated noise 0.3 sd": _correlated_noise(0.3, 2.0),
     "blur sigma 1 px": _blur(1.0),
     "half resolution": _half_resolution,
+    "burned-in label": _burned_in_label,
 }
 
 
