@@ -8,7 +8,9 @@ values. Steps, in order:
    dense tissue bright.
 2. breast mask: Otsu threshold on a downsampled copy, largest connected component,
    holes filled. Labels, markers and detector edges outside it are ignored.
-3. intensity: robust percentile scaling inside the breast to [0, 1] (clipped).
+3. intensity: robust percentile scaling inside the breast to [0, 1] (clipped);
+   everything beyond the mask grown past the skin line is set to 0 (air), so
+   labels and markers do not reach the classifier.
 4. canonical orientation: horizontal flip so the chest wall is on the left
    (decided from the image: the side the breast touches; laterality as a fallback).
 5. crop: bounding box of the breast plus a margin.
@@ -32,6 +34,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 __all__ = ["Geometry", "Preprocessed", "preprocess", "breast_mask", "normalise_intensity", "display_values"]
+
+
+# Pixels of breast_mask's working copy (about 1/512 of the long side) kept beyond the
+# Otsu mask: the skin line's faint fringe lies within 5 of it on the phantoms.
+SKIN_LINE_GROW = 8
 
 
 @dataclass(frozen=True)
@@ -170,11 +177,12 @@ def display_values(pixels: np.ndarray, photometric: str, for_processing: bool) -
     return v
 
 
-def breast_mask(values: np.ndarray, work_size: int = 512) -> np.ndarray:
+def breast_mask(values: np.ndarray, work_size: int = 512, grow: int = 0) -> np.ndarray:
     """Bool breast mask of a display-polarity image (dense bright, air dark).
 
     Otsu threshold on a copy downsampled to about `work_size` on its long side,
-    largest connected component, holes filled, then upsampled back (nearest).
+    largest connected component, holes filled, grown by `grow` pixels of that copy,
+    then upsampled back (nearest).
     """
     from skimage.filters import threshold_otsu
 
@@ -190,6 +198,8 @@ def breast_mask(values: np.ndarray, work_size: int = 512) -> np.ndarray:
         return np.ones(values.shape, bool)
     sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
     fg = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    if grow:
+        fg = ndimage.binary_dilation(fg, iterations=grow)
     full = np.repeat(np.repeat(fg, step, axis=0), step, axis=1)[:rows, :cols]
     return full
 
@@ -248,6 +258,9 @@ def preprocess(
     # Segment in the canonical orientation, so a mirrored image gives the same input.
     mask = breast_mask(values)
     norm = normalise_intensity(values, mask, percentiles)
+    # Air beyond the breast's skin line: burned-in labels and markers would otherwise
+    # reach the classifier as bright objects it never saw in training.
+    norm[~breast_mask(values, grow=SKIN_LINE_GROW)] = 0.0
     H, W = norm.shape
     rr, cc = np.nonzero(mask)
     m = int(round(margin * max(H, W)))

@@ -107,6 +107,25 @@ def test_laterality_gives_one_canonical_orientation():
     assert a.breast[0, :, :5].mean() > 0.5 and float(a.image[0, :, -3:].max()) == 0.0
 
 
+@pytest.mark.parametrize("right", [False, True])
+def test_a_burned_in_label_beside_the_breast_does_not_reach_the_classifier(right):
+    """Sites burn a label ('L MLO', a bright box) into the air beside the breast; the
+    classifier never saw one in training, so preprocessing must give it air there."""
+    img, _, _ = synthetic((600, 480), chest_right=right)
+    labelled = img.copy()
+    box = (slice(60, 96), slice(200, 280))  # air inside the breast's bounding box, either side
+    labelled[box] = 4095
+    labelled[70:86, 210:270] = 0  # letters cut out
+    clean, marked = preprocess(img, (384, 256)), preprocess(labelled, (384, 256))
+    # The label's values move Otsu's threshold within this image's flat air, so the
+    # crop may move by a few pixels; the label itself must be air on the input.
+    assert np.abs(np.subtract(marked.geometry.crop, clean.geometry.crop)).max() <= 6
+    footprint = np.zeros(img.shape)
+    footprint[box] = 1
+    on_input = marked.geometry.to_input(footprint)
+    assert on_input.sum() > 10 and float(marked.image[0][on_input > 0].max()) == 0.0
+
+
 def test_intensity_range_crop_and_breast_coverage():
     img, breast, _ = synthetic((600, 480), True)
     pre = preprocess(img, (384, 256))
