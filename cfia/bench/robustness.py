@@ -5,7 +5,7 @@
 Every image of a `manifest.csv` folder is altered on its stored pixels, before cfia's
 preprocessing, the way another detector or processing chain might differ: a gamma
 curve, added noise (white or correlated), a softer (blurred) or coarser
-(half-resolution) detector, a label burned in beside the breast. The classifier then scores it through the run-time path
+(half-resolution) detector, a label burned in beside the breast, unexposed strips at the collimated edges. The classifier then scores it through the run-time path
 (explain.preprocess + the adapter); the table gives AUC and accuracy per alteration.
 The phantom has no other sources, so this is the cheapest stand-in for "mammograms
 from elsewhere"; it is not real data.
@@ -76,6 +76,21 @@ def _burned_in_label(px, rng):
     return out
 
 
+def _collimated_edges(px, rng):
+    """Strips the collimator kept unexposed, at the brightest stored value: along the
+    top, the bottom and the edge away from the breast, 2 % of the image deep."""
+    rows, cols = px.shape
+    depth = max(2, rows // 50)
+    edge = max(1, cols // 10)
+    out = px.copy()
+    out[:depth], out[-depth:] = px.max(), px.max()
+    if px[:, -edge:].mean() < px[:, :edge].mean():
+        out[:, -depth:] = px.max()
+    else:
+        out[:, :depth] = px.max()
+    return out
+
+
 ALTERATIONS = {
     "as stored": lambda px, rng: px,
     "gamma 0.7": _gamma(0.7),
@@ -86,6 +101,7 @@ ALTERATIONS = {
     "blur sigma 1 px": _blur(1.0),
     "half resolution": _half_resolution,
     "burned-in label": _burned_in_label,
+    "collimated edges": _collimated_edges,
 }
 
 
