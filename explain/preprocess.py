@@ -6,8 +6,9 @@ values. Steps, in order:
 1. polarity: MONOCHROME1 is negated so dense tissue is bright; a For Processing
    (raw, linear-in-exposure) image is log-transformed first (-log), which also makes
    dense tissue bright.
-2. breast mask: Otsu threshold on a downsampled copy, largest connected component,
-   holes filled. Labels, markers and detector edges outside it are ignored.
+2. breast mask: Otsu threshold on a downsampled copy without its collimated (flat,
+   bright, unexposed) edge strips, largest connected component, holes filled. Labels,
+   markers and detector edges outside it are ignored.
 3. intensity: robust percentile scaling inside the breast to [0, 1] (clipped);
    everything beyond the mask grown past the skin line is set to 0 (air), so
    labels and markers do not reach the classifier.
@@ -180,9 +181,10 @@ def display_values(pixels: np.ndarray, photometric: str, for_processing: bool) -
 def breast_mask(values: np.ndarray, work_size: int = 512, grow: int = 0) -> np.ndarray:
     """Bool breast mask of a display-polarity image (dense bright, air dark).
 
-    Otsu threshold on a copy downsampled to about `work_size` on its long side,
-    largest connected component, holes filled, grown by `grow` pixels of that copy,
-    then upsampled back (nearest).
+    Otsu threshold on a copy downsampled to about `work_size` on its long side, with
+    collimated edges taken out (`collimated_edges`), largest connected component, holes
+    filled, grown by `grow` pixels of that copy (never into the collimated edges), then
+    upsampled back (nearest).
     """
     from skimage.filters import threshold_otsu
 
@@ -191,6 +193,8 @@ def breast_mask(values: np.ndarray, work_size: int = 512, grow: int = 0) -> np.n
     small = values[::step, ::step]
     if float(small.max()) <= float(small.min()):
         return np.ones(values.shape, bool)
+    edges = collimated_edges(small, threshold_otsu(small))
+    small = np.where(edges, small.min(), small)
     fg = small > threshold_otsu(small)
     fg = ndimage.binary_opening(fg, iterations=1)
     labels, n = ndimage.label(fg)
@@ -199,9 +203,37 @@ def breast_mask(values: np.ndarray, work_size: int = 512, grow: int = 0) -> np.n
     sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
     fg = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
     if grow:
-        fg = ndimage.binary_dilation(fg, iterations=grow)
+        fg = ndimage.binary_dilation(fg, iterations=grow) & ~edges
     full = np.repeat(np.repeat(fg, step, axis=0), step, axis=1)[:rows, :cols]
     return full
+
+
+def collimated_edges(small: np.ndarray, threshold: float, flat: float = 0.02) -> np.ndarray:
+    """Bool mask of the image's edge rows and columns that the collimator kept unexposed.
+
+    Such a strip is bright in display polarity (above `threshold`) and flat: its spread
+    is detector noise alone, below `flat` of the image's range, where a line through
+    tissue has texture. Walked in from each edge, at most a quarter of the image. Left
+    in, a strip joins the breast's component (or frames it, and the filled mask is the
+    whole image), so the crop and the intensity scaling would follow the strip.
+    """
+    lo, hi = np.percentile(small, (0.5, 99.5))
+    limit = flat * max(float(hi - lo), 1e-6)
+    out = np.zeros(small.shape, bool)
+    for axis in (0, 1):
+        lines = small if axis == 0 else small.T
+        unexposed = (np.median(lines, axis=1) > threshold) & (lines.std(axis=1) < limit)
+        n = len(unexposed)
+        first, last = _leading(unexposed[: n // 4]), _leading(unexposed[::-1][: n // 4])
+        view = out if axis == 0 else out.T
+        view[:first] = True
+        view[n - last:] = True
+    return out
+
+
+def _leading(flags: np.ndarray) -> int:
+    """How many of `flags` are True before the first False."""
+    return len(flags) if flags.all() else int(np.argmin(flags))
 
 
 def normalise_intensity(values: np.ndarray, mask: np.ndarray, percentiles=(1.0, 99.8)) -> np.ndarray:

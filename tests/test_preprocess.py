@@ -126,6 +126,28 @@ def test_a_burned_in_label_beside_the_breast_does_not_reach_the_classifier(right
     assert on_input.sum() > 10 and float(marked.image[0][on_input > 0].max()) == 0.0
 
 
+@pytest.mark.parametrize("right", [False, True])
+def test_collimated_edges_are_air_and_leave_the_breast_as_it_was(right):
+    """Unexposed strips at the collimated edges are bright in display; left in, they join
+    the breast (here it touches the top and bottom) and the crop and scaling follow them."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:600, :480]
+    breast = ((y - 300) / 330) ** 2 + (x / 300) ** 2 <= 1.0  # touches the top and bottom edges
+    img = np.where(breast, 1500 + 300 * rng.random(breast.shape), 60 + 20 * rng.random(breast.shape))
+    framed = img.copy()
+    strips = np.zeros(img.shape, bool)
+    strips[:12], strips[-12:], strips[:, -12:] = True, True, True
+    framed[strips] = 4000 + 5 * rng.random(int(strips.sum()))
+    if right:
+        img, framed, strips = img[:, ::-1], framed[:, ::-1], strips[:, ::-1]
+    clean, marked = preprocess(img.astype(np.uint16), (384, 256)), preprocess(framed.astype(np.uint16), (384, 256))
+    assert np.abs(np.subtract(marked.geometry.crop, clean.geometry.crop)).max() <= 6
+    on_input = marked.geometry.to_input(strips.astype(np.float32))
+    assert on_input.sum() > 10 and float(marked.image[0][on_input > 0.99].max()) == 0.0
+    inside = (clean.breast[0] > 0.99) & (marked.breast[0] > 0.99) & torch.from_numpy(on_input == 0)
+    assert float((marked.image[0] - clean.image[0])[inside].abs().mean()) < 0.01
+
+
 def test_intensity_range_crop_and_breast_coverage():
     img, breast, _ = synthetic((600, 480), True)
     pre = preprocess(img, (384, 256))
