@@ -323,12 +323,19 @@ def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom
     breast_sd = px[px > np.percentile(px, 30)].std()
     assert abs(added.std() / breast_sd - 0.3) < 1e-6
     assert np.corrcoef(added[:, 1:].ravel(), added[:, :-1].ravel())[0, 1] > 0.8
+    strands = robustness.ALTERATIONS["strands"](px, rng) - px  # brighter, and only inside the bright "breast"
+    assert strands.min() >= 0 and strands.max() > 0 and not strands[px < px.mean() - 500].any()
     report = tmp_path / "r.json"
     assert robustness.main(["--data", str(phantom_dir), "--model", str(ROOT / "models" / "classifier.ts"),
                             "--threads", "1", "--json", str(report)]) == 0
     res = json.loads(report.read_text())
     assert res["n"] == 8 and set(res["table"]) == set(robustness.ALTERATIONS)
     assert all(0.0 <= row["auc"] <= 1.0 for row in res["table"].values())
+    assert robustness.main(["--data", str(phantom_dir), "--model", str(ROOT / "models" / "classifier.ts"),
+                            "--threads", "1", "--only", "as-stored,burned-in-label", "--json", str(report)]) == 0
+    assert list(json.loads(report.read_text())["table"]) == ["as stored", "burned-in label"]
+    with pytest.raises(SystemExit):
+        robustness.main(["--data", str(phantom_dir), "--only", "sepia"])
 
 
 def test_report_by_kind_ranks_each_kind_against_all_negatives():
