@@ -184,3 +184,23 @@ def test_phantom_dicom_through_reader(phantom_dir, tmp_path):
     (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
     with pytest.raises(ImageReadError, match="junk.dcm"):
         read_file(tmp_path / "junk.dcm")
+
+
+@pytest.mark.parametrize("photometric,for_processing", [("MONOCHROME2", False), ("MONOCHROME1", False),
+                                                        ("MONOCHROME2", True)])
+def test_nothing_of_a_phantom_is_taken_for_a_collimated_edge(photometric, for_processing):
+    """The chest-wall column of an MLO (pectoral muscle and tissue, bright but textured)
+    and the air are not unexposed strips: only flat bright lines are."""
+    from skimage.filters import threshold_otsu
+
+    from cfia.dicom_io import from_dataset
+    from explain.preprocess import collimated_edges, display_values
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    opts = PhantomOptions(size=(512, 416), for_processing=for_processing)
+    for index in range(6):
+        mg = make_one(5, index, opts)
+        src = from_dataset(to_dataset(mg, f"c:{index}", index, photometric=photometric, for_processing=for_processing))
+        values = display_values(src.pixels, src.photometric, src.for_processing)
+        assert not collimated_edges(values, threshold_otsu(values)).any(), (index, mg.view)
