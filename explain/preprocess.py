@@ -186,26 +186,31 @@ def breast_mask(values: np.ndarray, work_size: int = 512, grow: int = 0) -> np.n
     filled, grown by `grow` pixels of that copy (never into the collimated edges), then
     upsampled back (nearest).
     """
+    return breast_masks(values, (grow,), work_size)[0]
+
+
+def breast_masks(values: np.ndarray, grows: tuple[int, ...], work_size: int = 512) -> list[np.ndarray]:
+    """`breast_mask` for each of `grows`, segmenting once."""
     from skimage.filters import threshold_otsu
 
     rows, cols = values.shape
     step = max(1, int(np.ceil(max(rows, cols) / work_size)))
     small = values[::step, ::step]
     if float(small.max()) <= float(small.min()):
-        return np.ones(values.shape, bool)
+        return [np.ones(values.shape, bool) for _ in grows]
     edges = collimated_edges(small, threshold_otsu(small))
     small = np.where(edges, small.min(), small)
-    fg = small > threshold_otsu(small)
-    fg = ndimage.binary_opening(fg, iterations=1)
+    fg = ndimage.binary_opening(small > threshold_otsu(small), iterations=1)
     labels, n = ndimage.label(fg)
     if n == 0:
-        return np.ones(values.shape, bool)
+        return [np.ones(values.shape, bool) for _ in grows]
     sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
     fg = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
-    if grow:
-        fg = ndimage.binary_dilation(fg, iterations=grow) & ~edges
-    full = np.repeat(np.repeat(fg, step, axis=0), step, axis=1)[:rows, :cols]
-    return full
+    out = []
+    for grow in grows:
+        grown = ndimage.binary_dilation(fg, iterations=grow) & ~edges if grow else fg
+        out.append(np.repeat(np.repeat(grown, step, axis=0), step, axis=1)[:rows, :cols])
+    return out
 
 
 def collimated_edges(small: np.ndarray, threshold: float, flat: float = 0.02) -> np.ndarray:
@@ -288,11 +293,11 @@ def preprocess(
     if flipped:
         values = np.ascontiguousarray(values[:, ::-1])
     # Segment in the canonical orientation, so a mirrored image gives the same input.
-    mask = breast_mask(values)
+    mask, surround = breast_masks(values, (0, SKIN_LINE_GROW))
     norm = normalise_intensity(values, mask, percentiles)
     # Air beyond the breast's skin line: burned-in labels and markers would otherwise
     # reach the classifier as bright objects it never saw in training.
-    norm[~breast_mask(values, grow=SKIN_LINE_GROW)] = 0.0
+    norm[~surround] = 0.0
     H, W = norm.shape
     rr, cc = np.nonzero(mask)
     m = int(round(margin * max(H, W)))
