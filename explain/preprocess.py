@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-__all__ = ["Geometry", "Preprocessed", "preprocess", "breast_mask", "normalise_intensity", "display_values"]
+__all__ = ["Geometry", "Preprocessed", "preprocess", "breast_mask", "breast_masks", "collimated_edges",
+           "normalise_intensity", "display_values"]
 
 
 # Pixels of breast_mask's working copy (about 1/512 of the long side) kept beyond the
