@@ -7,10 +7,11 @@ sends them, and records each step, so a crash at any point resumes at that step.
 A processing failure is retried `max_retries` times with backoff, then the job moves
 to the dead-letter folder with its reason; an image that cannot be decoded, or that
 cannot carry result objects (dicom_out.UnsupportedSource: not a single-frame MG image,
-no pixel spacing), goes there at once (neither gets better with retries). A destination that is down is retried with
-backoff forever: nothing is lost. A destination that answers with a failure status
-counts as a send attempt and dead-letters after `max_retries` of them. The source is
-deleted only after the results were delivered everywhere.
+no pixel spacing), goes there at once (neither gets better with retries). A
+destination that is down is retried with backoff forever: nothing is lost. A
+destination that answers with a failure status counts as a send attempt and
+dead-letters after `max_retries` of them. The source is deleted only after the
+results were delivered everywhere.
 """
 from __future__ import annotations
 
