@@ -54,6 +54,8 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
         pixels = pixels[0]
     if pixels.ndim != 2:
         raise ImageReadError(f"{where}: expected a single-frame 2-D image, got pixel array shape {pixels.shape}")
+    for_processing = str(ds.get("PresentationIntentType", "")).upper() == "FOR PROCESSING"
+    pixels = _padding_as_air(pixels, ds, photometric, for_processing)
     laterality = _first(ds, "ImageLaterality", "Laterality")
     view = _first(ds, "ViewPosition")
     spacing = None
@@ -62,8 +64,27 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
         if value is not None and len(value) == 2:
             spacing = (float(value[0]), float(value[1]))
             break
-    for_processing = str(ds.get("PresentationIntentType", "")).upper() == "FOR PROCESSING"
     return SourceImage(pixels, photometric, laterality, view, spacing, for_processing)
+
+
+def _padding_as_air(pixels: np.ndarray, ds, photometric: str, for_processing: bool) -> np.ndarray:
+    """Pixels marked as padding (PixelPaddingValue up to PixelPaddingRangeLimit) are not
+    part of the image; some vendors pad the air with a value that displays white (0 in a
+    MONOCHROME1 image), which would look like tissue. They become the image's own
+    darkest displayed value."""
+    from explain.preprocess import display_values
+
+    value = ds.get("PixelPaddingValue")
+    if value is None or isinstance(value, bytes):  # absent, or its VR unresolved
+        return pixels
+    bounds = sorted((int(value), int(ds.get("PixelPaddingRangeLimit", value))))
+    padded = (pixels >= bounds[0]) & (pixels <= bounds[1])
+    if not padded.any() or padded.all():
+        return pixels
+    real = pixels[~padded]
+    ends = np.array([[real.min(), real.max()]])
+    air = ends[0, int(np.argmin(display_values(ends, photometric, for_processing)[0]))]
+    return np.where(padded, air, pixels).astype(pixels.dtype, copy=False)
 
 
 def _first(ds, *keys) -> Optional[str]:
