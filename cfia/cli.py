@@ -279,7 +279,7 @@ def cmd_train_classifier(args) -> int:
             init=args.init, stop_after=args.stop_after,
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
             augment=not args.no_augment, aug_noise=args.aug_noise,
-            aug_noise_corr=args.aug_noise_corr, progress=not args.quiet,
+            aug_noise_corr=args.aug_noise_corr, aug_markers=args.aug_markers, progress=not args.quiet,
             lesion_weight=args.lesion_weight,
             command=args.command_line,
         )
@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--aug-noise-corr", type=float, default=0.0,
                    help="fraction of the samples whose added noise is spatially correlated (white noise "
                         "Gaussian-filtered, sigma 0.5-2 input pixels, same s.d.; default 0: all white)")
+    t.add_argument("--aug-markers", type=float, default=0.0,
+                   help="fraction of the samples given radiopaque skin markers (lead letters, BBs, scar "
+                        "lines, saturated, on the skin line; default 0)")
     t.add_argument("--lesion-weight", type=float, default=1.0,
                    help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
     t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")

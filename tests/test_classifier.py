@@ -219,6 +219,8 @@ def test_aug_noise_changes_training_and_must_not_be_negative(phantom_dir, tmp_pa
     assert "--aug-noise" in capsys.readouterr().err
     assert _train(phantom_dir, tmp_path / "d", "--epochs", "1", "--aug-noise-corr", "1.5") == 2
     assert "--aug-noise-corr" in capsys.readouterr().err
+    assert _train(phantom_dir, tmp_path / "e", "--epochs", "1", "--aug-markers", "-0.2") == 2
+    assert "--aug-markers" in capsys.readouterr().err
 
 
 def test_correlated_noise_augmentation():
@@ -242,6 +244,33 @@ def test_correlated_noise_augmentation():
     assert abs(lag1(white)) < 0.05
     assert lag1(corr) > 0.8  # a Gaussian of sigma 2 gives exp(-1/16) = 0.94
     assert abs(float(white.std()) - 0.1) < 0.01 and abs(float(corr.std()) - 0.1) < 0.01
+
+
+def test_skin_marker_augmentation():
+    """--aug-markers: saturated markers on the breast's rim of the chosen samples only;
+    off, the augmentation draws exactly what it drew before."""
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from cfia.training.augment import AugmentOptions, augment
+
+    still = AugmentOptions(p_vflip=0, max_rotate_deg=0, scale=(1, 1), max_translate=0, gamma=(1, 1),
+                           contrast=(1, 1), brightness=0, p_blur=0, noise_std=(0.0, 0.0))
+    x = torch.zeros(6, 1, 128, 96)
+    x[:, :, 16:112, :60] = 0.5  # a "breast" against the left edge
+    marked = augment(x, torch.Generator().manual_seed(1), replace(still, p_markers=1.0))
+    breast = (x[0, 0] > 0).numpy()
+    rim = breast & ~ndimage.binary_erosion(breast, border_value=1)
+    near_rim = ndimage.distance_transform_edt(~rim)
+    for i in range(6):
+        added = (marked[i, 0] != x[i, 0]).numpy()
+        assert added.any() and bool((marked[i, 0][torch.from_numpy(added)] == 1.0).all())
+        assert near_rim[added].max() <= 10  # markers sit on the skin line (at 128 rows, a few pixels)
+    assert torch.equal(augment(x, torch.Generator().manual_seed(1), replace(still, p_markers=0.0)), x)
+    base = AugmentOptions()
+    assert torch.equal(augment(x + 0.1, torch.Generator().manual_seed(2), base),
+                       augment(x + 0.1, torch.Generator().manual_seed(2), replace(base, p_markers=0.0)))
 
 
 def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):

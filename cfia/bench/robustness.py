@@ -128,6 +128,27 @@ def _strands(px, rng):
     return px + 0.25 * _breast_sd(px) * canvas / max(float(canvas.max()), 1e-9)
 
 
+def _marker_on_skin(px, rng):
+    """A lead letter imaged on the skin line a third of the way down: saturated (the
+    brightest stored value), 5 % of the image high, touching the breast."""
+    import cv2
+    from skimage.filters import threshold_otsu
+
+    rows, cols = px.shape
+    breast = px > threshold_otsu(px)
+    edge = max(1, cols // 10)
+    row = rows // 3
+    inside = np.nonzero(breast[row])[0]
+    if inside.size == 0:
+        return px
+    col = inside.max() if px[:, :edge].mean() > px[:, -edge:].mean() else inside.min()
+    size = max(8, rows // 20)
+    letter = np.zeros((rows, cols), np.uint8)
+    cv2.putText(letter, "R", (col - size // 2, row + size // 2), cv2.FONT_HERSHEY_SIMPLEX, size / 22, 255,
+                max(2, size // 6))
+    return np.where(letter > 0, px.max(), px)
+
+
 ALTERATIONS = {
     "as stored": lambda px, rng: px,
     "gamma 0.7": _gamma(0.7),
@@ -140,6 +161,7 @@ ALTERATIONS = {
     "burned-in label": _burned_in_label,
     "collimated edges": _collimated_edges,
     "strands": _strands,
+    "marker on the skin line": _marker_on_skin,
 }
 
 

@@ -32,6 +32,7 @@ class AugmentOptions:
     noise_std: tuple[float, float] = (0.0, 0.03)
     p_noise_corr: float = 0.0        # fraction of samples whose noise is correlated
     noise_corr_sigma: tuple[float, float] = (0.5, 2.0)  # its Gaussian filter, input pixels
+    p_markers: float = 0.0           # fraction of samples given radiopaque skin markers
 
 
 def _uniform(n, lo, hi, gen, device):
@@ -76,7 +77,42 @@ def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = Augmen
     if opts.p_noise_corr > 0:  # draws from `gen` only when on: the default stream is unchanged
         noise = _correlate(noise, gen, opts)
     x = (x + std * noise).clamp(0, 1)
+    if opts.p_markers > 0:  # draws from `gen` only when on: the default stream is unchanged
+        x = _skin_markers(x, gen, opts.p_markers)
     return x if masks is None else (x, masks)
+
+
+def _skin_markers(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """Radiopaque markers on the skin line of a random subset of the samples: lead
+    letters, BBs and scar lines, saturated (1.0), 1-3 per image. Real mammograms carry
+    them and a classifier that never saw one reads it as a lesion."""
+    import cv2
+    import numpy as np
+
+    out = x.clone()
+    for i in torch.nonzero(torch.rand(x.shape[0], generator=gen) < p).flatten().tolist():
+        img = out[i, 0].cpu().numpy()
+        breast = img > 0.05
+        rim = np.argwhere(breast & ~cv2.erode(breast.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
+        if len(rim) == 0:
+            continue
+        canvas = np.zeros(img.shape, np.uint8)
+        scale = img.shape[0] / 512
+        for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
+            r, c = (int(v) for v in rim[int(torch.randint(len(rim), (1,), generator=gen))])
+            kind, size = int(torch.randint(3, (1,), generator=gen)), float(_uniform(1, 0.5, 1.5, gen, "cpu")) * scale
+            if kind == 0:    # a BB
+                cv2.circle(canvas, (c, r), max(1, round(3 * size)), 255, -1)
+            elif kind == 1:  # a letter
+                cv2.putText(canvas, "LRCM"[int(torch.randint(4, (1,), generator=gen))], (c - round(6 * size), r + round(6 * size)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.6 * size, 255, max(1, round(2 * size)))
+            else:            # a scar line
+                a = float(_uniform(1, 0, math.pi, gen, "cpu"))
+                d = np.array([math.cos(a), math.sin(a)]) * 20 * size
+                cv2.line(canvas, (round(c - d[0]), round(r - d[1])), (round(c + d[0]), round(r + d[1])), 255,
+                         max(1, round(2 * size)))
+        out[i, 0] = torch.where(torch.from_numpy(canvas > 0).to(x.device), torch.ones((), device=x.device), out[i, 0])
+    return out
 
 
 def _correlate(noise: torch.Tensor, gen: torch.Generator, opts: AugmentOptions) -> torch.Tensor:

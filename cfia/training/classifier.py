@@ -59,6 +59,7 @@ class TrainOptions:
     augment: bool = True
     aug_noise: float = 0.03            # largest s.d. of the added white noise (input scale)
     aug_noise_corr: float = 0.0        # fraction of samples whose noise is spatially correlated
+    aug_markers: float = 0.0           # fraction of samples given radiopaque skin markers
     lesion_weight: float = 1.0
     progress: bool = True
     command: str = ""
@@ -181,6 +182,8 @@ def train(opts: TrainOptions) -> dict:
         raise ValueError(f"--aug-noise {opts.aug_noise}: must be >= 0")
     if not 0 <= opts.aug_noise_corr <= 1:
         raise ValueError(f"--aug-noise-corr {opts.aug_noise_corr}: must be a fraction in [0, 1]")
+    if not 0 <= opts.aug_markers <= 1:
+        raise ValueError(f"--aug-markers {opts.aug_markers}: must be a fraction in [0, 1]")
     torch.set_num_threads(max(1, opts.threads))
     device = _device(opts.device)
     _seed_everything(opts.seed)
@@ -223,7 +226,8 @@ def train(opts: TrainOptions) -> dict:
 
     from tqdm import tqdm
 
-    aug = AugmentOptions(noise_std=(0.0, opts.aug_noise), p_noise_corr=opts.aug_noise_corr)
+    aug = AugmentOptions(noise_std=(0.0, opts.aug_noise), p_noise_corr=opts.aug_noise_corr,
+                         p_markers=opts.aug_markers)
     t0 = time.time()
     end = opts.epochs if opts.stop_after is None else min(opts.epochs, start + opts.stop_after)
     for epoch in range(start, end):
