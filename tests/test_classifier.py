@@ -301,17 +301,18 @@ def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
 
 # -- the shipped default model -----------------------------------------------------
 
-def test_shipped_model_matches_its_card_and_runs():
-    card = (ROOT / "models" / "classifier.md").read_text()
-    meta = json.loads((ROOT / "models" / "classifier.json").read_text())
+@pytest.mark.parametrize("stem", ["classifier", "classifier-markers"])
+def test_shipped_model_matches_its_card_and_runs(stem):
+    card = (ROOT / "models" / f"{stem}.md").read_text()
+    meta = json.loads((ROOT / "models" / f"{stem}.json").read_text())
     size = tuple(meta["input_size"])
-    for name in ("classifier.ts", "classifier.pt"):
+    for name in (f"{stem}.ts", f"{stem}.pt"):
         path = ROOT / "models" / name
         assert path.stat().st_size <= 15 * 2 ** 20
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert re.search(rf"{re.escape(name)}.*{digest}", card), f"sha256 of {name} not in the model card"
-    ts = load_classifier("torchscript", ROOT / "models" / "classifier.ts", input_size=size)
-    pt = load_classifier("monai_network", ROOT / "models" / "classifier.pt", network=meta["network"],
+    ts = load_classifier("torchscript", ROOT / "models" / f"{stem}.ts", input_size=size)
+    pt = load_classifier("monai_network", ROOT / "models" / f"{stem}.pt", network=meta["network"],
                          network_args=meta["network_args"], input_size=size)
     x = torch.rand(2, 1, *size)
     torch.testing.assert_close(ts(x), pt(x))
