@@ -129,18 +129,19 @@ def _strands(px, rng):
 
 
 def _marker_on_skin(px, rng):
-    """A lead letter imaged on the skin line a third of the way down: saturated (the
-    brightest stored value), 5 % of the image high, touching the breast."""
+    """A lead letter imaged on the skin line a third of the way down the breast: saturated
+    (the brightest stored value), 5 % of the image high, touching the breast."""
     import cv2
     from skimage.filters import threshold_otsu
 
     rows, cols = px.shape
     breast = px > threshold_otsu(px)
     edge = max(1, cols // 10)
-    row = rows // 3
-    inside = np.nonzero(breast[row])[0]
-    if inside.size == 0:
+    covered = np.nonzero(breast.any(axis=1))[0]
+    if covered.size == 0:
         return px
+    row = int(covered[len(covered) // 3])  # a third of the way down the breast
+    inside = np.nonzero(breast[row])[0]
     col = inside.max() if px[:, :edge].mean() > px[:, -edge:].mean() else inside.min()
     size = max(8, rows // 20)
     letter = np.zeros((rows, cols), np.uint8)
