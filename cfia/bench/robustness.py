@@ -5,7 +5,9 @@
 Every image of a `manifest.csv` folder is altered on its stored pixels, before cfia's
 preprocessing, the way another detector or processing chain might differ: a gamma
 curve, added noise (white or correlated), a softer (blurred) or coarser
-(half-resolution) detector, a label burned in beside the breast, unexposed strips at the collimated edges. The classifier then scores it through the run-time path
+(half-resolution) detector, a label burned in beside the breast, unexposed strips at the
+collimated edges, strands the phantom lacks, a lead marker on the skin line. The classifier
+then scores it through the run-time path
 (explain.preprocess + the adapter); the table gives AUC and accuracy per alteration.
 The phantom has no other sources, so this is the cheapest stand-in for "mammograms
 from elsewhere"; it is not real data.
@@ -58,6 +60,13 @@ def _half_resolution(px, rng):
     return ndimage.zoom(small, np.array(px.shape) / np.array(small.shape), order=1)
 
 
+def _chest_wall_left(px) -> bool:
+    """The breast lies against the left edge: its outer tenth is the brighter one
+    (stored values of a MONOCHROME2 image, air dark)."""
+    edge = max(1, px.shape[1] // 10)
+    return bool(px[:, :edge].mean() > px[:, -edge:].mean())
+
+
 def _burned_in_label(px, rng):
     """A technologist's label as many sites burn it in: a box at the brightest stored
     value with the view's letters cut out, in the top corner away from the breast
@@ -67,8 +76,7 @@ def _burned_in_label(px, rng):
     rows, cols = px.shape
     h, w = max(8, rows * 6 // 100), max(24, cols * 22 // 100)
     r0 = rows * 2 // 100
-    edge = max(1, cols // 10)
-    c0 = cols - cols * 2 // 100 - w if px[:, -edge:].mean() < px[:, :edge].mean() else cols * 2 // 100
+    c0 = cols - cols * 2 // 100 - w if _chest_wall_left(px) else cols * 2 // 100
     letters = np.zeros((h, w), np.uint8)
     cv2.putText(letters, "L MLO", (w // 12, h * 3 // 4), cv2.FONT_HERSHEY_SIMPLEX, h / 40, 255, max(1, h // 12))
     out = px.copy()
@@ -81,10 +89,9 @@ def _collimated_edges(px, rng):
     top, the bottom and the edge away from the breast, 2 % of the image deep."""
     rows, cols = px.shape
     depth = max(2, rows // 50)
-    edge = max(1, cols // 10)
     out = px.copy()
     out[:depth], out[-depth:] = px.max(), px.max()
-    if px[:, -edge:].mean() < px[:, :edge].mean():
+    if _chest_wall_left(px):
         out[:, -depth:] = px.max()
     else:
         out[:, :depth] = px.max()
@@ -101,8 +108,7 @@ def _strands(px, rng):
 
     rows, cols = px.shape
     breast = px > threshold_otsu(px)
-    edge = max(1, cols // 10)
-    flip = px[:, :edge].mean() < px[:, -edge:].mean()  # work with the chest wall on the left
+    flip = not _chest_wall_left(px)  # work with the chest wall on the left
     breast = breast[:, ::-1] if flip else breast
     reach = np.nonzero(breast.any(axis=0))[0].max()
     nipple = np.array([reach, np.nonzero(breast[:, reach])[0].mean()])
@@ -136,13 +142,12 @@ def _marker_on_skin(px, rng):
 
     rows, cols = px.shape
     breast = px > threshold_otsu(px)
-    edge = max(1, cols // 10)
     covered = np.nonzero(breast.any(axis=1))[0]
     if covered.size == 0:
         return px
     row = int(covered[len(covered) // 3])  # a third of the way down the breast
     inside = np.nonzero(breast[row])[0]
-    col = inside.max() if px[:, :edge].mean() > px[:, -edge:].mean() else inside.min()
+    col = inside.max() if _chest_wall_left(px) else inside.min()
     size = max(8, rows // 20)
     letter = np.zeros((rows, cols), np.uint8)
     cv2.putText(letter, "R", (col - size // 2, row + size // 2), cv2.FONT_HERSHEY_SIMPLEX, size / 22, 255,
