@@ -91,28 +91,33 @@ def _skin_markers(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tens
 
     out = x.clone()
     for i in torch.nonzero(torch.rand(x.shape[0], generator=gen) < p).flatten().tolist():
-        img = out[i, 0].cpu().numpy()
-        breast = img > 0.05
+        breast = (out[i, 0] > 0.05).cpu().numpy()
         rim = np.argwhere(breast & ~cv2.erode(breast.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
         if len(rim) == 0:
             continue
-        canvas = np.zeros(img.shape, np.uint8)
-        scale = img.shape[0] / 512
+        canvas = np.zeros(breast.shape, np.uint8)
         for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
             r, c = (int(v) for v in rim[int(torch.randint(len(rim), (1,), generator=gen))])
-            kind, size = int(torch.randint(3, (1,), generator=gen)), float(_uniform(1, 0.5, 1.5, gen, "cpu")) * scale
-            if kind == 0:    # a BB
-                cv2.circle(canvas, (c, r), max(1, round(3 * size)), 255, -1)
-            elif kind == 1:  # a letter
-                cv2.putText(canvas, "LRCM"[int(torch.randint(4, (1,), generator=gen))], (c - round(6 * size), r + round(6 * size)),
-                            cv2.FONT_HERSHEY_SIMPLEX, 0.6 * size, 255, max(1, round(2 * size)))
-            else:            # a scar line
-                a = float(_uniform(1, 0, math.pi, gen, "cpu"))
-                d = np.array([math.cos(a), math.sin(a)]) * 20 * size
-                cv2.line(canvas, (round(c - d[0]), round(r - d[1])), (round(c + d[0]), round(r + d[1])), 255,
-                         max(1, round(2 * size)))
+            _draw_marker(canvas, r, c, gen, scale=breast.shape[0] / 512)
         out[i, 0] = torch.where(torch.from_numpy(canvas > 0).to(x.device), torch.ones((), device=x.device), out[i, 0])
     return out
+
+
+def _draw_marker(canvas, r: int, c: int, gen: torch.Generator, scale: float) -> None:
+    """One marker centred on (r, c): a BB, a letter or a scar line, 0.5-1.5 x its size."""
+    import cv2
+
+    kind, size = int(torch.randint(3, (1,), generator=gen)), float(_uniform(1, 0.5, 1.5, gen, "cpu")) * scale
+    if kind == 0:    # a BB
+        cv2.circle(canvas, (c, r), max(1, round(3 * size)), 255, -1)
+    elif kind == 1:  # a letter
+        letter = "LRCM"[int(torch.randint(4, (1,), generator=gen))]
+        cv2.putText(canvas, letter, (c - round(6 * size), r + round(6 * size)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6 * size, 255, max(1, round(2 * size)))
+    else:            # a scar line
+        a = float(_uniform(1, 0, math.pi, gen, "cpu"))
+        dx, dy = math.cos(a) * 20 * size, math.sin(a) * 20 * size
+        cv2.line(canvas, (round(c - dx), round(r - dy)), (round(c + dx), round(r + dy)), 255, max(1, round(2 * size)))
 
 
 def _correlate(noise: torch.Tensor, gen: torch.Generator, opts: AugmentOptions) -> torch.Tensor:
