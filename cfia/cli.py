@@ -63,17 +63,16 @@ def _pipeline(cfg):
 
 def cmd_explain(args) -> int:
     import numpy as np
-    import pydicom
 
     from . import overlay
-    from .dicom_io import ImageReadError, read_file
+    from .dicom_io import ImageReadError, from_dataset, read_dataset
 
     cfg = load_config(args.config)
     try:
-        src = read_file(args.file)
+        source = read_dataset(args.file)
+        src = from_dataset(source, args.file)
     except ImageReadError as exc:
         raise UsageError(str(exc)) from None
-    source = pydicom.dcmread(args.file)
     no_objects = _why_no_result_objects(source)
     if no_objects:  # e.g. a Secondary Capture mammogram (CBIS-DDSM): the maps are still worth having
         print(f"cfia: warning: {args.file}: no DICOM result objects ({no_objects}); "

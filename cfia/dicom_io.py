@@ -27,14 +27,18 @@ class SourceImage:
 
 def read_file(path: str | Path) -> SourceImage:
     """dcmread + from_dataset, with errors that name the file."""
+    return from_dataset(read_dataset(path), str(path))
+
+
+def read_dataset(path: str | Path):
+    """dcmread, with an ImageReadError that names the file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path))
+        return pydicom.dcmread(str(path))
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
         raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
-    return from_dataset(ds, str(path))
 
 
 def from_dataset(ds, where: str = "dataset") -> SourceImage:

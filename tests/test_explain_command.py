@@ -91,14 +91,19 @@ def small_config(tmp_path_factory):
     return path
 
 
+def _explain(src: Path, out_dir: Path, config: Path):
+    """`cfia explain` in a subprocess that must succeed: (the completed process, its JSON line)."""
+    out = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(src), "--out", str(out_dir),
+                          "--config", str(config)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out, json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_explain_command_writes_every_output(tmp_path, small_config):
     ds = to_dataset(make_one(31, 3, MASSES), "t:3", 3)
     src = tmp_path / "mg.dcm"
     ds.save_as(src, enforce_file_format=True)
-    out = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(src), "--out", str(tmp_path / "out"),
-                          "--config", str(small_config)], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert out.returncode == 0, out.stderr
-    line = json.loads(out.stdout.strip().splitlines()[-1])
+    _, line = _explain(src, tmp_path / "out", small_config)
     assert {"method", "score", "score_after_deletion", "passes", "seconds", "outputs"} <= set(line)
     assert line["method"] == "cf" and line["passes"] <= 5
     saliency = np.load(tmp_path / "out" / "saliency.npy")
@@ -123,10 +128,7 @@ def test_explain_a_secondary_capture_mammogram_writes_the_maps_and_says_why_no_o
         setattr(sc, keyword, getattr(mg, keyword))
     src = tmp_path / "sc.dcm"
     sc.save_as(src, enforce_file_format=True)
-    out = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(src), "--out", str(tmp_path / "out"),
-                          "--config", str(small_config)], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert out.returncode == 0, out.stderr
-    line = json.loads(out.stdout.strip().splitlines()[-1])
+    out, line = _explain(src, tmp_path / "out", small_config)
     assert "not a digital mammogram" in line["dicom_objects_skipped"]
     assert sorted(Path(p).name for p in line["outputs"]) == ["overlay.png", "saliency.npy"]
     assert np.load(tmp_path / "out" / "saliency.npy").shape == (mg.Rows, mg.Columns)
