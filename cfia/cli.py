@@ -40,7 +40,8 @@ def cmd_phantom(args) -> int:
     opts = PhantomOptions(
         size=args.size, positive_fraction=args.positive_fraction, bits_stored=args.bits,
         for_processing=args.for_processing, photometric=args.photometric,
-        frame_of_reference=args.frame_of_reference, pixel_spacing=args.pixel_spacing,
+        frame_of_reference=args.frame_of_reference, pixel_spacing=args.pixel_spacing, generator=args.generator,
+        lesion_kinds=tuple(args.lesion_kinds.split(",")) if args.lesion_kinds else None,
     )
     try:
         opts.check()
@@ -313,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--photometric", choices=("MONOCHROME1", "MONOCHROME2"), default="MONOCHROME2")
     p.add_argument("--frame-of-reference", action="store_true", help="add a Frame of Reference module")
     p.add_argument("--pixel-spacing", action="store_true", help="add PixelSpacing besides ImagerPixelSpacing")
+    p.add_argument("--generator", choices=("standard", "compartments"), default="standard",
+                   help="standard (what the shipped models trained on) or compartments: a second generator with "
+                        "other texture, lesion and detector models, for testing on images a model has never seen")
+    p.add_argument("--lesion-kinds", default=None, metavar="K1,K2",
+                   help="draw only these lesion kinds (default: all of the generator's own); standard: circumscribed, "
+                        "spiculated, calcifications; compartments: lobulated, ill-defined, distortion, "
+                        "linear-calcifications, and the standard kinds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
 

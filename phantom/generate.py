@@ -12,9 +12,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from . import compartments, mammogram
 from .dicom import to_dataset
 from .lesions import LESION_KINDS
-from .mammogram import Mammogram, synthesize
+from .mammogram import Mammogram
+
+# "compartments" is the second generator, held out from the shipped models' training
+# name -> (synthesize, its default lesion kinds, the kinds it can draw)
+GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS, LESION_KINDS),
+              "compartments": (compartments.synthesize, compartments.KINDS, compartments.ALL_KINDS)}
 
 # contrast: the most conspicuous lesion's peak contrast in units of the tissue s.d.
 MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind", "contrast")
@@ -31,7 +37,11 @@ class PhantomOptions:
     photometric: str = "MONOCHROME2"
     frame_of_reference: bool = False
     pixel_spacing: bool = False
-    lesion_kinds: tuple[str, ...] = LESION_KINDS
+    lesion_kinds: tuple[str, ...] | None = None   # None: all of the generator's
+    generator: str = "standard"
+
+    def kinds(self) -> tuple[str, ...]:
+        return self.lesion_kinds or GENERATORS[self.generator][1]
 
     def check(self) -> None:
         rows, cols = self.size
@@ -41,9 +51,12 @@ class PhantomOptions:
             raise ValueError(f"bits_stored {self.bits_stored} is out of range; allowed: 12 to 16")
         if not 0.0 <= self.positive_fraction <= 1.0:
             raise ValueError(f"positive_fraction {self.positive_fraction} is out of range; allowed: 0 to 1")
-        bad = set(self.lesion_kinds) - set(LESION_KINDS)
-        if bad or not self.lesion_kinds:
-            raise ValueError(f"lesion kinds {sorted(bad) or '[]'} not allowed; allowed: {', '.join(LESION_KINDS)}")
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator {self.generator!r} unknown; known: {', '.join(GENERATORS)}")
+        allowed = GENERATORS[self.generator][2]
+        bad = set(self.kinds()) - set(allowed)
+        if bad or self.lesion_kinds == ():
+            raise ValueError(f"lesion kinds {sorted(bad) or '[]'} not allowed; allowed: {', '.join(allowed)}")
 
 
 def make_one(seed: int, index: int, opts: PhantomOptions, lesion_gain: float = 1.0) -> Mammogram:
@@ -54,9 +67,10 @@ def make_one(seed: int, index: int, opts: PhantomOptions, lesion_gain: float = 1
     view = "CC" if rng.random() < 0.5 else "MLO"
     n_lesions = (2 if rng.random() < 0.15 else 1) if label else 0
     spacing = FIELD_OF_VIEW_MM / opts.size[0]
+    synthesize = GENERATORS[opts.generator][0]
     for _ in range(5):  # a lesion that found no room is redrawn, so label 1 always has a mask
         mg = synthesize(opts.size, rng, laterality, view, n_lesions, spacing, opts.bits_stored,
-                        opts.for_processing, opts.lesion_kinds, lesion_gain)
+                        opts.for_processing, opts.kinds(), lesion_gain)
         if not label or mg.mask.any():
             return mg
     raise RuntimeError(f"could not place a lesion in image {index} (seed {seed})")
@@ -71,7 +85,8 @@ def write_dataset(out: Path, count: int, seed: int, opts: PhantomOptions, progre
     for i in range(count):
         mg = make_one(seed, i, opts)
         name = f"img{i:05d}.dcm"
-        ds = to_dataset(mg, f"cfia-phantom:{seed}:{i}", seed * 100000 + i, opts.bits_stored,
+        key = f"cfia-phantom:{seed}:{i}" if opts.generator == "standard" else f"cfia-phantom-{opts.generator}:{seed}:{i}"
+        ds = to_dataset(mg, key, seed * 100000 + i, opts.bits_stored,
                         opts.for_processing, opts.photometric, opts.frame_of_reference, opts.pixel_spacing)
         pydicom.dcmwrite(out / name, ds, enforce_file_format=True)
         mask_rel = ""

@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage
 
 from cfia.cli import main
+from phantom import compartments
 from phantom.generate import MANIFEST_COLUMNS, PhantomOptions, make_one, write_dataset
 from phantom.lesions import LESION_KINDS
 from phantom.texture import power_law_noise, spectral_slope
@@ -146,3 +147,55 @@ def test_full_size_mammogram(tmp_path):
 def test_bad_size_is_a_clear_usage_error(tmp_path, capsys):
     assert main(["phantom", "--out", str(tmp_path), "--size", "8192x100"]) == 2
     assert "8192x100 is out of range" in capsys.readouterr().err
+
+
+# The second generator (phantom/compartments.py): other texture, lesions and detector.
+COMPARTMENTS = PhantomOptions(size=(512, 416), positive_fraction=1.0, generator="compartments")
+
+
+def test_second_generator_writes_valid_files_with_its_own_lesion_kinds(tmp_path):
+    assert main(["phantom", "--generator", "compartments", "--out", str(tmp_path), "--count", "12",
+                 "--size", "256x208", "--positive-fraction", "1", "--quiet"]) == 0
+    rows = _manifest(tmp_path)
+    kinds = {k for r in rows for k in r["kind"].split("+")}
+    assert kinds and kinds <= set(compartments.KINDS) and not kinds & set(LESION_KINDS)
+    assert dciodvfy_errors(tmp_path / rows[0]["file"]) == []
+    again = tmp_path / "again"
+    assert main(["phantom", "--generator", "compartments", "--out", str(again), "--count", "2",
+                 "--size", "256x208", "--positive-fraction", "1", "--quiet"]) == 0
+    assert (again / "img00001.dcm").read_bytes() == (tmp_path / "img00001.dcm").read_bytes()
+    # Not the first generator's image for the same seed, nor its UIDs.
+    assert main(["phantom", "--out", str(tmp_path / "std"), "--count", "1", "--size", "256x208", "--quiet"]) == 0
+    assert (pydicom.dcmread(tmp_path / "std" / "img00000.dcm").SOPInstanceUID
+            != pydicom.dcmread(tmp_path / "img00000.dcm").SOPInstanceUID)
+
+
+def test_second_generator_lesions_lie_in_the_breast_and_stand_out():
+    for i in range(8):
+        mg = make_one(23, i, COMPARTMENTS)
+        assert mg.mask.any() and mg.breast[mg.mask].all()
+        px = mg.pixels.astype(float)
+        for kind, row, col, *_ in mg.lesions:
+            ring = ndimage.binary_dilation(mg.mask, iterations=8) & ~ndimage.binary_dilation(mg.mask, iterations=3)
+            stat = np.percentile(px[mg.mask], 99)
+            assert stat > px[ring & mg.breast].mean(), (i, kind)
+
+
+def test_second_generator_draws_first_generator_lesions_on_request():
+    opts = PhantomOptions(size=(256, 208), positive_fraction=1.0, generator="compartments",
+                          lesion_kinds=("circumscribed", "calcifications"))
+    mgs = [make_one(3, i, opts) for i in range(10)]
+    assert {k for mg in mgs for k, *_ in mg.lesions} == {"circumscribed", "calcifications"}
+    with pytest.raises(ValueError, match="lesion kinds \\['bogus'\\] not allowed"):
+        PhantomOptions(generator="compartments", lesion_kinds=("bogus",)).check()
+    with pytest.raises(ValueError, match="lobulated"):
+        PhantomOptions(lesion_kinds=("lobulated",)).check()   # the first generator cannot draw it
+    with pytest.raises(ValueError, match="generator 'nope' unknown"):
+        PhantomOptions(generator="nope").check()
+
+
+def test_second_generator_texture_has_a_mammographic_spectrum():
+    """Compartments, not a power-law field, yet a spectrum in the range real mammograms show."""
+    opts = PhantomOptions(size=(1024, 832), positive_fraction=0.0, generator="compartments")
+    slopes = [spectral_slope(_tissue_patch(make_one(11, i, opts))) for i in range(6)]
+    assert all(2.5 <= s <= 4.5 for s in slopes), slopes

@@ -1,0 +1,276 @@
+"""A second phantom generator, built on other models than mammogram.py's.
+
+The breast's texture is Bakic-style adipose compartments (fat lobules framed by bright
+fibrous septa, glandular compartments filled in, vessels across), not a power-law field;
+its lesions are lobulated and ill-defined masses, architectural distortions and linear
+calcifications, not the first generator's circumscribed and spiculated masses and round
+clusters; its detector has a heel effect, correlated noise and an S-shaped display curve.
+It shares only the Mammogram record and the DICOM writer with the first generator. It
+exists to measure models trained on the first generator on mammograms they have never
+seen (docs/models.md, "A second generator"); the shipped models never saw it.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from . import lesions as first
+from .mammogram import Mammogram
+
+KINDS = ("lobulated", "ill-defined", "distortion", "linear-calcifications")
+# The first generator's lesions can be drawn too (--lesion-kinds): its texture with
+# known lesions is a training variation; its own lesions stay unseen.
+ALL_KINDS = KINDS + first.LESION_KINDS
+# Each kind's contrast, in units of the breast's tissue s.d. (the first generator's ranges for its kinds).
+CONTRAST = {"lobulated": (0.6, 1.8), "ill-defined": (0.8, 2.2), "distortion": (1.0, 2.5),
+            "linear-calcifications": (2.0, 5.0), "circumscribed": (0.8, 2.5), "spiculated": (0.8, 2.5),
+            "calcifications": (2.5, 6.0)}
+
+
+def synthesize(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    laterality: str,
+    view: str,
+    n_lesions: int,
+    spacing_mm: float,
+    bits_stored: int = 12,
+    for_processing: bool = False,
+    lesion_kinds: tuple[str, ...] = KINDS,
+    lesion_gain: float = 1.0,
+) -> Mammogram:
+    """The same interface as mammogram.synthesize; lesion_gain 0 draws the image without lesions."""
+    breast, depth_mm, nipple = _outline(shape, view, spacing_mm, rng)
+    thickness = np.sqrt(np.clip(depth_mm / rng.uniform(10.0, 20.0), 0.0, 1.0)) * breast
+    texture = _compartments(breast, depth_mm, nipple, spacing_mm, rng) + _vessels(breast, nipple, spacing_mm, rng)
+    tissue = rng.uniform(0.35, 0.7) * texture
+    skin = ndimage.gaussian_filter((breast & (depth_mm < rng.uniform(1.5, 3.0))).astype(np.float32), 0.7)
+    pectoral = _pectoral(breast, spacing_mm, rng) if view == "MLO" else 0.0
+    attenuation = thickness * (1.0 + tissue) + rng.uniform(0.15, 0.35) * skin + pectoral
+    deep = depth_mm > 15
+    tissue_std = float((thickness * tissue)[deep].std()) if deep.any() else 0.1
+    mask = np.zeros(shape, bool)
+    lesions = []
+    for _ in range(n_lesions):
+        kind = lesion_kinds[rng.integers(len(lesion_kinds))]
+        placed = _place(MODELS[kind](spacing_mm, rng), breast, depth_mm, pectoral, mask, spacing_mm, rng)
+        if placed is None:
+            continue
+        (r0, c0), profile, lmask = placed
+        scale = rng.uniform(*CONTRAST[kind])
+        sl = (slice(r0, r0 + profile.shape[0]), slice(c0, c0 + profile.shape[1]))
+        attenuation[sl] += lesion_gain * scale * tissue_std * profile * thickness[sl]
+        mask[sl] |= lmask
+        lesions.append((kind, r0 + profile.shape[0] // 2, c0 + profile.shape[1] // 2,
+                        round(scale * tissue_std, 4), round(scale, 3)))
+    pixels = _detector(attenuation, breast, bits_stored, for_processing, rng)
+    out = Mammogram(pixels, mask, breast, laterality, view, spacing_mm, lesions, beta=0.0)
+    if laterality == "R":  # chest wall on the right for a right breast
+        out.pixels, out.mask, out.breast = out.pixels[:, ::-1].copy(), out.mask[:, ::-1].copy(), out.breast[:, ::-1].copy()
+    return out
+
+
+def _outline(shape, view, spacing_mm, rng):
+    """(breast, depth below the skin in mm, nipple): a superellipse, chest wall at column 0."""
+    rows, cols = shape
+    r = np.arange(rows, dtype=np.float32)[:, None]
+    c = np.arange(cols, dtype=np.float32)[None, :]
+    nipple_row = rows * (rng.uniform(0.42, 0.58) if view == "CC" else rng.uniform(0.55, 0.68))
+    up = rows * (rng.uniform(0.35, 0.45) if view == "CC" else rng.uniform(0.6, 0.8))  # MLO leaves the top
+    down = rows * rng.uniform(0.33, 0.45)
+    p = rng.uniform(1.6, 3.0)  # rounder or squarer breasts
+    u = np.clip(np.where(r < nipple_row, (nipple_row - r) / up, (r - nipple_row) / down), 0.0, 1.0)
+    extent = cols * rng.uniform(0.5, 0.82) * (1.0 - u ** p) ** (1.0 / p)
+    breast = (c < extent) & (u < 1.0)
+    # The chest wall and the image's edges are not skin: depth as if the breast went on.
+    depth_px = ndimage.distance_transform_edt(np.pad(breast, ((0, 0), (cols, 0)), mode="edge"))[:, cols:]
+    nipple = (int(nipple_row), int(max(extent[int(nipple_row), 0] - 1, 0)))
+    return breast, (depth_px * spacing_mm).astype(np.float32), nipple
+
+
+def _compartments(breast, depth_mm, nipple, spacing_mm, rng):
+    """Voronoi compartments on a warped grid: fat (dark) or glandular (bright) cells,
+    fibrous septa (thin bright lines) between them."""
+    rows, cols = breast.shape
+    inside = np.flatnonzero(breast)
+    cell_mm = rng.uniform(4.0, 10.0)
+    n = max(int(inside.size * spacing_mm ** 2 / cell_mm ** 2), 8)
+    seeds = np.column_stack(np.unravel_index(rng.choice(inside, n), breast.shape)).astype(np.float32)
+    stretch = np.array([1.0, rng.uniform(1.0, 1.6)], np.float32)  # cells long toward the nipple
+    pixels = np.column_stack(np.unravel_index(inside, breast.shape)).astype(np.float32)
+    pixels += _warp(breast.shape, 0.2 * cell_mm / spacing_mm, rng).reshape(-1, 2)[inside]  # rounded cells
+    dist, idx = cKDTree(seeds / stretch).query(pixels / stretch, k=2)
+    # Glandular cells cluster behind the nipple and thin out under the skin.
+    nr, nc = nipple
+    sy, sx = rows * rng.uniform(0.15, 0.3), max(nc, 1) * rng.uniform(0.3, 0.6)
+    envelope = np.exp(-0.5 * (((seeds[:, 0] - nr) / sy) ** 2 + ((seeds[:, 1] - nc * 0.45) / sx) ** 2))
+    envelope *= np.clip(depth_mm[seeds[:, 0].astype(int), seeds[:, 1].astype(int)] / 10.0, 0.0, 1.0)
+    gland = rng.random(n) < rng.uniform(0.2, 1.0) * envelope
+    level = np.where(gland, rng.uniform(0.5, 0.9, n), rng.uniform(0.0, 0.06, n))[idx[:, 0]]
+    septum = max(rng.uniform(0.15, 0.35) / spacing_mm, 0.5)
+    septa = np.exp(-0.5 * ((dist[:, 1] - dist[:, 0]) / septum) ** 2)
+    fine = ndimage.gaussian_filter(rng.standard_normal(breast.shape).astype(np.float32), max(0.4 / spacing_mm, 0.6))
+    fine *= rng.uniform(0.05, 0.12) / max(float(fine.std()), 1e-6)
+    out = np.zeros(breast.shape, np.float32)
+    out.flat[inside] = level + rng.uniform(0.15, 0.35) * septa + fine.flat[inside] * (level > 0.3)
+    return ndimage.gaussian_filter(out, rng.uniform(0.2, 0.5) / spacing_mm) * breast
+
+
+def _warp(shape, amplitude, rng):
+    """A smooth random displacement field (rows, cols, 2) of about `amplitude` pixels."""
+    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), amplitude * 2)
+                      for _ in range(2)], axis=-1)
+    return field * amplitude / max(float(field.std()), 1e-6)
+
+
+def _vessels(breast, nipple, spacing_mm, rng):
+    """1-3 smooth tubes running from the chest wall across the breast."""
+    rows, cols = breast.shape
+    out = np.zeros(breast.shape, np.float32)
+    for _ in range(rng.integers(1, 4)):
+        r, c, angle = rng.uniform(0.2, 0.8) * rows, 0.0, rng.uniform(-0.4, 0.4)
+        points = []
+        for _ in range(40):
+            points.append((c, r))
+            angle += rng.normal(0, 0.12)
+            r, c = r + np.sin(angle) * cols / 40, c + np.cos(angle) * cols / 40
+        width = max(int(round(rng.uniform(1.0, 2.5) / spacing_mm)), 1)
+        tube = np.zeros_like(out)
+        cv2.polylines(tube, [np.round(points).astype(np.int32)], False, 1.0, thickness=width, lineType=cv2.LINE_AA)
+        out = np.maximum(out, rng.uniform(0.15, 0.35) * ndimage.gaussian_filter(tube, width / 2))
+    return out * breast
+
+
+def _pectoral(breast, spacing_mm, rng):
+    """The muscle in the upper chest-wall corner, edge slightly convex or concave."""
+    rows, cols = breast.shape
+    r = np.arange(rows, dtype=np.float32)[:, None] / (rows * rng.uniform(0.35, 0.6))
+    c = np.arange(cols, dtype=np.float32)[None, :] / (cols * rng.uniform(0.2, 0.4))
+    inside = (c < 1.0 - np.clip(r, 0, 1) ** rng.uniform(0.8, 1.5)) & (r < 1.0) & breast
+    return rng.uniform(0.2, 0.45) * ndimage.gaussian_filter(inside.astype(np.float32), 1.0 / spacing_mm)
+
+
+def _grid(half):
+    ax = np.arange(-half, half + 1, dtype=np.float32)
+    return ax[:, None], ax[None, :]
+
+
+def _ellipse_rho(y, x, cy, cx, ry, rx, angle):
+    yr = (y - cy) * np.cos(angle) - (x - cx) * np.sin(angle)
+    xr = (y - cy) * np.sin(angle) + (x - cx) * np.cos(angle)
+    return np.hypot(yr / ry, xr / rx)
+
+
+def lobulated_mass(spacing_mm, rng):
+    """2-4 overlapping ellipsoids: a mass with a lobulated outline."""
+    r = rng.uniform(3.0, 8.0) / spacing_mm
+    half = int(np.ceil(2.2 * r)) + 3
+    y, x = _grid(half)
+    profile = np.zeros(y.shape[0:1] + x.shape[1:], np.float32)
+    for _ in range(rng.integers(2, 5)):
+        cy, cx = rng.uniform(-0.6, 0.6, 2) * r
+        rho = _ellipse_rho(y, x, cy, cx, r * rng.uniform(0.5, 0.9), r * rng.uniform(0.5, 0.9), rng.uniform(0, np.pi))
+        profile = np.maximum(profile, np.sqrt(np.clip(1.0 - rho ** 2, 0.0, 1.0)))
+    mask = profile > 0
+    profile = ndimage.gaussian_filter(profile, max(rng.uniform(0.2, 0.8) / spacing_mm, 0.5))
+    return profile / profile.max(), mask
+
+
+def ill_defined_mass(spacing_mm, rng):
+    """A Gaussian density with a lumpy, indistinct margin; the mask where it is above 0.4."""
+    s = rng.uniform(2.5, 6.0) / spacing_mm
+    half = int(np.ceil(3 * s)) + 2
+    y, x = _grid(half)
+    rho = _ellipse_rho(y, x, 0, 0, s, s * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi))
+    lumps = ndimage.gaussian_filter(rng.standard_normal(rho.shape).astype(np.float32), s / 3)
+    profile = np.exp(-0.5 * rho ** 2) * (1.0 + 0.3 * lumps / max(float(lumps.std()), 1e-6))
+    profile = np.clip(profile, 0.0, None) / profile.max()
+    return profile, profile > 0.4
+
+
+def architectural_distortion(spacing_mm, rng):
+    """Straight, tapering lines radiating from a point, with a faint centre or none."""
+    length = rng.uniform(6.0, 18.0) / spacing_mm
+    half = int(np.ceil(length)) + 3
+    lines = np.zeros((2 * half + 1,) * 2, np.float32)
+    width = max(int(round(rng.uniform(0.2, 0.5) / spacing_mm)), 1)
+    for theta in rng.uniform(0, 2 * np.pi, rng.integers(10, 25)):
+        reach = length * rng.uniform(0.5, 1.0)
+        for t0, t1 in zip(np.linspace(0, 1, 6)[:-1], np.linspace(0, 1, 6)[1:]):  # tapering in 5 pieces
+            a = (int(round(half + t0 * reach * np.cos(theta))), int(round(half + t0 * reach * np.sin(theta))))
+            b = (int(round(half + t1 * reach * np.cos(theta))), int(round(half + t1 * reach * np.sin(theta))))
+            cv2.line(lines, a, b, float(1.0 - t0), thickness=width, lineType=cv2.LINE_AA)
+    y, x = _grid(half)
+    core = rng.uniform(0.0, 0.4) * np.exp(-0.5 * (np.hypot(y, x) / (rng.uniform(0.8, 2.0) / spacing_mm)) ** 2)
+    profile = ndimage.gaussian_filter(np.maximum(lines, core), max(0.2 / spacing_mm, 0.5))
+    mask = ndimage.binary_dilation(profile > 0.2 * profile.max(), iterations=max(1, int(round(1.0 / spacing_mm))))
+    return profile / profile.max(), mask
+
+
+def linear_calcifications(spacing_mm, rng):
+    """Elongated specks along 1-3 branching lines (a segmental, ductal pattern)."""
+    length = rng.uniform(5.0, 15.0) / spacing_mm
+    half = int(np.ceil(length)) + 6
+    profile = np.zeros((2 * half + 1,) * 2, np.float32)
+    centres = []
+    for _ in range(rng.integers(1, 4)):
+        angle, (py, px) = rng.uniform(0, 2 * np.pi), rng.uniform(-0.3, 0.3, 2) * length
+        for _ in range(rng.integers(3, 10)):
+            step = length / 10 * rng.uniform(0.6, 1.4)
+            py, px = np.clip((py + step * np.sin(angle), px + step * np.cos(angle)), -length, length)
+            axes = (max(rng.uniform(0.25, 0.6) / spacing_mm, 1.0), max(rng.uniform(0.1, 0.25) / spacing_mm, 0.6))
+            cv2.ellipse(profile, (int(round(half + px)), int(round(half + py))),
+                        (int(round(axes[0])), int(round(axes[1]))), float(np.degrees(angle)), 0, 360,
+                        float(rng.uniform(0.6, 1.0)), -1, cv2.LINE_AA)
+            centres.append((px + half, py + half))
+            angle += rng.normal(0, 0.3)
+    profile = ndimage.gaussian_filter(profile, 0.6)
+    # Ground truth, as for the first generator's clusters: the hull grown by 1 mm.
+    hull = cv2.convexHull(np.asarray(centres, np.float32)).astype(np.int32)
+    mask = np.zeros(profile.shape, np.uint8)
+    cv2.fillConvexPoly(mask, hull, 1)
+    mask = ndimage.binary_dilation(mask.astype(bool) | (profile > 0.1), iterations=max(1, int(round(1.0 / spacing_mm))))
+    return profile / max(profile.max(), 1e-6), mask
+
+
+MODELS = {"lobulated": lobulated_mass, "ill-defined": ill_defined_mass, "distortion": architectural_distortion,
+          "linear-calcifications": linear_calcifications, **first.MODELS}
+
+
+def _place(drawn, breast, depth_mm, pectoral, taken, spacing_mm, rng):
+    """((r0, c0), profile, mask) at a random place deep in the breast, off the muscle; or None."""
+    profile, lmask = drawn
+    h, w = profile.shape
+    ok = (depth_mm > max(h, w) / 2 * spacing_mm + 3.0) & (np.asarray(pectoral) < 0.05)
+    ok[: h // 2 + 1] = ok[breast.shape[0] - h // 2 - 1:] = False
+    ok[:, : w // 2 + 1] = ok[:, breast.shape[1] - w // 2 - 1:] = False
+    cand = np.flatnonzero(ok)
+    for _ in range(20):
+        if cand.size == 0:
+            return None
+        rc, cc = np.unravel_index(cand[rng.integers(cand.size)], ok.shape)
+        r0, c0 = rc - h // 2, cc - w // 2
+        region = (slice(r0, r0 + h), slice(c0, c0 + w))
+        if breast[region][lmask].all() and not taken[region][lmask].any():
+            return (r0, c0), profile, lmask
+    return None
+
+
+def _detector(attenuation, breast, bits_stored, for_processing, rng):
+    """Exposure with a heel effect and correlated quantum noise -> stored values."""
+    rows = attenuation.shape[0]
+    maxval = (1 << bits_stored) - 1
+    heel = 1.0 + rng.uniform(-0.12, 0.12) * np.linspace(-1.0, 1.0, rows, dtype=np.float32)[:, None]
+    exposure = heel * np.exp(-rng.uniform(1.0, 1.6) * ndimage.gaussian_filter(attenuation, rng.uniform(0.5, 1.0)))
+    white = ndimage.gaussian_filter(rng.standard_normal(attenuation.shape).astype(np.float32), 0.7)
+    exposure = np.clip(exposure + rng.uniform(0.003, 0.008) * np.sqrt(exposure) * white / white.std(), 1e-4, None)
+    if for_processing:  # raw: linear in exposure, air brightest
+        values = rng.uniform(0.02, 0.06) + rng.uniform(0.75, 0.9) * exposure / exposure.max()
+    else:  # an S-shaped display curve centred on the breast: dense tissue bright, air dark
+        log_e = -np.log(exposure)
+        lo, hi = np.percentile(log_e[breast], [1, 99])
+        z = (log_e - (lo + hi) / 2) / max((hi - lo) / rng.uniform(3.0, 5.0), 1e-6)
+        values = rng.uniform(0.01, 0.05) + rng.uniform(0.8, 0.92) / (1.0 + np.exp(-z))
+    return np.clip(np.round(values * maxval), 0, maxval).astype(np.uint16)
