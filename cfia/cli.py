@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion-kinds", default=None, metavar="K1,K2",
                    help="draw only these lesion kinds (default: all of the generator's own); standard: circumscribed, "
                         "spiculated, calcifications; compartments: lobulated, ill-defined, distortion, "
-                        "linear-calcifications, and the standard kinds")
+                        "linear-calcifications; either generator draws any of them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
 

@@ -14,13 +14,12 @@ import pydicom
 
 from . import compartments, mammogram
 from .dicom import to_dataset
-from .lesions import LESION_KINDS
+from .lesions import ALL_KINDS, LESION_KINDS
 from .mammogram import Mammogram
 
-# "compartments" is the second generator, held out from the shipped models' training
-# name -> (synthesize, its default lesion kinds, the kinds it can draw)
-GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS, LESION_KINDS),
-              "compartments": (compartments.synthesize, compartments.KINDS, compartments.ALL_KINDS)}
+# name -> (synthesize, its own lesion kinds); either can draw any of ALL_KINDS on request.
+# "compartments" is the second generator, held out from the shipped models' training.
+GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS), "compartments": (compartments.synthesize, compartments.KINDS)}
 
 # contrast: the most conspicuous lesion's peak contrast in units of the tissue s.d.
 MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind", "contrast")
@@ -53,7 +52,7 @@ class PhantomOptions:
             raise ValueError(f"positive_fraction {self.positive_fraction} is out of range; allowed: 0 to 1")
         if self.generator not in GENERATORS:
             raise ValueError(f"generator {self.generator!r} unknown; known: {', '.join(GENERATORS)}")
-        allowed = GENERATORS[self.generator][2]
+        allowed = ALL_KINDS
         bad = set(self.kinds()) - set(allowed)
         if bad or self.lesion_kinds == ():
             raise ValueError(f"lesion kinds {sorted(bad) or '[]'} not allowed; allowed: {', '.join(allowed)}")

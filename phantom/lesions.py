@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from . import lesions_second
+
 LESION_KINDS = ("circumscribed", "spiculated", "calcifications")
 
 
@@ -94,3 +96,10 @@ MODELS = {
     "spiculated": spiculated_mass,
     "calcifications": calcification_cluster,
 }
+
+# Every kind either generator can draw (the second generator's: lesions_second.py), and
+# its contrast range in units of the breast's tissue s.d.
+ALL_MODELS = {**MODELS, **lesions_second.MODELS}
+ALL_KINDS = tuple(ALL_MODELS)
+CONTRAST = {"circumscribed": (0.8, 2.5), "spiculated": (0.8, 2.5), "calcifications": (2.5, 6.0),
+            **lesions_second.CONTRAST}

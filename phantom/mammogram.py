@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from .anatomy import breast_anatomy, gland_envelope
-from .lesions import LESION_KINDS, MODELS
+from .lesions import ALL_MODELS, CONTRAST, LESION_KINDS
 from .texture import clustered_lumpy, power_law_noise
 
 
@@ -69,7 +69,7 @@ def synthesize(
         if placed is None:
             continue
         (r0, c0), profile, lmask = placed
-        scale = rng.uniform(0.8, 2.5) if kind != "calcifications" else rng.uniform(2.5, 6.0)
+        scale = rng.uniform(*CONTRAST[kind])
         contrast = scale * tissue_std
         sl = (slice(r0, r0 + profile.shape[0]), slice(c0, c0 + profile.shape[1]))
         attenuation[sl] += lesion_gain * contrast * profile * anatomy.thickness[sl]
@@ -123,7 +123,7 @@ def lesion_centres(anatomy, patch_shape: tuple[int, int], spacing_mm: float) -> 
 
 
 def _place_lesion(kind, anatomy, spacing_mm, rng, taken):
-    profile, lmask = MODELS[kind](spacing_mm, rng)
+    profile, lmask = ALL_MODELS[kind](spacing_mm, rng)
     h, w = profile.shape
     ok = lesion_centres(anatomy, (h, w), spacing_mm)
     cand = np.flatnonzero(ok)
