@@ -207,11 +207,30 @@ def breast_masks(values: np.ndarray, grows: tuple[int, ...], work_size: int = 51
         return [np.ones(values.shape, bool) for _ in grows]
     sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
     fg = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    inclusive = _above_air(small, fg, edges) if any(grows) else fg
     out = []
     for grow in grows:
-        grown = ndimage.binary_dilation(fg, iterations=grow) & ~edges if grow else fg
+        grown = ndimage.binary_dilation(inclusive, iterations=grow) & ~edges if grow else fg
         out.append(np.repeat(np.repeat(grown, step, axis=0), step, axis=1)[:rows, :cols])
     return out
+
+
+def _above_air(small: np.ndarray, fg: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The Otsu mask `fg` plus what joins it clearly above the air's level.
+
+    In a dense breast Otsu's threshold can fall between fat and gland, so fat at the thin
+    periphery lies below it though it is breast, not air; grown masks start from this one
+    so that such fat is not blanked as air (measured on the second generator's fatty
+    peripheries: 6.5 % of the breast lost on average without it; docs/models.md).
+    """
+    air = small[~ndimage.binary_dilation(fg, iterations=3) & ~edges]
+    if air.size < 100:
+        return fg
+    level = float(np.median(air))
+    spread = 1.4826 * float(np.median(np.abs(air - level)))
+    lo, hi = np.percentile(small, (0.5, 99.5))
+    above = (small > level + max(6.0 * spread, 0.02 * float(hi - lo))) & ~edges
+    return ndimage.binary_fill_holes(ndimage.binary_propagation(fg, mask=above | fg))
 
 
 def collimated_edges(small: np.ndarray, threshold: float, flat: float = 0.02) -> np.ndarray:

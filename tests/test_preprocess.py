@@ -234,3 +234,17 @@ def test_air_padded_with_a_white_value_is_read_as_air(photometric):
     # the resampling with it (0.013 here); the padding read as pixels gave 0.058.
     assert np.abs(np.subtract(a.geometry.crop, b.geometry.crop)).max() <= 2
     assert float((a.image - b.image).abs().mean()) < 0.03
+
+
+def test_a_fatty_periphery_below_otsu_is_not_blanked_as_air():
+    """The second generator's dense breasts put Otsu's threshold between fat and gland; the
+    fat at the thin periphery is still breast, so the grown mask must cover it."""
+    from explain.preprocess import SKIN_LINE_GROW, breast_masks
+    from phantom.generate import PhantomOptions, make_one
+
+    opts = PhantomOptions(size=(512, 416), generator="compartments")
+    for i in range(6):
+        mg = make_one(5000, i, opts)
+        otsu, grown = breast_masks(mg.pixels.astype(np.float32), (0, SKIN_LINE_GROW))
+        assert (mg.breast & ~otsu).mean() > 0.003                 # Otsu alone misses the periphery
+        assert (mg.breast & ~grown).sum() <= 0.001 * mg.breast.sum(), i
