@@ -439,6 +439,25 @@ def test_observer_bench_responds_at_the_lesion_and_only_inside_the_breast():
     assert observer.auc_against(float(np.median(normals)), normals) == pytest.approx(0.5, abs=0.01)
 
 
+def test_observer_leaves_out_a_normal_breast_too_small_for_the_template():
+    """A large template (an architectural distortion's mask) may fit nowhere inside a small
+    normal breast: that normal has nothing to scan and is left out, not a crash."""
+    from cfia.bench import observer
+
+    rng = np.random.default_rng(2)
+    shape = (48, 40)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    lesion = (yy - 20) ** 2 + (xx - 15) ** 2 <= 25
+    kernel, footprint, corner = observer.ring_kernel(lesion)
+    pad = max(kernel.shape)
+    image = rng.normal(0, 1, shape) + 5.0 * lesion
+    big, small = xx < 35, (xx < 4) & (yy < 4)
+    normals = [observer.Correlator(rng.normal(0, 1, shape), b, pad) for b in (big, small)]
+    got = observer.observe_one(image, big, kernel, footprint, corner, pad, normals)
+    alone = observer.observe_one(image, big, kernel, footprint, corner, pad, normals[:1])
+    assert got == alone and got["scan"] == 1.0
+
+
 def test_observer_inverse_spectrum_filter_and_mask_template():
     """--prewhiten: 1/f^3 texture filtered by 1 / P(f), P measured on such texture, has power
     P / P^2 = 1 / P, rising as f^3 (the prewhitening matched filter's K^-1 g; its square root

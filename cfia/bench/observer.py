@@ -155,8 +155,11 @@ def observe_one(image, breast, kernel, footprint, corner, pad, correlators) -> d
     own = Correlator(image, breast, pad).responses(kernel_f, footprint_f, kernel.shape, area)
     at_lesion = lesion_response(image, kernel, corner)
     neg = [c.responses(kernel_f, footprint_f, kernel.shape, area) for c in correlators]
+    # A normal breast with no place wholly inside for this template (a large one) has
+    # nothing to scan and is left out of the scan's comparison.
+    peaks = np.array([n.max() for n in neg if n.size])
     return {"known_location": auc_against(at_lesion, np.concatenate(neg)),
-            "scan": auc_against(max(float(own.max()), at_lesion), np.array([n.max() for n in neg]))}
+            "scan": auc_against(max(float(own.max()) if own.size else at_lesion, at_lesion), peaks)}
 
 
 def by_contrast(rows: list[dict]) -> dict:
