@@ -16,9 +16,10 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .lesions import ALL_MODELS, CONTRAST
+from .anatomy import Anatomy
+from .lesions import CONTRAST
 from .lesions_second import KINDS
-from .mammogram import Mammogram
+from .mammogram import Mammogram, place_lesion
 
 
 def synthesize(
@@ -39,15 +40,16 @@ def synthesize(
     texture = _compartments(breast, depth_mm, nipple, spacing_mm, rng) + _vessels(breast, nipple, spacing_mm, rng)
     tissue = rng.uniform(0.35, 0.7) * texture
     skin = ndimage.gaussian_filter((breast & (depth_mm < rng.uniform(1.5, 3.0))).astype(np.float32), 0.7)
-    pectoral = _pectoral(breast, spacing_mm, rng) if view == "MLO" else 0.0
+    pectoral = _pectoral(breast, spacing_mm, rng) if view == "MLO" else np.zeros(shape, np.float32)
     attenuation = thickness * (1.0 + tissue) + rng.uniform(0.15, 0.35) * skin + pectoral
+    anatomy = Anatomy(breast, thickness, skin, pectoral, depth_mm, nipple)  # where lesions may go
     deep = depth_mm > 15
     tissue_std = float((thickness * tissue)[deep].std()) if deep.any() else 0.1
     mask = np.zeros(shape, bool)
     lesions = []
     for _ in range(n_lesions):
         kind = lesion_kinds[rng.integers(len(lesion_kinds))]
-        placed = _place(ALL_MODELS[kind](spacing_mm, rng), breast, depth_mm, pectoral, mask, spacing_mm, rng)
+        placed = place_lesion(kind, anatomy, spacing_mm, rng, mask)
         if placed is None:
             continue
         (r0, c0), profile, lmask = placed
@@ -142,25 +144,6 @@ def _pectoral(breast, spacing_mm, rng):
     c = np.arange(cols, dtype=np.float32)[None, :] / (cols * rng.uniform(0.2, 0.4))
     inside = (c < 1.0 - np.clip(r, 0, 1) ** rng.uniform(0.8, 1.5)) & (r < 1.0) & breast
     return rng.uniform(0.2, 0.45) * ndimage.gaussian_filter(inside.astype(np.float32), 1.0 / spacing_mm)
-
-
-def _place(drawn, breast, depth_mm, pectoral, taken, spacing_mm, rng):
-    """((r0, c0), profile, mask) at a random place deep in the breast, off the muscle; or None."""
-    profile, lmask = drawn
-    h, w = profile.shape
-    ok = (depth_mm > max(h, w) / 2 * spacing_mm + 3.0) & (np.asarray(pectoral) < 0.05)
-    ok[: h // 2 + 1] = ok[breast.shape[0] - h // 2 - 1:] = False
-    ok[:, : w // 2 + 1] = ok[:, breast.shape[1] - w // 2 - 1:] = False
-    cand = np.flatnonzero(ok)
-    for _ in range(20):
-        if cand.size == 0:
-            return None
-        rc, cc = np.unravel_index(cand[rng.integers(cand.size)], ok.shape)
-        r0, c0 = rc - h // 2, cc - w // 2
-        region = (slice(r0, r0 + h), slice(c0, c0 + w))
-        if breast[region][lmask].all() and not taken[region][lmask].any():
-            return (r0, c0), profile, lmask
-    return None
 
 
 def _detector(attenuation, breast, bits_stored, for_processing, rng):

@@ -65,7 +65,7 @@ def synthesize(
     tissue_std = float(tissue[anatomy.depth_mm > 15].std()) if (anatomy.depth_mm > 15).any() else 0.1
     for _ in range(n_lesions):
         kind = lesion_kinds[rng.integers(len(lesion_kinds))]
-        placed = _place_lesion(kind, anatomy, spacing_mm, rng, mask)
+        placed = place_lesion(kind, anatomy, spacing_mm, rng, mask)
         if placed is None:
             continue
         (r0, c0), profile, lmask = placed
@@ -122,7 +122,8 @@ def lesion_centres(anatomy, patch_shape: tuple[int, int], spacing_mm: float) -> 
     return ok
 
 
-def _place_lesion(kind, anatomy, spacing_mm, rng, taken):
+def place_lesion(kind, anatomy, spacing_mm, rng, taken):
+    """((r0, c0), profile, mask) of a `kind` lesion drawn at a random free place; or None."""
     profile, lmask = ALL_MODELS[kind](spacing_mm, rng)
     h, w = profile.shape
     ok = lesion_centres(anatomy, (h, w), spacing_mm)
