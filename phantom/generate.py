@@ -52,10 +52,9 @@ class PhantomOptions:
             raise ValueError(f"positive_fraction {self.positive_fraction} is out of range; allowed: 0 to 1")
         if self.generator not in GENERATORS:
             raise ValueError(f"generator {self.generator!r} unknown; known: {', '.join(GENERATORS)}")
-        allowed = ALL_KINDS
-        bad = set(self.kinds()) - set(allowed)
+        bad = set(self.kinds()) - set(ALL_KINDS)
         if bad or self.lesion_kinds == ():
-            raise ValueError(f"lesion kinds {sorted(bad) or '[]'} not allowed; allowed: {', '.join(allowed)}")
+            raise ValueError(f"lesion kinds {sorted(bad) or '[]'} not allowed; allowed: {', '.join(ALL_KINDS)}")
 
 
 def make_one(seed: int, index: int, opts: PhantomOptions, lesion_gain: float = 1.0) -> Mammogram:
