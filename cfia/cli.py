@@ -62,6 +62,9 @@ def _pipeline(cfg):
         raise UsageError(str(exc)) from None
 
 
+CALL_THRESHOLD = 0.5  # a probability at or above it is a positive call (cfia evaluate's default)
+
+
 def cmd_explain(args) -> int:
     import numpy as np
 
@@ -96,6 +99,12 @@ def cmd_explain(args) -> int:
     }
     if no_objects:
         line["dicom_objects_skipped"] = no_objects
+    # A positive call that survives the region's deletion does not rest on that region
+    # (e.g. evidence spread over tissue unlike the training data): say so, not only in numbers.
+    line["call_survives_deletion"] = bool(min(result.score, result.score_after_deletion) >= CALL_THRESHOLD)
+    if line["call_survives_deletion"]:
+        print(f"cfia: warning: {args.file}: still called positive (p {result.score_after_deletion:.2f}) with the "
+              "salient region replaced: the classifier's evidence is not in that region", file=sys.stderr)
     print(json.dumps(line))
     return 0
 

@@ -106,12 +106,24 @@ def test_explain_command_writes_every_output(tmp_path, small_config):
     _, line = _explain(src, tmp_path / "out", small_config)
     assert {"method", "score", "score_after_deletion", "passes", "seconds", "outputs"} <= set(line)
     assert line["method"] == "cf" and line["passes"] <= 5
+    assert line["call_survives_deletion"] == (min(line["score"], line["score_after_deletion"]) >= 0.5)
     saliency = np.load(tmp_path / "out" / "saliency.npy")
     assert saliency.shape == (ds.Rows, ds.Columns) and saliency.dtype == np.float32
     assert (tmp_path / "out" / "overlay.png").stat().st_size > 1000
     for kind in ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps"):
         obj = pydicom.dcmread(tmp_path / "out" / f"{kind}.dcm")
         assert obj.StudyInstanceUID == ds.StudyInstanceUID
+
+
+def test_explain_says_when_the_call_survives_the_regions_deletion(tmp_path, small_config):
+    """On the second generator's tissue the shipped classifier's call rests on no region
+    (docs/models.md, "A second generator"): the JSON line and a warning say so."""
+    src = tmp_path / "mg.dcm"
+    opts = PhantomOptions(size=(512, 416), positive_fraction=1.0, generator="compartments")
+    to_dataset(make_one(5000, 2, opts), "t:c2", 2).save_as(src, enforce_file_format=True)
+    out, line = _explain(src, tmp_path / "out", small_config)
+    assert line["score"] > 0.5 and line["score_after_deletion"] > 0.5 and line["call_survives_deletion"] is True
+    assert "still called positive" in out.stderr and "mg.dcm" in out.stderr
 
 
 def test_explain_a_secondary_capture_mammogram_writes_the_maps_and_says_why_no_objects(tmp_path, small_config):
@@ -132,7 +144,7 @@ def test_explain_a_secondary_capture_mammogram_writes_the_maps_and_says_why_no_o
     assert "not a digital mammogram" in line["dicom_objects_skipped"]
     assert sorted(Path(p).name for p in line["outputs"]) == ["overlay.png", "saliency.npy"]
     assert np.load(tmp_path / "out" / "saliency.npy").shape == (mg.Rows, mg.Columns)
-    assert len(out.stderr.strip().splitlines()) == 1 and "no DICOM result objects" in out.stderr
+    assert sum("no DICOM result objects" in ln for ln in out.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "out").glob("*.dcm"))
 
 
