@@ -62,7 +62,7 @@ def _pipeline(cfg):
         raise UsageError(str(exc)) from None
 
 
-CALL_THRESHOLD = 0.5  # a probability at or above it is a positive call (cfia evaluate's default)
+CALL_THRESHOLD = 0.5  # a probability at or above it is a positive call (cfia explain; cfia evaluate default)
 
 
 def cmd_explain(args) -> int:
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated methods; METHOD@N runs it with N passes (e.g. cf,cf@300)")
     p.add_argument("--out", required=True, help="report JSON path (a PNG figure is written beside it)")
     p.add_argument("--limit", type=int, default=None, help="stop after this many positive-called images")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability that counts as positive")
+    p.add_argument("--threshold", type=float, default=CALL_THRESHOLD, help="probability that counts as positive")
     p.add_argument("--passes", type=int, default=None, help="override explainer.max_passes")
     p.add_argument("--alter", help="change every stored image first, as another acquisition might: gamma-0.7, "
                                    "gamma-1.4, noise-0.1-sd, noise-0.3-sd, blur-sigma-1-px, half-resolution "

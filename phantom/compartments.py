@@ -17,9 +17,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .anatomy import Anatomy
-from .lesions import CONTRAST
 from .lesions_second import KINDS
-from .mammogram import Mammogram, place_lesion
+from .mammogram import Mammogram, add_lesions, as_displayed
 
 
 def synthesize(
@@ -45,25 +44,10 @@ def synthesize(
     anatomy = Anatomy(breast, thickness, skin, pectoral, depth_mm, nipple)  # where lesions may go
     deep = depth_mm > 15
     tissue_std = float((thickness * tissue)[deep].std()) if deep.any() else 0.1
-    mask = np.zeros(shape, bool)
-    lesions = []
-    for _ in range(n_lesions):
-        kind = lesion_kinds[rng.integers(len(lesion_kinds))]
-        placed = place_lesion(kind, anatomy, spacing_mm, rng, mask)
-        if placed is None:
-            continue
-        (r0, c0), profile, lmask = placed
-        scale = rng.uniform(*CONTRAST[kind])
-        sl = (slice(r0, r0 + profile.shape[0]), slice(c0, c0 + profile.shape[1]))
-        attenuation[sl] += lesion_gain * scale * tissue_std * profile * thickness[sl]
-        mask[sl] |= lmask
-        lesions.append((kind, r0 + profile.shape[0] // 2, c0 + profile.shape[1] // 2,
-                        round(scale * tissue_std, 4), round(scale, 3)))
+    mask, lesions, _ = add_lesions(attenuation, anatomy, n_lesions, lesion_kinds, tissue_std, spacing_mm, rng,
+                                   lesion_gain)
     pixels = _detector(attenuation, breast, bits_stored, for_processing, rng)
-    out = Mammogram(pixels, mask, breast, laterality, view, spacing_mm, lesions, beta=0.0)
-    if laterality == "R":  # chest wall on the right for a right breast
-        out.pixels, out.mask, out.breast = out.pixels[:, ::-1].copy(), out.mask[:, ::-1].copy(), out.breast[:, ::-1].copy()
-    return out
+    return as_displayed(Mammogram(pixels, mask, breast, laterality, view, spacing_mm, lesions, beta=0.0))
 
 
 def _outline(shape, view, spacing_mm, rng):

@@ -58,11 +58,23 @@ def synthesize(
     tissue, texture = _parenchyma(shape, anatomy, beta, rng)
     attenuation = anatomy.thickness * (1.0 + tissue) + 0.25 * anatomy.skin + 0.45 * anatomy.pectoral
     mean_attenuation = anatomy.thickness * (1.0 + texture["mean"]) + 0.25 * anatomy.skin + 0.45 * anatomy.pectoral
-    mask = np.zeros(shape, bool)
-    lesions, drawn = [], []
     # Lesion contrast is drawn relative to the local tissue fluctuation so that it
     # overlaps the background: detection is not a matter of finding bright pixels.
     tissue_std = float(tissue[anatomy.depth_mm > 15].std()) if (anatomy.depth_mm > 15).any() else 0.1
+    mask, lesions, drawn = add_lesions(attenuation, anatomy, n_lesions, lesion_kinds, tissue_std, spacing_mm, rng,
+                                       lesion_gain)
+    pixels, detector = _detector(attenuation, anatomy.breast, bits_stored, for_processing, rng)
+    draws = {"anatomy": anatomy, "mean_attenuation": mean_attenuation, "field_gain": anatomy.thickness * texture["gain"],
+             "lumps": texture["lumps"], "tissue_std": tissue_std, "placed": drawn, "detector": detector}
+    return as_displayed(Mammogram(pixels, mask, anatomy.breast, laterality, view, spacing_mm, lesions, beta, draws))
+
+
+def add_lesions(attenuation, anatomy, n_lesions, lesion_kinds, tissue_std, spacing_mm, rng, lesion_gain=1.0):
+    """Draw and place up to n_lesions lesions into `attenuation` (in place), each at a contrast
+    drawn from CONTRAST in units of tissue_std. Returns (mask, lesions as Mammogram.lesions,
+    drawn as Mammogram.draws["placed"])."""
+    mask = np.zeros(attenuation.shape, bool)
+    lesions, drawn = [], []
     for _ in range(n_lesions):
         kind = lesion_kinds[rng.integers(len(lesion_kinds))]
         placed = place_lesion(kind, anatomy, spacing_mm, rng, mask)
@@ -77,13 +89,14 @@ def synthesize(
         drawn.append((kind, (r0, c0), profile, lmask, contrast))
         lesions.append((kind, r0 + profile.shape[0] // 2, c0 + profile.shape[1] // 2, round(contrast, 4),
                         round(scale, 3)))
-    pixels, detector = _detector(attenuation, anatomy.breast, bits_stored, for_processing, rng)
-    draws = {"anatomy": anatomy, "mean_attenuation": mean_attenuation, "field_gain": anatomy.thickness * texture["gain"],
-             "lumps": texture["lumps"], "tissue_std": tissue_std, "placed": drawn, "detector": detector}
-    out = Mammogram(pixels, mask, anatomy.breast, laterality, view, spacing_mm, lesions, beta, draws)
-    if laterality == "R":  # chest wall on the right for a right breast
-        out.pixels, out.mask, out.breast = out.pixels[:, ::-1].copy(), out.mask[:, ::-1].copy(), out.breast[:, ::-1].copy()
-    return out
+    return mask, lesions, drawn
+
+
+def as_displayed(mg: Mammogram) -> Mammogram:
+    """The canonical frame (chest wall left) mirrored for a right breast, chest wall on the right."""
+    if mg.laterality == "R":
+        mg.pixels, mg.mask, mg.breast = mg.pixels[:, ::-1].copy(), mg.mask[:, ::-1].copy(), mg.breast[:, ::-1].copy()
+    return mg
 
 
 def _parenchyma(shape, anatomy, beta, rng):
