@@ -323,13 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--photometric", choices=("MONOCHROME1", "MONOCHROME2"), default="MONOCHROME2")
     p.add_argument("--frame-of-reference", action="store_true", help="add a Frame of Reference module")
     p.add_argument("--pixel-spacing", action="store_true", help="add PixelSpacing besides ImagerPixelSpacing")
-    p.add_argument("--generator", choices=("standard", "compartments"), default="standard",
-                   help="standard (what the shipped models trained on) or compartments: a second generator with "
-                        "other texture, lesion and detector models, for testing on images a model has never seen")
+    p.add_argument("--generator", choices=("standard", "compartments", "trabecular"), default="standard",
+                   help="standard (what the shipped models trained on); compartments and trabecular: a second and a "
+                        "third generator with other texture, outline and detector models (the second also other "
+                        "lesions), for testing on images a model has never seen")
     p.add_argument("--lesion-kinds", default=None, metavar="K1,K2",
                    help="draw only these lesion kinds (default: all of the generator's own); standard: circumscribed, "
                         "spiculated, calcifications; compartments: lobulated, ill-defined, distortion, "
-                        "linear-calcifications; either generator draws any of them")
+                        "linear-calcifications; trabecular: all seven; every generator draws any of them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
 

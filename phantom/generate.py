@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from . import compartments, mammogram
+from . import compartments, mammogram, trabecular
 from .dicom import to_dataset
 from .lesions import ALL_KINDS, LESION_KINDS
 from .mammogram import Mammogram
 
 # name -> (synthesize, its own lesion kinds); either can draw any of ALL_KINDS on request.
-# "compartments" is the second generator, held out from the shipped models' training.
-GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS), "compartments": (compartments.synthesize, compartments.KINDS)}
+# "compartments" is the second generator, held out from the shipped models' training;
+# "trabecular" the third, held out from all training (docs/models.md).
+GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS), "compartments": (compartments.synthesize, compartments.KINDS),
+              "trabecular": (trabecular.synthesize, ALL_KINDS)}
 
 # contrast: the most conspicuous lesion's peak contrast in units of the tissue s.d.
 MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind", "contrast")

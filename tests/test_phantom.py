@@ -12,7 +12,7 @@ from scipy import ndimage
 from cfia.cli import main
 from phantom import compartments
 from phantom.generate import MANIFEST_COLUMNS, PhantomOptions, make_one, write_dataset
-from phantom.lesions import LESION_KINDS
+from phantom.lesions import ALL_KINDS, LESION_KINDS
 from phantom.texture import power_law_noise, spectral_slope
 from tests.conftest import dciodvfy_errors
 
@@ -149,20 +149,25 @@ def test_bad_size_is_a_clear_usage_error(tmp_path, capsys):
     assert "8192x100 is out of range" in capsys.readouterr().err
 
 
-# The second generator (phantom/compartments.py): other texture, lesions and detector.
-COMPARTMENTS = PhantomOptions(size=(512, 416), positive_fraction=1.0, generator="compartments")
+# The second and third generators (phantom/compartments.py, phantom/trabecular.py): other
+# texture, outline and detector models; the second also other lesion models.
+OWN_KINDS = {"compartments": set(compartments.KINDS), "trabecular": set(ALL_KINDS)}
 
 
-def test_second_generator_writes_valid_files_with_its_own_lesion_kinds(tmp_path):
-    assert main(["phantom", "--generator", "compartments", "--out", str(tmp_path), "--count", "12",
-                 "--size", "256x208", "--positive-fraction", "1", "--quiet"]) == 0
+@pytest.mark.parametrize("generator", ["compartments", "trabecular"])
+def test_other_generators_write_valid_files_with_their_own_lesion_kinds(tmp_path, generator):
+    args = ["phantom", "--generator", generator, "--size", "256x208", "--positive-fraction", "1", "--quiet"]
+    assert main(args + ["--out", str(tmp_path), "--count", "12"]) == 0
     rows = _manifest(tmp_path)
     kinds = {k for r in rows for k in r["kind"].split("+")}
-    assert kinds and kinds <= set(compartments.KINDS) and not kinds & set(LESION_KINDS)
+    assert kinds and kinds <= OWN_KINDS[generator]
+    if generator == "compartments":
+        assert not kinds & set(LESION_KINDS)
+    else:  # draws the first generator's kinds and the second's
+        assert kinds & set(LESION_KINDS) and kinds & set(compartments.KINDS)
     assert dciodvfy_errors(tmp_path / rows[0]["file"]) == []
     again = tmp_path / "again"
-    assert main(["phantom", "--generator", "compartments", "--out", str(again), "--count", "2",
-                 "--size", "256x208", "--positive-fraction", "1", "--quiet"]) == 0
+    assert main(args + ["--out", str(again), "--count", "2"]) == 0
     assert (again / "img00001.dcm").read_bytes() == (tmp_path / "img00001.dcm").read_bytes()
     # Not the first generator's image for the same seed, nor its UIDs.
     assert main(["phantom", "--out", str(tmp_path / "std"), "--count", "1", "--size", "256x208", "--quiet"]) == 0
@@ -170,9 +175,11 @@ def test_second_generator_writes_valid_files_with_its_own_lesion_kinds(tmp_path)
             != pydicom.dcmread(tmp_path / "img00000.dcm").SOPInstanceUID)
 
 
-def test_second_generator_lesions_lie_in_the_breast_and_stand_out():
+@pytest.mark.parametrize("generator", ["compartments", "trabecular"])
+def test_other_generators_lesions_lie_in_the_breast_and_stand_out(generator):
+    opts = PhantomOptions(size=(512, 416), positive_fraction=1.0, generator=generator)
     for i in range(8):
-        mg = make_one(23, i, COMPARTMENTS)
+        mg = make_one(23, i, opts)
         assert mg.mask.any() and mg.breast[mg.mask].all()
         px = mg.pixels.astype(float)
         for kind, row, col, *_ in mg.lesions:
@@ -194,8 +201,9 @@ def test_each_generator_draws_the_others_lesions_on_request():
         PhantomOptions(generator="nope").check()
 
 
-def test_second_generator_texture_has_a_mammographic_spectrum():
-    """Compartments, not a power-law field, yet a spectrum in the range real mammograms show."""
-    opts = PhantomOptions(size=(1024, 832), positive_fraction=0.0, generator="compartments")
+@pytest.mark.parametrize("generator", ["compartments", "trabecular"])
+def test_other_generators_texture_has_a_mammographic_spectrum(generator):
+    """Compartments or strands, not a power-law field, yet a spectrum in the range real mammograms show."""
+    opts = PhantomOptions(size=(1024, 832), positive_fraction=0.0, generator=generator)
     slopes = [spectral_slope(_tissue_patch(make_one(11, i, opts))) for i in range(6)]
     assert all(2.5 <= s <= 4.5 for s in slopes), slopes
