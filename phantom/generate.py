@@ -17,7 +17,7 @@ from .dicom import to_dataset
 from .lesions import ALL_KINDS, LESION_KINDS
 from .mammogram import Mammogram
 
-# name -> (synthesize, its own lesion kinds); either can draw any of ALL_KINDS on request.
+# name -> (synthesize, its own lesion kinds); each can draw any of ALL_KINDS on request.
 # "compartments" is the second generator, held out from the shipped models' training;
 # "trabecular" the third, held out from all training (docs/models.md).
 GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS), "compartments": (compartments.synthesize, compartments.KINDS),

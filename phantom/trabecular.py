@@ -23,8 +23,7 @@ from .mammogram import Mammogram, add_lesions, as_displayed
 def synthesize(shape, rng, laterality, view, n_lesions, spacing_mm, bits_stored=12, for_processing=False,
                lesion_kinds=ALL_KINDS, lesion_gain=1.0) -> Mammogram:
     """The same interface as mammogram.synthesize; lesion_gain 0 draws the image without lesions."""
-    breast, depth_mm, nipple = _outline(shape, view, rng)
-    depth_mm *= spacing_mm
+    breast, depth_mm, nipple = _outline(shape, view, spacing_mm, rng)
     # Compressed thickness: flat inside, falling off over the outer 6-15 mm.
     thickness = (np.clip(depth_mm / rng.uniform(6.0, 15.0), 0.0, 1.0) ** rng.uniform(0.4, 0.8)) * breast
     dense = _dense_region(breast, depth_mm, nipple, spacing_mm, rng)
@@ -43,8 +42,8 @@ def synthesize(shape, rng, laterality, view, n_lesions, spacing_mm, bits_stored=
     return as_displayed(Mammogram(pixels, mask, breast, laterality, view, spacing_mm, lesions, beta=0.0))
 
 
-def _outline(shape, view, rng):
-    """(breast, depth below the skin in pixels, nipple): an ellipse centred on the chest wall
+def _outline(shape, view, spacing_mm, rng):
+    """(breast, depth below the skin in mm, nipple): an ellipse centred on the chest wall
     (column 0) with harmonics on its radius; MLO adds an axillary tail up to the top edge."""
     rows, cols = shape
     r0 = rows * (rng.uniform(0.45, 0.55) if view == "CC" else rng.uniform(0.5, 0.62))
@@ -63,7 +62,7 @@ def _outline(shape, view, rng):
     depth = ndimage.distance_transform_edt(np.pad(breast, ((0, 0), (cols, 0)), mode="edge"))[:, cols:]
     row = int(np.clip(r0, 0, rows - 1))
     nipple = (row, int(max(np.flatnonzero(breast[row]).max(initial=0), 0)))
-    return breast, depth.astype(np.float32), nipple
+    return breast, depth.astype(np.float32) * spacing_mm, nipple
 
 
 def _dense_region(breast, depth_mm, nipple, spacing_mm, rng):
