@@ -24,6 +24,13 @@ class Anatomy:
     nipple: tuple[int, int]  # (row, col) of the nipple
 
 
+def depth_below_skin(breast: np.ndarray) -> np.ndarray:
+    """Distance to the skin line in pixels (canonical frame). The chest wall (column 0) and the
+    image's edges are not skin: depth is measured as if the breast went on beyond them."""
+    cols = breast.shape[1]
+    return ndimage.distance_transform_edt(np.pad(breast, ((0, 0), (cols, 0)), mode="edge"))[:, cols:]
+
+
 def breast_anatomy(shape: tuple[int, int], view: str, spacing_mm: float, rng: np.random.Generator) -> Anatomy:
     rows, cols = shape
     r = np.arange(rows, dtype=np.float32)[:, None]
@@ -41,11 +48,7 @@ def breast_anatomy(shape: tuple[int, int], view: str, spacing_mm: float, rng: np
     extent = depth * wobble * np.sqrt(np.clip(1.0 - np.abs(u) ** 2.2, 0.0, 1.0))
     breast = (c < extent) & (np.abs(r - centre) < half_height)
     breast = ndimage.binary_opening(breast, iterations=2)
-    depth_px = ndimage.distance_transform_edt(breast)
-    # Chest wall is not a skin line: measure depth as if the breast continued left.
-    padded = np.pad(breast, ((0, 0), (cols, 0)), mode="edge")
-    depth_px = ndimage.distance_transform_edt(padded)[:, cols:]
-    depth_mm = (depth_px * spacing_mm).astype(np.float32)
+    depth_mm = (depth_below_skin(breast) * spacing_mm).astype(np.float32)
 
     # Compressed breast: flat in the middle, rounded within edge_mm of the skin.
     edge_mm = rng.uniform(8.0, 16.0)

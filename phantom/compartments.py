@@ -16,9 +16,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .anatomy import Anatomy
+from .anatomy import Anatomy, depth_below_skin
 from .lesions_second import KINDS
-from .mammogram import Mammogram, add_lesions, as_displayed
+from .mammogram import Mammogram, add_lesions, as_displayed, contrast_unit
 
 
 def synthesize(
@@ -42,8 +42,7 @@ def synthesize(
     pectoral = _pectoral(breast, spacing_mm, rng) if view == "MLO" else np.zeros(shape, np.float32)
     attenuation = thickness * (1.0 + tissue) + rng.uniform(0.15, 0.35) * skin + pectoral
     anatomy = Anatomy(breast, thickness, skin, pectoral, depth_mm, nipple)  # where lesions may go
-    deep = depth_mm > 15
-    tissue_std = float((thickness * tissue)[deep].std()) if deep.any() else 0.1
+    tissue_std = contrast_unit(thickness * tissue, depth_mm)
     mask, lesions, _ = add_lesions(attenuation, anatomy, n_lesions, lesion_kinds, tissue_std, spacing_mm, rng,
                                    lesion_gain)
     pixels = _detector(attenuation, breast, bits_stored, for_processing, rng)
@@ -62,8 +61,7 @@ def _outline(shape, view, spacing_mm, rng):
     u = np.clip(np.where(r < nipple_row, (nipple_row - r) / up, (r - nipple_row) / down), 0.0, 1.0)
     extent = cols * rng.uniform(0.5, 0.82) * (1.0 - u ** p) ** (1.0 / p)
     breast = (c < extent) & (u < 1.0)
-    # The chest wall and the image's edges are not skin: depth as if the breast went on.
-    depth_px = ndimage.distance_transform_edt(np.pad(breast, ((0, 0), (cols, 0)), mode="edge"))[:, cols:]
+    depth_px = depth_below_skin(breast)
     nipple = (int(nipple_row), int(max(extent[int(nipple_row), 0] - 1, 0)))
     return breast, (depth_px * spacing_mm).astype(np.float32), nipple
 
@@ -71,7 +69,7 @@ def _outline(shape, view, spacing_mm, rng):
 def _compartments(breast, depth_mm, nipple, spacing_mm, rng):
     """Voronoi compartments on a warped grid: fat (dark) or glandular (bright) cells,
     fibrous septa (thin bright lines) between them."""
-    rows, cols = breast.shape
+    rows = breast.shape[0]
     inside = np.flatnonzero(breast)
     cell_mm = rng.uniform(4.0, 10.0)
     n = max(int(inside.size * spacing_mm ** 2 / cell_mm ** 2), 8)

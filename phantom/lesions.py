@@ -97,7 +97,7 @@ MODELS = {
     "calcifications": calcification_cluster,
 }
 
-# Every kind either generator can draw (the second generator's: lesions_second.py), and
+# Every kind any generator can draw (the second generator's: lesions_second.py), and
 # its contrast range in units of the breast's tissue s.d.
 ALL_MODELS = {**MODELS, **lesions_second.MODELS}
 ALL_KINDS = tuple(ALL_MODELS)

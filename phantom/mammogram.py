@@ -60,13 +60,20 @@ def synthesize(
     mean_attenuation = anatomy.thickness * (1.0 + texture["mean"]) + 0.25 * anatomy.skin + 0.45 * anatomy.pectoral
     # Lesion contrast is drawn relative to the local tissue fluctuation so that it
     # overlaps the background: detection is not a matter of finding bright pixels.
-    tissue_std = float(tissue[anatomy.depth_mm > 15].std()) if (anatomy.depth_mm > 15).any() else 0.1
+    tissue_std = contrast_unit(tissue, anatomy.depth_mm)
     mask, lesions, drawn = add_lesions(attenuation, anatomy, n_lesions, lesion_kinds, tissue_std, spacing_mm, rng,
                                        lesion_gain)
     pixels, detector = _detector(attenuation, anatomy.breast, bits_stored, for_processing, rng)
     draws = {"anatomy": anatomy, "mean_attenuation": mean_attenuation, "field_gain": anatomy.thickness * texture["gain"],
              "lumps": texture["lumps"], "tissue_std": tissue_std, "placed": drawn, "detector": detector}
     return as_displayed(Mammogram(pixels, mask, anatomy.breast, laterality, view, spacing_mm, lesions, beta, draws))
+
+
+def contrast_unit(tissue: np.ndarray, depth_mm: np.ndarray) -> float:
+    """Every generator's unit of lesion contrast: the s.d. of the tissue deeper than 15 mm
+    below the skin (0.1 in a breast with no tissue that deep)."""
+    deep = depth_mm > 15
+    return float(tissue[deep].std()) if deep.any() else 0.1
 
 
 def add_lesions(attenuation, anatomy, n_lesions, lesion_kinds, tissue_std, spacing_mm, rng, lesion_gain=1.0):

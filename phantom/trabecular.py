@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import Anatomy
+from .anatomy import Anatomy, depth_below_skin
 from .lesions import ALL_KINDS
-from .mammogram import Mammogram, add_lesions, as_displayed
+from .mammogram import Mammogram, add_lesions, as_displayed, contrast_unit
 
 
 def synthesize(shape, rng, laterality, view, n_lesions, spacing_mm, bits_stored=12, for_processing=False,
@@ -34,8 +34,7 @@ def synthesize(shape, rng, laterality, view, n_lesions, spacing_mm, bits_stored=
     pectoral = _pectoral(breast, spacing_mm, rng) if view == "MLO" else np.zeros(shape, np.float32)
     attenuation = thickness * (1.0 + tissue) + rng.uniform(0.1, 0.3) * skin + pectoral
     anatomy = Anatomy(breast, thickness, skin, pectoral, depth_mm, nipple)  # where lesions may go
-    deep = depth_mm > 15
-    tissue_std = float((thickness * tissue)[deep].std()) if deep.any() else 0.1
+    tissue_std = contrast_unit(thickness * tissue, depth_mm)
     mask, lesions, _ = add_lesions(attenuation, anatomy, n_lesions, lesion_kinds, tissue_std, spacing_mm, rng,
                                    lesion_gain)
     pixels = _detector(attenuation, breast, spacing_mm, bits_stored, for_processing, rng)
@@ -58,8 +57,7 @@ def _outline(shape, view, spacing_mm, rng):
     if view == "MLO":  # the axillary tail: a wedge along the chest wall to the top edge
         top = cols * rng.uniform(0.2, 0.35)
         breast |= (r < 0) & (c < top * (1.0 + 0.5 * r / max(r0, 1.0)))
-    # The chest wall and the image's edges are not skin: depth as if the breast went on.
-    depth = ndimage.distance_transform_edt(np.pad(breast, ((0, 0), (cols, 0)), mode="edge"))[:, cols:]
+    depth = depth_below_skin(breast)
     row = int(np.clip(r0, 0, rows - 1))
     nipple = (row, int(max(np.flatnonzero(breast[row]).max(initial=0), 0)))
     return breast, depth.astype(np.float32) * spacing_mm, nipple
@@ -114,7 +112,6 @@ def _strands(shape, nipple, spacing_mm, rng):
 
 def _ligaments(breast, depth_mm, spacing_mm, rng):
     """Cooper's ligaments: thin bright arcs in the subcutaneous fat, 3-15 mm below the skin."""
-    rows, cols = breast.shape
     arcs = np.zeros(breast.shape, np.float32)
     band = np.flatnonzero(breast & (depth_mm > 3) & (depth_mm < 15))
     for idx in rng.choice(band, int(rng.integers(8, 25))) if band.size else ():
