@@ -288,7 +288,8 @@ def cmd_train_classifier(args) -> int:
             init=args.init, stop_after=args.stop_after,
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
             augment=not args.no_augment, aug_noise=args.aug_noise,
-            aug_noise_corr=args.aug_noise_corr, aug_markers=args.aug_markers, progress=not args.quiet,
+            aug_noise_corr=args.aug_noise_corr, aug_markers=args.aug_markers,
+            aug_texture=args.aug_texture, progress=not args.quiet,
             lesion_weight=args.lesion_weight,
             command=args.command_line,
         )
@@ -416,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--aug-markers", type=float, default=0.0,
                    help="fraction of the samples given radiopaque skin markers (lead letters, BBs, scar "
                         "lines, saturated, on the skin line; default 0)")
+    t.add_argument("--aug-texture", type=float, default=0.0,
+                   help="fraction of the samples, of either label, given extra tissue texture inside the "
+                        "breast (a power-law field or glandular islands; default 0)")
     t.add_argument("--lesion-weight", type=float, default=1.0,
                    help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
     t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")

@@ -221,6 +221,8 @@ def test_aug_noise_changes_training_and_must_not_be_negative(phantom_dir, tmp_pa
     assert "--aug-noise-corr" in capsys.readouterr().err
     assert _train(phantom_dir, tmp_path / "e", "--epochs", "1", "--aug-markers", "-0.2") == 2
     assert "--aug-markers" in capsys.readouterr().err
+    assert _train(phantom_dir, tmp_path / "f", "--epochs", "1", "--aug-texture", "2") == 2
+    assert "--aug-texture" in capsys.readouterr().err
 
 
 def test_correlated_noise_augmentation():
@@ -271,6 +273,30 @@ def test_skin_marker_augmentation():
     base = AugmentOptions()
     assert torch.equal(augment(x + 0.1, torch.Generator().manual_seed(2), base),
                        augment(x + 0.1, torch.Generator().manual_seed(2), replace(base, p_markers=0.0)))
+
+
+def test_tissue_texture_augmentation():
+    """--aug-texture: texture added inside the breast only, of the s.d. asked for (relative
+    to the breast's), in a varying pattern; off, the augmentation draws what it drew before."""
+    from dataclasses import replace
+
+    from cfia.training.augment import AugmentOptions, augment
+
+    still = AugmentOptions(p_vflip=0, max_rotate_deg=0, scale=(1, 1), max_translate=0, gamma=(1, 1),
+                           contrast=(1, 1), brightness=0, p_blur=0, noise_std=(0.0, 0.0))
+    x = torch.zeros(8, 1, 128, 96)
+    x[:, :, 16:112, :60] = torch.linspace(0.3, 0.7, 60)  # a "breast" with a gradient, s.d. 0.116
+    breast = x[0, 0] > 0
+    out = augment(x, torch.Generator().manual_seed(3), replace(still, p_texture=1.0, texture_amplitude=(0.2, 0.2)))
+    added = out - x
+    assert torch.equal(added[:, 0][:, ~breast], torch.zeros_like(added[:, 0][:, ~breast]))  # air untouched
+    sds = [float(added[i, 0][breast].std()) for i in range(8)]
+    assert all(abs(sd - 0.2 * float(x[0, 0][breast].std())) < 0.005 for sd in sds)
+    assert float(torch.corrcoef(added[:, 0][:, breast])[0, 1:].abs().max()) < 0.9  # not one fixed pattern
+    assert torch.allclose(augment(x, torch.Generator().manual_seed(3), replace(still, p_texture=0.0)), x, atol=1e-6)
+    base = AugmentOptions()
+    assert torch.equal(augment(x + 0.1, torch.Generator().manual_seed(2), base),
+                       augment(x + 0.1, torch.Generator().manual_seed(2), replace(base, p_texture=0.0)))
 
 
 def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):

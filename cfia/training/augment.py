@@ -5,7 +5,8 @@ quirks: vertical flips (the chest wall stays left, canonical), small affine
 (rotation, scale, translation), gamma / contrast / brightness (vendor processing),
 Gaussian blur (detector MTF) and Gaussian noise (dose), white or, for a chosen fraction
 of the samples, spatially correlated (a detector's noise is not white, and resizing a
-mammogram to the input colours it further). Each sample draws its own
+mammogram to the input colours it further); optionally extra tissue texture of kinds
+the phantom does not draw, for both labels alike. Each sample draws its own
 parameters from the given torch.Generator, so a seed fixes the augmentation.
 """
 from __future__ import annotations
@@ -33,6 +34,8 @@ class AugmentOptions:
     p_noise_corr: float = 0.0        # fraction of samples whose noise is correlated
     noise_corr_sigma: tuple[float, float] = (0.5, 2.0)  # its Gaussian filter, input pixels
     p_markers: float = 0.0           # fraction of samples given radiopaque skin markers
+    p_texture: float = 0.0           # fraction of samples given extra tissue texture
+    texture_amplitude: tuple[float, float] = (0.06, 0.35)  # its s.d., x the breast's pixel s.d.
 
 
 def _uniform(n, lo, hi, gen, device):
@@ -59,6 +62,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = Augmen
     if masks is not None:
         mgrid = F.affine_grid(theta, list(masks.shape), align_corners=False)
         masks = F.grid_sample(masks, mgrid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if opts.p_texture > 0:  # draws from `gen` only when on: the default stream is unchanged
+        x = _tissue_texture(x, gen, opts)
     # Intensity: gamma, contrast about the mean, brightness.
     g = torch.exp(_uniform(b, math.log(opts.gamma[0]), math.log(opts.gamma[1]), gen, dev)).view(b, 1, 1, 1)
     x = x.clamp(0, 1) ** g
@@ -80,6 +85,50 @@ def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = Augmen
     if opts.p_markers > 0:  # draws from `gen` only when on: the default stream is unchanged
         x = _skin_markers(x, gen, opts.p_markers)
     return x if masks is None else (x, masks)
+
+
+def _tissue_texture(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions) -> torch.Tensor:
+    """Extra texture inside the breast of a random subset of the samples, whatever their
+    label: a power-law field of random slope, or glandular islands (smooth noise through a
+    steep sigmoid) of random size and density. A classifier that knows only one
+    generator's normal tissue reads any other tissue as a lesion (docs/models.md, "A
+    third generator"); texture alone must be no evidence."""
+    b, _, h, w = x.shape
+    out = x.clone()
+    for i in torch.nonzero(torch.rand(b, generator=gen) < opts.p_texture).flatten().tolist():
+        breast = out[i, 0] > 0.02
+        if int(breast.sum()) < 16:
+            continue
+        if float(torch.rand(1, generator=gen)) < 0.5:
+            field = _power_law_field(h, w, float(_uniform(1, 2.0, 4.0, gen, "cpu")), gen)
+        else:
+            field = _islands(h, w, gen)
+        field = field.to(x.device)
+        field = (field - field[breast].mean()) / field[breast].std().clamp(min=1e-6)
+        amp = float(_uniform(1, *opts.texture_amplitude, gen, "cpu")) * float(out[i, 0][breast].std())
+        out[i, 0] = torch.where(breast, out[i, 0] + amp * field, out[i, 0])
+    return out.clamp(0, 1)
+
+
+def _power_law_field(h: int, w: int, beta: float, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian noise whose power falls as 1/f^beta (parenchyma-like for beta 2.5-3.5)."""
+    fy = torch.fft.fftfreq(h).view(-1, 1)
+    fx = torch.fft.rfftfreq(w).view(1, -1)
+    f = torch.sqrt(fy ** 2 + fx ** 2)
+    f[0, 0] = 1.0
+    spectrum = torch.fft.rfft2(torch.randn(h, w, generator=gen)) * f ** (-beta / 2)
+    spectrum[0, 0] = 0
+    return torch.fft.irfft2(spectrum, s=(h, w))
+
+
+def _islands(h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """Islands of dense tissue: noise smoothed over 3-10 pixels, through a steep sigmoid
+    at a random level (from a few islands to mostly dense), edges soft or sharp."""
+    sigma = float(_uniform(1, 3.0, 10.0, gen, "cpu"))
+    g = _gaussian_blur(torch.randn(1, 1, h, w, generator=gen), sigma)[0, 0]
+    g = g / g.std().clamp(min=1e-12)
+    level, edge = float(_uniform(1, -0.5, 1.2, gen, "cpu")), float(_uniform(1, 0.05, 0.4, gen, "cpu"))
+    return torch.sigmoid((g - level) / edge)
 
 
 def _skin_markers(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:

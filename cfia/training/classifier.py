@@ -60,6 +60,7 @@ class TrainOptions:
     aug_noise: float = 0.03            # largest s.d. of the added white noise (input scale)
     aug_noise_corr: float = 0.0        # fraction of samples whose noise is spatially correlated
     aug_markers: float = 0.0           # fraction of samples given radiopaque skin markers
+    aug_texture: float = 0.0           # fraction of samples given extra tissue texture
     lesion_weight: float = 1.0
     progress: bool = True
     command: str = ""
@@ -184,6 +185,8 @@ def train(opts: TrainOptions) -> dict:
         raise ValueError(f"--aug-noise-corr {opts.aug_noise_corr}: must be a fraction in [0, 1]")
     if not 0 <= opts.aug_markers <= 1:
         raise ValueError(f"--aug-markers {opts.aug_markers}: must be a fraction in [0, 1]")
+    if not 0 <= opts.aug_texture <= 1:
+        raise ValueError(f"--aug-texture {opts.aug_texture}: must be a fraction in [0, 1]")
     torch.set_num_threads(max(1, opts.threads))
     device = _device(opts.device)
     _seed_everything(opts.seed)
@@ -227,7 +230,7 @@ def train(opts: TrainOptions) -> dict:
     from tqdm import tqdm
 
     aug = AugmentOptions(noise_std=(0.0, opts.aug_noise), p_noise_corr=opts.aug_noise_corr,
-                         p_markers=opts.aug_markers)
+                         p_markers=opts.aug_markers, p_texture=opts.aug_texture)
     t0 = time.time()
     end = opts.epochs if opts.stop_after is None else min(opts.epochs, start + opts.stop_after)
     for epoch in range(start, end):
