@@ -394,6 +394,29 @@ def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom
         robustness.main(["--data", str(phantom_dir), "--only", "sepia"])
 
 
+def test_classifiers_bench_pairs_two_models_on_the_same_images(phantom_dir, tmp_path, capsys):
+    """cfia.bench.classifiers: the paired difference is exactly 0 for one model against
+    itself, and its interval excludes 0 when one model ranks every pair right and the
+    other ranks at random."""
+    import numpy as np
+
+    from cfia.bench import classifiers
+
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 60 + [0] * 60)
+    perfect, noise = y + 0.1 * rng.random(120), rng.random(120)
+    d = classifiers.paired_auc_difference(noise, perfect, y)
+    assert d["difference"] > 0.3 and d["ci95"][0] > 0.2
+    assert classifiers.paired_auc_difference(noise, noise, y) == {"difference": 0.0, "ci95": [0.0, 0.0]}
+    shipped = str(ROOT / "models" / "classifier.ts")
+    report = tmp_path / "c.json"
+    assert classifiers.main(["--models", shipped, shipped, "--data", str(phantom_dir), "--json", str(report)]) == 0
+    row = json.loads(report.read_text())["rows"][0]
+    assert row["n"] == 8 and row["a"] == row["b"] and row["b_minus_a"]["difference"] == 0.0
+    assert str(phantom_dir) in capsys.readouterr().out
+    assert classifiers.main(["--models", shipped, shipped, "--data", str(tmp_path / "none")]) == 2
+
+
 def test_report_by_kind_ranks_each_kind_against_all_negatives():
     probs = [0.9, 0.8, 0.2, 0.6, 0.1, 0.3, 0.7]
     labels = [1, 1, 1, 1, 0, 0, 0]

@@ -339,10 +339,11 @@ def _field(records: dict, file, name: str, default):
     return default if record is None else getattr(record, name)
 
 
-def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
-             network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
-             threads: int = 2, progress: bool = True) -> dict:
-    """Held-out report through the run-time path: the adapter loads the shipped file."""
+def score(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
+          network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
+          threads: int = 2, progress: bool = True):
+    """(probabilities, labels, files) of a model file on manifest folders, through the
+    run-time path: the adapter loads the file, the images are preprocessed as the node does."""
     torch.set_num_threads(max(1, threads))
     kind = kind or ("torchscript" if str(model_path).endswith(".ts") else "monai_network")
     clf = load_classifier(kind, model_path, network=network or DEFAULT_NETWORK,
@@ -353,7 +354,15 @@ def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None
     with torch.no_grad():
         for i in range(0, len(images), 64):
             probs.append(clf.probability(images[i:i + 64].to(clf.device, torch.float32)).cpu())
-    probs = torch.cat(probs).numpy()
+    return torch.cat(probs).numpy(), labels, files
+
+
+def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
+             network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
+             threads: int = 2, progress: bool = True) -> dict:
+    """Held-out report through the run-time path: the adapter loads the shipped file."""
+    probs, labels, files = score(model_path, data, input_size, kind, network, network_args, cache_dir, workers,
+                                 device, threads, progress)
     res = report(probs, labels.numpy())
     res["auc_ci95"] = auc_interval(probs, labels.numpy())
     records = {str(r.path): r for folder in data for r in read_manifest(folder)}
