@@ -52,7 +52,8 @@ def compare(model_a: str, model_b: str, folder: str, input_size) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cfia.bench.classifiers", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs=2, required=True, metavar=("A", "B"), help="two TorchScript classifiers")
+    ap.add_argument("--models", nargs=2, required=True, metavar=("A", "B"),
+                    help="two classifier files: TorchScript (.ts) or the default network's state dict")
     ap.add_argument("--data", nargs="+", required=True, help="manifest.csv folders")
     ap.add_argument("--input-size", type=_size, default=DEFAULT_CLASSIFIER_INPUT, help="ROWSxCOLS (default 512x352)")
     ap.add_argument("--json", help="write the rows here as JSON")
