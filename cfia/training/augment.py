@@ -91,8 +91,8 @@ def _tissue_texture(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions)
     """Extra texture inside the breast of a random subset of the samples, whatever their
     label: a power-law field of random slope, or glandular islands (smooth noise through a
     steep sigmoid) of random size and density. A classifier that knows only one
-    generator's normal tissue reads any other tissue as a lesion (docs/models.md, "A
-    third generator"); texture alone must be no evidence."""
+    generator's normal tissue reads any other tissue as a lesion; texture alone must be no
+    evidence (docs/models.md, "Texture augmentation")."""
     b, _, h, w = x.shape
     out = x.clone()
     for i in torch.nonzero(torch.rand(b, generator=gen) < opts.p_texture).flatten().tolist():
