@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
-from ..training.classifier import roc_auc, score
+from ..training.classifier import report, roc_auc, score, stratified_resamples
 from .inpainter import _size
 
 
@@ -27,26 +27,18 @@ def paired_auc_difference(a, b, labels, resamples: int = 2000, seed: int = 0) ->
     positives and negatives are resampled apart (their counts fixed), each draw shared by
     both models."""
     a, b, y = np.asarray(a, float), np.asarray(b, float), np.asarray(labels, int)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(resamples):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        diffs.append(roc_auc(b[idx], y[idx]) - roc_auc(a[idx], y[idx]))
+    diffs = [roc_auc(b[idx], y[idx]) - roc_auc(a[idx], y[idx]) for idx in stratified_resamples(y, resamples, seed)]
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return {"difference": round(roc_auc(b, y) - roc_auc(a, y), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
-
-
-def _at_half(p, y) -> dict:
-    return {"auc": round(roc_auc(p, y), 4), "sensitivity": round(float((p[y == 1] >= 0.5).mean()), 4),
-            "specificity": round(float((p[y == 0] < 0.5).mean()), 4)}
 
 
 def compare(model_a: str, model_b: str, folder: str, input_size) -> dict:
     pa, labels, _ = score(model_a, [folder], input_size, progress=False)
     pb, _, _ = score(model_b, [folder], input_size, progress=False)  # same folder, same image order
     y = labels.numpy().astype(int)
-    return {"data": folder, "n": len(y), "positives": int(y.sum()), "a": _at_half(pa, y), "b": _at_half(pb, y),
+    if y.all() or not y.any():
+        raise ValueError("an AUC needs positives and negatives; the folder has one kind only")
+    return {"data": folder, "n": len(y), "positives": int(y.sum()), "a": report(pa, y), "b": report(pb, y),
             "b_minus_a": paired_auc_difference(pa, pb, y)}
 
 

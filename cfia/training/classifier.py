@@ -78,18 +78,24 @@ def roc_auc(scores, labels) -> float:
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def stratified_resamples(labels, resamples: int = 2000, seed: int = 0):
+    """Bootstrap index arrays over the images, positives and negatives resampled apart
+    (their counts fixed)."""
+    y = np.asarray(labels, int)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        yield np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+
+
 def auc_interval(scores, labels, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> list:
     """Percentile bootstrap interval of the AUC, positives and negatives resampled
     separately (their counts fixed), so a reader can tell how far apart two AUCs on the
     same few hundred images must be to mean anything."""
     s, y = np.asarray(scores, float), np.asarray(labels, int)
-    pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
+    if not (y == 1).any() or not (y == 0).any():
         return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    truth = np.concatenate([np.ones(len(pos), int), np.zeros(len(neg), int)])
-    aucs = [roc_auc(np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]), truth)
-            for _ in range(resamples)]
+    aucs = [roc_auc(s[idx], y[idx]) for idx in stratified_resamples(y, resamples, seed)]
     tail = (1 - level) / 2 * 100
     return [round(float(v), 4) for v in np.percentile(aucs, [tail, 100 - tail])]
 
