@@ -305,6 +305,23 @@ def cmd_train_classifier(args) -> int:
         raise UsageError(str(exc)) from None
 
 
+def cmd_train_average(args) -> int:
+    from .training.average import average
+    from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK
+
+    try:
+        network_args = json.loads(args.network_args) if args.network_args else dict(DEFAULT_ARGS)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--network-args is not valid JSON: {exc}") from None
+    try:
+        meta = average(args.models, args.weights, args.out, args.network or DEFAULT_NETWORK, network_args,
+                       args.input_size, command=args.command_line)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps({"out": args.out, "averaged_from": meta["averaged_from"]}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfia",
@@ -426,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="--eval-only: model file (.ts TorchScript, or .pt state dict)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train_classifier)
+
+    t = tsub.add_parser("average", help="average the weights of fine-tunes of one classifier (WiSE-FT, model soups)",
+                        description="Write one classifier whose weights are the weighted mean of several state "
+                                    "dicts of the same network, fine-tuned from the same starting weights "
+                                    "(e.g. the default model and your fine-tune of it).")
+    t.add_argument("--models", required=True, nargs="+", help="state dicts (.pt) of one network")
+    t.add_argument("--weights", type=float, nargs="+", help="one weight per model, >= 0, summing to 1 (default equal)")
+    t.add_argument("--out", required=True, help="output folder: classifier.pt, .ts and .json")
+    t.add_argument("--input-size", type=_size, default=config_mod.DEFAULT_CLASSIFIER_INPUT,
+                   help="ROWSxCOLS the TorchScript file is traced at (default %dx%d)" % config_mod.DEFAULT_CLASSIFIER_INPUT)
+    t.add_argument("--network", help="network class: MammoNet (default) or a monai.networks.nets class")
+    t.add_argument("--network-args", help="network constructor arguments as JSON")
+    t.set_defaults(func=cmd_train_average)
 
     p = sub.add_parser("serve", help="run the DICOM node in the foreground",
                        description="Receive mammograms (C-STORE), explain them in worker processes and send the "

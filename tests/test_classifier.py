@@ -417,6 +417,53 @@ def test_classifiers_bench_pairs_two_models_on_the_same_images(phantom_dir, tmp_
     assert classifiers.main(["--models", shipped, shipped, "--data", str(tmp_path / "none")]) == 2
 
 
+def test_train_average_mixes_weights_and_rejects_what_cannot_be_mixed(tmp_path, capsys):
+    """cfia train average: every floating-point tensor is the weighted mean, BatchNorm's
+    batch counts are the first model's, the TorchScript file computes what the state dict
+    does, the card names each source; bad weights or another network's weights exit 2."""
+    from cfia.cli import main
+
+    a, b = small_net(0), small_net(1)
+    b.stem.adn.N.num_batches_tracked.fill_(7)
+    torch.save(a.state_dict(), tmp_path / "a.pt")
+    torch.save(b.state_dict(), tmp_path / "b.pt")
+    common = ["--input-size", "96x64", "--network-args", json.dumps(ARGS)]
+    out = tmp_path / "mix"
+    assert main(["train", "average", "--models", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+                 "--weights", "0.3", "0.7", "--out", str(out), *common]) == 0
+    mixed, sa, sb = _weights(out), a.state_dict(), b.state_dict()
+    floats = [k for k in sa if sa[k].is_floating_point()]
+    assert floats and all(torch.allclose(mixed[k], 0.3 * sa[k] + 0.7 * sb[k], atol=1e-6) for k in floats)
+    assert not torch.allclose(sa["stem.conv.weight"], sb["stem.conv.weight"])  # the mean is not either model
+    assert int(mixed["stem.adn.N.num_batches_tracked"]) == int(sa["stem.adn.N.num_batches_tracked"])
+    x = torch.rand(2, 1, *SIZE)
+    net = small_net(5)
+    net.load_state_dict(mixed)
+    torch.testing.assert_close(torch.jit.load(str(out / "classifier.ts"))(x), net(x))
+    card = json.loads((out / "classifier.json").read_text())
+    assert [s["weight"] for s in card["averaged_from"]] == [0.3, 0.7]
+    assert card["averaged_from"][0]["sha256"] == hashlib.sha256((tmp_path / "a.pt").read_bytes()).hexdigest()
+    assert card["input_size"] == [96, 64] and card["command"].startswith("cfia train average")
+    # Equal weights when none are given.
+    assert main(["train", "average", "--models", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+                 "--out", str(tmp_path / "eq"), *common]) == 0
+    assert torch.allclose(_weights(tmp_path / "eq")["stem.conv.weight"], (sa["stem.conv.weight"] + sb["stem.conv.weight"]) / 2)
+    # What cannot be mixed: exit 2 with the reason, and nothing written.
+    torch.save(small_net(0, channels=[4, 8, 16]).state_dict(), tmp_path / "other.pt")
+    capsys.readouterr()
+    for extra, says in ((["--weights", "0.5", "0.6"], "sum to 1"), (["--weights", "1.5", "-0.5"], ">= 0"),
+                        (["--weights", "1"], "2 models")):
+        assert main(["train", "average", "--models", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+                     "--out", str(tmp_path / "bad"), *extra, *common]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["train", "average", "--models", str(tmp_path / "a.pt"), str(tmp_path / "other.pt"),
+                 "--out", str(tmp_path / "bad"), *common]) == 2
+    err = capsys.readouterr().err
+    assert "--models" in err and "other.pt" in err and "do not fit" in err
+    assert main(["train", "average", "--models", str(tmp_path / "a.pt"), "--out", str(tmp_path / "bad"), *common]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_report_by_kind_ranks_each_kind_against_all_negatives():
     probs = [0.9, 0.8, 0.2, 0.6, 0.1, 0.3, 0.7]
     labels = [1, 1, 1, 1, 0, 0, 0]

@@ -209,7 +209,7 @@ def train(opts: TrainOptions) -> dict:
 
     model = build_network(opts.network, opts.network_args).to(device)
     if opts.init and not (opts.resume and ckpt_path.exists()):
-        model.load_state_dict(_init_weights(opts.init, model))
+        model.load_state_dict(read_weights(opts.init, model))
         log.info("starting from the weights in %s", opts.init)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = math.ceil(len(labels) / opts.batch_size)
@@ -283,22 +283,22 @@ def train(opts: TrainOptions) -> dict:
     return _export(model, opts, out, history, best, device)
 
 
-def _init_weights(path: str, model) -> dict:
+def read_weights(path: str, model, option: str = "--init") -> dict:
     """The state dict in `path` (a classifier.pt, or a classifier.ckpt's weights),
     checked against `model`; a mismatch names the differing keys."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"--init {path}: cannot read a state dict ({exc})") from None
+        raise ValueError(f"{option} {path}: cannot read a state dict ({exc})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise ValueError(f"--init {path}: not a state dict")
+        raise ValueError(f"{option} {path}: not a state dict")
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     bad = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
     if bad:
-        raise ValueError(f"--init {path}: weights do not fit the network ({len(bad)} keys differ, "
+        raise ValueError(f"{option} {path}: weights do not fit the network ({len(bad)} keys differ, "
                          f"e.g. {', '.join(bad[:3])}); give the --network and --network-args they were trained with")
     return state
 
@@ -327,17 +327,23 @@ def _export(model, opts: TrainOptions, out: Path, history, best, device) -> dict
         chosen = f"epoch {best['epoch']} (best validation AUC {best['auc']})"
     else:
         chosen = f"epoch {len(history)} (last)"
-    model = model.to("cpu").eval()
-    torch.save(_cpu_state(model), out / "classifier.pt")
-    example = torch.zeros(1, 1, *opts.input_size)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-    traced.save(str(out / "classifier.ts"))
     meta = {"network": opts.network, "network_args": opts.network_args, "input_size": list(opts.input_size),
             "class_index": 1, "output": "logits", "selected": chosen, "seed": opts.seed,
             "epochs": opts.epochs, "init": opts.init, "command": opts.command, "history": history}
-    (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n")
+    export_model(model, out, meta)
     return meta
+
+
+def export_model(model, out: Path, meta: dict) -> None:
+    """OUT/classifier.pt (state dict), .ts (traced at meta's input size) and .json (meta)."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").eval()
+    torch.save(_cpu_state(model), out / "classifier.pt")
+    example = torch.zeros(1, 1, *meta["input_size"])
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+    traced.save(str(out / "classifier.ts"))
+    (out / "classifier.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _field(records: dict, file, name: str, default):
