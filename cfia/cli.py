@@ -448,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write one classifier whose weights are the weighted mean of several state "
                                     "dicts of the same network, fine-tuned from the same starting weights "
                                     "(e.g. the default model and your fine-tune of it).")
-    t.add_argument("--models", required=True, nargs="+", help="state dicts (.pt) of one network")
+    t.add_argument("--models", required=True, nargs="+",
+                   help="state dicts (.pt) or training checkpoints (.ckpt) of one network")
     t.add_argument("--weights", type=float, nargs="+", help="one weight per model, >= 0, summing to 1 (default equal)")
     t.add_argument("--out", required=True, help="output folder: classifier.pt, .ts and .json")
     t.add_argument("--input-size", type=_size, default=config_mod.DEFAULT_CLASSIFIER_INPUT,

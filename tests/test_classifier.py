@@ -444,6 +444,11 @@ def test_train_average_mixes_weights_and_rejects_what_cannot_be_mixed(tmp_path, 
     assert [s["weight"] for s in card["averaged_from"]] == [0.3, 0.7]
     assert card["averaged_from"][0]["sha256"] == hashlib.sha256((tmp_path / "a.pt").read_bytes()).hexdigest()
     assert card["input_size"] == [96, 64] and card["command"].startswith("cfia train average")
+    # A training checkpoint's weights mix as its state dict does.
+    torch.save({"model": b.state_dict(), "epoch": 3}, tmp_path / "b.ckpt")
+    assert main(["train", "average", "--models", str(tmp_path / "a.pt"), str(tmp_path / "b.ckpt"),
+                 "--weights", "0.3", "0.7", "--out", str(tmp_path / "ck"), *common]) == 0
+    assert all(torch.equal(_weights(tmp_path / "ck")[k], mixed[k]) for k in mixed)
     # Equal weights when none are given.
     assert main(["train", "average", "--models", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
                  "--out", str(tmp_path / "eq"), *common]) == 0
