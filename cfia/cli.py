@@ -179,7 +179,10 @@ def cmd_train_inpainter(args) -> int:
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
+        aug_texture=args.aug_texture,
     )
+    if not 0 <= args.aug_texture <= 1:
+        raise UsageError(f"--aug-texture {args.aug_texture}: must be a fraction in [0, 1]")
     try:
         report = train(args.data, args.out, opts, val_data=args.val_data, resume=args.resume, progress=not args.quiet)
     except DataError as exc:
@@ -397,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of epoch 1 (default 5e-4)")
     t.add_argument("--lr-decay", type=float, default=0.7, help="lr of epoch e = max(lr*decay**e, lr/10) (default 0.7)")
     t.add_argument("--val-crops", type=int, default=64, help="held-out crops in the final report (default 64)")
+    t.add_argument("--aug-texture", type=float, default=0.0,
+                   help="fraction of the crops given extra tissue texture (a power-law field or glandular "
+                        "islands, 0.3-2 x the crop's pixel s.d.; default 0)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     t.add_argument("--device", default="cpu", help="torch device (default cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

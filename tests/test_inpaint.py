@@ -128,6 +128,32 @@ def test_tiny_training_checkpoint_seed_and_resume(tiny_data, tmp_path, capsys):
         assert torch.equal(v, _weights(c / "inpainter.pt")[k]), k
 
 
+def test_texture_augmentation_of_crops(tiny_data, tmp_path, capsys):
+    """--aug-texture: extra texture inside the breast only, more fine texture than before,
+    a different pattern per draw; it changes training; a bad fraction exits 2."""
+    from scipy import ndimage
+
+    from cfia.training.crops import add_texture
+
+    y, x = np.mgrid[:64, :64]
+    crop = np.where(x < 40, 0.4 + 0.05 * np.sin(y / 3.0), 0.0).astype(np.float32)  # breast left, air right
+    rng = np.random.default_rng(0)
+    a, b = add_texture(crop, rng, (1.5, 1.5)), add_texture(crop, rng, (1.5, 1.5))
+    assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
+    assert np.array_equal(a[:, 40:], crop[:, 40:])  # air untouched
+    assert not np.allclose(a, b)  # a new pattern each draw
+    hp = lambda im: float((im - ndimage.gaussian_filter(im, 2))[4:-4, 4:36].std())
+    assert hp(a) > 1.2 * hp(crop) or hp(b) > 1.2 * hp(crop)
+    assert np.array_equal(add_texture(np.zeros_like(crop), rng, (1, 1)), np.zeros_like(crop))  # no breast
+    assert _train(tiny_data, tmp_path / "plain", "--seed", "3") == 0
+    assert _train(tiny_data, tmp_path / "tex", "--seed", "3", "--aug-texture", "1") == 0
+    plain, tex = _weights(tmp_path / "plain" / "inpainter.pt"), _weights(tmp_path / "tex" / "inpainter.pt")
+    assert not all(torch.equal(plain[k], tex[k]) for k in plain)
+    capsys.readouterr()
+    assert _train(tiny_data, tmp_path / "bad", "--aug-texture", "1.5") == 2
+    assert "--aug-texture" in capsys.readouterr().err
+
+
 def test_missing_files_listed_and_unreadable_skipped(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)

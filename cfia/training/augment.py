@@ -99,15 +99,19 @@ def _tissue_texture(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions)
         breast = out[i, 0] > 0.02
         if int(breast.sum()) < 16:
             continue
-        if float(torch.rand(1, generator=gen)) < 0.5:
-            field = _power_law_field(h, w, float(_uniform(1, 2.0, 4.0, gen, "cpu")), gen)
-        else:
-            field = _islands(h, w, gen)
-        field = field.to(x.device)
+        field = texture_field(h, w, gen).to(x.device)
         field = (field - field[breast].mean()) / field[breast].std().clamp(min=1e-6)
         amp = float(_uniform(1, *opts.texture_amplitude, gen, "cpu")) * float(out[i, 0][breast].std())
         out[i, 0] = torch.where(breast, out[i, 0] + amp * field, out[i, 0])
     return out.clamp(0, 1)
+
+
+def texture_field(h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """One draw of tissue-like texture, (h, w), not normalised: half the time a power-law
+    field of random slope 2-4, otherwise glandular islands."""
+    if float(torch.rand(1, generator=gen)) < 0.5:
+        return _power_law_field(h, w, float(_uniform(1, 2.0, 4.0, gen, "cpu")), gen)
+    return _islands(h, w, gen)
 
 
 def _power_law_field(h: int, w: int, beta: float, gen: torch.Generator) -> torch.Tensor:

@@ -85,3 +85,24 @@ def augment(crop: np.ndarray, is_edge: bool, rng: np.random.Generator, gamma: tu
     if rng.random() < noise_prob:
         x = x + rng.normal(0, rng.uniform(0, noise_sigma), x.shape)
     return np.clip(x, 0, 1).astype(np.float32)
+
+
+def add_texture(crop: np.ndarray, rng: np.random.Generator, amplitude: tuple[float, float]) -> np.ndarray:
+    """Extra tissue texture inside the breast (pixels > 0.02) of one crop: the classifier
+    augmentation's field (a power-law field or glandular islands), its s.d. `amplitude`
+    (a range) x the crop's breast pixel s.d. The phantom's texture is one kind among many;
+    an inpainter that saw only it fills foreign tissue with its own (docs/models.md,
+    "The inpainter with texture augmentation")."""
+    import torch
+
+    from .augment import texture_field
+
+    breast = crop > 0.02
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    amp = rng.uniform(*amplitude)
+    if breast.sum() < 16:
+        return crop
+    field = texture_field(*crop.shape, gen).numpy()
+    field = (field - field[breast].mean()) / max(float(field[breast].std()), 1e-6)
+    out = np.where(breast, crop + amp * float(crop[breast].std()) * field, crop)
+    return np.clip(out, 0, 1).astype(np.float32)

@@ -20,7 +20,7 @@ from explain.inpaint import CHECKPOINT_FORMAT, LearnedInpainter, TeleaInpainter
 from explain.inpaint_net import DEFAULT_WIDTHS, GatedUNet
 
 from ..files import sha256
-from .crops import CropSampler, augment
+from .crops import CropSampler, add_texture, augment
 from .holes import random_hole
 from .inpaint_losses import TextureLoss
 from ..manifest import DataError
@@ -48,13 +48,18 @@ class TrainOptions:
     threads: int = 1
     device: str = "cpu"
     loss: dict = field(default_factory=dict)  # TextureLoss weights overriding the defaults
+    aug_texture: float = 0.0           # fraction of crops given extra tissue texture
+    texture_amplitude: tuple = (0.3, 2.0)  # its s.d., x the crop's breast pixel s.d.
 
 
 def _batch(sampler: CropSampler, rng: np.random.Generator, n: int, opts: TrainOptions):
     crops, holes = [], []
     for _ in range(n):
         crop, is_edge = sampler.sample(rng)
-        crops.append(augment(crop, is_edge, rng))
+        crop = augment(crop, is_edge, rng)
+        if opts.aug_texture > 0 and rng.random() < opts.aug_texture:  # off: the old random stream
+            crop = add_texture(crop, rng, opts.texture_amplitude)
+        crops.append(crop)
         holes.append(random_hole(rng, opts.crop_size, opts.crop_size, opts.coverage))
     return torch.from_numpy(np.stack(crops)[:, None]), torch.from_numpy(np.stack(holes)[:, None])
 
