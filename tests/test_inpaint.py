@@ -154,6 +154,26 @@ def test_texture_augmentation_of_crops(tiny_data, tmp_path, capsys):
     assert "--aug-texture" in capsys.readouterr().err
 
 
+def test_heldout_report_scores_the_holes_tissue_only():
+    """A hole in the air has no texture to keep: it is left out of the training report
+    instead of carrying its mean; a hole across the skin line is scored on its breast part."""
+    from cfia.bench.inpaint_metrics import hole_metrics
+    from cfia.training.inpainter import tissue_metrics
+
+    rng = np.random.default_rng(0)
+    crop = np.zeros((48, 48), np.float32)
+    crop[:, :24] = 0.5 + 0.05 * rng.standard_normal((48, 24))  # breast left, air right
+    filled = crop + 0.05 * rng.standard_normal(crop.shape).astype(np.float32)  # texture in the air too
+    air, across = np.zeros((48, 48), bool), np.zeros((48, 48), bool)
+    air[10:30, 30:44] = True
+    across[10:30, 14:34] = True
+    assert hole_metrics(filled, crop, air)["texture"] > 1e4  # what the report used to average
+    assert tissue_metrics(filled, crop, air) is None
+    tissue = across & (crop > 0.02)
+    assert tissue_metrics(filled, crop, across) == hole_metrics(filled, crop, tissue)
+    assert 1 < tissue_metrics(filled, crop, across)["texture"] < 4
+
+
 def test_missing_files_listed_and_unreadable_skipped(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
