@@ -92,7 +92,7 @@ def add_texture(crop: np.ndarray, rng: np.random.Generator, amplitude: tuple[flo
     augmentation's field (a power-law field or glandular islands), its s.d. `amplitude`
     (a range) x the crop's breast pixel s.d. The phantom's texture is one kind among many;
     an inpainter that saw only it fills foreign tissue with its own (docs/models.md,
-    "The inpainter with texture augmentation")."""
+    "Texture augmentation for the inpainter")."""
     import torch
 
     from .augment import texture_field
