@@ -90,7 +90,7 @@ def heldout_report(net: GatedUNet, sampler: CropSampler, opts: TrainOptions) -> 
 def tissue_metrics(filled: np.ndarray, crop: np.ndarray, hole: np.ndarray, min_pixels: int = 16):
     """hole_metrics on the hole's breast pixels (> 0.02) only; None when it holds fewer than
     min_pixels. An edge crop's hole in the air has no texture to keep, and its ratio (any
-    fill over ~0) once made one crop of 64 carry the report's mean texture (214 against a
+    fill over ~0) once made one crop of 64 carry the report's mean texture (215 against a
     median of 0.68; models/inpainter.md)."""
     from cfia.bench.inpaint_metrics import hole_metrics
 
