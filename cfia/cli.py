@@ -181,11 +181,9 @@ def cmd_train_inpainter(args) -> int:
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
         aug_texture=args.aug_texture,
     )
-    if not 0 <= args.aug_texture <= 1:
-        raise UsageError(f"--aug-texture {args.aug_texture}: must be a fraction in [0, 1]")
     try:
         report = train(args.data, args.out, opts, val_data=args.val_data, resume=args.resume, progress=not args.quiet)
-    except DataError as exc:
+    except (DataError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(json.dumps({k: report[k] for k in ("model", "sha256", "parameters", "skipped", "heldout")}))
     return 0
@@ -264,6 +262,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _network_args(text, default: dict) -> dict:
+    """--network-args as a dict (the default network's when not given)."""
+    try:
+        return json.loads(text) if text else dict(default)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--network-args is not valid JSON: {exc}") from None
+
+
 def cmd_train_classifier(args) -> int:
     import logging
 
@@ -271,10 +277,7 @@ def cmd_train_classifier(args) -> int:
     from .manifest import DataError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        network_args = json.loads(args.network_args) if args.network_args else dict(DEFAULT_ARGS)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--network-args is not valid JSON: {exc}") from None
+    network_args = _network_args(args.network_args, DEFAULT_ARGS)
     try:
         if args.eval_only:
             if not args.model:
@@ -312,10 +315,7 @@ def cmd_train_average(args) -> int:
     from .training.average import average
     from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK
 
-    try:
-        network_args = json.loads(args.network_args) if args.network_args else dict(DEFAULT_ARGS)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--network-args is not valid JSON: {exc}") from None
+    network_args = _network_args(args.network_args, DEFAULT_ARGS)
     try:
         meta = average(args.models, args.weights, args.out, args.network or DEFAULT_NETWORK, network_args,
                        args.input_size, command=args.command_line)

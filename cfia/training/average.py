@@ -13,13 +13,13 @@ each source's path, sha256 and weight.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from explain.classifier import build_network
 
+from ..files import sha256
 from .classifier import export_model, read_weights
 
 
@@ -55,7 +55,7 @@ def average(paths: list, weights, out: str, network: str, network_args: dict, in
     model = build_network(network, network_args)
     states = [read_weights(str(p), model, "--models") for p in paths]
     model.load_state_dict(average_states(states, weights))
-    sources = [{"path": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(), "weight": w}
+    sources = [{"path": str(p), "sha256": sha256(p), "weight": w}
                for p, w in zip(paths, weights)]
     meta = {"network": network, "network_args": network_args, "input_size": list(input_size),
             "class_index": 1, "output": "logits", "averaged_from": sources, "command": command}

@@ -103,6 +103,8 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     """Train, checkpoint each epoch to out/inpainter.ckpt, write out/inpainter.pt and a report."""
     from tqdm import tqdm
 
+    if not 0 <= opts.aug_texture <= 1:
+        raise ValueError(f"--aug-texture {opts.aug_texture}: must be a fraction in [0, 1]")
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     out = Path(out)
