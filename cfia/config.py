@@ -110,6 +110,8 @@ class ClassifierConfig:
 class InpainterConfig:
     kind: str = field(default="learned", metadata=_choice("learned", "telea", "navier_stokes"))
     path: str = field(default="models/inpainter.pt", metadata=_path())
+    # learned only: scale the fill's texture to the tissue's around the hole (other sites' tissue).
+    texture_match: bool = False
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,17 @@ def test_scores_are_reported_as_probabilities_whatever_the_optimiser_drives_down
     assert res.score > 0.5 > res.score_after_deletion
 
 
+def test_texture_match_from_config_reaches_the_inpainter_and_cf_still_finds_the_lesion(pipeline):
+    cfg = pipeline.cfg
+    matched = Pipeline(replace(cfg, models=replace(cfg.models, inpainter=replace(cfg.models.inpainter,
+                                                                                 texture_match=True))))
+    assert matched.inpainter.texture_match and not pipeline.inpainter.texture_match
+    mg = make_one(31, 7, MASSES)
+    res = matched.explain(from_dataset(to_dataset(mg, "t:7", 7)), "cf")
+    assert metrics.pointing_game(res.saliency, mg.mask, tolerance_px=4, smooth_px=4)
+    assert res.score > 0.5 > res.score_after_deletion
+
+
 def test_explanations_are_deterministic(pipeline):
     src = from_dataset(to_dataset(make_one(31, 4, MASSES), "t:4", 4))
     a, b = pipeline.explain(src, "cf"), pipeline.explain(src, "cf")

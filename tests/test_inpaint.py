@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from explain.inpaint import (BlurFill, InpainterError, LearnedInpainter, NavierStokesInpainter, TeleaInpainter,
-                             make_inpainter)
+                             make_inpainter, match_ring_texture)
 from explain.inpaint_net import GatedUNet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +34,10 @@ def random_net_inpainter():
     return LearnedInpainter.from_network(GatedUNet())
 
 
-@pytest.fixture(scope="module", params=["learned", "telea", "navier_stokes", "blur", "noise"])
+@pytest.fixture(scope="module", params=["learned", "learned_texture_match", "telea", "navier_stokes", "blur", "noise"])
 def inpainter(request, random_net_inpainter):
+    if request.param == "learned_texture_match":
+        return LearnedInpainter.from_network(random_net_inpainter.net, texture_match=True)
     return random_net_inpainter if request.param == "learned" else make_inpainter(request.param)
 
 
@@ -66,6 +68,45 @@ def test_classical_fills_are_smooth_continuations():
     hole[..., 20:36, 16:32] = 1
     for inp in (TeleaInpainter(), NavierStokesInpainter()):
         assert float((inp(x, hole) - x).abs().max()) < 0.05
+
+
+def _texture(seed, shape=(1, 1, 160, 160), sd=0.05):
+    from explain.inpaint import gaussian_blur
+
+    t = gaussian_blur(torch.randn(shape, generator=torch.Generator().manual_seed(seed)), 1.5)
+    return sd * t / t.std()
+
+
+def _band_energies(x, where):
+    from explain.inpaint import gaussian_blur
+
+    levels = [x] + [gaussian_blur(x, s) for s in (1.0, 2.0, 4.0, 8.0)]
+    return torch.stack([((a - b)[where] ** 2).mean() for a, b in zip(levels[:-1], levels[1:])])
+
+
+def test_texture_match_gives_the_hole_the_rings_texture_band_by_band():
+    image = 0.5 + _texture(1)
+    hole = torch.zeros_like(image)
+    hole[..., 50:110, 60:100] = 1.0
+    faint = 0.5 + 0.3 * _texture(2)  # the right kind of texture at 0.3 x the amplitude (gain <= 4)
+    out = match_ring_texture(image, hole, faint)
+    inside = hole.bool()
+    assert torch.equal(out[~inside], image[~inside])  # known pixels untouched
+    before = _band_energies(faint, inside) / _band_energies(image, inside)
+    after = _band_energies(out, inside) / _band_energies(image, inside)
+    assert bool((before < 0.15).all())
+    assert bool(((after > 0.5) & (after < 1.5)).all()), after  # approximate: the bands overlap
+    # A fill with too much texture is turned down (the gain is clipped at 0.5 per band).
+    loud = match_ring_texture(image, hole, 0.5 + 1.6 * _texture(2))
+    assert bool((_band_energies(loud, inside) < 1.6 ** 2 * _band_energies(image, inside)).all())
+
+
+def test_texture_match_leaves_the_fill_alone_without_tissue_around():
+    image = torch.zeros(1, 1, 64, 64)  # air all round: nothing to match
+    hole = torch.zeros_like(image)
+    hole[..., 20:40, 20:40] = 1.0
+    fill = 0.5 + _texture(3, image.shape)
+    assert torch.allclose(match_ring_texture(image, hole, fill)[hole.bool()], fill[hole.bool()], atol=1e-6)
 
 
 def test_factory_errors(tmp_path):
@@ -228,10 +269,17 @@ def test_bench_command_with_classifier(tiny_data, tmp_path, capsys):
     torch.jit.script(_MeanBrightness()).save(str(clf))
     out = tmp_path / "bench.json"
     assert main(["--data", str(tiny_data), "--model", str(MODEL), "--holes", "1", "--window", "48",
-                 "--classifier", str(clf), "--input-size", "128x104", "--bounds", "--json", str(out)]) == 0
+                 "--classifier", str(clf), "--input-size", "128x104", "--bounds", "--texture-match",
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["quality"]) == {"learned", "learned_noise0", "telea", "navier_stokes", "blur", "noise"}
-    assert set(result["classifier_shift"]) >= {"learned", "telea", "blur", "noise"}
+    assert set(result["quality"]) == {"learned", "learned_noise0", "learned_texture_match", "telea",
+                                      "navier_stokes", "blur", "noise"}
+    assert set(result["classifier_shift"]) >= {"learned", "learned_texture_match", "telea", "blur", "noise"}
+    # Energy per band: Telea's smooth fill has next to none of the finest band; the
+    # texture-matched fill differs from the plain one.
+    bands = result["bands"]
+    assert bands["telea"]["band 0-1 px"] < 0.2 < bands["learned"]["band 0-1 px"]
+    assert bands["learned_texture_match"] != bands["learned"]
     assert all(v["mean_abs_dprob"] >= 0 for k, v in result["classifier_shift"].items() if not k.startswith("_"))
     shift = result["classifier_shift"]
     assert all(0 <= v["median_abs_dprob"] <= v["max_abs_dprob"] for k, v in shift.items() if not k.startswith("_"))

@@ -1,7 +1,7 @@
 """Measure the inpainters side by side on held-out lesion-free mammograms.
 
     python -m cfia.bench.inpainter --data DIR [--model models/inpainter.pt] [--size 512x416]
-        [--holes 2] [--seed 0] [--classifier model.ts --input-size 512x352] [--bounds]
+        [--holes 2] [--seed 0] [--classifier model.ts --input-size 512x352] [--bounds] [--texture-match]
 
 Quality: each image gets `holes` random holes (strokes and blobs, `coverage` of a
 `window`-pixel square placed inside the breast); every method fills the same holes.
@@ -11,6 +11,10 @@ Classifier shift (--classifier): mean |f(filled) - f(original)| on the same kind
 random regions of the same healthy images, on the classifier's input exactly as the node
 prepares it (explain.preprocess), for learned, Telea, blur and noise fills: a good
 counterfactual of healthy tissue should leave a healthy image's score alone.
+Texture match (--texture-match): also the learned fill with its texture scaled to the
+ring's (explain.inpaint.match_ring_texture), in both tables, and each fill's energy per
+band (0-1, 1-2, 2-4, 4-8 px) relative to the original's, which shows whether the fill's
+texture has the hidden tissue's spectrum and not only its energy.
 Bounds (--bounds): the same metrics for fills that see the hidden pixels, to show how
 far SSIM lets any fill with real-looking (hence uncorrelated) texture go.
 """
@@ -90,6 +94,35 @@ def quality_table(inpainters: dict[str, Inpainter], cases) -> dict:
             rows.append(hole_metrics(out, img, hole))
         table[name] = {**summarise(rows), "ms_per_fill": 1000 * seconds / max(len(cases), 1)}
     return table
+
+
+BAND_SIGMAS = (1.0, 2.0, 4.0, 8.0)
+BAND_NAMES = ("band 0-1 px", "band 1-2 px", "band 2-4 px", "band 4-8 px")
+
+
+def band_table(inpainters: dict[str, Inpainter], cases) -> dict:
+    """Per method, the median over fills of each band's energy in the hole over the
+    original's (bands: differences of Gaussians; 1 = the hidden tissue's level)."""
+    table = {}
+    for name, inp in inpainters.items():
+        ratios = []
+        for img, hole in cases:
+            out = inp(torch.from_numpy(img)[None, None], torch.from_numpy(hole.astype(np.float32))[None, None])[0, 0]
+            ratios.append(band_energy_ratios(out.numpy(), img, hole))
+        table[name] = dict(zip(BAND_NAMES, np.median(np.array(ratios), axis=0).tolist()))
+    return table
+
+
+def band_energy_ratios(out: np.ndarray, orig: np.ndarray, hole: np.ndarray) -> list[float]:
+    from scipy import ndimage
+
+    def bands(x):
+        levels = [x] + [ndimage.gaussian_filter(x, s) for s in BAND_SIGMAS]
+        return [a - b for a, b in zip(levels[:-1], levels[1:])]
+
+    hole = hole.astype(bool)
+    return [float((a[hole] ** 2).mean() / max((b[hole] ** 2).mean(), 1e-12))
+            for a, b in zip(bands(out.astype(np.float64)), bands(orig.astype(np.float64)))]
 
 
 def bounds_table(cases, shift: tuple[int, int] = (23, 11)) -> dict:
@@ -212,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", choices=("logits", "probabilities"), default="logits", help="what the classifier returns")
     p.add_argument("--bounds", action="store_true",
                    help="also score fills that see the hidden pixels: the SSIM a textured fill can reach")
+    p.add_argument("--texture-match", action="store_true",
+                   help="also the learned fill with its texture matched to the ring's, and energy per band")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -230,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     inpainters = {k: make_inpainter(k, args.model if k == "learned" else None) for k in QUALITY_METHODS}
     # The same network with its noise input off: what texture costs in MAE / SSIM.
     inpainters["learned_noise0"] = make_inpainter("learned", args.model, noise_scale=0.0)
+    shift_methods = SHIFT_METHODS
+    if args.texture_match:
+        inpainters["learned_texture_match"] = make_inpainter("learned", args.model, texture_match=True)
+        shift_methods += ("learned_texture_match",)
     cases = make_cases(images, args.size, args.holes, args.window, args.seed)
     result = {"command": "python -m cfia.bench.inpainter " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -237,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
               "images": len(images), "fills": len(cases), "skipped": skipped,
               "quality": quality_table(inpainters, cases)}
     print(markdown(result["quality"], ("mae", "ssim", "texture", "ms_per_fill")))
+    if args.texture_match:
+        result["bands"] = band_table(inpainters, cases)
+        print()
+        print(markdown(result["bands"], BAND_NAMES))
     if args.bounds:
         result["bounds"] = bounds_table(cases)
         print()
@@ -245,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         clf = torchscript_classifier(args.classifier, args.class_index, args.output)
         shift_cases = classifier_input_cases(records, args.input_size, args.holes,
                                              max(8, args.window * args.input_size[0] // 512), args.seed + 1)
-        result["classifier_shift"] = classifier_shift(clf, {k: inpainters[k] for k in SHIFT_METHODS}, shift_cases)
+        result["classifier_shift"] = classifier_shift(clf, {k: inpainters[k] for k in shift_methods}, shift_cases)
         print()
         print(markdown(result["classifier_shift"], ("mean_abs_dprob", "sem_abs_dprob", "median_abs_dprob",
                                                     "max_abs_dprob", "minus_learned", "minus_learned_sem")))
