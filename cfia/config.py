@@ -110,7 +110,7 @@ class ClassifierConfig:
 class InpainterConfig:
     kind: str = field(default="learned", metadata=_choice("learned", "telea", "navier_stokes"))
     path: str = field(default="models/inpainter.pt", metadata=_path())
-    # learned only: scale the fill's texture to the tissue's around the hole (other sites' tissue).
+    # learned only: scale the fill's texture to the tissue's around the hole (tried: cf localises worse).
     texture_match: bool = False
 
 

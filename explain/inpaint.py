@@ -68,6 +68,7 @@ class LearnedInpainter(Inpainter):
     texture_match: rescale the fill's texture, band by band, to the tissue's around the
     hole (match_ring_texture; default off). The network learnt the texture of the tissue
     it was trained on; on other tissue its fill keeps a fraction of the hidden texture.
+    Tried and left off: the fill keeps other tissues' texture, but cf localises worse.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", seed: int = 0, threshold: float = 0.5,
