@@ -112,6 +112,8 @@ class InpainterConfig:
     path: str = field(default="models/inpainter.pt", metadata=_path())
     # learned only: scale the fill's texture to the tissue's around the hole (tried: cf localises worse).
     texture_match: bool = False
+    # learned only: the noise input's scale (1 = as trained; 0 = the network's smooth fill).
+    noise_scale: float = field(default=1.0, metadata=_range(0.0, None))
 
 
 @dataclass(frozen=True)

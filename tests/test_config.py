@@ -41,6 +41,8 @@ def test_config_objects_are_frozen():
     ({"workers": {"processor": "no colon"}}, "workers.processor: 'no colon' is not allowed; expected module:function"),
     ({"workers": {"stop_timeout_seconds": -1}}, "workers.stop_timeout_seconds: -1.0 is out of range"),
     ({"workers": {"nice": 20}}, "workers.nice: 20 is out of range; allowed: 0 to 19"),
+    ({"models": {"inpainter": {"noise_scale": -0.5}}}, "models.inpainter.noise_scale: -0.5 is out of range; allowed: >= 0.0"),
+    ({"models": {"inpainter": {"texture_match": "yes"}}}, "models.inpainter.texture_match: expected true or false"),
     ({"explainer": {"tilings": 2}}, "explainer.tilings: 2 is not allowed; expected an odd number"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):

@@ -73,11 +73,12 @@ def test_scores_are_reported_as_probabilities_whatever_the_optimiser_drives_down
     assert res.score > 0.5 > res.score_after_deletion
 
 
-def test_texture_match_from_config_reaches_the_inpainter_and_cf_still_finds_the_lesion(pipeline):
+def test_inpainter_options_from_config_reach_the_inpainter_and_cf_still_finds_the_lesion(pipeline):
     cfg = pipeline.cfg
-    matched = Pipeline(replace(cfg, models=replace(cfg.models, inpainter=replace(cfg.models.inpainter,
-                                                                                 texture_match=True))))
+    inp = replace(cfg.models.inpainter, texture_match=True, noise_scale=0.5)
+    matched = Pipeline(replace(cfg, models=replace(cfg.models, inpainter=inp)))
     assert matched.inpainter.texture_match and not pipeline.inpainter.texture_match
+    assert (matched.inpainter.noise_scale, pipeline.inpainter.noise_scale) == (0.5, 1.0)
     mg = make_one(31, 7, MASSES)
     res = matched.explain(from_dataset(to_dataset(mg, "t:7", 7)), "cf")
     assert metrics.pointing_game(res.saliency, mg.mask, tolerance_px=4, smooth_px=4)
