@@ -62,8 +62,11 @@ class Pipeline:
                                           c.input_size, c.output, device=self.device).validate()
         self.classifier.set_precision(e.precision)
         i = cfg.models.inpainter
-        options = {"texture_match": i.texture_match, "noise_scale": i.noise_scale} if i.kind == "learned" else {}
-        self.inpainter = make_inpainter(i.kind, i.path if i.kind == "learned" else None, device=self.device, **options)
+        if i.kind == "learned":
+            self.inpainter = make_inpainter("learned", i.path, device=self.device,
+                                            texture_match=i.texture_match, noise_scale=i.noise_scale)
+        else:
+            self.inpainter = make_inpainter(i.kind, device=self.device)
         self.model_version = sha256(c.path)[:16] if Path(c.path).is_file() else "unversioned"
 
     # -- scores ---------------------------------------------------------------

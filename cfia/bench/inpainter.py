@@ -81,10 +81,13 @@ def make_cases(images, size, holes_per_image: int, window: int, seed: int):
     return cases
 
 
-def quality_table(inpainters: dict[str, Inpainter], cases) -> dict:
+def quality_table(inpainters: dict[str, Inpainter], cases, bands: dict | None = None) -> dict:
+    """MAE / SSIM / texture and fill time per method. Given a dict `bands`, also puts in it,
+    per method, the median over the same fills of each band's energy in the hole over the
+    original's (band_energy_ratios; 1 = the hidden tissue's level)."""
     table = {}
     for name, inp in inpainters.items():
-        rows, seconds = [], 0.0
+        rows, ratios, seconds = [], [], 0.0
         for img, hole in cases:
             x = torch.from_numpy(img)[None, None]
             h = torch.from_numpy(hole.astype(np.float32))[None, None]
@@ -92,25 +95,16 @@ def quality_table(inpainters: dict[str, Inpainter], cases) -> dict:
             out = inp(x, h)[0, 0].numpy()
             seconds += time.perf_counter() - t
             rows.append(hole_metrics(out, img, hole))
+            if bands is not None:
+                ratios.append(band_energy_ratios(out, img, hole))
         table[name] = {**summarise(rows), "ms_per_fill": 1000 * seconds / max(len(cases), 1)}
+        if bands is not None:
+            bands[name] = dict(zip(BAND_NAMES, np.median(np.array(ratios), axis=0).tolist()))
     return table
 
 
 BAND_SIGMAS = (1.0, 2.0, 4.0, 8.0)
 BAND_NAMES = ("band 0-1 px", "band 1-2 px", "band 2-4 px", "band 4-8 px")
-
-
-def band_table(inpainters: dict[str, Inpainter], cases) -> dict:
-    """Per method, the median over fills of each band's energy in the hole over the
-    original's (bands: differences of Gaussians; 1 = the hidden tissue's level)."""
-    table = {}
-    for name, inp in inpainters.items():
-        ratios = []
-        for img, hole in cases:
-            out = inp(torch.from_numpy(img)[None, None], torch.from_numpy(hole.astype(np.float32))[None, None])[0, 0]
-            ratios.append(band_energy_ratios(out.numpy(), img, hole))
-        table[name] = dict(zip(BAND_NAMES, np.median(np.array(ratios), axis=0).tolist()))
-    return table
 
 
 def band_energy_ratios(out: np.ndarray, orig: np.ndarray, hole: np.ndarray) -> list[float]:
@@ -270,16 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         inpainters["learned_texture_match"] = make_inpainter("learned", args.model, texture_match=True)
         shift_methods += ("learned_texture_match",)
     cases = make_cases(images, args.size, args.holes, args.window, args.seed)
+    bands = {} if args.texture_match else None  # energy per band, from the quality table's fills
     result = {"command": "python -m cfia.bench.inpainter " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                          f"{args.threads} thread(s)",
               "images": len(images), "fills": len(cases), "skipped": skipped,
-              "quality": quality_table(inpainters, cases)}
+              "quality": quality_table(inpainters, cases, bands)}
     print(markdown(result["quality"], ("mae", "ssim", "texture", "ms_per_fill")))
-    if args.texture_match:
-        result["bands"] = band_table(inpainters, cases)
+    if bands is not None:
+        result["bands"] = bands
         print()
-        print(markdown(result["bands"], BAND_NAMES))
+        print(markdown(bands, BAND_NAMES))
     if args.bounds:
         result["bounds"] = bounds_table(cases)
         print()
