@@ -173,6 +173,11 @@ class ExplainerConfig:
     ig_steps: int = field(default=32, metadata=_range(1, 1024))
     seed: int = 0
     region_threshold: float = field(default=0.5, metadata=_range(0, 1))
+    # cf, blur: the map reported: the optimised mask, or "change": the mask weighted by
+    # how much the counterfactual differs from the image (smoothed by saliency_sigma input
+    # pixels). The region is the mask's in both.
+    saliency: str = field(default="mask", metadata=_choice("mask", "change"))
+    saliency_sigma: float = field(default=1.0, metadata=_range(0, None))
     min_region_pixels: int = field(default=16, metadata=_range(0, None))
 
 

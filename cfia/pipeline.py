@@ -103,7 +103,8 @@ class Pipeline:
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold,
                 seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
                 init_power=e.init_power, preservation_target=e.preservation_target,
-                reseed_every=e.reseed_every, reseed_init=e.reseed_init)
+                reseed_every=e.reseed_every, reseed_init=e.reseed_init, saliency=e.saliency,
+                saliency_sigma=e.saliency_sigma)
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())
@@ -126,10 +127,12 @@ class Pipeline:
         x = pre.image[None].to(self.device)
         breast = (pre.breast[None] > 0.5).float().to(self.device)
         out = self.explainer(method)(x, breast)
-        input_map = out.mask.detach().float().cpu().numpy()
-        saliency = np.clip(pre.geometry.to_source(input_map), 0.0, 1.0).astype(np.float32)
+        input_map = (out.mask if out.saliency is None else out.saliency).detach().float().cpu().numpy()
+        saliency = on_source(pre.geometry, input_map)
+        # The region is where the mask replaced the image, whichever map is reported.
+        replaced = saliency if out.saliency is None else on_source(pre.geometry, out.mask.detach().float().cpu().numpy())
         e = self.cfg.explainer
-        region = metrics.salient_region(saliency, e.region_threshold, self._min_region_source(pre.geometry))
+        region = metrics.salient_region(replaced, e.region_threshold, self._min_region_source(pre.geometry))
         after = out.score_after
         if np.isnan(after):  # baselines: measure the deletion of their region the same way
             after = self._score_after(x, pre.geometry.to_input(region.astype(np.float32)) > 0.5)
@@ -164,6 +167,11 @@ class Pipeline:
         expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
                            score_after_deletion=result.score_after_deletion)
         return build_results(ds, expl, info, enabled)
+
+
+def on_source(geometry, input_map: np.ndarray) -> np.ndarray:
+    """A map on the classifier's input grid -> float32 in [0, 1] on the source grid."""
+    return np.clip(geometry.to_source(input_map), 0.0, 1.0).astype(np.float32)
 
 
 def display_image(src: SourceImage) -> np.ndarray:

@@ -14,6 +14,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .perturbation import blurred
+
 
 # A classifier score: (B,1,H,W) -> (B,) probability of the explained class.
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -21,6 +23,7 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 OBJECTIVES = ("deletion", "preservation", "map_quality", "deletion_preservation")
 AREA_MODES = ("penalty", "target")
 LR_SCHEDULES = ("constant", "cosine", "halving")
+SALIENCY = ("mask", "change")
 
 
 @dataclass
@@ -31,6 +34,7 @@ class MaskResult:
     passes: int                 # classifier forward+backward passes
     seconds: float
     history: list = field(default_factory=list)  # objective per step
+    saliency: Optional[torch.Tensor] = None  # (H,W) the map to report, when it is not the mask
 
 
 def total_variation(m: torch.Tensor) -> torch.Tensor:
@@ -44,6 +48,27 @@ def sorted_area_penalty(m: torch.Tensor, target: float, weight_mask: Optional[to
     ref = torch.zeros_like(ranked)
     ref[ranked.numel() - int(round(target * ranked.numel())):] = 1.0
     return ((ranked - ref) ** 2).mean()
+
+
+def change_map(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor, sigma: float = 1.0,
+               breast: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The mask weighted by what replacing it changes: M * G_sigma(|C - x|), scaled to a
+    largest value of 1 (the mask itself where C equals x everywhere).
+
+    The mask says where the counterfactual was put, at which strength; the difference
+    says where that changed the image. A counterfactual that replaces a lesion by healthy
+    tissue differs from the image most on the lesion, and little where the fill
+    continues tissue that was healthy already, so the product marks the lesion within
+    a region that must be somewhat larger to remove it (docs/evaluation.md, "What the
+    counterfactual changed")."""
+    diff = (counterfactual - x).abs()
+    if sigma > 0:
+        diff = blurred(diff, sigma)
+    out = mask * diff
+    if breast is not None:
+        out = out * breast
+    top = out.max()
+    return out / top if top > 0 else mask
 
 
 class CounterfactualExplainer:
@@ -110,6 +135,10 @@ class CounterfactualExplainer:
         patience: steps of that window (default 5).
         region_threshold: mask value that marks the region for score_after.
         seed: seeds torch for determinism.
+        saliency: the map the result reports beside the mask: "mask" (none: the mask is
+            the map) or "change" (change_map: the mask weighted by how much the
+            counterfactual differs from the image there; default "mask").
+        saliency_sigma: the Gaussian sigma, input pixels, of that difference (default 1.0).
     """
 
     def __init__(self, score_fn: ScoreFn, perturbation, objective: str = "deletion",
@@ -121,7 +150,8 @@ class CounterfactualExplainer:
                  tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
                  report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0,
                  init_power: float = 1.0, preservation_target: float = 1.0, reseed_every: int = 0,
-                 call_threshold: float = 0.5, reseed_init: float = 0.5):
+                 call_threshold: float = 0.5, reseed_init: float = 0.5, saliency: str = "mask",
+                 saliency_sigma: float = 1.0):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -140,6 +170,10 @@ class CounterfactualExplainer:
             raise ValueError(f"init_power {init_power!r} must be positive")
         if init_mode not in ("constant", "gradient"):
             raise ValueError(f"init_mode {init_mode!r} is not one of ('constant', 'gradient')")
+        if saliency not in SALIENCY:
+            raise ValueError(f"saliency {saliency!r} is not one of {SALIENCY}")
+        if saliency_sigma < 0:
+            raise ValueError(f"saliency_sigma {saliency_sigma!r} must be >= 0")
         self.score_fn, self.perturbation = score_fn, perturbation
         self.report_fn = report_fn or score_fn
         self.objective, self.area_mode = objective, area_mode
@@ -152,6 +186,7 @@ class CounterfactualExplainer:
         self.region_threshold, self.seed = region_threshold, seed
         self.preservation_weight, self.preservation_target = preservation_weight, preservation_target
         self.reseed_every, self.call_threshold, self.reseed_init = reseed_every, call_threshold, reseed_init
+        self.saliency, self.saliency_sigma = saliency, saliency_sigma
         # Classifier images per optimiser step: the two-sided objective scores two.
         self.images_per_step = 2 if objective == "deletion_preservation" else 1
 
@@ -191,7 +226,11 @@ class CounterfactualExplainer:
         with torch.no_grad():
             mask = self._upsample(logits, x.shape[-2:], breast)
             score_after = self._score_after(x, mask, counterfactual)
-        return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history)
+            saliency = None
+            if self.saliency == "change":
+                saliency = change_map(x, mask, counterfactual, self.saliency_sigma, breast)[0, 0]
+        return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history,
+                          saliency)
 
     def _reseeding(self) -> bool:
         return self.init_mode == "gradient" and self.reseed_every > 0

@@ -44,6 +44,8 @@ def test_config_objects_are_frozen():
     ({"models": {"inpainter": {"noise_scale": -0.5}}}, "models.inpainter.noise_scale: -0.5 is out of range; allowed: >= 0.0"),
     ({"models": {"inpainter": {"texture_match": "yes"}}}, "models.inpainter.texture_match: expected true or false"),
     ({"explainer": {"tilings": 2}}, "explainer.tilings: 2 is not allowed; expected an odd number"),
+    ({"explainer": {"saliency": "difference"}}, "explainer.saliency: 'difference' is not allowed; allowed: mask, change"),
+    ({"explainer": {"saliency_sigma": -1}}, "explainer.saliency_sigma: -1.0 is out of range; allowed: >= 0"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
     with pytest.raises(config.ConfigError) as err:

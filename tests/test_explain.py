@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
-from explain.counterfactual import CounterfactualExplainer
+from explain.counterfactual import CounterfactualExplainer, change_map
 from explain.perturbation import (BlurPerturbation, InpaintPerturbation, apply, blurred, tile_holes,
                                   tiled_counterfactual)
 
@@ -83,6 +83,38 @@ def test_counterfactual_finds_the_planted_lesion(planted, objective, blend):
         assert result.passes % 2 == 0
     if objective in ("deletion", "deletion_preservation"):
         assert result.score_after < 0.5 < result.score
+
+
+def test_change_map_marks_what_the_counterfactual_changed_within_the_mask(planted):
+    """A mask wider than the lesion, a counterfactual without it: the change map puts
+    more of its energy on the lesion than the mask does, peaks there, is nil outside
+    the mask and in [0, 1]; where the counterfactual changes nothing it is the mask."""
+    x, lesion = planted
+    healthy = mean_fill(x, torch.from_numpy(lesion).float()[None, None])
+    mask = torch.zeros_like(x)
+    mask[..., 28:62, 38:72] = 0.8
+    changed = change_map(x, mask, healthy, sigma=1.0)
+    assert changed.max() == 1.0 and changed.min() >= 0
+    assert changed[mask == 0].abs().max() == 0
+    assert metrics.pointing_game(changed[0, 0].numpy(), lesion, tolerance_px=0)
+    assert metrics.energy_inside(changed[0, 0].numpy(), lesion) > 2 * metrics.energy_inside(mask[0, 0].numpy(), lesion)
+    assert torch.equal(change_map(x, mask, x.clone()), mask)
+
+
+@pytest.mark.parametrize("perturbation", [InpaintPerturbation(mean_fill, tile=16), BlurPerturbation(sigma=6.0)])
+def test_explainer_reports_the_change_map_beside_the_same_mask(planted, perturbation):
+    x, lesion = planted
+    make = lambda saliency: CounterfactualExplainer(score_fn(BlobDetector()), perturbation, mask_scale=4,  # noqa: E731
+                                                    max_passes=40, learning_rate=0.2, area_weight=1.0,
+                                                    saliency=saliency)
+    plain, changed = make("mask")(x), make("change")(x)
+    assert plain.saliency is None and changed.saliency is not None
+    assert torch.equal(plain.mask, changed.mask) and plain.score_after == changed.score_after
+    saliency = changed.saliency.numpy()
+    assert metrics.pointing_game(saliency, lesion, tolerance_px=2)
+    assert metrics.energy_inside(saliency, lesion) > metrics.energy_inside(plain.mask.numpy(), lesion)
+    with pytest.raises(ValueError, match="saliency"):
+        make("difference")
 
 
 def test_blur_perturbation_uses_the_same_optimiser(planted):
