@@ -176,7 +176,7 @@ class ExplainerConfig:
     # cf, blur: the map reported: the optimised mask, or "change": the mask weighted by
     # how much the counterfactual differs from the image (smoothed by saliency_sigma input
     # pixels). The region is the mask's in both.
-    saliency: str = field(default="mask", metadata=_choice("mask", "change"))
+    saliency: str = field(default="change", metadata=_choice("mask", "change"))
     saliency_sigma: float = field(default=1.0, metadata=_range(0, None))
     min_region_pixels: int = field(default=16, metadata=_range(0, None))
 
