@@ -127,10 +127,11 @@ class Pipeline:
         x = pre.image[None].to(self.device)
         breast = (pre.breast[None] > 0.5).float().to(self.device)
         out = self.explainer(method)(x, breast)
-        input_map = (out.mask if out.saliency is None else out.saliency).detach().float().cpu().numpy()
+        mask = out.mask.detach().float().cpu().numpy()
+        input_map = mask if out.saliency is None else out.saliency.detach().float().cpu().numpy()
         saliency = on_source(pre.geometry, input_map)
         # The region is where the mask replaced the image, whichever map is reported.
-        replaced = saliency if out.saliency is None else on_source(pre.geometry, out.mask.detach().float().cpu().numpy())
+        replaced = saliency if out.saliency is None else on_source(pre.geometry, mask)
         e = self.cfg.explainer
         region = metrics.salient_region(replaced, e.region_threshold, self._min_region_source(pre.geometry))
         after = out.score_after
