@@ -50,8 +50,7 @@ def sorted_area_penalty(m: torch.Tensor, target: float, weight_mask: Optional[to
     return ((ranked - ref) ** 2).mean()
 
 
-def change_map(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor, sigma: float = 1.0,
-               breast: Optional[torch.Tensor] = None) -> torch.Tensor:
+def change_map(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """The mask weighted by what replacing it changes: M * G_sigma(|C - x|), scaled to a
     largest value of 1 (the mask itself where C equals x everywhere).
 
@@ -64,9 +63,7 @@ def change_map(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor
     diff = (counterfactual - x).abs()
     if sigma > 0:
         diff = blurred(diff, sigma)
-    out = mask * diff
-    if breast is not None:
-        out = out * breast
+    out = mask * diff  # the explainer's mask is nil outside the breast already
     top = out.max()
     return out / top if top > 0 else mask
 
@@ -228,7 +225,7 @@ class CounterfactualExplainer:
             score_after = self._score_after(x, mask, counterfactual)
             saliency = None
             if self.saliency == "change":
-                saliency = change_map(x, mask, counterfactual, self.saliency_sigma, breast)[0, 0]
+                saliency = change_map(x, mask, counterfactual, self.saliency_sigma)[0, 0]
         return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history,
                           saliency)
 

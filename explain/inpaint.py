@@ -73,19 +73,20 @@ class LearnedInpainter(Inpainter):
 
     def __init__(self, path: str | Path, device: str = "cpu", seed: int = 0, threshold: float = 0.5,
                  noise_scale: float = 1.0, texture_match: bool = False):
-        super().__init__(threshold)
-        self.device = torch.device(device)
-        self.seed, self.noise_scale, self.texture_match = int(seed), float(noise_scale), bool(texture_match)
-        self.net = load_network(path).to(self.device).eval()
+        self._setup(load_network(path), device, seed, threshold, noise_scale, texture_match)
 
     @classmethod
     def from_network(cls, net: GatedUNet, device: str = "cpu", seed: int = 0, threshold: float = 0.5,
                      noise_scale: float = 1.0, texture_match: bool = False):
         self = cls.__new__(cls)
-        Inpainter.__init__(self, threshold)
-        self.device, self.seed, self.net = torch.device(device), int(seed), net.to(device).eval()
-        self.noise_scale, self.texture_match = float(noise_scale), bool(texture_match)
+        self._setup(net, device, seed, threshold, noise_scale, texture_match)
         return self
+
+    def _setup(self, net: GatedUNet, device, seed, threshold, noise_scale, texture_match) -> None:
+        Inpainter.__init__(self, threshold)
+        self.device = torch.device(device)
+        self.seed, self.noise_scale, self.texture_match = int(seed), float(noise_scale), bool(texture_match)
+        self.net = net.to(self.device).eval()
 
     def fill(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -105,8 +106,13 @@ def _median_square(band: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     return out
 
 
+# The Gaussian sigmas (px) whose differences split texture into bands 0-1, 1-2, 2-4, 4-8 px:
+# match_ring_texture's bands, and the inpainter bench's energy per band.
+TEXTURE_BAND_SIGMAS = (1.0, 2.0, 4.0, 8.0)
+
+
 def match_ring_texture(image: torch.Tensor, hole: torch.Tensor, fill: torch.Tensor, ring: int = 12,
-                       sigmas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0),
+                       sigmas: tuple[float, ...] = TEXTURE_BAND_SIGMAS,
                        gain: tuple[float, float] = (0.5, 4.0)) -> torch.Tensor:
     """The fill with each band's texture energy in the hole set to the tissue's in a ring.
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from explain.inpaint import Inpainter, make_inpainter
+from explain.inpaint import TEXTURE_BAND_SIGMAS, Inpainter, make_inpainter
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from .inpaint_metrics import hole_metrics, summarise
@@ -103,7 +103,7 @@ def quality_table(inpainters: dict[str, Inpainter], cases, bands: dict | None = 
     return table
 
 
-BAND_SIGMAS = (1.0, 2.0, 4.0, 8.0)
+BAND_SIGMAS = TEXTURE_BAND_SIGMAS  # the bands texture_match scales
 BAND_NAMES = ("band 0-1 px", "band 1-2 px", "band 2-4 px", "band 4-8 px")
 
 
