@@ -175,10 +175,19 @@ class ExplainerConfig:
     region_threshold: float = field(default=0.5, metadata=_range(0, 1))
     # cf, blur: the map reported: the optimised mask, or "change": the mask weighted by
     # how much the counterfactual differs from the image (smoothed by saliency_sigma input
-    # pixels). The region is the mask's in both.
+    # pixels).
     saliency: str = field(default="change", metadata=_choice("mask", "change"))
     saliency_sigma: float = field(default=1.0, metadata=_range(0, None))
+    # The change map above this forms the region: it is scaled to a largest value of 1 and
+    # falls off steeply from its peak, so its region needs a lower cut than a mask's.
+    change_region_threshold: float = field(default=0.05, metadata=_range(0, 1))
     min_region_pixels: int = field(default=16, metadata=_range(0, None))
+
+    def map_region_threshold(self, method: str) -> float:
+        """The value of `method`'s reported map above which the map forms the salient region."""
+        if method in ("cf", "blur") and self.saliency == "change":
+            return self.change_region_threshold
+        return self.region_threshold
 
 
 @dataclass(frozen=True)

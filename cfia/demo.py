@@ -28,6 +28,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from . import config as config_mod
 from .local_node import LocalNode, NodeError, wait_for
 
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -286,7 +287,8 @@ def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple
             receiver.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    threshold = float(node.config["explainer"]["region_threshold"])
+    explainer = config_mod.from_dict(node.config).explainer
+    threshold = explainer.map_region_threshold(explainer.method)
     saliency, saliency_from_obj = saliency_from(objects)
     region = region_from(objects, saliency, threshold)
     spacing = float(ph.dataset.ImagerPixelSpacing[0])

@@ -100,7 +100,8 @@ class Pipeline:
                 area_weight=e.area_weight, target_area=e.target_area, tv_weight=e.tv_weight,
                 mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
                 lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
-                init=e.init, init_mode=e.init_mode, init_floor=e.init_floor, region_threshold=e.region_threshold,
+                init=e.init, init_mode=e.init_mode, init_floor=e.init_floor,
+                region_threshold=e.map_region_threshold(method),
                 seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
                 init_power=e.init_power, preservation_target=e.preservation_target,
                 reseed_every=e.reseed_every, reseed_init=e.reseed_init, saliency=e.saliency,
@@ -127,13 +128,10 @@ class Pipeline:
         x = pre.image[None].to(self.device)
         breast = (pre.breast[None] > 0.5).float().to(self.device)
         out = self.explainer(method)(x, breast)
-        mask = out.mask.detach().float().cpu().numpy()
-        input_map = mask if out.saliency is None else out.saliency.detach().float().cpu().numpy()
+        input_map = (out.mask if out.saliency is None else out.saliency).detach().float().cpu().numpy()
         saliency = on_source(pre.geometry, input_map)
-        # The region is where the mask replaced the image, whichever map is reported.
-        replaced = saliency if out.saliency is None else on_source(pre.geometry, mask)
-        e = self.cfg.explainer
-        region = metrics.salient_region(replaced, e.region_threshold, self._min_region_source(pre.geometry))
+        region = metrics.salient_region(saliency, self.cfg.explainer.map_region_threshold(method),
+                                        self._min_region_source(pre.geometry))
         after = out.score_after
         if np.isnan(after):  # baselines: measure the deletion of their region the same way
             after = self._score_after(x, pre.geometry.to_input(region.astype(np.float32)) > 0.5)

@@ -130,7 +130,8 @@ class CounterfactualExplainer:
         tolerance: stop when the objective changed by less than this over
             `patience` steps (default 1e-3).
         patience: steps of that window (default 5).
-        region_threshold: mask value that marks the region for score_after.
+        region_threshold: the value of the reported map (the mask, or the change map) above
+            which it marks the region for score_after (default 0.5).
         seed: seeds torch for determinism.
         saliency: the map the result reports beside the mask: "mask" (none: the mask is
             the map) or "change" (change_map: the mask weighted by how much the
@@ -222,12 +223,12 @@ class CounterfactualExplainer:
                 passes += self._reseed(x, logits, counterfactual, breast)
         with torch.no_grad():
             mask = self._upsample(logits, x.shape[-2:], breast)
-            score_after = self._score_after(x, mask, counterfactual)
             saliency = None
             if self.saliency == "change":
-                saliency = change_map(x, mask, counterfactual, self.saliency_sigma)[0, 0]
+                saliency = change_map(x, mask, counterfactual, self.saliency_sigma)
+            score_after = self._score_after(x, mask if saliency is None else saliency, counterfactual)
         return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history,
-                          saliency)
+                          None if saliency is None else saliency[0, 0])
 
     def _reseeding(self) -> bool:
         return self.init_mode == "gradient" and self.reseed_every > 0
@@ -322,8 +323,9 @@ class CounterfactualExplainer:
             return False
         return abs(history[-1 - self.patience] - history[-1]) < self.tolerance
 
-    def _score_after(self, x, mask, counterfactual) -> float:
-        """f_c once the thresholded region is replaced (the region refilled from its border)."""
-        region = mask > self.region_threshold
+    def _score_after(self, x, reported, counterfactual) -> float:
+        """f_c once the region (the reported map above region_threshold) is replaced (the
+        region refilled from its border)."""
+        region = reported > self.region_threshold
         filled = self.perturbation.fill_region(x, region, counterfactual)
         return float(self.report_fn(self.perturbation.apply(x, region.float(), filled))[0])

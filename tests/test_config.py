@@ -46,11 +46,21 @@ def test_config_objects_are_frozen():
     ({"explainer": {"tilings": 2}}, "explainer.tilings: 2 is not allowed; expected an odd number"),
     ({"explainer": {"saliency": "difference"}}, "explainer.saliency: 'difference' is not allowed; allowed: mask, change"),
     ({"explainer": {"saliency_sigma": -1}}, "explainer.saliency_sigma: -1.0 is out of range; allowed: >= 0"),
+    ({"explainer": {"change_region_threshold": 1.5}}, "explainer.change_region_threshold: 1.5 is out of range"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
     with pytest.raises(config.ConfigError) as err:
         config.from_dict(raw)
     assert message in str(err.value)
+
+
+def test_the_region_threshold_is_the_reported_maps():
+    """cf and blur reporting the change map cut it at change_region_threshold; a mask
+    and the other methods' maps at region_threshold."""
+    change = config.from_dict({"explainer": {"region_threshold": 0.4, "change_region_threshold": 0.1}}).explainer
+    mask = config.from_dict({"explainer": {"region_threshold": 0.4, "saliency": "mask"}}).explainer
+    assert [change.map_region_threshold(m) for m in ("cf", "blur", "gradcam", "ig")] == [0.1, 0.1, 0.4, 0.4]
+    assert [mask.map_region_threshold(m) for m in ("cf", "occlusion")] == [0.4, 0.4]
 
 
 def test_cli_exits_2_without_traceback_on_a_bad_config(tmp_path):
