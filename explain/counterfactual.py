@@ -24,6 +24,9 @@ OBJECTIVES = ("deletion", "preservation", "map_quality", "deletion_preservation"
 AREA_MODES = ("penalty", "target")
 LR_SCHEDULES = ("constant", "cosine", "halving")
 SALIENCY = ("mask", "change")
+# Each map's value above which it forms the region: the change map is scaled to a largest
+# value of 1 and falls off steeply from it (docs/evaluation.md, "The region from the change map").
+REGION_THRESHOLDS = {"mask": 0.5, "change": 0.05}
 
 
 @dataclass
@@ -131,7 +134,8 @@ class CounterfactualExplainer:
             `patience` steps (default 1e-3).
         patience: steps of that window (default 5).
         region_threshold: the value of the reported map (the mask, or the change map) above
-            which it marks the region for score_after (default 0.5).
+            which it marks the region for score_after (default REGION_THRESHOLDS[saliency]:
+            0.5 for the mask, 0.05 for the change map).
         seed: seeds torch for determinism.
         saliency: the map the result reports beside the mask: "mask" (none: the mask is
             the map) or "change" (change_map: the mask weighted by how much the
@@ -145,7 +149,7 @@ class CounterfactualExplainer:
                  max_passes: int = 50, learning_rate: float = 0.1, lr_schedule: str = "constant",
                  lr_half_life: float = 10.0, init: float = 0.5,
                  init_mode: str = "constant", init_floor: float = 0.05,
-                 tolerance: float = 1e-3, patience: int = 5, region_threshold: float = 0.5, seed: int = 0,
+                 tolerance: float = 1e-3, patience: int = 5, region_threshold: Optional[float] = None, seed: int = 0,
                  report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0,
                  init_power: float = 1.0, preservation_target: float = 1.0, reseed_every: int = 0,
                  call_threshold: float = 0.5, reseed_init: float = 0.5, saliency: str = "mask",
@@ -181,7 +185,8 @@ class CounterfactualExplainer:
         self.lr_schedule, self.lr_half_life = lr_schedule, lr_half_life
         self.init_mode, self.init_floor, self.init_power = init_mode, init_floor, init_power
         self.tolerance, self.patience = tolerance, patience
-        self.region_threshold, self.seed = region_threshold, seed
+        self.region_threshold = REGION_THRESHOLDS[saliency] if region_threshold is None else region_threshold
+        self.seed = seed
         self.preservation_weight, self.preservation_target = preservation_weight, preservation_target
         self.reseed_every, self.call_threshold, self.reseed_init = reseed_every, call_threshold, reseed_init
         self.saliency, self.saliency_sigma = saliency, saliency_sigma

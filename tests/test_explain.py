@@ -104,10 +104,12 @@ def test_change_map_marks_what_the_counterfactual_changed_within_the_mask(plante
 @pytest.mark.parametrize("perturbation", [InpaintPerturbation(mean_fill, tile=16), BlurPerturbation(sigma=6.0)])
 def test_explainer_reports_the_change_map_beside_the_same_mask(planted, perturbation):
     x, lesion = planted
-    make = lambda saliency, threshold=0.5: CounterfactualExplainer(  # noqa: E731
-        score_fn(BlobDetector()), perturbation, mask_scale=4, max_passes=40, learning_rate=0.2, area_weight=1.0,
-        saliency=saliency, region_threshold=threshold)
-    plain, changed = make("mask")(x), make("change", 0.05)(x)
+    make = lambda saliency: CounterfactualExplainer(score_fn(BlobDetector()), perturbation, mask_scale=4,  # noqa: E731
+                                                    max_passes=40, learning_rate=0.2, area_weight=1.0,
+                                                    saliency=saliency)
+    explainers = make("mask"), make("change")
+    assert [e.region_threshold for e in explainers] == [0.5, 0.05]  # each map's own default
+    plain, changed = (e(x) for e in explainers)
     assert plain.saliency is None and changed.saliency is not None
     assert torch.equal(plain.mask, changed.mask) and plain.passes == changed.passes
     # score_after deletes the reported map's region: the change map's, at its own threshold
