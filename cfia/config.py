@@ -179,7 +179,8 @@ class ExplainerConfig:
     saliency: str = field(default="change", metadata=_choice("mask", "change"))
     saliency_sigma: float = field(default=1.0, metadata=_range(0, None))
     # The change map above this forms the region: it is scaled to a largest value of 1 and
-    # falls off steeply from its peak, so its region needs a lower cut than a mask's.
+    # falls off steeply from its peak, so its region needs a lower cut than a mask's (the
+    # explainer's own default, explain.counterfactual.REGION_THRESHOLDS).
     change_region_threshold: float = field(default=0.05, metadata=_range(0, 1))
     min_region_pixels: int = field(default=16, metadata=_range(0, None))
 
