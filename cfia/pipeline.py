@@ -123,8 +123,7 @@ class Pipeline:
     def explain(self, src: SourceImage, method: Optional[str] = None) -> Result:
         method = method or self.cfg.explainer.method
         start = time.perf_counter()
-        pre = preprocess(src.pixels, self.cfg.models.classifier.input_size, src.photometric,
-                         src.laterality, src.for_processing)
+        pre = self._preprocess(src)
         x = pre.image[None].to(self.device)
         breast = (pre.breast[None] > 0.5).float().to(self.device)
         out = self.explainer(method)(x, breast)
@@ -132,24 +131,37 @@ class Pipeline:
         saliency = on_source(pre.geometry, input_map)
         region = metrics.salient_region(saliency, self.cfg.explainer.map_region_threshold(method),
                                         self._min_region_source(pre.geometry))
-        after = out.score_after
-        if np.isnan(after):  # baselines: measure the deletion of their region the same way
-            after = self._score_after(x, pre.geometry.to_input(region.astype(np.float32)) > 0.5)
+        # One measure for every method (blur's own deletion, a blurred region, is not it).
+        after = self._score_without(x, pre.geometry.to_input(region.astype(np.float32)) > 0.5)
         # Always report the probability, whatever score the method explained.
         return Result(method, saliency, region, self.probability(x), float(after), out.passes,
                       time.perf_counter() - start, display_image(src), input_map)
+
+    def _preprocess(self, src: SourceImage):
+        return preprocess(src.pixels, self.cfg.models.classifier.input_size, src.photometric,
+                          src.laterality, src.for_processing)
 
     def _min_region_source(self, geometry) -> int:
         """min_region_pixels is given on the input grid; scale it to source pixels."""
         sr, sc = geometry.scale
         return int(round(self.cfg.explainer.min_region_pixels / max(sr * sc, 1e-12)))
 
-    def _score_after(self, x: torch.Tensor, region_in: np.ndarray) -> float:
+    def score_without(self, src: SourceImage, region: np.ndarray) -> float:
+        """The probability once `region` (bool, source grid) is replaced by inpainted
+        healthy tissue: what every method's score_after_deletion reports."""
+        pre = self._preprocess(src)
+        region_in = pre.geometry.to_input(region.astype(np.float32)) > 0.5
+        return self._score_without(pre.image[None].to(self.device), region_in)
+
+    def _score_without(self, x: torch.Tensor, region_in: np.ndarray) -> float:
+        """Exactly the region's pixels take the inpainter's fill (the hole it fills is the
+        region grown by 2 px, for context); every other pixel is the image's."""
         region = torch.from_numpy(region_in)[None, None].to(x.device)
         if not region.any():
             return self.probability(x)
-        filled = InpaintPerturbation(self.inpainter).fill_region(x, region, x)
-        return self.probability(filled)
+        perturbation = InpaintPerturbation(self.inpainter)
+        filled = perturbation.fill_region(x, region, x)
+        return self.probability(perturbation.apply(x, region.float(), filled))
 
     def process(self, ds) -> dict:
         """A pydicom Dataset -> the enabled DICOM result objects (object type -> Dataset).

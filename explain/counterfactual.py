@@ -33,7 +33,8 @@ REGION_THRESHOLDS = {"mask": 0.5, "change": 0.05}
 class MaskResult:
     mask: torch.Tensor          # (H,W) float in [0,1], the input grid
     score: float                # f_c(x)
-    score_after: float          # f_c with the thresholded region replaced
+    score_after: float          # f_c with the thresholded region replaced by this explainer's own
+                                # perturbation (blur: blurred); cfia.pipeline reports one inpainted measure
     passes: int                 # classifier forward+backward passes
     seconds: float
     history: list = field(default_factory=list)  # objective per step

@@ -104,6 +104,27 @@ def test_the_change_map_is_reported_with_its_own_region(pipeline, method):
     assert changed.region.any() and changed.score_after_deletion < 0.5 < changed.score
 
 
+@pytest.mark.parametrize("method", ["cf", "blur", "gradcam"])
+def test_every_method_reports_its_region_replaced_by_inpainted_tissue(pipeline, method):
+    """score_after_deletion is one measure whatever the method, so the methods compare:
+    not blur's own deletion (a blurred region), nor cf's optimisation's."""
+    src = from_dataset(to_dataset(make_one(31, 7, MASSES), "t:7", 7))
+    res = pipeline.explain(src, method)
+    assert res.region.any()
+    assert res.score_after_deletion == pytest.approx(pipeline.score_without(src, res.region), abs=1e-6)
+
+
+def test_replacing_the_lesion_ends_the_call_and_healthy_tissue_of_its_size_does_not(pipeline):
+    mg = make_one(31, 7, MASSES)
+    src = from_dataset(to_dataset(mg, "t:7", 7))
+    rows = np.flatnonzero(mg.mask.any(axis=1))
+    elsewhere = np.roll(mg.mask, 120 if rows.mean() < mg.mask.shape[0] / 2 else -120, axis=0)
+    assert not (elsewhere & mg.mask).any() and (elsewhere <= mg.breast).all()
+    score = pipeline.score_without(src, np.zeros_like(mg.mask))
+    assert score > 0.5 > pipeline.score_without(src, mg.mask)
+    assert pipeline.score_without(src, elsewhere) > 0.5
+
+
 def test_explanations_are_deterministic(pipeline):
     src = from_dataset(to_dataset(make_one(31, 4, MASSES), "t:4", 4))
     a, b = pipeline.explain(src, "cf"), pipeline.explain(src, "cf")
