@@ -101,11 +101,10 @@ class Pipeline:
                 mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
                 lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor,
-                region_threshold=e.map_region_threshold(method),
                 seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
                 init_power=e.init_power, preservation_target=e.preservation_target,
                 reseed_every=e.reseed_every, reseed_init=e.reseed_init, saliency=e.saliency,
-                saliency_sigma=e.saliency_sigma)
+                saliency_sigma=e.saliency_sigma, score_region=False)  # explain() measures every method's deletion
         if method == "gradcam":
             return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
                                     self.score_fn())

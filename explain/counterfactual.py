@@ -34,7 +34,7 @@ class MaskResult:
     mask: torch.Tensor          # (H,W) float in [0,1], the input grid
     score: float                # f_c(x)
     score_after: float          # f_c with the thresholded region replaced by this explainer's own
-                                # perturbation (blur: blurred); cfia.pipeline reports one inpainted measure
+                                # perturbation (blur: blurred); nan without score_region
     passes: int                 # classifier forward+backward passes
     seconds: float
     history: list = field(default_factory=list)  # objective per step
@@ -142,6 +142,8 @@ class CounterfactualExplainer:
             the map) or "change" (change_map: the mask weighted by how much the
             counterfactual differs from the image there; default "mask").
         saliency_sigma: the Gaussian sigma, input pixels, of that difference (default 1.0).
+        score_region: measure score_after (one more inpainting and forward pass); False
+            leaves it nan, for a caller that measures the deletion itself (cfia.pipeline).
     """
 
     def __init__(self, score_fn: ScoreFn, perturbation, objective: str = "deletion",
@@ -154,7 +156,7 @@ class CounterfactualExplainer:
                  report_fn: Optional[ScoreFn] = None, preservation_weight: float = 1.0,
                  init_power: float = 1.0, preservation_target: float = 1.0, reseed_every: int = 0,
                  call_threshold: float = 0.5, reseed_init: float = 0.5, saliency: str = "mask",
-                 saliency_sigma: float = 1.0):
+                 saliency_sigma: float = 1.0, score_region: bool = True):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
@@ -191,6 +193,7 @@ class CounterfactualExplainer:
         self.preservation_weight, self.preservation_target = preservation_weight, preservation_target
         self.reseed_every, self.call_threshold, self.reseed_init = reseed_every, call_threshold, reseed_init
         self.saliency, self.saliency_sigma = saliency, saliency_sigma
+        self.score_region = score_region
         # Classifier images per optimiser step: the two-sided objective scores two.
         self.images_per_step = 2 if objective == "deletion_preservation" else 1
 
@@ -232,7 +235,8 @@ class CounterfactualExplainer:
             saliency = None
             if self.saliency == "change":
                 saliency = change_map(x, mask, counterfactual, self.saliency_sigma)
-            score_after = self._score_after(x, mask if saliency is None else saliency, counterfactual)
+            score_after = (self._score_after(x, mask if saliency is None else saliency, counterfactual)
+                           if self.score_region else float("nan"))
         return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history,
                           None if saliency is None else saliency[0, 0])
 

@@ -101,6 +101,16 @@ def test_change_map_marks_what_the_counterfactual_changed_within_the_mask(plante
     assert torch.equal(change_map(x, mask, x.clone()), mask)
 
 
+def test_a_caller_that_measures_the_deletion_itself_gets_the_same_mask_and_no_score_after(planted):
+    x, _ = planted
+    make = lambda score_region: CounterfactualExplainer(  # noqa: E731
+        score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16), mask_scale=4, max_passes=20,
+        learning_rate=0.2, area_weight=1.0, saliency="change", score_region=score_region)
+    measured, skipped = make(True)(x), make(False)(x)
+    assert torch.equal(measured.mask, skipped.mask) and torch.equal(measured.saliency, skipped.saliency)
+    assert 0.0 <= measured.score_after <= 1.0 and np.isnan(skipped.score_after)
+
+
 @pytest.mark.parametrize("perturbation", [InpaintPerturbation(mean_fill, tile=16), BlurPerturbation(sigma=6.0)])
 def test_explainer_reports_the_change_map_beside_the_same_mask(planted, perturbation):
     x, lesion = planted
