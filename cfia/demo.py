@@ -220,15 +220,43 @@ def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple
         (out / name).unlink(missing_ok=True)
 
     say(f"cfia demo: everything on loopback; results into {out}/")
+    ph, source = _write_source(out, size, seed, say)
+    done = _run_node(out, ph, config, timeout, say)
+    summary = _summarise(out, ph, source, done, size, seed, say)
+    summary["seconds"]["total"] = round(time.monotonic() - started, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(f"  done in {summary['seconds']['total']:.1f} s; summary: {out / 'summary.json'}")
+    return summary
+
+
+@dataclass
+class NodeRun:
+    """What one run of the node left behind: its effective config and the objects received."""
+    config: dict
+    ae_title: str
+    objects: dict[str, Path]
+    seconds: dict[str, float]
+
+
+def _lesion_kinds(ph: Phantom) -> str:
+    return ", ".join(sorted({str(l[0]) for l in ph.lesions})) or "lesion"
+
+
+def _write_source(out: Path, size: tuple[int, int], seed: int, say: Callable[[str], None]) -> tuple[Phantom, Path]:
+    """Step 1: the synthetic mammogram (OUT/source.dcm) and its true lesion (OUT/lesion.npy)."""
     ph = make_phantom(size, seed)
     source = out / "source.dcm"
     ph.dataset.save_as(source, enforce_file_format=True)
     np.save(out / "lesion.npy", ph.lesion)
     rows, cols = np.nonzero(ph.lesion)
-    kinds = ", ".join(sorted({str(l[0]) for l in ph.lesions})) or "lesion"
-    say(f"  1. synthetic mammogram {size[0]}x{size[1]} ({ph.laterality} {ph.view}, seed {seed}) with a lesion ({kinds}) "
-        f"at rows {rows.min()}-{rows.max()}, columns {cols.min()}-{cols.max()}: {source}")
+    say(f"  1. synthetic mammogram {size[0]}x{size[1]} ({ph.laterality} {ph.view}, seed {seed}) with a lesion "
+        f"({_lesion_kinds(ph)}) at rows {rows.min()}-{rows.max()}, columns {cols.min()}-{cols.max()}: {source}")
+    return ph, source
 
+
+def _run_node(out: Path, ph: Phantom, config: Optional[Path], timeout: float,
+              say: Callable[[str], None]) -> NodeRun:
+    """Steps 2-6: receiver and node up, one push, wait for every enabled object, both down."""
     workdir = Path(tempfile.mkdtemp(prefix="cfia-demo-"))
     receiver = node = None
     try:
@@ -246,9 +274,9 @@ def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple
         t0 = time.monotonic()
         node.start()
         expected = node.enabled_outputs
-        model = Path(node.config["models"]["classifier"]["path"])
         say(f"  3. node: cfia serve (pid {node.info['pid']}), AE {node.ae_title} on 127.0.0.1:{node.port}, "
-            f"classifier {model.name}, inpainter {node.config['models']['inpainter']['kind']}, "
+            f"classifier {Path(node.config['models']['classifier']['path']).name}, "
+            f"inpainter {node.config['models']['inpainter']['kind']}, "
             f"method {node.config['explainer']['method']}, spool {node.spool} (log {node.log_path})")
 
         t_push = time.monotonic()
@@ -274,8 +302,10 @@ def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple
             say(f"       {objects[kind].name:<20} {ds.SOPClassUID.name:<45} series {ds.SeriesNumber}: "
                 f"{ds.SeriesDescription}")
         rc = node.stop()
-        node_s = time.monotonic() - t0
         say(f"  6. node stopped (exit {rc}), receiver stopped")
+        return NodeRun(node.config, node.ae_title, objects, {
+            "c_store_ack": round(ack, 3), "push_to_all_results": round(results_s, 1),
+            "node_start_to_stop": round(time.monotonic() - t0, 1)})
     except NodeError as exc:
         raise DemoError(str(exc)) from None
     except TimeoutError as exc:
@@ -287,48 +317,51 @@ def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple
             receiver.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    explainer = config_mod.from_dict(node.config).explainer
-    threshold = explainer.map_region_threshold(explainer.method)
+
+def _summarise(out: Path, ph: Phantom, source: Path, done: NodeRun, size: tuple[int, int], seed: int,
+               say: Callable[[str], None]) -> dict:
+    """What came back, read from the objects themselves: scores, region, overlay."""
+    objects = done.objects
+    explainer = config_mod.from_dict(done.config).explainer
     saliency, saliency_from_obj = saliency_from(objects)
-    region = region_from(objects, saliency, threshold)
-    spacing = float(ph.dataset.ImagerPixelSpacing[0])
+    region = region_from(objects, saliency, explainer.map_region_threshold(explainer.method))
+    rows, cols = np.nonzero(ph.lesion)
     summary = {
         "source": str(source), "size": list(size), "seed": seed, "laterality": ph.laterality, "view": ph.view,
-        "lesion": {"kinds": kinds, "pixels": int(ph.lesion.sum()), "rows": [int(rows.min()), int(rows.max())],
-                   "columns": [int(cols.min()), int(cols.max())]},
-        "node": {"ae_title": node.ae_title, "classifier": str(model), "method": node.config["explainer"]["method"],
-                 "max_passes": node.config["explainer"]["max_passes"]},
+        "lesion": {"kinds": _lesion_kinds(ph), "pixels": int(ph.lesion.sum()),
+                   "rows": [int(rows.min()), int(rows.max())], "columns": [int(cols.min()), int(cols.max())]},
+        "node": {"ae_title": done.ae_title, "classifier": str(Path(done.config["models"]["classifier"]["path"])),
+                 "method": done.config["explainer"]["method"], "max_passes": done.config["explainer"]["max_passes"]},
         "objects": {k: str(v) for k, v in objects.items()},
-        "seconds": {"c_store_ack": round(ack, 3), "push_to_all_results": round(results_s, 1),
-                    "node_start_to_stop": round(node_s, 1)},
+        "seconds": dict(done.seconds),
     }
     if "sr" in objects:
         summary.update({k: round(v, 4) for k, v in sr_scores(objects["sr"]).items()})
         say(f"  classifier score (lesion class): {summary.get('score', float('nan')):.4f}; after replacing the "
             f"salient region with inpainted healthy tissue: {summary.get('score_after_deletion', float('nan')):.4f}")
     if region is not None:
-        summary["region"] = describe_region(region, saliency, ph.lesion, spacing)
-        r = summary["region"]
-        where = ""
-        if "largest" in r:
-            lg = r["largest"]
-            where = f"; largest at rows {lg['rows'][0]}-{lg['rows'][1]}, columns {lg['columns'][0]}-{lg['columns'][1]}"
-        say(f"  salient region: {r['pixels']} px ({r['area_mm2']} mm²) in {r['components']} component(s){where}; "
-            f"{r['fraction_inside_lesion']:.0%} of it on the true lesion, {r['lesion_pixels_covered']:.0%} of the "
-            f"lesion covered")
-        if "peak" in r:
-            say(f"  saliency peak at row {r['peak'][0]}, column {r['peak'][1]}: "
-                f"{'on' if r['peak_on_lesion'] else 'NOT on'} the true lesion; "
-                f"{r['energy_inside_lesion']:.0%} of the map's energy inside it")
+        summary["region"] = describe_region(region, saliency, ph.lesion, float(ph.dataset.ImagerPixelSpacing[0]))
+        _say_region(summary["region"], say)
     if saliency is not None and region is not None:
         overlay_path = write_overlay(out / "overlay.png", source, saliency, region, ph.lesion)
         summary["overlay"] = str(overlay_path)
         say(f"  overlay: {overlay_path} (saliency from the {saliency_from_obj}: red to yellow; salient region: "
             f"cyan outline; the phantom's true lesion: green outline)")
-    summary["seconds"]["total"] = round(time.monotonic() - started, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    say(f"  done in {summary['seconds']['total']:.1f} s; summary: {out / 'summary.json'}")
     return summary
+
+
+def _say_region(r: dict, say: Callable[[str], None]) -> None:
+    where = ""
+    if "largest" in r:
+        lg = r["largest"]
+        where = f"; largest at rows {lg['rows'][0]}-{lg['rows'][1]}, columns {lg['columns'][0]}-{lg['columns'][1]}"
+    say(f"  salient region: {r['pixels']} px ({r['area_mm2']} mm²) in {r['components']} component(s){where}; "
+        f"{r['fraction_inside_lesion']:.0%} of it on the true lesion, {r['lesion_pixels_covered']:.0%} of the "
+        f"lesion covered")
+    if "peak" in r:
+        say(f"  saliency peak at row {r['peak'][0]}, column {r['peak'][1]}: "
+            f"{'on' if r['peak_on_lesion'] else 'NOT on'} the true lesion; "
+            f"{r['energy_inside_lesion']:.0%} of the map's energy inside it")
 
 
 def _check_models(cfg: dict) -> None:
