@@ -184,15 +184,77 @@ def _seed_everything(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def train(opts: TrainOptions) -> dict:
+def _check_options(opts: TrainOptions) -> None:
     if opts.aug_noise < 0:
         raise ValueError(f"--aug-noise {opts.aug_noise}: must be >= 0")
-    if not 0 <= opts.aug_noise_corr <= 1:
-        raise ValueError(f"--aug-noise-corr {opts.aug_noise_corr}: must be a fraction in [0, 1]")
-    if not 0 <= opts.aug_markers <= 1:
-        raise ValueError(f"--aug-markers {opts.aug_markers}: must be a fraction in [0, 1]")
-    if not 0 <= opts.aug_texture <= 1:
-        raise ValueError(f"--aug-texture {opts.aug_texture}: must be a fraction in [0, 1]")
+    for flag, value in (("--aug-noise-corr", opts.aug_noise_corr), ("--aug-markers", opts.aug_markers),
+                        ("--aug-texture", opts.aug_texture)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{flag} {value}: must be a fraction in [0, 1]")
+
+
+def _cosine_with_warmup(optim, steps_per_epoch: int, epochs: int):
+    """Linear warm-up over the first epoch (at most a tenth of the run), then a cosine to zero."""
+    total = steps_per_epoch * epochs
+    warmup = min(steps_per_epoch, total // 10 + 1)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+
+def _resume(ckpt_path: Path, model, optim, sched, gen: torch.Generator, device) -> tuple[int, list, dict]:
+    """Every state a run carries (weights, optimiser, schedule, random streams) from the
+    last checkpoint; returns (epochs done, history, best)."""
+    state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    model.load_state_dict(state["model"])
+    optim.load_state_dict(state["optim"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
+    return state["epoch"], state["history"], state["best"]
+
+
+def _save_checkpoint(ckpt_path: Path, state: dict) -> None:
+    tmp = ckpt_path.with_suffix(".tmp")  # written whole, then renamed: an interruption leaves the last one
+    torch.save(state, tmp)
+    tmp.replace(ckpt_path)
+
+
+def _train_epoch(model, optim, sched, gen: torch.Generator, data: tuple, opts: TrainOptions,
+                 aug: AugmentOptions, epoch: int, device) -> float:
+    """One pass over the training set in the generator's order; returns the mean loss."""
+    from tqdm import tqdm
+
+    images, masks, labels = data
+    model.train()
+    steps = math.ceil(len(labels) / opts.batch_size)
+    perm = torch.randperm(len(labels), generator=gen)
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
+               disable=not opts.progress, file=sys.stderr)
+    run_loss, n = 0.0, 0
+    for step in bar:
+        idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size].to(images.device)
+        x = images[idx].to(device, torch.float32)
+        y = labels[idx].to(device)
+        m = masks[idx].to(device, torch.float32)
+        if opts.augment:
+            x, m = augment(x, gen, aug, masks=m)
+        loss = _loss(model, x, y, m, opts.lesion_weight)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        run_loss += float(loss.detach()) * len(idx)
+        n += len(idx)
+        bar.set_postfix(loss=f"{run_loss / n:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+    bar.close()
+    return run_loss / n
+
+
+def train(opts: TrainOptions) -> dict:
+    _check_options(opts)
     torch.set_num_threads(max(1, opts.threads))
     device = _device(opts.device)
     _seed_everything(opts.seed)
@@ -208,60 +270,26 @@ def train(opts: TrainOptions) -> dict:
              f", validating on {len(val[1])}" if val else "")
 
     model = build_network(opts.network, opts.network_args).to(device)
-    if opts.init and not (opts.resume and ckpt_path.exists()):
+    resuming = opts.resume and ckpt_path.exists()
+    if opts.init and not resuming:
         model.load_state_dict(read_weights(opts.init, model))
         log.info("starting from the weights in %s", opts.init)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    steps_per_epoch = math.ceil(len(labels) / opts.batch_size)
-    total = steps_per_epoch * opts.epochs
-    warmup = min(steps_per_epoch, total // 10 + 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = _cosine_with_warmup(optim, math.ceil(len(labels) / opts.batch_size), opts.epochs)
     gen = torch.Generator().manual_seed(opts.seed)
     start, history, best = 0, [], {"auc": -1.0, "epoch": None}
-    if opts.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
-        start, history, best = state["epoch"], state["history"], state["best"]
-        log.info("resumed from %s at epoch %d", ckpt_path, start)
+    if resuming:
+        start, history, best = _resume(ckpt_path, model, optim, sched, gen, device)
     elif opts.resume:
         log.warning("--resume: no checkpoint at %s; starting from scratch", ckpt_path)
-
-    from tqdm import tqdm
 
     aug = AugmentOptions(noise_std=(0.0, opts.aug_noise), p_noise_corr=opts.aug_noise_corr,
                          p_markers=opts.aug_markers, p_texture=opts.aug_texture)
     t0 = time.time()
     end = opts.epochs if opts.stop_after is None else min(opts.epochs, start + opts.stop_after)
     for epoch in range(start, end):
-        model.train()
-        perm = torch.randperm(len(labels), generator=gen)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch",
-                   disable=not opts.progress, file=sys.stderr)
-        run_loss, n = 0.0, 0
-        for step in bar:
-            idx = perm[step * opts.batch_size:(step + 1) * opts.batch_size].to(images.device)
-            x = images[idx].to(device, torch.float32)
-            y = labels[idx].to(device)
-            m = masks[idx].to(device, torch.float32)
-            if opts.augment:
-                x, m = augment(x, gen, aug, masks=m)
-            loss = _loss(model, x, y, m, opts.lesion_weight)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            sched.step()
-            run_loss += float(loss.detach()) * len(idx)
-            n += len(idx)
-            bar.set_postfix(loss=f"{run_loss / n:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        bar.close()
-        entry = {"epoch": epoch + 1, "loss": round(run_loss / n, 5), "seconds": round(time.time() - t0, 1)}
+        loss = _train_epoch(model, optim, sched, gen, (images, masks, labels), opts, aug, epoch, device)
+        entry = {"epoch": epoch + 1, "loss": round(loss, 5), "seconds": round(time.time() - t0, 1)}
         if val is not None:
             entry["val"] = report(predict(model, val[0], device), val[2].cpu().numpy())
             if entry["val"]["auc"] > best["auc"]:
@@ -269,14 +297,12 @@ def train(opts: TrainOptions) -> dict:
                 torch.save(_cpu_state(model), out / "classifier.best.pt")
         history.append(entry)
         log.info("epoch %d: %s", epoch + 1, json.dumps(entry))
-        state = {"model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-                 "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                 "epoch": epoch + 1, "history": history, "best": best,
-                 "network": opts.network, "network_args": opts.network_args}
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt_path)
+        _save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
+            "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            "epoch": epoch + 1, "history": history, "best": best,
+            "network": opts.network, "network_args": opts.network_args})
 
     if end < opts.epochs:
         log.info("stopped after epoch %d of %d; continue with --resume", end, opts.epochs)
