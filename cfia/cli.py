@@ -332,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_phantom(sub)
+    _add_explain(sub)
+    _add_evaluate(sub)
+    _add_train(sub)
+    _add_serve(sub)
+    _add_demo(sub)
+    _add_status(sub)
+    _add_requeue(sub)
+    _add_config(sub)
+    return parser
+
+
+def _add_phantom(sub) -> None:
     p = sub.add_parser("phantom", help="generate synthetic MG DICOM mammograms with lesion masks",
                        description="Write N synthetic mammograms (MG DICOM), lesion masks (.npy) and manifest.csv.")
     p.add_argument("--out", required=True, help="output folder")
@@ -355,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
 
+
+def _add_explain(sub) -> None:
     p = sub.add_parser("explain", help="explain one mammogram (DICOM file)",
                        description="Explain the classifier's score for one mammogram: writes saliency.npy, "
                                    "overlay.png and the enabled DICOM result objects; prints one JSON line.")
@@ -365,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.set_defaults(func=cmd_explain)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure explanation methods on a phantom folder",
                        description="On a `cfia phantom` folder, explain every image the classifier calls positive "
                                    "with each method and score the maps against the lesion masks.")
@@ -381,8 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model", description="Train one of cfia's models.")
     tsub = p.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+    _add_train_inpainter(tsub)
+    _add_train_classifier(tsub)
+    _add_train_average(tsub)
+
+
+def _add_train_inpainter(tsub) -> None:
     t = tsub.add_parser(
         "inpainter", help="train the learned inpainter on lesion-free tissue",
         description="Train the gated-convolution U-Net inpainter on lesion-free crops of the images in --data "
@@ -408,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train_inpainter)
 
+
+def _add_train_classifier(tsub) -> None:
     t = tsub.add_parser("classifier", help="train (or evaluate) the default mammogram classifier",
                         description="Train the default classifier on manifest.csv folders (cfia phantom output), "
                                     "checkpointing every epoch; or, with --eval-only, report AUC/accuracy of a "
@@ -450,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train_classifier)
 
+
+def _add_train_average(tsub) -> None:
     t = tsub.add_parser("average", help="average the weights of fine-tunes of one classifier (WiSE-FT, model soups)",
                         description="Write one classifier whose weights are the weighted mean of several state "
                                     "dicts of the same network, fine-tuned from the same starting weights "
@@ -464,12 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--network-args", help="network constructor arguments as JSON")
     t.set_defaults(func=cmd_train_average)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="run the DICOM node in the foreground",
                        description="Receive mammograms (C-STORE), explain them in worker processes and send the "
                                    "results to the configured destinations. Stops cleanly on SIGTERM or Ctrl-C.")
     p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole node end to end on loopback, with the shipped models",
                        description="Generate a synthetic mammogram with a lesion, start cfia serve (free port, "
                                    "temporary spool), push the image with C-STORE, receive the result objects into "
@@ -482,12 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the results (default 900)")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_status(sub) -> None:
     p = sub.add_parser("status", help="print queue counts, last errors and throughput",
                        description="Read the job queue in the configured spool folder and print its state.")
     p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_status)
 
+
+def _add_requeue(sub) -> None:
     p = sub.add_parser("requeue", help="send failed jobs back from the dead-letter folder to the queue",
                        description="Requeue failed jobs (see `cfia status` and spool/dead-letter/) once their "
                                    "cause is fixed; a running cfia serve picks them up.")
@@ -496,13 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
     p.set_defaults(func=cmd_requeue)
 
+
+def _add_config(sub) -> None:
     p = sub.add_parser("config", help="inspect the configuration", description="Inspect the configuration.")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     s = csub.add_parser("show", help="validate and print the effective config",
                         description="Validate config.yaml and print the effective configuration (secrets hidden).")
     s.add_argument("--config", help=f"config file (default {DEFAULT_CONFIG.name} in the install folder)")
     s.set_defaults(func=cmd_config_show)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
