@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from pydicom.multival import MultiValue
 
 
 class ImageReadError(ValueError):
@@ -18,11 +19,11 @@ class ImageReadError(ValueError):
 @dataclass
 class SourceImage:
     pixels: np.ndarray              # (rows, cols) stored values
-    photometric: str                # MONOCHROME1 | MONOCHROME2
+    photometric: str                # MONOCHROME1 (displayed inverted) | MONOCHROME2; see _polarity
     laterality: Optional[str]       # L | R | None
     view: Optional[str]             # CC | MLO | ... | None
     spacing: Optional[tuple[float, float]]  # mm (row, col): PixelSpacing, else ImagerPixelSpacing
-    for_processing: bool
+    for_processing: bool            # raw values linear in X-ray intensity (-log needed); see _polarity
 
 
 def read_file(path: str | Path) -> SourceImage:
@@ -58,17 +59,48 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
         pixels = pixels[0]
     if pixels.ndim != 2:
         raise ImageReadError(f"{where}: expected a single-frame 2-D image, got pixel array shape {pixels.shape}")
-    for_processing = str(ds.get("PresentationIntentType", "")).upper() == "FOR PROCESSING"
+    photometric, for_processing = _polarity(ds, photometric)
     pixels = _padding_as_air(pixels, ds, photometric, for_processing)
     laterality = _first(ds, "ImageLaterality", "Laterality")
     view = _first(ds, "ViewPosition")
-    spacing = None
+    return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing)
+
+
+def _spacing(ds) -> Optional[tuple[float, float]]:
+    """PixelSpacing, else ImagerPixelSpacing, when it is two positive numbers; else None
+    (a single value, as some exports write, is not a row and column spacing)."""
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(key)
-        if value is not None and len(value) == 2:
-            spacing = (float(value[0]), float(value[1]))
-            break
-    return SourceImage(pixels, photometric, laterality, view, spacing, for_processing)
+        if isinstance(value, MultiValue) and len(value) == 2:
+            try:
+                spacing = (float(value[0]), float(value[1]))
+            except (TypeError, ValueError):
+                continue
+            if min(spacing) > 0:
+                return spacing
+    return None
+
+
+def _polarity(ds, photometric: str) -> tuple[str, bool]:
+    """(photometric, for_processing) as explain.preprocess.display_values takes them:
+    for_processing there means raw values linear in the X-ray intensity, which it turns
+    dense-bright by -log.
+
+    A For Processing image stored already logarithmic (PixelIntensityRelationship LOG) must
+    not be logged again; its PixelIntensityRelationshipSign says which way dense tissue
+    goes (PS3.3 C.8.11.3.1.2: +1, lower values = less X-ray intensity = denser, so it
+    displays inverted like MONOCHROME1; -1, higher values = denser, like MONOCHROME2).
+    Without a sign its photometric interpretation says it. LIN, or no relationship: the
+    raw linear signal, as before.
+    """
+    if str(ds.get("PresentationIntentType", "")).upper() != "FOR PROCESSING":
+        return photometric, False
+    if str(ds.get("PixelIntensityRelationship", "")).strip().upper() != "LOG":
+        return photometric, True
+    sign = ds.get("PixelIntensityRelationshipSign")
+    if sign in (1, -1):
+        return ("MONOCHROME1" if int(sign) == 1 else "MONOCHROME2"), False
+    return photometric, False
 
 
 def _padding_as_air(pixels: np.ndarray, ds, photometric: str, for_processing: bool) -> np.ndarray:

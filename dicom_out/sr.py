@@ -8,6 +8,7 @@ The observer is the algorithm as a device.
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 import highdicom as hd
 
@@ -18,6 +19,22 @@ from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_f
 
 SEG_FRAME = 1  # the BINARY SEG has exactly one frame, kept even when empty
 REFERENCED_SEGMENTATION_FRAME = "121214"  # DCM concept name of TID 1410's segment reference
+
+
+def image_library(source: Dataset) -> list[Dataset]:
+    """The image library's entry: the explained mammogram, when it can be described.
+
+    TID 1603's Patient Orientation Row/Column and pixel spacing descriptors are required
+    only if the image has them, but highdicom 0.28 (sr/templates.py, projection
+    radiography descriptors) reads `PatientOrientation[0]`, `[1]` and
+    `ImagerPixelSpacing` unconditionally: an AttributeError or IndexError for a source
+    without them. Such a source gets no library entry; the SR still names it in its
+    evidence and through the SEG it points to.
+    """
+    orientation = source.get("PatientOrientation")
+    if not isinstance(orientation, MultiValue) or len(orientation) != 2 or "ImagerPixelSpacing" not in source:
+        return []
+    return [source]
 
 
 def build_sr(
@@ -33,7 +50,7 @@ def build_sr(
         observation_context=_device_observer(algorithm),
         procedure_reported=codes.MAMMOGRAPHY,
         imaging_measurements=[_region_group(source, explanation, algorithm, binary_seg)],
-        referenced_images=[source],  # image library entry: the explained mammogram
+        referenced_images=image_library(source),
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source, binary_seg],

@@ -88,6 +88,36 @@ def test_empty_region_gives_valid_objects(tmp_path):
     assert "no salient region" in annotation.TextObjectSequence[0].UnformattedTextValue
 
 
+# What de-identifying exports strip (deleted, not emptied), one at a time and all at once.
+STRIPPED = {"PatientBirthDate": ["PatientBirthDate"], "StudyDate": ["StudyDate"],
+            "PatientOrientation": ["PatientOrientation"],
+            "imager_spacing": ["ImagerPixelSpacing"],  # PixelSpacing only (added below)
+            "all": ["PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName", "AccessionNumber", "StudyID", "PatientOrientation"]}
+
+
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("stripped", STRIPPED)
+def test_source_without_type2_attributes_still_gives_valid_objects(tmp_path, stripped):
+    source = make_source(pixel_spacing=True)
+    for keyword in STRIPPED[stripped]:
+        delattr(source, keyword)
+    before = set(source.keys())
+    results = build_results(source, make_explanation(), ALGORITHM)
+    assert set(source.keys()) == before  # the source itself is not completed in place
+    assert sorted(results) == sorted(OBJECT_TYPES)
+    for object_type, ds in results.items():
+        path = tmp_path / f"{object_type}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], object_type
+        for keyword in set(STRIPPED[stripped]) - {"PatientOrientation", "ImagerPixelSpacing"}:
+            assert keyword in ds and not ds[keyword].value, (object_type, keyword)  # present, empty
+    library_entries = [item for item in results["sr"].ContentSequence if item.ConceptNameCodeSequence[0].CodeValue
+                       == "111028"]  # Image Library
+    has_entry = bool(library_entries and library_entries[0].get("ContentSequence"))
+    assert has_entry == (stripped not in ("PatientOrientation", "imager_spacing", "all"))
+
+
 def _segment_pixels(seg: hd.seg.Segmentation, source, rescale: bool = False) -> np.ndarray:
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=[source.SOPInstanceUID], segment_numbers=[1], rescale_fractional=rescale,

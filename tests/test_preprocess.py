@@ -236,6 +236,49 @@ def test_air_padded_with_a_white_value_is_read_as_air(photometric):
     assert float((a.image - b.image).abs().mean()) < 0.03
 
 
+@pytest.mark.parametrize("dense", ["bright", "dark", "dark-no-sign"])
+def test_for_processing_stored_as_log_is_not_logged_twice(dense):
+    """A For Processing image may come already logarithmic (PixelIntensityRelationship
+    LOG), dense tissue bright (sign -1) or dark (sign +1, or no sign and MONOCHROME1); it
+    must reach the classifier as the linear raw image of the same exposure does."""
+    from cfia.dicom_io import from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(31, 7, PhantomOptions(size=(512, 416), positive_fraction=1.0, for_processing=True))
+    ds = to_dataset(mg, "log:7", 7, for_processing=True)
+    assert ds.PixelIntensityRelationship == "LIN"
+    linear = from_dataset(ds)
+    logged = np.log(ds.pixel_array.astype(np.float64) + 1.0)
+    logged = (logged - logged.min()) / (logged.max() - logged.min()) * 4095  # air brightest
+    if dense == "bright":
+        logged = 4095 - logged
+    ds.PixelData = np.round(logged).astype(np.uint16).tobytes()
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = -1 if dense == "bright" else 1
+    if dense == "dark-no-sign":
+        del ds.PixelIntensityRelationshipSign
+        ds.PhotometricInterpretation = "MONOCHROME1"
+    src = from_dataset(ds)
+    assert not src.for_processing
+    a = preprocess(linear.pixels, (512, 352), linear.photometric, linear.laterality, linear.for_processing)
+    b = preprocess(src.pixels, (512, 352), src.photometric, src.laterality, src.for_processing)
+    assert a.geometry == b.geometry
+    assert float((a.image - b.image).abs().mean()) < 0.01  # logged twice: 0.21-0.29; inverted: 0.46
+
+
+def test_a_single_valued_pixel_spacing_is_no_spacing():
+    """Some exports write one value; it is neither a row nor a column spacing."""
+    from cfia.dicom_io import from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208))), "sp:7", 7)
+    assert from_dataset(ds).spacing == tuple(float(v) for v in ds.ImagerPixelSpacing)
+    ds.ImagerPixelSpacing = "0.1"
+    assert from_dataset(ds).spacing is None
+
+
 def test_a_fatty_periphery_below_otsu_is_not_blanked_as_air():
     """The second generator's dense breasts put Otsu's threshold between fat and gland; the
     fat at the thin periphery is still breast, so the grown mask must cover it."""
