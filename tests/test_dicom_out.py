@@ -118,6 +118,29 @@ def test_source_without_type2_attributes_still_gives_valid_objects(tmp_path, str
     assert has_entry == (stripped not in ("PatientOrientation", "imager_spacing", "all"))
 
 
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+def test_gsps_keeps_a_12_bit_voi_lut_as_the_source_displays_it(tmp_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    source = make_source()
+    for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction"):
+        if keyword in source:
+            delattr(source, keyword)
+    lut = np.round(4095 * np.sqrt(np.arange(4096) / 4095)).astype("<u2")
+    item = Dataset()
+    item.LUTDescriptor, item.LUTExplanation, item.LUTData = [4096, 0, 12], "restore", lut.tobytes()
+    source.VOILUTSequence = Sequence([item])
+    gsps = build_results(source, make_explanation(), ALGORITHM, ["gsps"])["gsps"]
+    path = tmp_path / "gsps.dcm"
+    gsps.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    copied = gsps.SoftcopyVOILUTSequence[0].VOILUTSequence[0]
+    assert list(copied.LUTDescriptor) == [4096, 0, 16]  # a Softcopy VOI LUT has 8 or 16 bits
+    shown = np.frombuffer(bytes(copied.LUTData), "<u2") / 0xFFFF
+    assert np.abs(shown - lut / 4095).max() < 1e-4  # the same display as the source's 12-bit LUT
+
+
 def _segment_pixels(seg: hd.seg.Segmentation, source, rescale: bool = False) -> np.ndarray:
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=[source.SOPInstanceUID], segment_numbers=[1], rescale_fractional=rescale,
