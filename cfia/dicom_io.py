@@ -12,6 +12,10 @@ import numpy as np
 from pydicom.multival import MultiValue
 
 
+# Modalities a mammogram can come as: MG, a CR or DX acquisition, a secondary capture (OT).
+MAMMOGRAM_MODALITIES = ("MG", "CR", "DX", "OT", "")
+
+
 class ImageReadError(ValueError):
     """A file is not a readable single-frame grayscale image; the message names it."""
 
@@ -47,6 +51,10 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         sop = getattr(ds, "SOPClassUID", "?")
         raise ImageReadError(f"{where}: has no pixel data (SOP class {sop}); not an image")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality not in MAMMOGRAM_MODALITIES:
+        raise ImageReadError(f"{where}: Modality {modality}; not a mammogram (expected one of "
+                             f"{', '.join(m for m in MAMMOGRAM_MODALITIES if m)}, or none)")
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).strip()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageReadError(f"{where}: PhotometricInterpretation {photometric!r} is not supported; "
@@ -60,7 +68,10 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     if pixels.ndim != 2:
         raise ImageReadError(f"{where}: expected a single-frame 2-D image, got pixel array shape {pixels.shape}")
     photometric, for_processing = _polarity(ds, photometric)
-    pixels = _padding_as_air(pixels, ds, photometric, for_processing)
+    padded = _padding(pixels, ds)
+    pixels = _modality_values(pixels, ds)
+    if padded is not None:
+        pixels = _as_air(pixels, padded, photometric, for_processing)
     laterality = _first(ds, "ImageLaterality", "Laterality")
     view = _first(ds, "ViewPosition")
     return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing)
@@ -103,20 +114,35 @@ def _polarity(ds, photometric: str) -> tuple[str, bool]:
     return photometric, False
 
 
-def _padding_as_air(pixels: np.ndarray, ds, photometric: str, for_processing: bool) -> np.ndarray:
-    """Pixels marked as padding (PixelPaddingValue up to PixelPaddingRangeLimit) are not
-    part of the image; some vendors pad the air with a value that displays white (0 in a
-    MONOCHROME1 image), which would look like tissue. They become the image's own
-    darkest displayed value."""
-    from explain.preprocess import display_values
-
+def _padding(pixels: np.ndarray, ds) -> Optional[np.ndarray]:
+    """Where the stored pixels are padding (PixelPaddingValue up to PixelPaddingRangeLimit),
+    or None when nothing (or everything) is."""
     value = ds.get("PixelPaddingValue")
     if value is None or isinstance(value, bytes):  # absent, or its VR unresolved
-        return pixels
+        return None
     bounds = sorted((int(value), int(ds.get("PixelPaddingRangeLimit", value))))
     padded = (pixels >= bounds[0]) & (pixels <= bounds[1])
-    if not padded.any() or padded.all():
-        return pixels
+    return padded if padded.any() and not padded.all() else None
+
+
+def _modality_values(pixels: np.ndarray, ds) -> np.ndarray:
+    """Stored values through the Modality LUT (Rescale Slope/Intercept or a Modality LUT
+    Sequence), which CR, DX and secondary-capture files may carry (the MG IOD allows only
+    the identity): a negative slope would otherwise show the image inverted."""
+    from pydicom.pixels import apply_modality_lut
+
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    if "ModalityLUTSequence" not in ds and slope == 1 and intercept == 0:
+        return pixels  # the identity: keep the stored dtype (memory at 4096x3328)
+    return np.asarray(apply_modality_lut(pixels, ds), np.float32)
+
+
+def _as_air(pixels: np.ndarray, padded: np.ndarray, photometric: str, for_processing: bool) -> np.ndarray:
+    """Padding is not part of the image; some vendors pad the air with a value that displays
+    white (0 in a MONOCHROME1 image), which would look like tissue. Padded pixels become the
+    image's own darkest displayed value."""
+    from explain.preprocess import display_values
+
     real = pixels[~padded]
     ends = np.array([[real.min(), real.max()]])
     air = ends[0, int(np.argmin(display_values(ends, photometric, for_processing)[0]))]

@@ -267,6 +267,25 @@ def test_for_processing_stored_as_log_is_not_logged_twice(dense):
     assert float((a.image - b.image).abs().mean()) < 0.01  # logged twice: 0.21-0.29; inverted: 0.46
 
 
+def test_rescale_is_applied_and_other_modalities_are_refused():
+    """A CR, DX or secondary-capture mammogram may carry a Rescale Slope/Intercept (a
+    negative slope stores it inverted); a CT is not a mammogram at all."""
+    from cfia.dicom_io import ImageReadError, from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208), positive_fraction=1.0)), "rs:7", 7)
+    plain = from_dataset(ds)
+    ds.Modality = "DX"
+    ds.PixelData = (4095 - ds.pixel_array).astype(np.uint16).tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = -1, 4095
+    rescaled = from_dataset(ds)
+    np.testing.assert_array_equal(rescaled.pixels, plain.pixels)
+    ds.Modality = "CT"
+    with pytest.raises(ImageReadError, match="Modality CT; not a mammogram"):
+        from_dataset(ds)
+
+
 def test_a_single_valued_pixel_spacing_is_no_spacing():
     """Some exports write one value; it is neither a row nor a column spacing."""
     from cfia.dicom_io import from_dataset
