@@ -271,7 +271,12 @@ def normalise_intensity(values: np.ndarray, mask: np.ndarray, percentiles=(1.0, 
 
 
 def _chest_wall_on_right(mask: np.ndarray, laterality: str | None) -> bool:
-    """The breast touches the chest-wall edge of the detector over a long run."""
+    """The breast is tall along the chest wall and narrows to the nipple: compare the breast
+    in the first and last twentieth of its own width (of its bounding box, not the image's,
+    so air around the breast, as some exports add, does not hide which side it is)."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size:
+        mask = mask[:, cols[0]: cols[-1] + 1]
     left = int(mask[:, 0].sum()) + int(mask[:, : max(1, mask.shape[1] // 20)].sum())
     right = int(mask[:, -1].sum()) + int(mask[:, -max(1, mask.shape[1] // 20):].sum())
     if max(left, right) > 0 and (left > 1.5 * right or right > 1.5 * left):

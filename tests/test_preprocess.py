@@ -109,6 +109,16 @@ def test_laterality_gives_one_canonical_orientation():
 
 
 @pytest.mark.parametrize("right", [False, True])
+def test_chest_wall_side_is_found_with_air_all_around_and_no_laterality(right):
+    """Some exports pad the image with air, so the breast touches no edge; without a
+    laterality tag the side must still come from the breast's own shape."""
+    img, _, _ = synthetic((600, 480), chest_right=right)
+    padded = np.pad(img, 60, constant_values=int(img.min()))
+    assert preprocess(padded, (384, 256), laterality=None).geometry.flipped == right
+    assert preprocess(padded, (384, 256), laterality="R" if not right else "L").geometry.flipped == right
+
+
+@pytest.mark.parametrize("right", [False, True])
 def test_a_burned_in_label_beside_the_breast_does_not_reach_the_classifier(right):
     """Sites burn a label ('L MLO', a bright box) into the air beside the breast; the
     classifier never saw one in training, so preprocessing must give it air there."""
