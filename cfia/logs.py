@@ -4,12 +4,15 @@ Modules log with the standard library and put their fields in `extra`
 (`log.info("stored instance", extra={"sop_instance_uid": uid})`), so listener/ and
 dicom_out/ need nothing from here. Fields are UIDs, AE titles, job ids and statuses:
 never patient names or IDs. pynetdicom's and highdicom's loggers are held at WARNING
-unless the level is DEBUG: pynetdicom's debug output can dump identifiers.
+unless the level is DEBUG: pynetdicom's debug output can dump identifiers. Python
+warnings (pydicom's and highdicom's on odd header values quote the value, a patient's
+name among them) go through the log without their text: category and code location only.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -48,6 +51,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class WithheldWarnings(logging.Filter):
+    """Python warnings, captured into the `py.warnings` logger, lose their message: a
+    library's warning about a header value quotes the value ('The string "SMITH JANE" is
+    unlikely to represent the intended person name'). What is left says which warning
+    was raised where, enough to find it again."""
+
+    _WHERE = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<category>\w+):")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "py.warnings":
+            found = self._WHERE.match(str(record.msg))
+            where = f"{found['category']} at {found['file']}:{found['line']}" if found else "a warning"
+            record.msg, record.args = f"{where} (text withheld: it may quote header values)", ()
+        return True
+
+
 def _text(value) -> str:
     text = str(value)
     return json.dumps(text) if (" " in text or not text) else text
@@ -57,6 +76,8 @@ def setup(format: str = "text", level: str = "INFO", stream=None) -> None:
     """Configure the root logger of this process (the server and each worker)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
+    handler.addFilter(WithheldWarnings())
+    logging.captureWarnings(True)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,0 +1,29 @@
+"""Logs carry UIDs, never patient names: not even inside a library's warning."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+
+from cfia import logs
+from dicom_out import build_results
+from test_dicom_out import ALGORITHM, make_explanation, make_source
+
+
+def test_a_library_warning_quoting_the_patient_name_reaches_the_log_without_it():
+    stream = io.StringIO()
+    logs.setup("json", "INFO", stream)
+    source = make_source()
+    source.PatientName = "SMITH JANE"  # no carets, as RIS feeds send it: highdicom warns, quoting it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # the default shows a warning once per place
+            build_results(source, make_explanation(), ALGORITHM, ["binary_seg"])
+    finally:
+        logging.captureWarnings(False)
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    withheld = [line for line in lines if line["logger"] == "py.warnings"]
+    assert withheld and all("UserWarning at " in line["message"] for line in withheld)
+    assert "SMITH" not in stream.getvalue()
