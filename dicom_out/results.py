@@ -5,17 +5,21 @@ here, so every builder gets a valid mammogram and explanation.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterable
 
 from pydicom.dataset import Dataset
 
 from .geometry import check_source
+from .source_header import result_header
 from .gsps import build_gsps
 from .model import AlgorithmInfo, Explanation
 from .pm import build_parametric_map
 from .seg import build_binary_seg, build_fractional_seg
 from .series import OBJECT_TYPES
 from .sr import build_sr
+
+log = logging.getLogger("cfia.dicom_out")
 
 _BUILDERS: dict[str, Callable[[Dataset, Explanation, AlgorithmInfo], Dataset]] = {
     "fractional_seg": build_fractional_seg,
@@ -40,7 +44,10 @@ def build_results(
     """
     wanted = _check_enabled(enabled)
     check_source(source)
-    source = with_type2_present(source)
+    source, mended = result_header(source)
+    if mended:
+        log.info("source header values the result objects cannot carry as they are were mended or emptied",
+                 extra={"sop_instance_uid": str(source.SOPInstanceUID), "attributes": ",".join(mended)})
     algorithm.check()
     explanation.check(int(source.Rows), int(source.Columns))
 
@@ -52,28 +59,6 @@ def build_results(
         elif object_type in wanted:
             built[object_type] = _BUILDERS[object_type](source, explanation, algorithm)
     return built
-
-
-# Type 2 attributes of the Patient and General Study modules that highdicom 0.28's SEG,
-# PM, SR and GSPS constructors read from the source as `source.PatientBirthDate` etc.:
-# an AttributeError when a de-identified export has deleted them instead of emptying
-# them, which the standard (Type 2: present, may be empty) does not allow but sites do.
-TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                     "ReferringPhysicianName", "AccessionNumber", "StudyID")
-
-
-def with_type2_present(source: Dataset) -> Dataset:
-    """`source`, or a copy of its header with the missing TYPE2_FROM_SOURCE attributes
-    present and empty, as the results will carry them. The source itself is not changed."""
-    missing = [keyword for keyword in TYPE2_FROM_SOURCE if keyword not in source]
-    if not missing:
-        return source
-    completed = Dataset({tag: source[tag] for tag in source.keys()})  # new element dict, same elements
-    if hasattr(source, "file_meta"):
-        completed.file_meta = source.file_meta
-    for keyword in missing:
-        setattr(completed, keyword, None)
-    return completed
 
 
 def _check_enabled(enabled: Iterable[str]) -> set[str]:

@@ -118,6 +118,53 @@ def test_source_without_type2_attributes_still_gives_valid_objects(tmp_path, str
     assert has_entry == (stripped not in ("PatientOrientation", "imager_spacing", "all"))
 
 
+# Header values as sites send them that highdicom refuses -> what the results carry.
+DIRTY = {
+    "PatientBirthDate": ("1950-01-01", "19500101"), "StudyDate": ("2026.12.01", "20261201"),
+    "StudyTime": ("09:00:00", "090000"), "PatientSex": ("f", "F"),
+    "PatientName": (["A^B", "C^D"], "A^B"),
+}
+EMPTIED = {"PatientBirthDate": "19500000", "PatientSex": "unknown", "StudyTime": "nine o'clock"}
+
+
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("keyword", sorted(set(DIRTY) | set(EMPTIED)))
+def test_header_values_sites_send_are_mended_not_fatal(tmp_path, keyword):
+    for value, expected in ([DIRTY[keyword]] if keyword in DIRTY else []) + (
+            [(EMPTIED[keyword], "")] if keyword in EMPTIED else []):
+        source = make_source()
+        setattr(source, keyword, value)
+        results = build_results(source, make_explanation(), ALGORITHM)
+        assert source[keyword].value == value  # the source is not changed
+        for object_type, ds in results.items():
+            path = tmp_path / f"{object_type}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            assert dciodvfy_errors(path) == [], (object_type, value)
+            assert str(ds[keyword].value or "") == expected, (object_type, value)
+
+
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+def test_a_voi_lut_encoded_as_us_reaches_the_gsps(tmp_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    source = make_source()
+    for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction"):
+        if keyword in source:
+            delattr(source, keyword)
+    lut = [int(v) for v in np.round(4095 * np.sqrt(np.arange(4096) / 4095))]
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 12]
+    item.add_new(0x00283006, "US", lut)  # LUTData as numbers, not OW bytes
+    source.VOILUTSequence = Sequence([item])
+    gsps = build_results(source, make_explanation(), ALGORITHM, ["gsps"])["gsps"]
+    path = tmp_path / "gsps.dcm"
+    gsps.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    shown = np.frombuffer(bytes(gsps.SoftcopyVOILUTSequence[0].VOILUTSequence[0].LUTData), "<u2") / 0xFFFF
+    assert np.abs(shown - np.array(lut) / 4095).max() < 1e-4
+
+
 @pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
 def test_gsps_keeps_a_12_bit_voi_lut_as_the_source_displays_it(tmp_path):
     from pydicom.dataset import Dataset
