@@ -14,6 +14,7 @@ from pydicom.multival import MultiValue
 
 # Modalities a mammogram can come as: MG, a CR or DX acquisition, a secondary capture (OT).
 MAMMOGRAM_MODALITIES = ("MG", "CR", "DX", "OT", "")
+MIN_SIDE = 32  # pixels: below this an image holds no breast to explain
 
 
 class ImageReadError(ValueError):
@@ -67,6 +68,9 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
         pixels = pixels[0]
     if pixels.ndim != 2:
         raise ImageReadError(f"{where}: expected a single-frame 2-D image, got pixel array shape {pixels.shape}")
+    if min(pixels.shape) < MIN_SIDE:
+        raise ImageReadError(f"{where}: {pixels.shape[0]}x{pixels.shape[1]} pixels is too small to be a mammogram "
+                             f"(at least {MIN_SIDE} per side)")
     photometric, for_processing = _polarity(ds, photometric)
     padded = _padding(pixels, ds)
     pixels = _modality_values(pixels, ds)

@@ -7,6 +7,7 @@ explainer -> saliency on the source grid -> dicom_out builders. `cfia explain`,
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -14,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dicom_out import AlgorithmInfo, Explanation, build_results, check_source
+from dicom_out import AlgorithmInfo, Explanation, UnsupportedSource, build_results, check_source
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
 from explain.classifier import load_classifier
@@ -168,7 +169,12 @@ class Pipeline:
         explaining is spent on it."""
         check_source(ds)
         result = self.explain(from_dataset(ds))
-        return self.build_objects(ds, result)
+        try:
+            return self.build_objects(ds, result)
+        except UnsupportedSource:
+            raise
+        except Exception as exc:  # the builders are deterministic: retrying cannot help
+            raise UnsupportedSource(_build_failure(exc)) from exc
 
     def build_objects(self, ds, result: Result) -> dict:
         enabled = [k for k, on in vars(self.cfg.outputs).items() if on]
@@ -177,6 +183,15 @@ class Pipeline:
         expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
                            score_after_deletion=result.score_after_deletion)
         return build_results(ds, expl, info, enabled)
+
+
+def _build_failure(exc: Exception) -> str:
+    """Why the objects could not be built, without the exception's text: a builder's
+    message may quote a header value (a patient's name or birth date), and this reason
+    goes to the log and the dead-letter folder. The type and the place say what failed."""
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return (f"the result objects cannot be built from this source's header ({type(exc).__name__} at "
+            f"{Path(last.filename).name}:{last.lineno} in {last.name})")
 
 
 def on_source(geometry, input_map: np.ndarray) -> np.ndarray:

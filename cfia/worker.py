@@ -5,9 +5,10 @@ sends them, and records each step, so a crash at any point resumes at that step.
           -> send to every destination (add_delivered each) -> finish -> delete files
 
 A processing failure is retried `max_retries` times with backoff, then the job moves
-to the dead-letter folder with its reason; an image that cannot be decoded, or that
-cannot carry result objects (dicom_out.UnsupportedSource: not a single-frame MG image,
-no pixel spacing), goes there at once (neither gets better with retries). A
+to the dead-letter folder with its reason; an image that cannot be decoded, that is not
+a readable grayscale mammogram (dicom_io.ImageReadError), or that cannot carry result
+objects (dicom_out.UnsupportedSource: not a single-frame MG image, no pixel spacing, a
+header the builders cannot use) goes there at once (none gets better with retries). A
 destination that is down is retried with backoff forever: nothing is lost. A
 destination that answers with a failure status counts as a send attempt and
 dead-letters after `max_retries` of them. The source is deleted only after the
@@ -29,6 +30,7 @@ from dicom_out import STORED, Backoff, Destination, DestinationUnavailable, Unsu
 from dicom_out import send as dicom_send
 from listener import Job, JobQueue, Spool
 
+from .dicom_io import ImageReadError
 from .processors import Processor
 
 log = logging.getLogger("cfia.worker")
@@ -120,7 +122,7 @@ class Worker:
         start = time.perf_counter()
         try:
             results = self.processor(ds)
-        except UnsupportedSource as exc:
+        except (UnsupportedSource, ImageReadError) as exc:  # neither gets better with retries
             self._dead_letter(job, f"no result objects for this source: {exc}", fields)
             return
         except Exception as exc:

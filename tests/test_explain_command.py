@@ -342,3 +342,23 @@ def test_explain_bench_variants_compare_maps_with_the_first(small_config, capsys
     assert reports[1]["vs_first"] == {"max_abs_saliency_diff": [0.0], "region_iou": [1.0]}
     assert reports[1]["scores"] == reports[0]["scores"]
     assert 0.0 < reports[2]["vs_first"]["max_abs_saliency_diff"][0] <= 1.0
+
+
+def test_objects_that_cannot_be_built_are_a_permanent_failure_whose_reason_quotes_no_value(pipeline):
+    """The builders are deterministic: a header they cannot use fails the same way on every
+    retry, so the worker must get UnsupportedSource (dead letter at once), and the reason,
+    which goes to the log and reason.json, must not quote the value (a birth date, a name)."""
+    from dicom_out import UnsupportedSource
+
+    class RefusingBuilders(Pipeline):
+        def build_objects(self, ds, result):
+            raise ValueError(f"Unable to convert {ds.PatientName!s} to 'PN'")
+
+    refusing = RefusingBuilders.__new__(RefusingBuilders)
+    refusing.__dict__.update(pipeline.__dict__)  # the loaded models, not a second load
+    ds = to_dataset(make_one(31, 7, MASSES), "t:7", 7)
+    with pytest.raises(UnsupportedSource) as raised:
+        refusing.process(ds)
+    reason = str(raised.value)
+    assert "ValueError" in reason and "build_objects" in reason
+    assert "PHANTOM" not in reason and str(ds.PatientName) not in reason

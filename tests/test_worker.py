@@ -169,6 +169,28 @@ def test_source_that_cannot_carry_results_goes_to_dead_letter_at_once(make_node,
     assert dest.received == []
 
 
+def test_image_that_is_no_readable_mammogram_goes_to_dead_letter_at_once(make_node, dest):
+    """cfia.dicom_io refuses it (here: 16x16 pixels) the same way on every try."""
+    from cfia.dicom_io import from_dataset
+
+    calls = []
+    healthy = blob(Config())
+
+    def reading(ds):  # as the real pipeline does: read the image before explaining it
+        calls.append(ds.SOPInstanceUID)
+        from_dataset(ds)
+        return healthy(ds)
+
+    node = make_node(Routing(fixed=(_to(dest),)), processor=reading, max_retries=2)
+    ds = mammogram(11)
+    ds.Rows = ds.Columns = 16
+    ds.PixelData = bytes(16 * 16 * 2)
+    assert push(node.port, [ds]) == [0x0000]
+    node.wait_counts(failed=1)
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["attempts"] == 1 and len(calls) == 1 and "too small to be a mammogram" in reason["reason"]
+
+
 def test_return_to_sender_and_missing_destination(make_node, dest):
     routing = Routing(return_to_sender=(("WORKSTATION", _to(dest, "ws")),))
     node = make_node(routing, outputs=OutputsConfig(fractional_seg=False, parametric_map=False, sr=False,
