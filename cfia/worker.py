@@ -10,8 +10,8 @@ a readable grayscale mammogram (dicom_io.ImageReadError), or that cannot carry r
 objects (dicom_out.UnsupportedSource: not a single-frame MG image, no pixel spacing, a
 header the builders cannot use) goes there at once (none gets better with retries). A
 destination that is down is retried with backoff forever: nothing is lost. A
-destination that answers with a failure status counts as a send attempt and
-dead-letters after `max_retries` of them. The source is deleted only after the
+destination that answers with a failure status is retried `max_retries` times, then the
+job is dead-lettered; the time a destination was down does not count toward that. The source is deleted only after the
 results were delivered everywhere.
 """
 from __future__ import annotations
@@ -176,11 +176,12 @@ class Worker:
         if not refused:
             return True
         reason = f"{dest.name} refused " + ", ".join(f"{uid} ({status:#06x})" for uid, status in refused.items())
-        if job.send_attempts + 1 > self.max_retries:
+        if job.refusals + 1 > self.max_retries:  # refusals only: time spent down does not count
             self._dead_letter(job, reason, fields, folder)
         else:
             log.warning("destination refused objects, will retry", extra={**where, "reason": reason})
-            self.queue.retry_later(job.id, reason, self.backoff.delay(job.send_attempts + 1), sending=True)
+            self.queue.retry_later(job.id, reason, self.backoff.delay(job.send_attempts + 1), sending=True,
+                                   refused=True)
         return False
 
     # -- giving up -------------------------------------------------------------
@@ -189,6 +190,7 @@ class Worker:
         folder = self.spool.move_to_dead_letter(job.id, Path(job.path), results, {
             "job": job.id, "sop_instance_uid": job.sop_instance_uid, "study_instance_uid": job.study_instance_uid,
             "calling_ae": job.calling_ae, "attempts": job.attempts, "send_attempts": job.send_attempts,
+            "refusals": job.refusals,
             "reason": reason, "time": time.time(),
         })
         self.queue.fail(job.id, reason)

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     not_before REAL NOT NULL DEFAULT 0,   -- retry time after a failure
     attempts INTEGER NOT NULL DEFAULT 0,  -- processing attempts started
-    send_attempts INTEGER NOT NULL DEFAULT 0,
+    send_attempts INTEGER NOT NULL DEFAULT 0,  -- sends tried (backoff)
+    refusals INTEGER NOT NULL DEFAULT 0,       -- sends a destination answered with a failure status
     owner TEXT,                           -- worker holding a running job
     results TEXT,                         -- folder of the built results
     delivered TEXT NOT NULL DEFAULT '[]', -- destinations that have the results
@@ -71,6 +72,7 @@ class Job:
     calling_ae: str
     attempts: int
     send_attempts: int
+    refusals: int
     results: Optional[str]
     delivered: tuple[str, ...]
     error: Optional[str]
@@ -81,7 +83,8 @@ class Job:
             id=row["id"], state=row["state"], path=row["path"],
             sop_instance_uid=row["sop_instance_uid"], study_instance_uid=row["study_instance_uid"],
             sop_class_uid=row["sop_class_uid"], calling_ae=row["calling_ae"],
-            attempts=row["attempts"], send_attempts=row["send_attempts"], results=row["results"],
+            attempts=row["attempts"], send_attempts=row["send_attempts"], refusals=row["refusals"],
+            results=row["results"],
             delivered=tuple(json.loads(row["delivered"])), error=row["error"],
         )
 
@@ -97,6 +100,13 @@ class JobQueue:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged image survives a power cut
         self._db.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A queue file written by an older cfia lacks the columns added since."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "refusals" not in have:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -210,16 +220,18 @@ class JobQueue:
                            "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value", add.items())
             return db.execute(f"DELETE {old}", (cutoff,)).rowcount
 
-    def retry_later(self, job_id: int, error: str, delay: float, sending: bool = False) -> None:
+    def retry_later(self, job_id: int, error: str, delay: float, sending: bool = False,
+                    refused: bool = False) -> None:
         """Give the job back to wait `delay` seconds; back to `sending` when its
-        results are on disk, else to `queued`."""
+        results are on disk, else to `queued`. `sending`: a send was tried (the
+        destination down, or, with `refused`, answering with a failure status)."""
         now = self._clock()
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET state = CASE WHEN results IS NULL THEN 'queued' ELSE 'sending' END, "
-                "owner = NULL, error = ?, not_before = ?, send_attempts = send_attempts + ?, updated_at = ? "
-                "WHERE id = ?",
-                (error, now + delay, 1 if sending else 0, now, job_id),
+                "owner = NULL, error = ?, not_before = ?, send_attempts = send_attempts + ?, "
+                "refusals = refusals + ?, updated_at = ? WHERE id = ?",
+                (error, now + delay, 1 if sending else 0, 1 if refused else 0, now, job_id),
             )
 
     def fail(self, job_id: int, error: str) -> None:
@@ -234,7 +246,7 @@ class JobQueue:
         so they are not sent again. False when the job is not failed."""
         with self._tx() as db:
             return db.execute(
-                "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, results = NULL, "
+                "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, refusals = 0, results = NULL, "
                 "owner = NULL, not_before = 0, error = NULL, finished_at = NULL, updated_at = ? "
                 "WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
 

@@ -46,9 +46,10 @@ def write(ds: Dataset, path: Path) -> Path:
 class StorageSCP:
     """A destination PACS: accepts every storage class, records what arrives."""
 
-    def __init__(self, ae_title: str = "DEST", port: int = 0):
+    def __init__(self, ae_title: str = "DEST", port: int = 0, refuse_first: int = 0):
         self.ae_title = ae_title
         self.received: list[Dataset] = []
+        self.refusals_left = refuse_first  # answer this many C-STOREs 0xA700 (out of resources) first
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
@@ -61,6 +62,9 @@ class StorageSCP:
         ds = event.dataset
         ds.file_meta = event.file_meta
         with self._lock:
+            if self.refusals_left > 0:
+                self.refusals_left -= 1
+                return 0xA700
             self.received.append(ds)
         return 0x0000
 

@@ -134,3 +134,29 @@ def test_node_prunes_done_jobs_after_keep_done_days(tmp_path, days, kept):
     node.prune()
     assert {name for name, i in ids.items() if node.queue.get(i) is not None} == kept
     node.queue.close()
+
+
+def test_a_queue_file_of_an_older_cfia_gains_the_refusals_column(tmp_path):
+    """A site upgrading cfia keeps its spool: the queue written before `refusals` existed
+    opens, and its jobs count no refusals yet."""
+    import sqlite3
+
+    from listener.jobqueue import SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    old_schema = "\n".join(line for line in SCHEMA.splitlines() if not line.strip().startswith("refusals"))
+    db = sqlite3.connect(path)
+    db.executescript(old_schema)
+    db.execute("INSERT INTO jobs (state, batch, path, sop_instance_uid, study_instance_uid, sop_class_uid, "
+               "calling_ae, received_at, updated_at) VALUES ('queued', 'a', '/x.dcm', '1.2.3', '1.2', '1.2.840', "
+               "'MOD', 0, 0)")
+    db.commit()
+    db.close()
+    queue = JobQueue(path)
+    try:
+        job = queue.get(1)
+        assert job.refusals == 0 and job.sop_instance_uid == "1.2.3"
+        queue.retry_later(1, "refused", 0, sending=True, refused=True)
+        assert queue.get(1).refusals == 1
+    finally:
+        queue.close()

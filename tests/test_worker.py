@@ -122,6 +122,40 @@ def test_destination_outage_then_recovery_delivers_everything(make_node, tmp_pat
         back.stop()
 
 
+def test_time_a_destination_was_down_does_not_count_toward_its_refusals(make_node):
+    """max_retries bounds the refusals, not the sends an outage cost: after an outage of
+    more sends than max_retries, one refusal is retried like any other."""
+    down = StorageSCP()
+    port = down.port
+    down.stop()
+    node = make_node(Routing(fixed=(Destination("pacs", "DEST", "127.0.0.1", port),)), max_retries=2,
+                     outputs=OutputsConfig(fractional_seg=False, parametric_map=False, gsps=False))
+    assert push(node.port, [mammogram(12)]) == [0x0000]
+    poll(lambda: node.queue.get(1).send_attempts >= 3, 60, what="three sends to the destination that is down")
+    back = StorageSCP(port=port, refuse_first=1)
+    try:
+        node.wait_counts(done=1)
+        job = node.queue.get(1)
+        assert job.refusals == 1 and job.send_attempts >= 4
+        assert sorted(back.uids().values()) == [1, 1]  # the SEG and the SR, once each
+    finally:
+        back.stop()
+
+
+def test_a_destination_that_keeps_refusing_dead_letters_after_max_retries(make_node):
+    refusing = StorageSCP(refuse_first=100)
+    try:
+        node = make_node(Routing(fixed=(Destination("pacs", "DEST", "127.0.0.1", refusing.port),)), max_retries=2,
+                         outputs=OutputsConfig(fractional_seg=False, parametric_map=False, gsps=False))
+        assert push(node.port, [mammogram(13)]) == [0x0000]
+        node.wait_counts(failed=1)
+        reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+        assert reason["refusals"] == 2 and "0xa700" in reason["reason"]  # the first send + 2 retries
+        assert refusing.received == [] and (node.spool.dead_letter / "1" / "results").is_dir()
+    finally:
+        refusing.stop()
+
+
 def test_failing_processor_is_retried_then_dead_lettered(make_node, dest):
     calls = []
 
