@@ -8,6 +8,7 @@ there is moved to the dead-letter folder with the decoder's reason.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,6 +18,8 @@ from pydicom.uid import UID
 from . import statuses
 
 IMAGE_ATTRIBUTES = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PixelData")
+UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID) -> Option
         return Refusal(statuses.CANNOT_DECODE, "no SOP Class/Instance UID: not a DICOM dataset")
     if ds.SOPClassUID != sop_class:
         return Refusal(statuses.SOP_CLASS_MISMATCH, f"dataset SOP class {ds.SOPClassUID} is not the request's")
+    bad = [name for name in UIDS if not _is_uid(str(ds.get(name, "") or ""))]
+    if bad:  # results derive their UIDs from these, and a peer may cut a long one (dcmtk does, to 64)
+        return Refusal(statuses.INVALID_UID, f"{', '.join(bad)} not a valid UID (digits and dots, at most 64)")
     missing = [name for name in IMAGE_ATTRIBUTES if ds.get(name) in (None, b"", "")]
     if missing:
         return Refusal(statuses.MISSING_IMAGE_ATTRIBUTES, f"missing {', '.join(missing)}")
@@ -46,6 +52,13 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID) -> Option
     if actual not in (expected, expected + expected % 2):  # odd lengths are padded to even
         return Refusal(statuses.PIXEL_LENGTH_MISMATCH, f"pixel data {actual} bytes, expected {expected}")
     return None
+
+
+def _is_uid(value: str) -> bool:
+    """PS3.5 9.1: numeric components separated by dots, at most 64 characters. (Leading
+    zeros in a component are not allowed either, but some vendors write them; refusing
+    their images would help nobody.)"""
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 def _native_length(ds: Dataset) -> int:

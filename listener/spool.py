@@ -8,7 +8,7 @@ power cut, and a reader never sees half a file.
       incoming/<uuid>.dcm       received images waiting for (or in) processing
       results/<job id>/<type>.dcm  built result objects waiting to be sent
       dead-letter/<job id>/     source, results and reason.json of a failed job
-      dead-letter/<job id>.requeued-<time>/  reason.json of a failed job sent back to the queue
+      dead-letter/<job id>.requeued-<time>[-n]/  reason.json of a failed job sent back to the queue
       queue.sqlite              the job queue (listener.jobqueue)
 """
 from __future__ import annotations
@@ -128,6 +128,10 @@ class Spool:
         (folder / "source.dcm").unlink(missing_ok=True)
         shutil.rmtree(folder / "results", ignore_errors=True)
         kept = folder.with_name(f"{job_id}.requeued-{stamp}")
+        n = 1
+        while kept.exists():  # requeued again within the same second: keep both reasons
+            n += 1
+            kept = folder.with_name(f"{job_id}.requeued-{stamp}-{n}")
         os.rename(folder, kept)
         fsync_folder(self.dead_letter)
         return kept

@@ -103,6 +103,9 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
     del no_rows.Rows
     text = Dataset()
     text.SOPClassUID, text.SOPInstanceUID = BasicTextSRStorage, generate_uid()
+    long_series, lettered_study = copy.deepcopy(good), copy.deepcopy(good)
+    long_series.SeriesInstanceUID = "1.2." + "3" * 70  # results derive their UIDs from it
+    lettered_study.StudyInstanceUID = "1.2.840.STUDY.7"
     cases = {
         # a sequence whose items are not items: pydicom cannot parse it
         "corrupt": (_file_with_body(tmp_path, "corrupt.dcm", b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"
@@ -116,6 +119,8 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
         "empty": (_file_with_body(tmp_path, "empty.dcm", b""), statuses.EMPTY_DATASET),
         "non-image under MG": (_file_with_body(tmp_path, "sr.dcm", _body(_with_meta(text))),
                                statuses.SOP_CLASS_MISMATCH),
+        "series UID of 74 characters": (write(long_series, tmp_path / "long.dcm"), statuses.INVALID_UID),
+        "study UID with letters": (write(lettered_study, tmp_path / "letters.dcm"), statuses.INVALID_UID),
     }
     for name, (path, expected) in cases.items():
         with files_sent_as_stored():
@@ -136,6 +141,9 @@ def _with_meta(ds: Dataset) -> Dataset:
 def test_non_mammogram_sop_class_rejected_or_ignored(start_listener):
     text = Dataset()
     text.SOPClassUID, text.SOPInstanceUID = BasicTextSRStorage, generate_uid()
+    long_series, lettered_study = copy.deepcopy(good), copy.deepcopy(good)
+    long_series.SeriesInstanceUID = "1.2." + "3" * 70  # results derive their UIDs from it
+    lettered_study.StudyInstanceUID = "1.2.840.STUDY.7"
     _with_meta(text)
     port, intake = start_listener()  # default: reject, the context is not accepted
     assert push(port, [text, mammogram(2)]) == [None, 0x0000]
@@ -187,3 +195,17 @@ def test_tls(start_listener, tmp_path):
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     assert echo(port, tls_args=(client, "localhost")) == 0x0000
     assert echo(port) is None  # plain DICOM is not spoken on a TLS port
+
+
+def test_a_job_requeued_twice_within_a_second_keeps_both_reasons(tmp_path):
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    kept = []
+    for attempt in ("first", "second"):
+        source = spool.incoming / f"{attempt}.dcm"
+        source.write_bytes(b"x")
+        spool.move_to_dead_letter(7, source, None, {"reason": attempt})
+        kept.append(spool.retire_dead_letter(7, "20261206T044639"))
+    assert kept[0] != kept[1] and all(k.is_dir() for k in kept)
+    assert [k.joinpath("reason.json").read_text().count(a) for k, a in zip(kept, ("first", "second"))] == [1, 1]
