@@ -13,6 +13,7 @@ from test_dicom_out import ALGORITHM, make_explanation, make_source
 
 def test_a_library_warning_quoting_the_patient_name_reaches_the_log_without_it():
     stream = io.StringIO()
+    logging.captureWarnings(False)  # an earlier test's setup may have captured them under pytest's own handler
     logs.setup("json", "INFO", stream)
     source = make_source()
     source.PatientName = "SMITH JANE"  # no carets, as RIS feeds send it: highdicom warns, quoting it
