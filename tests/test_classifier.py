@@ -371,8 +371,15 @@ def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom
     px = np.linspace(0.0, 4095.0, 64 * 48).reshape(64, 48)
     for name, alter in robustness.ALTERATIONS.items():
         out = alter(px.copy(), rng)
-        assert out.shape == px.shape
-        assert np.array_equal(out, px) == (name == "as stored"), name
+        if name.startswith("air"):  # the image grows; what was there stays as it was
+            assert out.shape > px.shape or out.shape[1] > px.shape[1], name
+        else:
+            assert out.shape == px.shape
+            assert np.array_equal(out, px) == (name == "as stored"), name
+    air = robustness.ALTERATIONS["air all round"](px, rng)
+    assert air.shape == (64 + 16, 48 + 16) and np.array_equal(air[8:-8, 8:-8], px) and air[0, 0] == px.min()
+    strip = robustness.ALTERATIONS["air strip at the chest wall"](px, rng)  # the bright side is the breast's
+    assert strip.shape == (64, 49) and np.array_equal(strip[:, :48], px) and (strip[:, 48] == px.min()).all()
     gamma = robustness.ALTERATIONS["gamma 1.4"](px, rng)
     assert gamma.min() == px.min() and gamma.max() == px.max()
     added = robustness.ALTERATIONS["correlated noise 0.3 sd"](px, rng) - px
@@ -387,6 +394,8 @@ def test_robustness_bench_alters_the_pixels_and_reports_every_alteration(phantom
     res = json.loads(report.read_text())
     assert res["n"] == 8 and set(res["table"]) == set(robustness.ALTERATIONS)
     assert all(0.0 <= row["auc"] <= 1.0 for row in res["table"].values())
+    assert res["table"]["as stored"]["mean_abs_change"] == 0 and res["table"]["as stored"]["calls_changed"] == 0
+    assert all(0 <= row["calls_changed"] <= 8 for row in res["table"].values())
     assert robustness.main(["--data", str(phantom_dir), "--model", str(ROOT / "models" / "classifier.ts"),
                             "--threads", "1", "--only", "as-stored,burned-in-label", "--json", str(report)]) == 0
     assert list(json.loads(report.read_text())["table"]) == ["as stored", "burned-in label"]

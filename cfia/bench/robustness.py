@@ -6,9 +6,12 @@ Every image of a `manifest.csv` folder is altered on its stored pixels, before c
 preprocessing, the way another detector or processing chain might differ: a gamma
 curve, added noise (white or correlated), a softer (blurred) or coarser
 (half-resolution) detector, a label burned in beside the breast, unexposed strips at the
-collimated edges, strands the phantom lacks, a lead marker on the skin line. The classifier
+collimated edges, strands the phantom lacks, a lead marker on the skin line, air added
+around the breast. The classifier
 then scores it through the run-time path
-(explain.preprocess + the adapter); the table gives AUC and accuracy per alteration.
+(explain.preprocess + the adapter); the table gives AUC and accuracy per alteration and,
+when "as stored" runs first (the default), how far each alteration moves each image's
+score and how many calls (p >= 0.5) it changes.
 The phantom has no other sources, so this is the cheapest stand-in for "mammograms
 from elsewhere"; it is not real data.
 """
@@ -155,6 +158,20 @@ def _marker_on_skin(px, rng):
     return np.where(letter > 0, px.max(), px)
 
 
+def _air(where: str):
+    """Air (the image's darkest stored value) added around the image, as exports and
+    larger detectors leave more of it: all round (an eighth of the rows on each side), above
+    and below (a quarter of the rows each), or a strip of 3 % of the columns on the chest
+    wall's side, so the breast touches no edge there."""
+    def f(px, rng):
+        rows, cols = px.shape
+        widths = {"all": ((rows // 8,) * 2, (rows // 8,) * 2), "top-bottom": ((rows // 4,) * 2, (0, 0)),
+                  "chest": ((0, 0), (max(1, cols * 3 // 100), 0) if _chest_wall_left(px)
+                            else (0, max(1, cols * 3 // 100)))}[where]
+        return np.pad(px, widths, constant_values=float(px.min()))
+    return f
+
+
 ALTERATIONS = {
     "as stored": lambda px, rng: px,
     "gamma 0.7": _gamma(0.7),
@@ -168,6 +185,9 @@ ALTERATIONS = {
     "collimated edges": _collimated_edges,
     "strands": _strands,
     "marker on the skin line": _marker_on_skin,
+    "air all round": _air("all"),
+    "air above and below": _air("top-bottom"),
+    "air strip at the chest wall": _air("chest"),
 }
 
 
@@ -215,13 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [w for w in wanted if w not in named]
     if unknown:
         p.error(f"--only: {', '.join(unknown)} not among {', '.join(named)}")
-    table = {}
-    print("| acquisition | AUC | accuracy | sensitivity | specificity |\n|---|---|---|---|---|")
+    table, stored = {}, None
+    print("| acquisition | AUC | accuracy | sensitivity | specificity | mean abs(p - p as stored) | calls changed |\n"
+          "|---|---|---|---|---|---|---|")
     for name in (named[w] for w in wanted):
-        r = report(scores(records, clf, size, ALTERATIONS[name]), labels)
+        p_alt = scores(records, clf, size, ALTERATIONS[name])
+        r = report(p_alt, labels)
+        if name == "as stored":
+            stored = p_alt
+        if stored is not None:  # the same image's own score as stored: how far the alteration moves it
+            r["mean_abs_change"] = round(float(np.abs(p_alt - stored).mean()), 4)
+            r["calls_changed"] = int(((p_alt >= 0.5) != (stored >= 0.5)).sum())
         table[name] = r
-        print(f"| {name} | {r['auc']:.3f} | {r['accuracy']:.3f} | {r['sensitivity']:.3f} | {r['specificity']:.3f} |",
-              flush=True)
+        print(f"| {name} | {r['auc']:.3f} | {r['accuracy']:.3f} | {r['sensitivity']:.3f} | {r['specificity']:.3f} | "
+              f"{r.get('mean_abs_change', float('nan')):.4f} | {r.get('calls_changed', '')} |", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"command": "python -m cfia.bench.robustness " + " ".join(argv or sys.argv[1:]),
