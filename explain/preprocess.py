@@ -284,6 +284,34 @@ def _chest_wall_on_right(mask: np.ndarray, laterality: str | None) -> bool:
     return (laterality or "").upper() == "R"
 
 
+def _breast_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1) half-open: the breast's bounding box grown by `margin` x its long
+    side on every side but the chest wall's (the left), where the breast is cut by the
+    detector. It may reach beyond the image: how much air an export leaves around the
+    breast must not change the classifier's input. No breast: the whole image."""
+    rr, cc = np.nonzero(mask)
+    if not rr.size:
+        return 0, mask.shape[0], 0, mask.shape[1]
+    r0, r1, c0, c1 = int(rr.min()), int(rr.max()) + 1, int(cc.min()), int(cc.max()) + 1
+    m = int(round(margin * max(r1 - r0, c1 - c0)))
+    return r0 - m, r1 + m, c0, c1 + m
+
+
+def _fit(box: tuple[int, int, int, int], shape: tuple[int, int], input_size: tuple[int, int]):
+    """The box resized into the input with its aspect kept, centred vertically, against the
+    left edge; what of it lies outside the image becomes zero padding. Returns the
+    Geometry's crop (inside the image), resized and pad."""
+    (vr0, vr1, vc0, vc1), (H, W), (rows_in, cols_in) = box, shape, input_size
+    s = min(rows_in / (vr1 - vr0), cols_in / (vc1 - vc0))
+    r0, r1, c0, c1 = max(0, vr0), min(H, vr1), max(0, vc0), min(W, vc1)
+    top = (rows_in - int(round((vr1 - vr0) * s))) // 2 + int(round((r0 - vr0) * s))
+    left = int(round((c0 - vc0) * s))
+    top, left = min(max(0, top), rows_in - 1), min(max(0, left), cols_in - 1)
+    rh = max(1, min(rows_in - top, int(round((r1 - r0) * s))))
+    rw = max(1, min(cols_in - left, int(round((c1 - c0) * s))))
+    return (r0, r1, c0, c1), (rh, rw), (top, left)
+
+
 def preprocess(
     pixels: np.ndarray,
     input_size: tuple[int, int],
@@ -303,7 +331,7 @@ def preprocess(
         which side the chest wall is on (orientation="auto"), or always with
         orientation="laterality" (R -> flipped).
     for_processing: raw detector values (log-transformed first).
-    margin: crop margin as a fraction of the source's long side.
+    margin: crop margin as a fraction of the breast's long side (`_breast_box`).
     percentiles: breast intensity percentiles mapped to 0 and 1.
     """
     if orientation not in ("auto", "laterality"):
@@ -324,18 +352,8 @@ def preprocess(
     # reach the classifier as bright objects it never saw in training.
     norm[~surround] = 0.0
     H, W = norm.shape
-    rr, cc = np.nonzero(mask)
-    m = int(round(margin * max(H, W)))
-    if rr.size:
-        r0, r1 = max(0, rr.min() - m), min(H, rr.max() + 1 + m)
-        c0, c1 = max(0, cc.min() - m), min(W, cc.max() + 1 + m)
-    else:
-        r0, r1, c0, c1 = 0, H, 0, W
-    ch, cw = r1 - r0, c1 - c0
-    s = min(rows_in / ch, cols_in / cw)
-    rh, rw = max(1, min(rows_in, int(round(ch * s)))), max(1, min(cols_in, int(round(cw * s))))
-    pad = ((rows_in - rh) // 2, 0)
-    geom = Geometry((H, W), bool(flipped), (int(r0), int(r1), int(c0), int(c1)), (rh, rw), pad, (rows_in, cols_in))
+    crop, resized, pad = _fit(_breast_box(mask, margin), (H, W), (rows_in, cols_in))
+    geom = Geometry((H, W), bool(flipped), crop, resized, pad, (rows_in, cols_in))
     # Resample the already flipped image: reuse Geometry with flipped=False on it.
     same = Geometry((H, W), False, geom.crop, geom.resized, geom.pad, geom.input_size)
     image = torch.from_numpy(same.to_input(np.ascontiguousarray(norm), mode="area")).clamp_(0, 1)

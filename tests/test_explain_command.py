@@ -52,9 +52,7 @@ def test_saliency_lands_on_a_right_breast_lesion_in_source_pixels(pipeline, inde
     assert np.array_equal(maps[0], maps[1])
 
 
-@pytest.mark.parametrize("index", [7, pytest.param(3, marks=pytest.mark.xfail(strict=True, reason=(
-    "known shortfall since the 512x352 classifier (twelfth session): inpainting the true lesion "
-    "takes p 0.99 -> 0.19, cf's 50-pass region only to 0.65")))])
+@pytest.mark.parametrize("index", [7, 3])  # 3 fell short (p 0.65 after) until the breast's own crop box
 def test_the_region_takes_the_call_away_at_the_default_budget(default_pipeline, index):
     """The salient region holds the evidence: replacing it ends the positive call."""
     res = default_pipeline.explain(
@@ -96,7 +94,8 @@ def test_the_change_map_is_reported_with_its_own_region(pipeline, method):
     src = from_dataset(to_dataset(mg, "t:7", 7))
     plain, changed = (other[m].explain(src, method) for m in ("mask", "change"))
     assert plain.passes == changed.passes
-    assert not np.array_equal(plain.saliency, changed.saliency) and changed.saliency.max() == 1.0
+    # Normalised to 1 on the input grid; resampled onto the source, the peak may fall between samples.
+    assert not np.array_equal(plain.saliency, changed.saliency) and changed.saliency.max() > 0.95
     assert metrics.pointing_game(changed.saliency, mg.mask, tolerance_px=4, smooth_px=4)
     assert metrics.energy_inside(changed.saliency, mg.mask) > metrics.energy_inside(plain.saliency, mg.mask)
     threshold = other["change"].cfg.explainer.change_region_threshold
