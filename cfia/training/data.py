@@ -21,7 +21,7 @@ from ..manifest import DataError, Record, read_manifest
 
 log = logging.getLogger("cfia.training")
 
-PREPROCESS_VERSION = "5"  # bump when explain.preprocess or cfia.dicom_io changes what it returns
+PREPROCESS_VERSION = "6"  # bump when explain.preprocess or cfia.dicom_io changes what it returns
 
 
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
