@@ -141,9 +141,6 @@ def _with_meta(ds: Dataset) -> Dataset:
 def test_non_mammogram_sop_class_rejected_or_ignored(start_listener):
     text = Dataset()
     text.SOPClassUID, text.SOPInstanceUID = BasicTextSRStorage, generate_uid()
-    long_series, lettered_study = copy.deepcopy(good), copy.deepcopy(good)
-    long_series.SeriesInstanceUID = "1.2." + "3" * 70  # results derive their UIDs from it
-    lettered_study.StudyInstanceUID = "1.2.840.STUDY.7"
     _with_meta(text)
     port, intake = start_listener()  # default: reject, the context is not accepted
     assert push(port, [text, mammogram(2)]) == [None, 0x0000]
