@@ -50,24 +50,7 @@ def build_gsps(
         presentation_lut_transformation=_presentation_lut(source),
     )
     add_series_laterality(gsps, source)
-    _keep_voi_lut_bits(gsps, source)
     return gsps
-
-
-def _keep_voi_lut_bits(gsps: Dataset, source: Dataset) -> None:
-    """highdicom 0.28 copies the source's VOI LUT Sequence into the GSPS as uint16 data and
-    declares 16 bits per entry whatever the source declared (often 12): the LUT's output
-    then spans 0..0xfff of a 0..0xffff range, the image would show nearly black, and
-    dciodvfy reports the mismatch. A Softcopy VOI LUT allows 8 or 16 bits only, so the
-    copied entries are rescaled to the 16 bits declared: the same display as the source's."""
-    source_luts = list(source.get("VOILUTSequence", []))
-    for softcopy in gsps.get("SoftcopyVOILUTSequence", []):
-        for copied, original in zip(softcopy.get("VOILUTSequence", []), source_luts):
-            bits = int(original.LUTDescriptor[2])
-            if bits in (8, 16) or int(copied.LUTDescriptor[2]) != 16 or bytes(copied.LUTData) != bytes(original.LUTData):
-                continue
-            data = np.frombuffer(bytes(copied.LUTData), "<u2").astype(np.float64)
-            copied.LUTData = np.round(data * 0xFFFF / (2 ** bits - 1)).clip(0, 0xFFFF).astype("<u2").tobytes()
 
 
 def _presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:

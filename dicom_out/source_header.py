@@ -7,7 +7,9 @@ validates them, so a header as sites send it stops every result object:
   ('19500000'), PatientSex 'f' or 'FEMALE', a person name with two values: ValueError
   or TypeError;
 - a VOI LUT whose data were encoded as US (a list) instead of OW (bytes): TypeError in
-  the GSPS.
+  the GSPS; and one of 12 bits per entry, which highdicom copies into the GSPS declared
+  as 16 bits, so it would span a sixteenth of the range (a nearly black image; dciodvfy
+  error).
 `result_header` returns the source itself when nothing needs mending, else a copy of its
 header (the source is not changed) with each such value put into the standard's form
 when that is unambiguous, or emptied (Type 2) when it is not, and the keywords it mended.
@@ -41,19 +43,18 @@ def result_header(source: Dataset) -> tuple[Dataset, list[str]]:
     for keyword in NAMES:
         if isinstance(source.get(keyword), MultiValue):
             mended[keyword] = source[keyword].value[0]  # the first of several names
-    luts = _luts_as_bytes(source)
+    luts = _softcopy_luts(source)
     if not mended and luts is None:
         return source, []
-    copy = Dataset({tag: source[tag] for tag in source.keys()})  # new element dict, same elements
+    copy = _shallow_copy(source)
     if hasattr(source, "file_meta"):
         copy.file_meta = source.file_meta
+    if luts is not None:
+        mended["VOILUTSequence"] = luts
     for keyword, value in mended.items():
         if keyword in copy:
             del copy[keyword]  # a new element: setting the shared one's value would change the source
         setattr(copy, keyword, value)
-    if luts is not None:
-        copy.VOILUTSequence = luts
-        mended["VOILUTSequence"] = None
     return copy, sorted(mended)
 
 
@@ -86,17 +87,34 @@ def _time(value: str):
     return digits if _is_time(digits) else None
 
 
-def _luts_as_bytes(source: Dataset):
-    """A copy of the VOI LUT Sequence with LUT data as little-endian 16-bit bytes, when
-    any item holds them as a list of numbers; None when none does."""
+def _shallow_copy(ds: Dataset) -> Dataset:
+    """A new element dict holding the same elements: adding or deleting elements leaves `ds`
+    as it is (replace an element, never set a shared one's value)."""
+    return Dataset({tag: ds[tag] for tag in ds.keys()})
+
+
+def _softcopy_luts(source: Dataset):
+    """A copy of the VOI LUT Sequence as a GSPS can carry it, when any item needs mending;
+    None when none does. Each item's data become little-endian 16-bit bytes (OW); an item
+    of other than 8 or 16 bits per entry (a Softcopy VOI LUT allows only those) is rescaled
+    to 16 bits and declared so: the same display as the source's."""
     items = list(source.get("VOILUTSequence", []))
-    if not any(isinstance(item.get("LUTData"), (list, MultiValue)) for item in items):
+    listed = [isinstance(item.get("LUTData"), (list, MultiValue)) for item in items]
+    bits = [int(item.LUTDescriptor[2]) for item in items]
+    if not any(listed) and all(b in (8, 16) for b in bits):
         return None
     copies = []
-    for item in items:
-        new = Dataset({tag: item[tag] for tag in item.keys()})
-        if isinstance(item.get("LUTData"), (list, MultiValue)):
-            del new.LUTData
-            new.add_new(0x00283006, "OW", np.asarray(list(item.LUTData), "<u2").tobytes())
+    for item, is_list, b in zip(items, listed, bits):
+        if not is_list and b in (8, 16):
+            copies.append(item)
+            continue
+        data = np.asarray(list(item.LUTData), "<u2") if is_list else np.frombuffer(bytes(item.LUTData), "<u2")
+        new = _shallow_copy(item)
+        del new.LUTData
+        if b not in (8, 16):
+            data = np.round(data.astype(np.float64) * 0xFFFF / (2 ** b - 1)).clip(0, 0xFFFF).astype("<u2")
+            del new.LUTDescriptor
+            new.add_new(0x00283002, "US", [int(item.LUTDescriptor[0]), int(item.LUTDescriptor[1]), 16])
+        new.add_new(0x00283006, "OW", data.tobytes())
         copies.append(new)
     return copies

@@ -246,8 +246,8 @@ class JobQueue:
         so they are not sent again. False when the job is not failed."""
         with self._tx() as db:
             return db.execute(
-                "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, refusals = 0, results = NULL, "
-                "owner = NULL, not_before = 0, error = NULL, finished_at = NULL, updated_at = ? "
+                "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, refusals = 0, "
+                "results = NULL, owner = NULL, not_before = 0, error = NULL, finished_at = NULL, updated_at = ? "
                 "WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
 
     def failed_ids(self) -> list[int]:

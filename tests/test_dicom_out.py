@@ -159,6 +159,7 @@ def test_gsps_keeps_a_12_bit_voi_lut_as_the_source_displays_it(tmp_path, encodin
     item.add_new(0x00283006, encoding, lut.tobytes() if encoding == "OW" else [int(v) for v in lut])
     source.VOILUTSequence = Sequence([item])
     gsps = build_results(source, make_explanation(), ALGORITHM, ["gsps"])["gsps"]
+    assert source.VOILUTSequence[0] is item and list(item.LUTDescriptor) == [4096, 0, 12]  # the source as it was
     path = tmp_path / "gsps.dcm"
     gsps.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
