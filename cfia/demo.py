@@ -42,7 +42,7 @@ OUTPUT_FILES = ("source.dcm", "fractional_seg.dcm", "binary_seg.dcm", "parametri
                 "overlay.png", "summary.json", "lesion.npy")
 
 DEFAULT_SIZE = (1024, 832)
-DEFAULT_SEED = 7   # a circumscribed mass the shipped classifier calls positive (score 0.62, stage 4)
+DEFAULT_SEED = 7   # a circumscribed mass the shipped classifier calls positive (score 0.65, stage 5)
 
 
 class DemoError(RuntimeError):
