@@ -62,7 +62,7 @@ def _pipeline(cfg):
         raise UsageError(str(exc)) from None
 
 
-CALL_THRESHOLD = 0.5  # a probability at or above it is a positive call (cfia explain; cfia evaluate default)
+CALL_THRESHOLD = config_mod.CALL_THRESHOLD  # cfia explain; cfia evaluate's default
 
 
 def cmd_explain(args) -> int:
@@ -95,6 +95,7 @@ def cmd_explain(args) -> int:
     line = {
         "method": result.method, "score": round(result.score, 6),
         "score_after_deletion": round(result.score_after_deletion, 6), "passes": result.passes,
+        "region_forwards": result.region_forwards,
         "seconds": round(result.seconds, 3), "region_pixels": int(result.region.sum()), "outputs": outputs,
     }
     if no_objects:

@@ -38,6 +38,9 @@ def _path() -> dict:
     return {"path": True}
 
 
+CALL_THRESHOLD = 0.5  # a probability at or above it is a positive call (cfia explain, evaluate, the region)
+
+
 @dataclass(frozen=True)
 class TLSConfig:
     enabled: bool = False
@@ -183,6 +186,11 @@ class ExplainerConfig:
     # explainer's own default, explain.counterfactual.REGION_THRESHOLDS).
     change_region_threshold: float = field(default=0.05, metadata=_range(0, 1))
     min_region_pixels: int = field(default=16, metadata=_range(0, None))
+    # Keep only the region's components whose deletion the call needs (explain/region.py):
+    # each removal may leave the probability below 0.5 and at most sufficient_margin above
+    # the whole region's deletion. Forward passes only, reported apart.
+    sufficient_region: bool = False
+    sufficient_margin: float = field(default=0.1, metadata=_range(0, 1))
 
     def map_region_threshold(self, method: str) -> float:
         """The value of `method`'s reported map above which the map forms the salient region."""

@@ -32,8 +32,8 @@ from .dicom_io import read_file
 from .manifest import DataError, read_manifest
 from .pipeline import Pipeline
 
-METRICS = ("pointing_game", "energy_inside", "iou", "pixel_ap", "boundary_distance_mm", "passes", "seconds",
-           "score_after_deletion")
+METRICS = ("pointing_game", "energy_inside", "iou", "pixel_ap", "boundary_distance_mm", "passes", "region_forwards",
+           "seconds", "score_after_deletion")
 # Localisation metrics (higher is better) compared image by image between methods.
 PAIRED_METRICS = ("pointing_game", "energy_inside", "iou", "pixel_ap")
 
@@ -76,7 +76,7 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=spacing,
                                          smooth_px=tol)
             scores["boundary_distance_mm"] = scores.pop("boundary_distance")
-            scores.update(passes=res.passes, seconds=res.seconds, score_after_deletion=res.score_after_deletion)
+            scores.update(passes=res.passes, region_forwards=res.region_forwards, seconds=res.seconds, score_after_deletion=res.score_after_deletion)
             case["methods"][m] = scores
             if len(figure_rows) < figure_cases:
                 thumbs.append(_label(_thumb(overlay.render(res.display, res.saliency, res.region, lesion=lesion),
@@ -140,7 +140,7 @@ def summarise(cases: list[dict], methods: list[str]) -> dict:
     for m in methods:
         out[m] = {}
         for k in METRICS:
-            vals = [float(c["methods"][m][k]) for c in cases]
+            vals = [float(c["methods"][m].get(k, math.nan)) for c in cases]  # older reports lack some
             finite = [v for v in vals if math.isfinite(v)]
             if k in ("seconds", "passes", "boundary_distance_mm"):
                 out[m][k] = float(np.median(finite)) if finite else float("nan")
@@ -188,12 +188,13 @@ def table_paired(pairs: dict, reference: str = "cf") -> str:
 
 
 def table(summary: dict) -> str:
-    head = ["method", "pointing", "energy", "IoU", "pixel AP", "bdist mm (med)", "passes (med)", "s (med)",
-            "p after"]
+    head = ["method", "pointing", "energy", "IoU", "pixel AP", "bdist mm (med)", "passes (med)",
+            "region forwards (mean)", "s (med)", "p after"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, s in summary.items():
         lines.append(f"| {m} | {s['pointing_game']:.3f} | {s['energy_inside']:.3f} | {s['iou']:.3f} | "
                      f"{s['pixel_ap']:.3f} | {s['boundary_distance_mm']:.1f} | {s['passes']:.0f} | "
+                     f"{s.get('region_forwards', math.nan):.1f} | "
                      f"{s['seconds']:.2f} | {s['score_after_deletion']:.3f} |")
     return "\n".join(lines)
 

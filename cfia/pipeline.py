@@ -23,8 +23,9 @@ from explain.counterfactual import CounterfactualExplainer
 from explain.inpaint import make_inpainter
 from explain.perturbation import BlurPerturbation, InpaintPerturbation
 from explain.preprocess import display_values, preprocess
+from explain.region import sufficient_region
 
-from .config import Config, ExplainerConfig
+from .config import CALL_THRESHOLD, Config, ExplainerConfig
 from .dicom_io import SourceImage, from_dataset
 from .files import sha256
 
@@ -42,6 +43,7 @@ class Result:
     seconds: float
     display: np.ndarray         # the source as float [0,1] display values (for overlays)
     input_saliency: np.ndarray  # the map on the classifier input grid
+    region_forwards: int = 0    # forward-only passes spent keeping the sufficient region
 
 
 def resolve_device(name: str) -> str:
@@ -132,10 +134,23 @@ class Pipeline:
         region = metrics.salient_region(saliency, self.cfg.explainer.map_region_threshold(method),
                                         self._min_region_source(pre.geometry))
         # One measure for every method (blur's own deletion, a blurred region, is not it).
-        after = self._score_without(x, pre.geometry.to_input(region.astype(np.float32)) > 0.5)
+        region, after, forwards = self._region_deleted(x, pre.geometry, region)
         # Always report the probability, whatever score the method explained.
         return Result(method, saliency, region, self.probability(x), float(after), out.passes,
-                      time.perf_counter() - start, display_image(src), input_map)
+                      time.perf_counter() - start, display_image(src), input_map, forwards)
+
+    def _region_deleted(self, x, geometry, region: np.ndarray) -> tuple[np.ndarray, float, int]:
+        """The region to report (source grid), the probability once it is deleted, and the
+        forward passes spent choosing it (its sufficient components, when configured)."""
+        def without(r: np.ndarray) -> float:
+            return self._score_without(x, geometry.to_input(r.astype(np.float32)) > 0.5)
+
+        after = without(region)
+        e = self.cfg.explainer
+        if not e.sufficient_region:
+            return region, after, 0
+        kept = sufficient_region(region, after, without, CALL_THRESHOLD, e.sufficient_margin)
+        return kept.region, kept.score_after, kept.forwards
 
     def _preprocess(self, src: SourceImage):
         return preprocess(src.pixels, self.cfg.models.classifier.input_size, src.photometric,

@@ -12,6 +12,7 @@ from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, Oc
 from explain.counterfactual import CounterfactualExplainer, change_map
 from explain.perturbation import (BlurPerturbation, InpaintPerturbation, apply, blurred, tile_holes,
                                   tiled_counterfactual)
+from explain.region import sufficient_region
 
 SIZE = (96, 80)
 LESION = (40, 50, 5)  # row, col, radius
@@ -292,6 +293,40 @@ def test_metrics_on_known_cases():
     region = metrics.salient_region(np.where(lesion, 0.9, 0.0) + np.eye(20) * 0.0, 0.5, 30)
     assert not region.any()  # 25-pixel component dropped below min_pixels=30
     assert metrics.salient_region(perfect, 0.5, 10).sum() == 25
+
+
+def _two_spots():
+    """A region of two components, a (the lesion) and b, and a score that falls by 0.5 when a
+    is deleted and by 0.1 when b is."""
+    region = np.zeros((20, 20), bool)
+    region[2:6, 2:6] = True    # a
+    region[12:16, 12:16] = True  # b
+    a, b = region.copy(), region.copy()
+    a[10:], b[:10] = False, False
+    calls = []
+
+    def score_without(r):
+        calls.append(r.copy())
+        return 0.95 - 0.5 * float((r & a).any()) - 0.1 * float((r & b).any())
+    return region, a, score_without, calls
+
+
+def test_sufficient_region_keeps_the_component_the_call_needs():
+    region, a, score_without, calls = _two_spots()
+    kept = sufficient_region(region, score_without(region), score_without, threshold=0.5)
+    assert np.array_equal(kept.region, a) and kept.score_after == pytest.approx(0.45)
+    assert kept.forwards == 2 == len(calls) - 1  # each component tried once; one left, so no second round
+    # A margin the removal would exceed (0.45 > 0.35 + 0.05) keeps the whole region.
+    kept = sufficient_region(region, 0.35, score_without, threshold=0.5, margin=0.05)
+    assert np.array_equal(kept.region, region) and kept.score_after == 0.35 and kept.forwards == 2
+
+
+def test_sufficient_region_leaves_a_standing_call_or_one_component_alone():
+    region, a, score_without, calls = _two_spots()
+    for r, after in ((region, 0.6), (a, 0.45)):  # the call survives; a single component
+        kept = sufficient_region(r, after, score_without)
+        assert kept.region is r and kept.score_after == after and kept.forwards == 0
+    assert not calls
 
 
 def test_bad_arguments_are_rejected():

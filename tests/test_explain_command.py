@@ -16,6 +16,7 @@ from cfia.cli import load_config, main
 from cfia.dicom_io import from_dataset
 from cfia.pipeline import Pipeline
 from explain import metrics
+from explain.region import sufficient_region
 from phantom.dicom import to_dataset
 from phantom.generate import PhantomOptions, make_one
 
@@ -122,6 +123,28 @@ def test_replacing_the_lesion_ends_the_call_and_healthy_tissue_of_its_size_does_
     score = pipeline.score_without(src, np.zeros_like(mg.mask))
     assert score > 0.5 > pipeline.score_without(src, mg.mask)
     assert pipeline.score_without(src, elsewhere) > 0.5
+
+
+def test_the_sufficient_region_drops_tissue_the_call_does_not_need(pipeline):
+    """The lesion and a patch of healthy tissue as one region: only the lesion is kept, and
+    the explainer's reported region, so chosen, is the one its score after deletion measures."""
+    mg = make_one(31, 7, MASSES)
+    src = from_dataset(to_dataset(mg, "t:7", 7))
+    rows = np.flatnonzero(mg.mask.any(axis=1))
+    elsewhere = np.roll(mg.mask, 120 if rows.mean() < mg.mask.shape[0] / 2 else -120, axis=0)
+    both = mg.mask | elsewhere
+
+    def without(region):
+        return pipeline.score_without(src, region)
+
+    kept = sufficient_region(both, without(both), without)
+    assert kept.region.any() and not (kept.region & ~mg.mask).any()  # the lesion's (two components), no patch
+    assert kept.forwards >= 3 and kept.score_after < 0.5
+    cfg = pipeline.cfg
+    on = Pipeline(replace(cfg, explainer=replace(cfg.explainer, sufficient_region=True)))
+    res, off = on.explain(src, "gradcam"), pipeline.explain(src, "gradcam")  # any method: one pass
+    assert res.region.any() and not (res.region & ~off.region).any()
+    assert res.score_after_deletion == pytest.approx(on.score_without(src, res.region), abs=1e-6)
 
 
 def test_explanations_are_deterministic(pipeline):
