@@ -188,9 +188,10 @@ class ExplainerConfig:
     min_region_pixels: int = field(default=16, metadata=_range(0, None))
     # Keep only the region's components whose deletion the call needs (explain/region.py):
     # each removal may leave the probability below 0.5 and at most sufficient_margin above
-    # the whole region's deletion. Forward passes only, reported apart.
-    sufficient_region: bool = False
+    # the whole region's deletion. Forward passes only (at most sufficient_forwards), reported apart.
+    sufficient_region: bool = True
     sufficient_margin: float = field(default=0.1, metadata=_range(0, 1))
+    sufficient_forwards: int = field(default=20, metadata=_range(0, None))
 
     def map_region_threshold(self, method: str) -> float:
         """The value of `method`'s reported map above which the map forms the salient region."""

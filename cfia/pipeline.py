@@ -149,7 +149,7 @@ class Pipeline:
         e = self.cfg.explainer
         if not e.sufficient_region:
             return region, after, 0
-        kept = sufficient_region(region, after, without, CALL_THRESHOLD, e.sufficient_margin)
+        kept = sufficient_region(region, after, without, CALL_THRESHOLD, e.sufficient_margin, e.sufficient_forwards)
         return kept.region, kept.score_after, kept.forwards
 
     def _preprocess(self, src: SourceImage):

@@ -24,20 +24,21 @@ class Sufficient:
 
 
 def sufficient_region(region: np.ndarray, score_after: float, score_without: Callable[[np.ndarray], float],
-                      threshold: float = 0.5, margin: Optional[float] = None) -> Sufficient:
+                      threshold: float = 0.5, margin: Optional[float] = None, max_forwards: int = 20) -> Sufficient:
     """Remove components of `region` while deleting the rest still leaves the probability
     below `threshold` (and, with `margin`, at most the whole region's `score_after` + margin).
 
     Each round tries every kept component and removes the one whose removal leaves the lowest
     probability, so a component that carries the call is the last to go. score_without(region)
     is the probability once that region is deleted. A region of one component, or one whose
-    deletion leaves the call standing, is returned as it is."""
+    deletion leaves the call standing, is returned as it is. Rounds stop before they would
+    spend more than `max_forwards` passes (k components cost up to k(k+1)/2 - 1)."""
     labels, n = ndimage.label(region)
     if n < 2 or score_after >= threshold:
         return Sufficient(region, score_after, 0)
     ceiling = threshold if margin is None else min(threshold, score_after + margin)
     keep, after, forwards = list(range(1, n + 1)), score_after, 0
-    while len(keep) > 1:
+    while 1 < len(keep) <= max_forwards - forwards:
         trials = []
         for label in keep:
             rest = [k for k in keep if k != label]

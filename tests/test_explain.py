@@ -319,6 +319,9 @@ def test_sufficient_region_keeps_the_component_the_call_needs():
     # A margin the removal would exceed (0.45 > 0.35 + 0.05) keeps the whole region.
     kept = sufficient_region(region, 0.35, score_without, threshold=0.5, margin=0.05)
     assert np.array_equal(kept.region, region) and kept.score_after == 0.35 and kept.forwards == 2
+    # A budget too small for one round (two components, one pass) leaves the region whole.
+    kept = sufficient_region(region, 0.35, score_without, threshold=0.5, max_forwards=1)
+    assert np.array_equal(kept.region, region) and kept.forwards == 0
 
 
 def test_sufficient_region_leaves_a_standing_call_or_one_component_alone():

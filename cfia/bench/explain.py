@@ -52,18 +52,19 @@ def run(files, method, cfg, results=None) -> dict:
     t0 = time.perf_counter()
     pipeline = Pipeline(cfg)
     load_s = time.perf_counter() - t0
-    seconds, passes = [], []
+    seconds, passes, forwards = [], [], []
     for path in files:
         src = read_file(path)
         start = time.perf_counter()
         res = pipeline.explain(src, method)
         seconds.append(time.perf_counter() - start)
         passes.append(res.passes)
+        forwards.append(res.region_forwards)
         if results is not None:
             results.append(res)
     return {"size": list(src.pixels.shape), "method": method, "count": len(files), "model_load_s": round(load_s, 2),
             "seconds": [round(s, 2) for s in seconds], "median_s": round(float(np.median(seconds)), 2),
-            "passes": passes, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "passes": passes, "region_forwards": forwards, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
