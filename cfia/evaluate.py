@@ -76,7 +76,8 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=spacing,
                                          smooth_px=tol)
             scores["boundary_distance_mm"] = scores.pop("boundary_distance")
-            scores.update(passes=res.passes, region_forwards=res.region_forwards, seconds=res.seconds, score_after_deletion=res.score_after_deletion)
+            scores.update(passes=res.passes, region_forwards=res.region_forwards, seconds=res.seconds,
+                          score_after_deletion=res.score_after_deletion)
             case["methods"][m] = scores
             if len(figure_rows) < figure_cases:
                 thumbs.append(_label(_thumb(overlay.render(res.display, res.saliency, res.region, lesion=lesion),

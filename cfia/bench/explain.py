@@ -64,7 +64,8 @@ def run(files, method, cfg, results=None) -> dict:
             results.append(res)
     return {"size": list(src.pixels.shape), "method": method, "count": len(files), "model_load_s": round(load_s, 2),
             "seconds": [round(s, 2) for s in seconds], "median_s": round(float(np.median(seconds)), 2),
-            "passes": passes, "region_forwards": forwards, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "passes": passes, "region_forwards": forwards,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
