@@ -143,7 +143,7 @@ class Pipeline:
         """The region to report (source grid), the probability once it is deleted, and the
         forward passes spent choosing it (its sufficient components, when configured)."""
         def without(r: np.ndarray) -> float:
-            return self._score_without(x, geometry.to_input(r.astype(np.float32)) > 0.5)
+            return self._score_without(x, geometry, r)
 
         after = without(region)
         e = self.cfg.explainer
@@ -165,12 +165,13 @@ class Pipeline:
         """The probability once `region` (bool, source grid) is replaced by inpainted
         healthy tissue: what every method's score_after_deletion reports."""
         pre = self._preprocess(src)
-        region_in = pre.geometry.to_input(region.astype(np.float32)) > 0.5
-        return self._score_without(pre.image[None].to(self.device), region_in)
+        return self._score_without(pre.image[None].to(self.device), pre.geometry, region)
 
-    def _score_without(self, x: torch.Tensor, region_in: np.ndarray) -> float:
-        """Exactly the region's pixels take the inpainter's fill (the hole it fills is the
-        region grown by 2 px, for context); every other pixel is the image's."""
+    def _score_without(self, x: torch.Tensor, geometry, region_source: np.ndarray) -> float:
+        """The source-grid region mapped to the input grid; exactly its pixels take the
+        inpainter's fill (the hole it fills is the region grown by 2 px, for context); every
+        other pixel is the image's."""
+        region_in = geometry.to_input(region_source.astype(np.float32)) > 0.5
         region = torch.from_numpy(region_in)[None, None].to(x.device)
         if not region.any():
             return self.probability(x)
