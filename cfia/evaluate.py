@@ -141,7 +141,7 @@ def summarise(cases: list[dict], methods: list[str]) -> dict:
     for m in methods:
         out[m] = {}
         for k in METRICS:
-            vals = [float(c["methods"][m].get(k, math.nan)) for c in cases]  # older reports lack some
+            vals = [float(c["methods"][m][k]) for c in cases]
             finite = [v for v in vals if math.isfinite(v)]
             if k in ("seconds", "passes", "boundary_distance_mm"):
                 out[m][k] = float(np.median(finite)) if finite else float("nan")
@@ -195,7 +195,7 @@ def table(summary: dict) -> str:
     for m, s in summary.items():
         lines.append(f"| {m} | {s['pointing_game']:.3f} | {s['energy_inside']:.3f} | {s['iou']:.3f} | "
                      f"{s['pixel_ap']:.3f} | {s['boundary_distance_mm']:.1f} | {s['passes']:.0f} | "
-                     f"{s.get('region_forwards', math.nan):.1f} | "
+                     f"{s['region_forwards']:.1f} | "
                      f"{s['seconds']:.2f} | {s['score_after_deletion']:.3f} |")
     return "\n".join(lines)
 
