@@ -114,11 +114,16 @@ def test_every_method_reports_its_region_replaced_by_inpainted_tissue(pipeline, 
     assert res.score_after_deletion == pytest.approx(pipeline.score_without(src, res.region), abs=1e-6)
 
 
+def _healthy_patch(mg) -> np.ndarray:
+    """The lesion's mask moved 120 rows away from it, onto healthy tissue of its size."""
+    rows = np.flatnonzero(mg.mask.any(axis=1))
+    return np.roll(mg.mask, 120 if rows.mean() < mg.mask.shape[0] / 2 else -120, axis=0)
+
+
 def test_replacing_the_lesion_ends_the_call_and_healthy_tissue_of_its_size_does_not(pipeline):
     mg = make_one(31, 7, MASSES)
     src = from_dataset(to_dataset(mg, "t:7", 7))
-    rows = np.flatnonzero(mg.mask.any(axis=1))
-    elsewhere = np.roll(mg.mask, 120 if rows.mean() < mg.mask.shape[0] / 2 else -120, axis=0)
+    elsewhere = _healthy_patch(mg)
     assert not (elsewhere & mg.mask).any() and (elsewhere <= mg.breast).all()
     score = pipeline.score_without(src, np.zeros_like(mg.mask))
     assert score > 0.5 > pipeline.score_without(src, mg.mask)
@@ -130,9 +135,7 @@ def test_the_sufficient_region_drops_tissue_the_call_does_not_need(pipeline):
     the explainer's reported region, so chosen, is the one its score after deletion measures."""
     mg = make_one(31, 7, MASSES)
     src = from_dataset(to_dataset(mg, "t:7", 7))
-    rows = np.flatnonzero(mg.mask.any(axis=1))
-    elsewhere = np.roll(mg.mask, 120 if rows.mean() < mg.mask.shape[0] / 2 else -120, axis=0)
-    both = mg.mask | elsewhere
+    both = mg.mask | _healthy_patch(mg)
 
     def without(region):
         return pipeline.score_without(src, region)
