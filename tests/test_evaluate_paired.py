@@ -46,3 +46,25 @@ def test_compare_command_reads_a_saved_report(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("not json")
     assert compare.main([str(tmp_path / "bad.json")]) == 2
     assert "not a cfia evaluate report" in capsys.readouterr().err
+
+
+def test_compare_command_gives_one_row_per_report_against_one_method(tmp_path, capsys):
+    ahead, level = tmp_path / "ahead.json", tmp_path / "level.json"
+    rng = np.random.default_rng(2)
+    blur = rng.uniform(0.2, 0.6, 40)
+    cases = _cases(blur + 0.05, blur)
+    for i, c in enumerate(cases):
+        c["file"] = f"img{i}.dcm"
+    ahead.write_text(json.dumps({"methods": ["cf", "blur"], "cases": cases,
+                                 "called_without_lesion": ["img0.dcm", "img1.dcm", "elsewhere.dcm"]}))
+    level.write_text(json.dumps({"methods": ["cf", "blur", "ig"], "cases": _cases(blur, blur)}))
+    assert compare.main([str(ahead), str(level), "--against", "blur"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(f"| {tmp_path}")]
+    assert len(rows) == 2
+    assert rows[0].split(" | ")[1:3] == ["40", "2"]   # calls; of them, not resting on their lesion
+    assert rows[0].count("**+0.050 (") == 3           # ahead on all three, clear of zero
+    assert "**" not in rows[1] and rows[1].count("+0.000 (+0.000 .. +0.000)") == 3
+    assert compare.main([str(ahead), str(level)]) == 2
+    assert "need --against" in capsys.readouterr().err
+    assert compare.main([str(ahead), "--against", "ig"]) == 2
+    assert "'ig'" in capsys.readouterr().err
