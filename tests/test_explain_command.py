@@ -387,3 +387,25 @@ def test_objects_that_cannot_be_built_are_a_permanent_failure_whose_reason_quote
     reason = str(raised.value)
     assert "ValueError" in reason and "build_objects" in reason
     assert "PHANTOM" not in reason and str(ds.PatientName) not in reason
+
+
+def test_overlay_is_drawn_at_display_size_and_keeps_a_small_region_visible(tmp_path):
+    from PIL import Image
+
+    from cfia import overlay
+    rows, cols = 4000, 3000
+    image = np.tile(np.linspace(0, 1, cols, dtype=np.float32), (rows, 1))
+    saliency = np.zeros((rows, cols), np.float32)
+    region = np.zeros((rows, cols), bool)
+    region[2000:2006, 1500:1506] = True          # 6x6 source pixels: 2x2 at the display size
+    saliency[1900:2100, 1400:1600] = 1.0
+    path = overlay.save(tmp_path / "overlay.png", image, saliency, region)
+    with Image.open(path) as png:
+        rgb = np.asarray(png.convert("RGB"))
+    assert rgb.shape == (overlay.MAX_SIDE, overlay.MAX_SIDE * cols // rows, 3)
+    cyan = (rgb[..., 0] == 0) & (rgb[..., 1] == 255) & (rgb[..., 2] == 255)
+    ys, xs = np.nonzero(cyan)
+    assert ys.size and abs(ys.mean() - 2003 * 0.4) < 3 and abs(xs.mean() - 1503 * 0.4) < 3
+    parts = (image[:100, :100], saliency[:100, :100], region[1950:2050, 1450:1550], None)
+    small = overlay.shrink(*parts, overlay.MAX_SIDE)             # smaller than the display: as it is
+    assert all(a is b for a, b in zip(small, parts))
