@@ -37,15 +37,15 @@ def _interval(d: dict) -> str:
     return f"**{text}**" if lo >= 0.0005 or hi <= -0.0005 else text
 
 
-def table_rows(reports: dict[str, dict], reference: str, against: str) -> str:
+def table_rows(reports: dict[str, dict], pairs_by_report: dict[str, dict], reference: str, against: str) -> str:
     """One row per report: calls, calls not resting on their lesion, each method's pointing /
-    energy / IoU, and reference minus `against` with its interval per metric."""
+    energy / IoU, and reference minus `against` (its `paired` result) with its interval per metric."""
     head = ["report", "calls", "not on the lesion", reference, against] + [f"{reference} minus {against}: {k}"
                                                                           for k in ROW_METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, report in reports.items():
         cases = report["cases"]
-        pairs = paired(cases, [reference, against], reference)[against]
+        pairs = pairs_by_report[name][against]
         survive = set(report.get("called_without_lesion", []))
         means = {m: " / ".join(f"{np.nanmean([c['methods'][m][k] for c in cases]):.3f}" for k in ROW_METRICS)
                  for m in (reference, against)}
@@ -66,21 +66,21 @@ def main(argv=None) -> int:
         print("error: several reports need --against METHOD (one row per report)", file=sys.stderr)
         return 2
     reports = {}
+    needed = [args.reference, args.against] if args.against else [args.reference]
     for path in args.reports:
         try:
             reports[path] = _load(path)
         except (OSError, ValueError, KeyError) as exc:
             print(f"error: {path}: not a cfia evaluate report ({exc})", file=sys.stderr)
             return 2
-        needed = [args.reference, args.against] if args.against else [args.reference]
         methods, cases = reports[path]["methods"], reports[path]["cases"]
         if any(m not in methods for m in needed) or len(methods) < 2 or not cases:
             print(f"error: {path}: {' and '.join(map(repr, needed))} and at least one other method with cases "
                   f"are needed; the report has {methods} and {len(cases)} case(s)", file=sys.stderr)
             return 2
     if args.against:
-        print(table_rows(reports, args.reference, args.against))
-        result = {p: paired(r["cases"], [args.reference, args.against], args.reference) for p, r in reports.items()}
+        result = {p: paired(r["cases"], needed, args.reference) for p, r in reports.items()}
+        print(table_rows(reports, result, args.reference, args.against))
     else:
         report = reports[args.reports[0]]
         result = paired(report["cases"], report["methods"], args.reference)
