@@ -118,10 +118,13 @@ class Node:
         """Supervise until `stop` is set; returns the exit code."""
         next_prune = 0.0
         while not stop.wait(0.5):
-            self.pool.check()
-            if time.monotonic() >= next_prune:
-                self.prune()
-                next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+            try:
+                self.pool.check()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+                    self.prune()
+            except Exception:  # the queue busy or its disk full: keep serving, the next round retries
+                log.exception("supervisor step failed, will retry")
             if self.pool.config_error:
                 log.error("stopping: the processor cannot be built (see the worker's error)")
                 self.stop()
@@ -130,6 +133,7 @@ class Node:
         return 0
 
     def stop(self) -> None:
+        """Idempotent: serve() calls it again on the way out, whatever happened."""
         log.info("stopping: no new associations")
         if self.server is not None:
             self.server.shutdown()
@@ -137,13 +141,17 @@ class Node:
             self.server = None
         if self.pool is not None:
             self.pool.stop(self.cfg.workers.stop_timeout_seconds)
+            self.pool = None
         if self.http is not None:
             self.http.shutdown()
+            self.http = None
         if self.queue is not None:
             log.info("stopped", extra=self.queue.counts())
             self.queue.close()
+            self.queue = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def _drain(server, seconds: float) -> None:
@@ -173,4 +181,7 @@ def serve(cfg, config_path: str | None = None) -> int:
         log.error("cannot start", extra={"reason": f"{type(exc).__name__}: {exc}"})
         node.stop()
         return 1
-    return node.run(stop)
+    try:
+        return node.run(stop)
+    finally:  # an error in the supervisor must not leave workers (non-daemon) holding the process
+        node.stop()

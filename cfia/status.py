@@ -70,13 +70,18 @@ def format_text(snap: dict, serve: Optional[dict]) -> str:
 
 def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> str:
     counts = queue.counts()
-    pruned_done = int(queue.pruned_totals().get("done", 0))  # rows deleted after spool.keep_done_days
+    totals = queue.pruned_totals()
+    pruned_done = int(totals.get("done", 0))  # rows deleted after spool.keep_done_days
+    requeued = int(totals.get("requeued", 0))  # failed jobs `cfia requeue` sent back
     out = [
         _metric("cfia_received_total", "counter", "Mammograms received and queued (all time).",
                 [("", sum(counts.values()) + pruned_done)]),
         _metric("cfia_processed_total", "counter", "Jobs whose results were delivered.",
                 [("", counts["done"] + pruned_done)]),
-        _metric("cfia_failed_total", "counter", "Jobs moved to the dead-letter folder.", [("", counts["failed"])]),
+        _metric("cfia_failed_total", "counter", "Jobs moved to the dead-letter folder (all time).",
+                [("", counts["failed"] + requeued)]),
+        _metric("cfia_failed_jobs", "gauge", "Jobs in the dead-letter folder now (cfia requeue lowers it).",
+                [("", counts["failed"])]),
         _metric("cfia_queue_depth", "gauge", "Jobs waiting, by state.",
                 [(f'{{state="{s}"}}', counts[s]) for s in WAITING]),
         _metric("cfia_store_refused_total", "counter", "C-STOREs refused since start, by status.",

@@ -98,7 +98,7 @@ class Worker:
             if job.results is None:
                 self._process(job, fields)
             else:
-                self._deliver(job, Path(job.results), fields)
+                self._deliver(job, self.spool.locate(job.results), fields)
         except Exception as exc:  # a bug in the worker itself: keep the job, keep serving
             log.exception("worker error", extra=fields)
             self.queue.retry_later(job.id, f"worker error: {type(exc).__name__}: {exc}",
@@ -112,7 +112,7 @@ class Worker:
             self._dead_letter(job, f"worker died while processing ({job.attempts - 1} attempts)", fields)
             return
         try:
-            ds = read_image(Path(job.path))
+            ds = read_image(self.spool.locate(job.path))
         except UndecodableImage as exc:
             self._dead_letter(job, str(exc), fields)
             return
@@ -147,6 +147,10 @@ class Worker:
     # -- sending ---------------------------------------------------------------
 
     def _deliver(self, job: Job, folder: Path, fields: dict) -> None:
+        if not folder.is_dir():  # lost (e.g. a crash while dead-lettering): never count it as sent
+            log.warning("results folder missing, explaining again", extra={**fields, "folder": str(folder)})
+            self.queue.drop_results(job.id, f"results folder missing: {folder}")
+            return
         destinations = self.routing.destinations_for(job.calling_ae)
         if not destinations:
             self._dead_letter(job, f"no destination for calling AE {job.calling_ae!r}", fields, folder)
@@ -159,7 +163,7 @@ class Worker:
                 return
             self.queue.add_delivered(job.id, destination_key(dest))
         self.queue.finish(job.id)
-        self.spool.remove(Path(job.path), folder)
+        self.spool.remove(self.spool.locate(job.path), folder)
         log.info("delivered", extra={**fields, "objects": len(files), "destinations": len(destinations)})
 
     def _send_to(self, job: Job, dest: Destination, files: Sequence[Path], folder: Path, fields: dict) -> bool:
@@ -187,7 +191,7 @@ class Worker:
     # -- giving up -------------------------------------------------------------
 
     def _dead_letter(self, job: Job, reason: str, fields: dict, results: Optional[Path] = None) -> None:
-        folder = self.spool.move_to_dead_letter(job.id, Path(job.path), results, {
+        folder = self.spool.move_to_dead_letter(job.id, self.spool.locate(job.path), results, {
             "job": job.id, "sop_instance_uid": job.sop_instance_uid, "study_instance_uid": job.study_instance_uid,
             "calling_ae": job.calling_ae, "attempts": job.attempts, "send_attempts": job.send_attempts,
             "refusals": job.refusals,

@@ -89,8 +89,8 @@ class WorkerPool:
     def check(self) -> None:
         """Replace workers that died, giving their jobs back to the queue."""
         for proc in [p for p in self.processes if not p.is_alive()]:
+            n = self.queue.requeue_running(f"pid{proc.pid}")  # if this raises, the next check retries
             self.processes.remove(proc)
-            n = self.queue.requeue_running(f"pid{proc.pid}")
             if proc.exitcode == EXIT_CONFIG:
                 self.config_error = True
                 continue

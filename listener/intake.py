@@ -102,7 +102,7 @@ def _spool(event, intake: Intake, ds: Dataset, fields: dict) -> Dataset | int:
         Path(path).unlink(missing_ok=True)
         return _refuse(intake, statuses.OUT_OF_RESOURCES, f"cannot record job: {exc}", fields)
     if replaced:
-        Path(replaced).unlink(missing_ok=True)
+        intake.spool.locate(replaced).unlink(missing_ok=True)
     intake.count("received")
     log.info("stored instance", extra={**fields, "job": job_id, "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
                                        "transfer_syntax": str(event.context.transfer_syntax), "resend": bool(replaced)})

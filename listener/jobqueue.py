@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 CREATE INDEX IF NOT EXISTS jobs_uid ON jobs (sop_instance_uid, state);
--- What pruned done rows contributed to the all-time metrics, so they never go down.
+-- What pruned done rows (and requeued failed ones) contributed to the all-time
+-- metrics, so they never go down.
 CREATE TABLE IF NOT EXISTS pruned_totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 
@@ -213,6 +214,8 @@ class JobQueue:
         old = "FROM jobs WHERE state = 'done' AND finished_at < ?"
         with self._tx() as db:
             seconds = [r[0] for r in db.execute(f"SELECT explain_seconds {old}", (cutoff,)).fetchall()]
+            if not seconds:  # nothing to prune: write nothing (a full disk must not stop the node)
+                return 0
             explained = [v for v in seconds if v is not None]
             add = {"done": len(seconds), "explain_count": len(explained), "explain_sum": sum(explained),
                    **{f"explain_le_{b}": sum(v <= b for v in explained) for b in EXPLAIN_BUCKETS}}
@@ -245,10 +248,20 @@ class JobQueue:
         reset, results to be rebuilt; destinations that already have them are kept,
         so they are not sent again. False when the job is not failed."""
         with self._tx() as db:
-            return db.execute(
+            requeued = db.execute(
                 "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, refusals = 0, "
                 "results = NULL, owner = NULL, not_before = 0, error = NULL, finished_at = NULL, updated_at = ? "
                 "WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
+            if requeued:  # the failure still happened: cfia_failed_total must not go down
+                db.execute("INSERT INTO pruned_totals (key, value) VALUES ('requeued', 1) "
+                           "ON CONFLICT (key) DO UPDATE SET value = value + 1")
+            return requeued
+
+    def drop_results(self, job_id: int, error: str) -> None:
+        """The job's results folder is gone: back to `queued`, to be explained again."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state = 'queued', results = NULL, owner = NULL, not_before = 0, "
+                       "error = ?, updated_at = ? WHERE id = ?", (error, self._clock(), job_id))
 
     def failed_ids(self) -> list[int]:
         with self._lock:

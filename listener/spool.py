@@ -142,7 +142,15 @@ class Spool:
         if results is not None:
             shutil.rmtree(results, ignore_errors=True)
 
+    def locate(self, stored: str | Path) -> Path:
+        """Where a path the queue recorded is now. The queue keeps absolute paths, but
+        the spool may have moved since, or be reached under another name (a symlink,
+        a relative folder made absolute): only <folder>/<name> below the root counts."""
+        stored = Path(stored)
+        return self.root / stored.parent.name / stored.name
+
     def orphans(self, known: set[str]) -> list[Path]:
         """Incoming files no job refers to: written, but the store was never
         acknowledged (crash between rename and commit), so the sender will resend."""
-        return [p for p in self.incoming.iterdir() if str(p) not in known]
+        owned = {self.locate(path) for path in known}
+        return [p for p in self.incoming.iterdir() if p not in owned]

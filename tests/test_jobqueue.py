@@ -160,3 +160,81 @@ def test_a_queue_file_of_an_older_cfia_gains_the_refusals_column(tmp_path):
         assert queue.get(1).refusals == 1
     finally:
         queue.close()
+
+
+def test_failed_total_never_goes_down_when_a_failed_job_is_requeued(queue):
+    """cfia_failed_total is a counter: `cfia requeue` lowers the dead-letter gauge only."""
+    from cfia.status import prometheus
+
+    job = _add(queue)
+    queue.close_batch("a")
+    queue.claim("w")
+    queue.fail(job, "refused")
+    assert "cfia_failed_total 1" in prometheus(queue, {}, 1) and "cfia_failed_jobs 1" in prometheus(queue, {}, 1)
+    assert queue.requeue_failed(job, "/spool/again.dcm")
+    after = prometheus(queue, {}, 1)
+    assert "cfia_failed_total 1" in after and "cfia_failed_jobs 0" in after
+
+
+def test_prune_with_nothing_to_prune_writes_nothing(queue):
+    """The supervisor prunes every hour; on a full disk a write would fail for nothing."""
+    assert queue.prune_done(0) == 0 and queue.pruned_totals() == {}
+
+
+@pytest.mark.parametrize("reached_as", ["moved", "symlink"])
+def test_a_spool_moved_or_reached_by_another_name_keeps_its_received_images(tmp_path, reached_as):
+    """The queue records absolute paths; start-up must not take the images it
+    acknowledged under the old name for unacknowledged ones and delete them."""
+    from cfia.config import from_dict
+    from cfia.serve import Node
+    from listener import Spool
+
+    old = Spool(tmp_path / "old").create()
+    q = JobQueue(old.queue_file)
+    path = old.write_incoming(b"acknowledged image")
+    q.add(str(path), "1.2.3", "1.2", "1.2.840.10008.5.1.4.1.1.1.2", "MOD", "a")
+    q.close()
+    (tmp_path / "old").rename(tmp_path / "new")
+    if reached_as == "symlink":
+        (tmp_path / "link").symlink_to(tmp_path / "new")
+    root = tmp_path / ("new" if reached_as == "moved" else "link")
+    node = Node(from_dict({"spool": {"folder": str(root)}}, tmp_path))
+    node.queue = JobQueue(node.spool.queue_file)
+    node._recover()
+    assert [p.name for p in node.spool.incoming.iterdir()] == [path.name]
+    assert node.spool.locate(node.queue.get(1).path).read_bytes() == b"acknowledged image"
+    node.queue.close()
+
+
+def test_an_error_in_the_supervisor_is_logged_and_serving_goes_on(tmp_path, caplog):
+    """A full disk or a busy queue while checking workers or pruning must neither end
+    nor hang the server: the next round retries, and a stop still stops."""
+    import sqlite3
+    import threading
+
+    from cfia.config import from_dict
+    from cfia.serve import Node
+
+    stop = threading.Event()
+
+    class FlakyPool:  # stands in for the worker processes
+        config_error = False
+        calls = 0
+        stopped = False
+
+        def check(self):
+            FlakyPool.calls += 1
+            if FlakyPool.calls == 1:
+                raise sqlite3.OperationalError("database or disk is full")
+            if FlakyPool.calls == 3:
+                stop.set()
+
+        def stop(self, timeout):
+            FlakyPool.stopped = True
+
+    node = Node(from_dict({"spool": {"folder": str(tmp_path / "spool")}}, tmp_path))
+    node.queue = JobQueue(tmp_path / "q.sqlite")
+    node.pool = FlakyPool()
+    assert node.run(stop) == 0
+    assert FlakyPool.calls == 3 and FlakyPool.stopped
+    assert "supervisor step failed" in caplog.text and "database or disk is full" in caplog.text

@@ -18,6 +18,7 @@ from dicom_out import Backoff, Destination
 from listener import Intake, JobQueue, ListenerSettings, Spool
 from node_helpers import StorageSCP, mammogram, poll, push
 
+MG = "1.2.840.10008.5.1.4.1.1.1.2"
 FAST = Backoff(base_seconds=0.05, max_seconds=0.2, jitter=0)
 MG_RESULT_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66.4",   # Segmentation (FRACTIONAL and BINARY)
@@ -280,3 +281,25 @@ def test_failed_job_is_requeued_once_its_cause_is_fixed(make_node, dest, tmp_pat
     assert cli.main(["requeue", "--config", str(config), "1"]) == 2
     assert "job 1 is done, not failed" in capsys.readouterr().err
     assert cli.main(["requeue", "--config", str(config)]) == 2
+
+
+def test_a_lost_results_folder_is_explained_again_not_counted_as_sent(tmp_path, dest):
+    """A job `sending` whose results folder is gone (a crash while dead-lettering)
+    goes back to processing; nothing is marked delivered that was not sent."""
+    from listener.spool import encode
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    queue.claim("setup")
+    queue.set_results(job, str(spool.results / str(job)), 1.0)  # never written
+    queue.requeue_running("setup")
+    worker = Worker(queue, spool, blob(Config()), Routing(fixed=(_to(dest),)), backoff=FAST)
+    assert worker.run_once()
+    lost = queue.get(job)
+    assert (lost.state, lost.results, lost.delivered) == ("queued", None, ())
+    assert dest.received == [] and "results folder missing" in lost.error
+    assert worker.run_once() and queue.get(job).state == "done"
+    assert len(dest.received) == 5
+    queue.close()
