@@ -200,8 +200,14 @@ def cmd_config_show(args) -> int:
 
 def cmd_serve(args) -> int:
     from .serve import serve
+    from .workers import EXIT_CONFIG
 
-    return serve(load_config(args.config), args.config)
+    try:
+        cfg = load_config(args.config)
+    except config_mod.ConfigError as exc:  # 78, not 2: systemd must not restart a wrong config
+        print(f"cfia: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return serve(cfg, args.config)
 
 
 def cmd_status(args) -> int:

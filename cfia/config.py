@@ -256,15 +256,27 @@ def load(path: str | Path) -> Config:
 def from_dict(raw: Any, base: Path = Path(".")) -> Config:
     cfg = _build(Config, raw, "", base)
     _check_return_to_sender(cfg.return_to_sender)
+    _check_tls(cfg.listener.tls)
     return cfg
 
 
 def _check_return_to_sender(table: dict) -> None:
     for ae, dest in table.items():
-        where = f"return_to_sender.{ae}"
-        if not isinstance(dest, dict):
-            raise ConfigError(f"{where}: expected a mapping with host and port, got {dest!r}")
-        _build(DestinationConfig, dest, where + ".", Path("."))
+        return_destination(ae, dest)
+
+
+def return_destination(calling_ae: str, raw: Any) -> DestinationConfig:
+    """A return_to_sender entry: host and port are required (a default would send a
+    caller's results somewhere else); the AE title defaults to the caller's own."""
+    where = f"return_to_sender.{calling_ae}"
+    if not isinstance(raw, dict) or not {"host", "port"} <= set(raw):
+        raise ConfigError(f"{where}: expected a mapping with host and port, got {raw!r}")
+    return _build(DestinationConfig, {"ae_title": str(calling_ae).strip(), **raw}, where + ".", Path("."))
+
+
+def _check_tls(tls: TLSConfig) -> None:
+    if tls.enabled and not (tls.certificate and tls.key):
+        raise ConfigError("listener.tls: enabled, so certificate and key are required")
 
 
 def _build(cls: type, raw: Any, prefix: str, base: Path):

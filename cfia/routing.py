@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dicom_out import Destination
 
+from .config import return_destination
 from .worker import Routing
 
 
@@ -13,13 +14,6 @@ def _destination(d, name: str | None = None) -> Destination:
 def routing_from_config(cfg) -> Routing:
     back = []
     for calling_ae, raw in cfg.return_to_sender.items():
-        d = raw if not isinstance(raw, dict) else _from_mapping(raw)
+        d = raw if not isinstance(raw, dict) else return_destination(calling_ae, raw)
         back.append((str(calling_ae).strip(), _destination(d, f"return-to-{calling_ae}")))
     return Routing(fixed=tuple(_destination(d) for d in cfg.destinations), return_to_sender=tuple(back))
-
-
-def _from_mapping(raw: dict):
-    from .config import DestinationConfig, _build
-    from pathlib import Path
-
-    return _build(DestinationConfig, raw, "return_to_sender.", Path("."))

@@ -88,10 +88,13 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
     for sop_class, syntaxes in _contexts(items):
         ae.add_requested_context(sop_class, syntaxes)
     tls = (destination.ssl_context, destination.host) if destination.ssl_context else None
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls)
+    where = f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
+    try:
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls)
+    except OSError as exc:  # the host name does not resolve, a TLS handshake fails: down, for now
+        raise DestinationUnavailable(f"no association with {where}: {type(exc).__name__}: {exc}") from None
     if not assoc.is_established:
-        raise DestinationUnavailable(f"no association with {destination.name} "
-                                     f"({destination.ae_title}@{destination.host}:{destination.port})")
+        raise DestinationUnavailable(f"no association with {where}")
     try:
         return {item.sop_instance_uid: _store_one(assoc, item, destination) for item in items}
     finally:
@@ -102,6 +105,8 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
 def _store_one(assoc, item: _Item, destination: Destination) -> int:
     try:
         reply = assoc.send_c_store(item.payload)
+    except RuntimeError:  # pynetdicom: the association ended before this store
+        raise DestinationUnavailable(f"association with {destination.name} ended while sending") from None
     except ValueError:  # no accepted presentation context for this SOP class
         log.warning("destination refused SOP class", extra={"destination": destination.name,
                                                             "sop_class_uid": item.sop_class_uid})

@@ -36,7 +36,9 @@ def test_config_objects_are_frozen():
     ({"listener": {"ae_title": "A" * 17}}, "listener.ae_title: 'AAAAAAAAAAAAAAAAA' is not a valid AE title"),
     ({"destinations": [{"host": "h", "port": 0}]}, "destinations[0].port: 0 is out of range"),
     ({"outputs": {"sr": "yes"}}, "outputs.sr: expected true or false, got 'yes'"),
-    ({"return_to_sender": {"WS1": {"port": 99999}}}, "return_to_sender.WS1.port: 99999 is out of range"),
+    ({"return_to_sender": {"WS1": {"host": "h", "port": 99999}}}, "return_to_sender.WS1.port: 99999 is out of range"),
+    ({"return_to_sender": {"WS1": {"host": "10.0.0.5"}}}, "return_to_sender.WS1: expected a mapping with host and port"),
+    ({"listener": {"tls": {"enabled": True}}}, "listener.tls: enabled, so certificate and key are required"),
     ({"models": {"classifier": {"input_size": [256]}}}, "models.classifier.input_size: expected 2 values"),
     ({"workers": {"processor": "no colon"}}, "workers.processor: 'no colon' is not allowed; expected module:function"),
     ({"workers": {"stop_timeout_seconds": -1}}, "workers.stop_timeout_seconds: -1.0 is out of range"),
@@ -71,6 +73,24 @@ def test_cli_exits_2_without_traceback_on_a_bad_config(tmp_path):
     assert out.returncode == 2
     assert "workers.count: 0 is out of range; allowed: 1 to 64" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_exits_78_on_a_bad_config_so_systemd_does_not_restart_it(tmp_path):
+    """deploy/cfia.service: RestartPreventExitStatus=78."""
+    bad = tmp_path / "config.yaml"
+    bad.write_text(yaml.safe_dump({"listener": {"colour": 1}}))
+    out = subprocess.run([sys.executable, "-m", "cfia.cli", "serve", "--config", str(bad)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 78 and "unknown key listener.colour" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_return_to_sender_answers_the_caller_under_its_own_ae_title():
+    from cfia.routing import routing_from_config
+
+    routing = routing_from_config(config.from_dict({"return_to_sender": {"WS1": {"host": "10.0.0.5", "port": 11113}}}))
+    (ae, dest), = routing.return_to_sender
+    assert (ae, dest.ae_title, dest.host, dest.port) == ("WS1", "WS1", "10.0.0.5", 11113)
 
 
 def test_unreadable_or_invalid_yaml_is_a_config_error(tmp_path):

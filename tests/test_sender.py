@@ -41,6 +41,12 @@ def test_destination_down_raises(results):
         send(list(results.values()), Destination("pacs", "DEST", "127.0.0.1", port), timeout=5)
 
 
+def test_a_host_name_that_does_not_resolve_is_a_destination_down(results):
+    """A DNS outage or a typo: retried with the destinations' backoff, like a closed port."""
+    with pytest.raises(DestinationUnavailable, match="gaierror"):
+        send(list(results.values()), Destination("pacs", "DEST", "cfia-test.invalid", 104), timeout=5)
+
+
 def test_refused_sop_class_is_reported(results):
     ae = AE(ae_title="SRONLY")  # like Orthanc 1.10 with Label Map SEG: one class refused
     ae.add_supported_context(Comprehensive3DSRStorage)
