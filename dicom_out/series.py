@@ -32,5 +32,7 @@ def instance_number(source: Dataset) -> int:
 
 def add_series_laterality(result: Dataset, source: Dataset) -> None:
     """Laterality is Type 2C in General Series for a paired body part (the breast);
-    result objects have no ImageLaterality to stand in for it, so carry the source's."""
-    result.Laterality = source.get("ImageLaterality", source.get("Laterality", ""))
+    result objects have no ImageLaterality to stand in for it, so carry the source's.
+    Laterality allows R and L only: a source's B (both) or U (unpaired) leaves it empty."""
+    laterality = str(source.get("ImageLaterality", source.get("Laterality", "")) or "").strip().upper()
+    result.Laterality = laterality if laterality in ("R", "L") else ""

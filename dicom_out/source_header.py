@@ -6,6 +6,10 @@ validates them, so a header as sites send it stops every result object:
 - a date or time in another format ('1950-01-01', '09:00:00'), an impossible date
   ('19500000'), PatientSex 'f' or 'FEMALE', a person name with two values: ValueError
   or TypeError;
+- a Specific Character Set that highdicom's list lacks although the standard has it: an
+  empty first value (the default repertoire before ISO 2022 extensions, '\\ISO 2022 IR 87'
+  as Japanese sites send it) or 'ISO 2022 IR 149' (Korean): ValueError. pydicom has
+  decoded the text already, so the copy declares UTF-8 (ISO_IR 192), which holds it all;
 - a VOI LUT whose data were encoded as US (a list) instead of OW (bytes): TypeError in
   the GSPS; and one of 12 bits per entry, which highdicom copies into the GSPS declared
   as 16 bits, so it would span a sixteenth of the range (a nearly black image; dciodvfy
@@ -40,6 +44,8 @@ def result_header(source: Dataset) -> tuple[Dataset, list[str]]:
     sex = str(source.get("PatientSex", "") or "")
     if sex and not _valid(hd.PatientSexValues, sex):
         mended["PatientSex"] = sex.strip().upper()[:1] if sex.strip().upper()[:1] in ("M", "F", "O") else None
+    if not _charset_accepted(source.get("SpecificCharacterSet")):
+        mended["SpecificCharacterSet"] = "ISO_IR 192"
     for keyword in NAMES:
         if isinstance(source.get(keyword), MultiValue):
             mended[keyword] = source[keyword].value[0]  # the first of several names
@@ -64,6 +70,11 @@ def _valid(kind, value: str) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+def _charset_accepted(value) -> bool:
+    values = list(value) if isinstance(value, MultiValue) else [value]
+    return value is None or all(_valid(hd.SpecificCharacterSetValues, v) for v in values)
 
 
 def _is_date(value: str) -> bool:

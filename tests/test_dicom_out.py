@@ -144,6 +144,44 @@ def test_header_values_sites_send_are_mended_not_fatal(tmp_path, keyword):
 
 
 @pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("charset, name", [
+    (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう"),  # as Japanese sites send it
+    (["", "ISO 2022 IR 149"], "Hong^Gildong=洪^吉洞=홍^길동"),         # Korean
+    ("ISO_IR 100", "Müller^Jürgen"),
+])
+def test_names_in_every_standard_character_set_reach_the_results(tmp_path, charset, name):
+    """highdicom 0.28 refuses the first two character sets; the results declare UTF-8 then."""
+    from io import BytesIO
+
+    source = make_source()
+    source.SpecificCharacterSet = charset
+    source.PatientName = name
+    buffer = BytesIO()
+    source.save_as(buffer, enforce_file_format=True)
+    source = pydicom.dcmread(BytesIO(buffer.getvalue()))  # the name as the site's bytes
+    for object_type, ds in build_results(source, make_explanation(), ALGORITHM).items():
+        path = tmp_path / f"{object_type}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], (object_type, charset)
+        assert str(pydicom.dcmread(path).PatientName) == name, (object_type, charset)
+
+
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("laterality, carried", [("B", ""), ("U", ""), ("R", "R")])
+def test_only_r_or_l_laterality_is_carried_into_the_result_series(tmp_path, laterality, carried):
+    source = make_source()
+    source.ImageLaterality = laterality
+    results = build_results(source, make_explanation(), ALGORITHM)
+    for object_type, ds in results.items():
+        path = tmp_path / f"{object_type}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], (object_type, laterality)
+    series_laterality = {t: ds.Laterality for t, ds in results.items() if "Laterality" in ds}
+    assert set(series_laterality) == {"parametric_map", "gsps"}
+    assert set(series_laterality.values()) == {carried}
+
+
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
 @pytest.mark.parametrize("encoding", ["OW", "US"])  # US: LUTData as numbers, as some sources write it
 def test_gsps_keeps_a_12_bit_voi_lut_as_the_source_displays_it(tmp_path, encoding):
     from pydicom.dataset import Dataset
