@@ -156,37 +156,47 @@ class Worker:
             self._dead_letter(job, f"no destination for calling AE {job.calling_ae!r}", fields, folder)
             return
         files = self.spool.result_files(folder)
+        down, refused = [], []  # every destination is tried: one that fails must not starve the rest
         for dest in destinations:
             if destination_key(dest) in job.delivered:
                 continue
-            if not self._send_to(job, dest, files, folder, fields):
-                return
-            self.queue.add_delivered(job.id, destination_key(dest))
+            problem = self._send_to(dest, files, fields)
+            if problem is None:
+                self.queue.add_delivered(job.id, destination_key(dest))
+            else:
+                (refused if problem[0] == "refused" else down).append(problem[1])
+        if down or refused:
+            self._retry_delivery(job, down, refused, folder, fields)
+            return
         self.queue.finish(job.id)
         self.spool.remove(self.spool.locate(job.path), folder)
         log.info("delivered", extra={**fields, "objects": len(files), "destinations": len(destinations)})
 
-    def _send_to(self, job: Job, dest: Destination, files: Sequence[Path], folder: Path, fields: dict) -> bool:
+    def _send_to(self, dest: Destination, files: Sequence[Path], fields: dict) -> Optional[tuple[str, str]]:
+        """None when `dest` stored every file, else ("down" | "refused", why)."""
         where = {**fields, "destination": dest.name}
         try:
             replies = self.sender(files, dest, calling_ae=self.calling_ae) if files else {}
         except DestinationUnavailable as exc:
-            delay = self.backoff.delay(job.send_attempts + 1)
-            log.warning("destination unavailable, results kept", extra={**where, "retry_in_s": round(delay, 2),
-                                                                       "reason": str(exc)})
-            self.queue.retry_later(job.id, str(exc), delay, sending=True)
-            return False
+            log.warning("destination unavailable, results kept", extra={**where, "reason": str(exc)})
+            return "down", str(exc)
         refused = {uid: status for uid, status in replies.items() if status not in STORED}
         if not refused:
-            return True
+            return None
         reason = f"{dest.name} refused " + ", ".join(f"{uid} ({status:#06x})" for uid, status in refused.items())
-        if job.refusals + 1 > self.max_retries:  # refusals only: time spent down does not count
-            self._dead_letter(job, reason, fields, folder)
-        else:
-            log.warning("destination refused objects, will retry", extra={**where, "reason": reason})
-            self.queue.retry_later(job.id, reason, self.backoff.delay(job.send_attempts + 1), sending=True,
-                                   refused=True)
-        return False
+        log.warning("destination refused objects", extra={**where, "reason": reason})
+        return "refused", reason
+
+    def _retry_delivery(self, job: Job, down: list[str], refused: list[str], folder: Path, fields: dict) -> None:
+        """Destinations that are down are retried for ever; refusals `max_retries` times
+        (the time a destination was down does not count), then the job is dead-lettered."""
+        if refused and job.refusals + 1 > self.max_retries:
+            self._dead_letter(job, "; ".join(refused), fields, folder)
+            return
+        delay = self.backoff.delay(job.send_attempts + 1)
+        log.warning("results kept, will resend", extra={**fields, "retry_in_s": round(delay, 2),
+                                                        "destinations_pending": len(down) + len(refused)})
+        self.queue.retry_later(job.id, "; ".join(down + refused), delay, sending=True, refused=bool(refused))
 
     # -- giving up -------------------------------------------------------------
 

@@ -159,6 +159,31 @@ def test_a_destination_that_keeps_refusing_dead_letters_after_max_retries(make_n
         refusing.stop()
 
 
+@pytest.mark.parametrize("first", ["down", "refusing"])
+def test_a_destination_that_is_down_or_refusing_does_not_starve_the_others(make_node, dest, first):
+    """Each destination is sent to on every pass: the healthy one gets the results at once,
+    is not sent them again, and only the failing one keeps the job waiting (or, refusing,
+    dead-letters it after max_retries)."""
+    bad = StorageSCP(refuse_first=100)
+    if first == "down":
+        bad.stop()
+    try:
+        node = make_node(Routing(fixed=(Destination("bad", "DEST", "127.0.0.1", bad.port), _to(dest, "good"))),
+                         max_retries=2, outputs=OutputsConfig(fractional_seg=False, parametric_map=False, gsps=False))
+        assert push(node.port, [mammogram(14)]) == [0x0000]
+        if first == "down":
+            poll(lambda: node.queue.get(1).send_attempts >= 3, 60, what="three sends to the destination that is down")
+            assert node.queue.get(1).state in ("sending", "running")
+        else:
+            node.wait_counts(failed=1)
+            assert bad.received == []
+        assert sorted(dest.uids().values()) == [1, 1]  # the SEG and the SR, once each
+        assert node.queue.get(1).delivered == (f"good:{dest.ae_title}@127.0.0.1:{dest.port}",)
+    finally:
+        if first == "refusing":
+            bad.stop()
+
+
 def test_failing_processor_is_retried_then_dead_lettered(make_node, dest):
     calls = []
 
