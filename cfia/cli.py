@@ -81,10 +81,13 @@ def cmd_explain(args) -> int:
     if no_objects:  # e.g. a Secondary Capture mammogram (CBIS-DDSM): the maps are still worth having
         print(f"cfia: warning: {args.file}: no DICOM result objects ({no_objects}); "
               "writing saliency.npy and overlay.png only", file=sys.stderr)
+    out = Path(args.out)
+    try:  # before explaining, so a bad --out costs no minutes
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the output folder ({exc.strerror})") from None
     pipeline = _pipeline(cfg)
     result = pipeline.explain(src, args.method)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     np.save(out / "saliency.npy", result.saliency)
     outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,
                                                            result.saliency, result.region))]

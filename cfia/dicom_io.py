@@ -4,6 +4,8 @@ The only place pydicom meets explain/: a Dataset (or a file) becomes plain value
 """
 from __future__ import annotations
 
+import struct
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -43,7 +45,8 @@ def read_dataset(path: str | Path):
 
     try:
         return pydicom.dcmread(str(path))
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, struct.error) as exc:
+        # struct.error: a file cut short inside an element's header (a partial transfer)
         raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
 
 
@@ -71,9 +74,11 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     if min(pixels.shape) < MIN_SIDE:
         raise ImageReadError(f"{where}: {pixels.shape[0]}x{pixels.shape[1]} pixels is too small to be a mammogram "
                              f"(at least {MIN_SIDE} per side)")
+    if pixels.min() == pixels.max():
+        raise ImageReadError(f"{where}: every pixel has the value {pixels.flat[0]}; a blank image has no breast")
     photometric, for_processing = _polarity(ds, photometric)
-    padded = _padding(pixels, ds)
-    pixels = _modality_values(pixels, ds)
+    padded = _padding(pixels, ds, where)
+    pixels = _modality_values(pixels, ds, where)
     if padded is not None:
         pixels = _as_air(pixels, padded, photometric, for_processing)
     laterality = _first(ds, "ImageLaterality", "Laterality")
@@ -109,7 +114,10 @@ def _polarity(ds, photometric: str) -> tuple[str, bool]:
     raw linear signal, as before.
     """
     if str(ds.get("PresentationIntentType", "")).upper() != "FOR PROCESSING":
-        return photometric, False
+        # MONOCHROME2 through an INVERSE Presentation LUT displays as MONOCHROME1 does (CR and
+        # secondary captures write it; DX and MG pair INVERSE with MONOCHROME1, no change there).
+        inverse = str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
+        return ("MONOCHROME1" if inverse else photometric), False
     if str(ds.get("PixelIntensityRelationship", "")).strip().upper() != "LOG":
         return photometric, True
     sign = ds.get("PixelIntensityRelationshipSign")
@@ -118,24 +126,38 @@ def _polarity(ds, photometric: str) -> tuple[str, bool]:
     return photometric, False
 
 
-def _padding(pixels: np.ndarray, ds) -> Optional[np.ndarray]:
+def _number(ds, keyword: str, default, where: str, kind=float):
+    """A numeric header value, or an ImageReadError naming it ('1,5', two values where one
+    belongs): a header the worker cannot read does not get better with retries."""
+    value = "(unreadable)"
+    try:
+        value = ds.get(keyword, default)  # a file's raw value is converted here: ValueError
+        return kind(default if value is None or value == "" else value)
+    except (TypeError, ValueError):
+        raise ImageReadError(f"{where}: {keyword} {value!r} is not a number") from None
+
+
+def _padding(pixels: np.ndarray, ds, where: str) -> Optional[np.ndarray]:
     """Where the stored pixels are padding (PixelPaddingValue up to PixelPaddingRangeLimit),
     or None when nothing (or everything) is."""
     value = ds.get("PixelPaddingValue")
     if value is None or isinstance(value, bytes):  # absent, or its VR unresolved
         return None
-    bounds = sorted((int(value), int(ds.get("PixelPaddingRangeLimit", value))))
+    value = _number(ds, "PixelPaddingValue", None, where, int)
+    bounds = sorted((value, _number(ds, "PixelPaddingRangeLimit", value, where, int)))
     padded = (pixels >= bounds[0]) & (pixels <= bounds[1])
     return padded if padded.any() and not padded.all() else None
 
 
-def _modality_values(pixels: np.ndarray, ds) -> np.ndarray:
+def _modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
     """Stored values through the Modality LUT (Rescale Slope/Intercept or a Modality LUT
     Sequence), which CR, DX and secondary-capture files may carry (the MG IOD allows only
     the identity): a negative slope would otherwise show the image inverted."""
     from pydicom.pixels import apply_modality_lut
 
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    slope, intercept = _number(ds, "RescaleSlope", 1, where), _number(ds, "RescaleIntercept", 0, where)
+    if slope == 0:
+        raise ImageReadError(f"{where}: RescaleSlope 0 would give every pixel the same value")
     if "ModalityLUTSequence" not in ds and slope == 1 and intercept == 0:
         return pixels  # the identity: keep the stored dtype (memory at 4096x3328)
     return np.asarray(apply_modality_lut(pixels, ds), np.float32)

@@ -235,6 +235,46 @@ def test_explain_refuses_a_file_that_is_not_a_mammogram(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("case", ["truncated", "out_is_a_file"])
+def test_explain_refuses_a_cut_short_file_or_an_out_that_is_a_file_before_explaining(tmp_path, case):
+    """A transfer cut short inside an element's header; --out naming a file: one line, exit 2."""
+    assert main(["phantom", "--out", str(tmp_path / "ph"), "--count", "1", "--seed", "3", "--size", "256x208",
+                 "--quiet"]) == 0
+    source, out = tmp_path / "ph" / "img00000.dcm", tmp_path / "o"
+    if case == "truncated":
+        cut = tmp_path / "cut.dcm"
+        cut.write_bytes(_cut_where_pydicom_raises_struct_error(source.read_bytes()))
+        source = cut
+    else:
+        out.write_text("a file, not a folder")
+    run = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(source), "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert ("cut.dcm: not a readable DICOM file" if case == "truncated" else "cannot create the output folder") \
+        in run.stderr
+
+
+def _cut_where_pydicom_raises_struct_error(data: bytes) -> bytes:
+    """The file cut inside a 4-byte length field, where pydicom 3 raises struct.error."""
+    import io
+    import struct
+    import warnings
+
+    import pydicom
+
+    for n in range(132, len(data)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pydicom.dcmread(io.BytesIO(data[:n]))
+        except struct.error:
+            return data[:n]
+        except Exception:
+            continue
+    raise AssertionError("no cut of this file makes pydicom raise struct.error")
+
+
 def test_evaluate_command_reports_every_method(tmp_path, small_config):
     data = tmp_path / "data"
     assert main(["phantom", "--out", str(data), "--count", "6", "--seed", "31", "--size", "512x416",

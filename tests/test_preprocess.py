@@ -313,6 +313,67 @@ def test_rescale_is_applied_and_other_modalities_are_refused():
         from_dataset(ds)
 
 
+def test_monochrome2_through_an_inverse_presentation_lut_is_read_as_it_displays():
+    """A CR or secondary capture may store the image inverted and say so with an INVERSE
+    Presentation LUT on MONOCHROME2: a viewer shows it right, so must cfia read it."""
+    from cfia.dicom_io import from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208), positive_fraction=1.0)), "inv:7", 7)
+    plain = from_dataset(ds)
+    a = preprocess(plain.pixels, (256, 176), plain.photometric, plain.laterality, plain.for_processing)
+    ds.PixelData = (4095 - ds.pixel_array).astype(np.uint16).tobytes()
+    ds.PresentationLUTShape = "INVERSE"
+    stored_inverted = from_dataset(ds)
+    assert stored_inverted.photometric == "MONOCHROME1"
+    b = preprocess(stored_inverted.pixels, (256, 176), stored_inverted.photometric, stored_inverted.laterality,
+                   stored_inverted.for_processing)
+    assert a.geometry == b.geometry and float((a.image - b.image).abs().max()) < 0.01
+
+
+@pytest.mark.parametrize("keyword, value, message", [
+    ("RescaleSlope", "1,5", "RescaleSlope '1,5' is not a number"),  # a decimal comma, as exports write it
+    ("RescaleSlope", "0", "RescaleSlope 0 would give every pixel the same value"),
+    ("PixelPaddingValue", [0, 1], "PixelPaddingValue [0, 1] is not a number"),
+])
+def test_a_header_number_that_cannot_be_read_is_an_image_read_error(tmp_path, keyword, value, message):
+    """Not a traceback, and in the node a permanent failure, not one retried."""
+    import re
+
+    import pydicom
+
+    from cfia.dicom_io import ImageReadError, from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208))), "num:7", 7)
+    if keyword == "PixelPaddingValue":
+        ds.add_new(keyword, "US", value)
+    else:  # pydicom will not hold '1,5' as DS: write '1.5', then change the file's bytes
+        ds.add_new(keyword, "DS", value.replace(",", "."))
+    path = tmp_path / "num.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    if keyword == "RescaleSlope" and "," in value:
+        data = path.read_bytes()
+        element = b"\x28\x00\x53\x10DS\x04\x001.5 "  # (0028,1053) RescaleSlope, explicit VR LE
+        assert data.count(element) == 1
+        path.write_bytes(data.replace(element, element.replace(b"1.5", b"1,5")))
+    with pytest.raises(ImageReadError, match=re.escape(message)):
+        from_dataset(pydicom.dcmread(path), "num.dcm")
+
+
+def test_a_blank_image_is_refused_not_explained():
+    from cfia.dicom_io import ImageReadError, from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208))), "blank:7", 7)
+    ds.PixelData = np.full((256, 208), 1000, np.uint16).tobytes()
+    with pytest.raises(ImageReadError, match="every pixel has the value 1000; a blank image has no breast"):
+        from_dataset(ds, "blank.dcm")
+
+
 def test_a_single_valued_pixel_spacing_is_no_spacing():
     """Some exports write one value; it is neither a row nor a column spacing."""
     from cfia.dicom_io import from_dataset
