@@ -6,6 +6,8 @@ explainer -> saliency on the source grid -> dicom_out builders. `cfia explain`,
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -25,9 +27,10 @@ from explain.perturbation import BlurPerturbation, InpaintPerturbation
 from explain.preprocess import display_values, preprocess
 from explain.region import sufficient_region
 
+from . import config as config_mod
 from .config import CALL_THRESHOLD, Config, ExplainerConfig
 from .dicom_io import SourceImage, from_dataset
-from .files import sha256
+from .files import content_digest
 
 METHODS = ("cf", "blur", "gradcam", "occlusion", "ig")
 
@@ -70,7 +73,8 @@ class Pipeline:
                                             texture_match=i.texture_match, noise_scale=i.noise_scale)
         else:
             self.inpainter = make_inpainter(i.kind, device=self.device)
-        self.model_version = sha256(c.path)[:16] if Path(c.path).is_file() else "unversioned"
+        self.model_version = content_digest(c.path)[:16] if Path(c.path).exists() else "unversioned"
+        self.settings = settings_digest(cfg)
 
     # -- scores ---------------------------------------------------------------
     def score_fn(self):
@@ -195,10 +199,22 @@ class Pipeline:
     def build_objects(self, ds, result: Result) -> dict:
         enabled = [k for k, on in vars(self.cfg.outputs).items() if on]
         info = AlgorithmInfo(model_name=Path(self.cfg.models.classifier.path).name,
-                             model_version=self.model_version, method=result.method)
+                             model_version=self.model_version, method=result.method, settings=self.settings)
         expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
                            score_after_deletion=result.score_after_deletion)
         return build_results(ds, expl, info, enabled)
+
+
+def settings_digest(cfg: Config) -> str:
+    """What else shapes an explanation than the classifier: the inpainter (its weights too)
+    and the explainer's settings, but not the device they run on. Part of every result UID,
+    so a changed setting gives new objects instead of overwriting those of the old one."""
+    inpainter = config_mod.to_dict(cfg.models.inpainter)
+    if cfg.models.inpainter.kind == "learned" and Path(cfg.models.inpainter.path).exists():
+        inpainter["path"] = content_digest(cfg.models.inpainter.path)
+    explainer = {k: v for k, v in config_mod.to_dict(cfg.explainer).items() if k != "device"}
+    text = json.dumps({"inpainter": inpainter, "explainer": explainer}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _build_failure(exc: Exception) -> str:

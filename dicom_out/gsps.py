@@ -21,7 +21,7 @@ MAX_POINTS = 4096         # per outline, so a ragged region cannot bloat the obj
 def build_gsps(
     source: Dataset, explanation: Explanation, algorithm: AlgorithmInfo,
 ) -> hd.pr.GrayscaleSoftcopyPresentationState:
-    uids = uids_for(source, "gsps", algorithm.model_version)
+    uids = uids_for(source, "gsps", algorithm)
     layer = hd.pr.GraphicLayer(
         layer_name=LAYER, order=1, description=f"{algorithm.name} salient region", display_color=OUTLINE_COLOR,
     )

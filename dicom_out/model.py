@@ -31,12 +31,21 @@ class AlgorithmInfo:
     version: str = _package_version()
     model_name: str
     model_version: str  # e.g. a sha256 prefix of the weights; part of every UID
-    method: str         # one of METHODS
+    method: str         # one of METHODS; part of every UID
     manufacturer: str = "cfia"
+    settings: str = ""  # e.g. a digest of the inpainter and explainer settings; part of every UID
+
+    @property
+    def uid_key(self) -> tuple[str, str, str]:
+        """What makes two explanations of one image different objects, not one resent."""
+        return self.model_version, self.method, self.settings
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"algorithm method {self.method!r} is not allowed; allowed: {', '.join(METHODS)}")
+        if not isinstance(self.settings, str) or len(self.settings) > LO_MAX or "\\" in self.settings:
+            raise ValueError(f"algorithm settings {self.settings!r} is not valid; allowed: 0-{LO_MAX} characters, "
+                             "no backslash")
         for field in ("name", "version", "model_name", "model_version", "manufacturer"):
             value = getattr(self, field)
             if not isinstance(value, str) or not value.strip() or len(value) > LO_MAX or "\\" in value:

@@ -16,8 +16,8 @@ LUT_LABEL = "CFIA_SALIENCY"  # <= 16 characters
 
 
 def build_parametric_map(source: Dataset, explanation: Explanation, algorithm: AlgorithmInfo) -> hd.pm.ParametricMap:
-    uids = uids_for(source, "parametric_map", algorithm.model_version)
-    frame_uid = derived_uid(str(source.SOPInstanceUID), algorithm.model_version, "nominal frame of reference")
+    uids = uids_for(source, "parametric_map", algorithm)
+    frame_uid = derived_uid(str(source.SOPInstanceUID), algorithm.uid_key, "nominal frame of reference")
     saliency = explanation.saliency.astype(np.float32)
     pm = hd.pm.ParametricMap(
         source_images=[with_nominal_geometry(source, frame_uid)],

@@ -21,7 +21,8 @@ def software_versions(algorithm: AlgorithmInfo) -> list[str]:
 
 
 def parameters(algorithm: AlgorithmInfo) -> dict[str, str]:
-    return {"model": algorithm.model_name, "model_version": algorithm.model_version, "method": algorithm.method}
+    found = {"model": algorithm.model_name, "model_version": algorithm.model_version, "method": algorithm.method}
+    return {**found, "settings": algorithm.settings} if algorithm.settings else found
 
 
 def algorithm_identification(algorithm: AlgorithmInfo) -> hd.AlgorithmIdentificationSequence:

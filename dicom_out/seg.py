@@ -53,7 +53,7 @@ def _segment(source: Dataset, algorithm: AlgorithmInfo, label: str, kind, color)
 
 def tracking_uid(source: Dataset, algorithm: AlgorithmInfo, label: str) -> str:
     """Same finding, same tracking UID: shared by the SEG segment and the SR group."""
-    return derived_uid(str(source.SOPInstanceUID), algorithm.model_version, f"tracking {label}")
+    return derived_uid(str(source.SOPInstanceUID), algorithm.uid_key, f"tracking {label}")
 
 
 def _segmentation(
@@ -65,7 +65,7 @@ def _segmentation(
     object_type: str,
     content_label: str,
 ) -> hd.seg.Segmentation:
-    uids = uids_for(source, object_type, algorithm.model_version)
+    uids = uids_for(source, object_type, algorithm)
     seg = hd.seg.Segmentation(
         source_images=[source],
         pixel_array=pixels[np.newaxis],

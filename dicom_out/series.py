@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
+from .model import AlgorithmInfo
 from .uids import ObjectUIDs, object_uids
 
 OBJECT_TYPES = ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")
@@ -18,8 +19,8 @@ SERIES_DESCRIPTIONS = {
 SERIES_NUMBERS = {"fractional_seg": 9101, "binary_seg": 9102, "parametric_map": 9103, "sr": 9104, "gsps": 9105}
 
 
-def uids_for(source: Dataset, object_type: str, model_version: str) -> ObjectUIDs:
-    return object_uids(str(source.SOPInstanceUID), object_type, model_version)
+def uids_for(source: Dataset, object_type: str, algorithm: AlgorithmInfo) -> ObjectUIDs:
+    return object_uids(str(source.SOPInstanceUID), object_type, algorithm.uid_key)
 
 
 def instance_number(source: Dataset) -> int:

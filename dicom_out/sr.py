@@ -45,7 +45,7 @@ def build_sr(
 ) -> hd.sr.Comprehensive3DSR:
     """`binary_seg` is the region the report points to (built by build_binary_seg)."""
     _check_seg_references(binary_seg, source)
-    uids = uids_for(source, "sr", algorithm.model_version)
+    uids = uids_for(source, "sr", algorithm)
     report = hd.sr.MeasurementReport(
         observation_context=_device_observer(algorithm),
         procedure_reported=codes.MAMMOGRAPHY,

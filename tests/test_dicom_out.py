@@ -348,15 +348,26 @@ def _uids(results) -> dict:
     return {k: (v.SeriesInstanceUID, v.SOPInstanceUID) for k, v in results.items()}
 
 
-def test_uids_are_deterministic_and_follow_the_model_version(built):
+@pytest.mark.parametrize("change", [dict(model_version="sha256:ffff0000"), dict(method="gradcam"),
+                                    dict(settings="0123456789abcdef")])
+def test_uids_are_deterministic_and_follow_the_model_method_and_settings(built, change):
+    """A resend replaces; another model, method or explainer setting makes new objects."""
     source, explanation, results, _ = built["default"]
     again = build_results(source, explanation, ALGORITHM)
     assert _uids(again) == _uids(results)
-    newer = build_results(source, explanation, dataclasses.replace(ALGORITHM, model_version="sha256:ffff0000"))
+    other = build_results(source, explanation, dataclasses.replace(ALGORITHM, **change))
     old_uids = {uid for pair in _uids(results).values() for uid in pair}
-    new_uids = {uid for pair in _uids(newer).values() for uid in pair}
+    new_uids = {uid for pair in _uids(other).values() for uid in pair}
     assert not old_uids & new_uids
-    assert _device_uid(newer["sr"]) != _device_uid(results["sr"])
+    assert (_device_uid(other["sr"]) != _device_uid(results["sr"])) == ("model_version" in change)
+
+
+def test_uid_sources_do_not_run_into_each_other():
+    """pydicom joins entropy sources with nothing between: 'ab'+'c' must differ from 'a'+'bc'."""
+    from dicom_out.uids import derived_uid, device_uid
+
+    assert device_uid("cfia", "classifier.pt", "abc") != device_uid("cfia", "classifier.pta", "bc")
+    assert derived_uid("1.2.3", ("v1", "cf", ""), "x") != derived_uid("1.2.3", ("v1c", "f", ""), "x")
 
 
 def _device_uid(ds) -> str:

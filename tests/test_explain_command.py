@@ -429,6 +429,30 @@ def test_objects_that_cannot_be_built_are_a_permanent_failure_whose_reason_quote
     assert "PHANTOM" not in reason and str(ds.PatientName) not in reason
 
 
+def test_result_uids_follow_the_inpainter_and_explainer_settings_and_a_bundle_is_versioned(tmp_path):
+    """Another inpainter file or explainer setting gives new result UIDs; the device the
+    explainer runs on does not; a classifier that is a folder (a MONAI bundle) is
+    versioned by its files' content, not called "unversioned"."""
+    from cfia.config import from_dict
+    from cfia.files import content_digest
+    from cfia.pipeline import settings_digest
+
+    weights = tmp_path / "inpainter.pt"
+    weights.write_bytes(b"one")
+    base = {"models": {"inpainter": {"kind": "learned", "path": str(weights)}}}
+    digest = settings_digest(from_dict(base))
+    assert settings_digest(from_dict({**base, "explainer": {"device": "cuda"}})) == digest
+    assert settings_digest(from_dict({**base, "explainer": {"max_passes": 7}})) != digest
+    weights.write_bytes(b"two")
+    assert settings_digest(from_dict(base)) != digest
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "models" / "model.pt").write_bytes(b"weights")
+    first = content_digest(bundle)
+    (bundle / "models" / "model.pt").write_bytes(b"other weights")
+    assert content_digest(bundle) != first and len(first) == 64
+
+
 def test_overlay_is_drawn_at_display_size_and_keeps_a_small_region_visible(tmp_path):
     from PIL import Image
 
