@@ -201,7 +201,8 @@ class Pipeline:
         info = AlgorithmInfo(model_name=Path(self.cfg.models.classifier.path).name,
                              model_version=self.model_version, method=result.method, settings=self.settings)
         expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
-                           score_after_deletion=result.score_after_deletion)
+                           score_after_deletion=result.score_after_deletion,
+                           positive=bool(result.score >= CALL_THRESHOLD))
         return build_results(ds, expl, info, enabled)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 from importlib import metadata
 
 import numpy as np
@@ -63,6 +64,7 @@ class Explanation:
     score: float           # classifier probability for the explained class
     score_after_deletion: float
     class_name: str = "lesion"
+    positive: Optional[bool] = None  # the classifier's call at its threshold; None: not given
 
     def check(self, rows: int, columns: int) -> None:
         for name in ("saliency", "region"):
@@ -83,5 +85,7 @@ class Explanation:
             value = getattr(self, name)
             if not isinstance(value, (int, float, np.floating)) or not math.isfinite(value) or not 0 <= value <= 1:
                 raise ValueError(f"{name} {value!r} is out of range; allowed: 0 to 1")
+        if self.positive not in (None, True, False):
+            raise ValueError(f"positive {self.positive!r} is not allowed; allowed: True, False or None")
         if not isinstance(self.class_name, str) or not self.class_name.strip() or len(self.class_name) > LO_MAX:
             raise ValueError(f"class_name {self.class_name!r} is not valid; allowed: 1-{LO_MAX} characters")

@@ -1,8 +1,9 @@
 """The explanation as a TID 1500 Measurement Report in a Comprehensive 3D SR.
 
 One planar-ROI measurement group (TID 1410) whose region is segment 1 of the BINARY
-SEG: finding = the explained class, measurements = the classifier's score and its
-score once the region is deleted, qualitative evaluation = the explanation method.
+SEG: finding = the explained class (only when the classifier called it), measurements =
+the classifier's score and its score once the region is deleted, qualitative
+evaluations = the explanation method and, when given, the call (present / absent).
 The observer is the algorithm as a device.
 """
 from __future__ import annotations
@@ -141,7 +142,8 @@ def _region_group(
             uid=tracking_uid(source, algorithm, "salient region"), identifier="cfia salient region",
         ),
         referenced_segment=segment,
-        finding_type=codes.finding(explanation.class_name),
+        # A negative call's region is what moves the score, not a finding: no Finding then.
+        finding_type=None if explanation.positive is False else codes.finding(explanation.class_name),
         method=codes.METHOD_CODES[algorithm.method],
         algorithm_id=algorithm_id,
         measurements=[
@@ -150,6 +152,8 @@ def _region_group(
         ],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(codes.EXPLANATION_METHOD, codes.METHOD_CODES[algorithm.method]),
+            *([] if explanation.positive is None else
+              [hd.sr.QualitativeEvaluation(codes.CLASSIFIER_CALL, codes.CALL_VALUES[explanation.positive])]),
         ],
     )
 

@@ -304,6 +304,22 @@ def test_sr_references_the_binary_seg_segment(built):
     assert entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
 
 
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("positive", [True, False])
+def test_sr_states_the_call_and_claims_a_finding_only_for_a_positive_one(tmp_path, positive):
+    """A negative call's region is what moves the score; a TID 1500 consumer counting
+    findings must not count it as a lesion."""
+    explanation = dataclasses.replace(make_explanation(), score=0.87 if positive else 0.02, positive=positive)
+    sr = build_results(make_source(), explanation, ALGORITHM, ["binary_seg", "sr"])["sr"]
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    group = hd.sr.srread(path).content.get_planar_roi_measurement_groups()[0]
+    assert (group.finding_type is not None) == positive
+    evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
+    assert evaluations["Classifier call for explained class"] == ("Present" if positive else "Absent")
+
+
 def test_sr_without_binary_seg_keeps_the_same_reference(built):
     source, explanation, results, _ = built["default"]
     only_sr = build_results(source, explanation, ALGORITHM, enabled=["sr"])
