@@ -28,6 +28,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from dicom_out.geometry import pixel_spacing
+
 from . import config as config_mod
 from .local_node import LocalNode, NodeError, wait_for
 
@@ -340,7 +342,8 @@ def _summarise(out: Path, ph: Phantom, source: Path, done: NodeRun, size: tuple[
         say(f"  classifier score (lesion class): {summary.get('score', float('nan')):.4f}; after replacing the "
             f"salient region with inpainted healthy tissue: {summary.get('score_after_deletion', float('nan')):.4f}")
     if region is not None:
-        summary["region"] = describe_region(region, saliency, ph.lesion, float(ph.dataset.ImagerPixelSpacing[0]))
+        spacing_mm = pixel_spacing(ph.dataset)[0][0]  # in the breast, as the result objects state it
+        summary["region"] = describe_region(region, saliency, ph.lesion, spacing_mm)
         _say_region(summary["region"], say)
     if saliency is not None and region is not None:
         overlay_path = write_overlay(out / "overlay.png", source, saliency, region, ph.lesion)

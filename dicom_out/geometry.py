@@ -57,12 +57,16 @@ def check_source(source: Dataset) -> None:
 
 
 def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
-    """(row, column) spacing in mm and where it was measured.
+    """(row, column) spacing in mm in the patient, as well as it is known, and whence.
 
-    PixelSpacing (calibrated in the patient) when present, else ImagerPixelSpacing
-    (at the detector). highdicom reads only PixelSpacing, so callers pass this on.
+    PixelSpacing (calibrated in the patient) when present, else ImagerPixelSpacing (at
+    the detector) divided by the Estimated Radiographic Magnification Factor when the
+    source gives one (PS3.3 C.8.11.7: the breast is magnified onto the detector, 1.05-1.1
+    in contact views, 1.5-2 in magnification views), else ImagerPixelSpacing as it is.
+    A SEG's or PM's Pixel Spacing is a distance in the patient; highdicom reads only
+    PixelSpacing, so callers pass this on.
     """
-    for keyword, where in (("PixelSpacing", "calibrated PixelSpacing"), ("ImagerPixelSpacing", "at the detector")):
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = source.get(keyword)
         if value is None:
             continue
@@ -72,8 +76,22 @@ def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
             raise ValueError(f"source {keyword} {value!r} is not two numbers") from None
         if len(spacing) != 2 or min(spacing) <= 0:
             raise ValueError(f"source {keyword} {value!r} is not two positive numbers")
-        return spacing, where
+        if keyword == "PixelSpacing":
+            return spacing, "calibrated PixelSpacing"
+        factor = _magnification(source)
+        if factor is None:
+            return spacing, "at the detector"
+        return [s / factor for s in spacing], f"at the detector / magnification {factor:g}, in the patient"
     raise ValueError("source has neither PixelSpacing nor ImagerPixelSpacing")
+
+
+def _magnification(source: Dataset):
+    """The Estimated Radiographic Magnification Factor when it is one positive number."""
+    try:
+        factor = float(source.get("EstimatedRadiographicMagnificationFactor"))
+    except (TypeError, ValueError):
+        return None
+    return factor if factor > 0 else None
 
 
 def pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence:

@@ -243,10 +243,28 @@ def test_parametric_map_recovers_saliency_and_declares_nominal_geometry(built):
     # Nominal frame of reference: present, its own, and declared in the derivation description.
     assert "FrameOfReferenceUID" in pm and "FrameOfReferenceUID" not in source
     spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
-    assert spacing == pytest.approx([float(v) for v in source.ImagerPixelSpacing])
+    magnification = float(source.EstimatedRadiographicMagnificationFactor)
+    assert spacing == pytest.approx([float(v) / magnification for v in source.ImagerPixelSpacing])
     derivation = pm.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
     assert "Nominal geometry" in derivation.DerivationDescription
+    assert "at the detector / magnification 1.03125, in the patient" in derivation.DerivationDescription
     assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+@pytest.mark.parametrize("magnification, expected", [("1.8", 1 / 1.8), (None, 1.0), ("0", 1.0)])
+def test_seg_spacing_is_in_the_patient_when_the_magnification_is_known(magnification, expected):
+    """A magnification view's detector spacing overstates sizes in the breast 1.5-2 times."""
+    from dicom_out.geometry import pixel_measures
+
+    source = make_source()
+    if magnification is None:
+        del source.EstimatedRadiographicMagnificationFactor
+    else:
+        source.EstimatedRadiographicMagnificationFactor = magnification
+    seg = build_results(source, make_explanation(), ALGORITHM, ["binary_seg"])["binary_seg"]
+    spacing = [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing]
+    assert spacing == pytest.approx([float(v) * expected for v in source.ImagerPixelSpacing])
+    assert [float(v) for v in pixel_measures(source)[0].PixelSpacing] == pytest.approx(spacing)
 
 
 def test_parametric_map_frame_of_reference_is_not_the_sources(built):
