@@ -6,7 +6,8 @@ dicom_out/ need nothing from here. Fields are UIDs, AE titles, job ids and statu
 never patient names or IDs. pynetdicom's and highdicom's loggers are held at WARNING
 unless the level is DEBUG: pynetdicom's debug output can dump identifiers. Python
 warnings (pydicom's and highdicom's on odd header values quote the value, a patient's
-name among them) go through the log without their text: category and code location only.
+name among them) go through the log without their text: category and code location only;
+so do pydicom's and highdicom's own log records, which repeat such warnings.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import time
 
 # pynetdicom can dump identifiers at DEBUG; highdicom logs every copied module at INFO.
 CHATTY_LIBRARIES = ("pynetdicom", "highdicom")
+# Libraries whose own log records may quote header values, a patient's among them.
+HEADER_READERS = ("pydicom", "highdicom")
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -54,8 +57,10 @@ class JsonFormatter(logging.Formatter):
 class WithheldWarnings(logging.Filter):
     """Python warnings, captured into the `py.warnings` logger, lose their message: a
     library's warning about a header value quotes the value ('The string "SMITH JANE" is
-    unlikely to represent the intended person name'). What is left says which warning
-    was raised where, enough to find it again."""
+    unlikely to represent the intended person name'). So do the records of the libraries
+    that read headers (pydicom logs each such warning itself as well: "Invalid value for
+    VR DA: '1950-01-01'"). What is left says which warning was raised where, enough to
+    find it again."""
 
     _WHERE = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<category>\w+):")
 
@@ -64,6 +69,10 @@ class WithheldWarnings(logging.Filter):
             found = self._WHERE.match(str(record.msg))
             where = f"{found['category']} at {found['file']}:{found['line']}" if found else "a warning"
             record.msg, record.args = f"{where} (text withheld: it may quote header values)", ()
+        elif record.name.split(".")[0] in HEADER_READERS:
+            where = f"{record.levelname} at {record.pathname}:{record.lineno}"
+            record.msg, record.args = f"{where} (text withheld: it may quote header values)", ()
+            record.exc_info = record.exc_text = None  # an exception's text may quote them too
         return True
 
 

@@ -28,3 +28,22 @@ def test_a_library_warning_quoting_the_patient_name_reaches_the_log_without_it()
     withheld = [line for line in lines if line["logger"] == "py.warnings"]
     assert any(line["message"].startswith("UserWarning at ") and "highdicom" in line["message"] for line in withheld)
     assert "SMITH" not in stream.getvalue()
+
+
+def test_pydicoms_own_record_of_an_odd_header_value_reaches_the_log_without_it():
+    """pydicom logs "Invalid value for VR DA: '1950-01-01'" to its logger as well as warning."""
+    from pydicom.dataset import Dataset
+
+    stream = io.StringIO()
+    logging.captureWarnings(False)
+    logs.setup("text", "INFO", stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            Dataset().PatientBirthDate = "1950-01-01"
+    finally:
+        logging.captureWarnings(False)
+        logging.getLogger().handlers.clear()
+    text = stream.getvalue()
+    assert "WARNING pydicom WARNING at " in text and "text withheld" in text
+    assert "1950-01-01" not in text
