@@ -34,13 +34,14 @@ def requeue(spool: Spool, queue: JobQueue, job_id: int) -> Requeued:
         raise RequeueError(f"job {job_id} does not exist")
     if job.state != "failed":
         raise RequeueError(f"job {job_id} is {job.state}, not failed")
-    try:
-        path = spool.restore_from_dead_letter(job_id)
-    except FileNotFoundError as exc:
-        raise RequeueError(str(exc)) from None
-    if not queue.requeue_failed(job_id, str(path)):   # changed state meanwhile
-        path.unlink(missing_ok=True)
-        raise RequeueError(f"job {job_id} is no longer failed")
+    with spool.recovery_lock():  # a starting `cfia serve` must not sweep the link before the commit
+        try:
+            path = spool.restore_from_dead_letter(job_id)
+        except FileNotFoundError as exc:
+            raise RequeueError(str(exc)) from None
+        if not queue.requeue_failed(job_id, str(path)):   # changed state meanwhile
+            path.unlink(missing_ok=True)
+            raise RequeueError(f"job {job_id} is no longer failed")
     kept = spool.retire_dead_letter(job_id, time.strftime("%Y%m%dT%H%M%S"))
     log.info("job requeued", extra={"job": job_id, "sop_instance_uid": job.sop_instance_uid})
     return Requeued(job_id, job.sop_instance_uid, str(kept))

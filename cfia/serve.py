@@ -83,9 +83,10 @@ class Node:
         of stores that were never acknowledged."""
         requeued = self.queue.requeue_running()
         released = self.queue.close_all_batches()
-        orphans = self.spool.orphans(self.queue.paths())
-        for path in orphans:
-            path.unlink(missing_ok=True)
+        with self.spool.recovery_lock():  # a `cfia requeue` running now is not sweeping
+            orphans = self.spool.orphans(self.queue.paths())
+            for path in orphans:
+                path.unlink(missing_ok=True)
         log.info("spool recovered", extra={"jobs_requeued": requeued, "batches_released": released,
                                            "unacknowledged_files_removed": len(orphans),
                                            **self.queue.counts()})

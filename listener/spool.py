@@ -13,13 +13,15 @@ power cut, and a reader never sees half a file.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -105,6 +107,9 @@ class Spool:
             os.rename(source, folder / "source.dcm")
             fsync_folder(source.parent)
         if results is not None and results.exists():
+            # A requeue that crashed before retiring this folder left the earlier results:
+            # these replace them (os.rename cannot replace a folder that is not empty).
+            shutil.rmtree(folder / "results", ignore_errors=True)
             os.rename(results, folder / "results")
         fsync_folder(folder)
         return folder
@@ -141,6 +146,18 @@ class Spool:
         source.unlink(missing_ok=True)
         if results is not None:
             shutil.rmtree(results, ignore_errors=True)
+
+    @contextmanager
+    def recovery_lock(self) -> Iterator[None]:
+        """Held by `cfia serve` while it sweeps unacknowledged files from incoming/ at
+        start-up, and by `cfia requeue` from linking a source into incoming/ until its job
+        is committed: otherwise a starting server could take the new link for an orphan."""
+        fd = os.open(self.root / "recover.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def locate(self, stored: str | Path) -> Path:
         """Where a path the queue recorded is now. The queue keeps absolute paths, but

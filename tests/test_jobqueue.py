@@ -238,3 +238,43 @@ def test_an_error_in_the_supervisor_is_logged_and_serving_goes_on(tmp_path, capl
     assert node.run(stop) == 0
     assert FlakyPool.calls == 3 and FlakyPool.stopped
     assert "supervisor step failed" in caplog.text and "database or disk is full" in caplog.text
+
+
+def test_a_requeue_waits_while_a_starting_server_sweeps_incoming(tmp_path):
+    """`cfia requeue` links the source into incoming/ and then commits the job; a server
+    starting in between would take the link for an unacknowledged file and delete it."""
+    import threading
+
+    from cfia.requeue import requeue
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(b"image")), "1.2.3", "1.2", "1.2.840.10008.5.1.4.1.1.1.2", "MOD", "a")[0]
+    queue.close_batch("a")
+    queue.claim("w")
+    spool.move_to_dead_letter(job, spool.locate(queue.get(job).path), None, {"reason": "test"})
+    queue.fail(job, "test")
+    with spool.recovery_lock():  # what a starting server holds while it sweeps
+        worker = threading.Thread(target=requeue, args=(spool, JobQueue(spool.queue_file), job))
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive() and list(spool.incoming.iterdir()) == [] and queue.get(job).state == "failed"
+    worker.join(30)
+    assert queue.get(job).state == "queued"
+    assert spool.locate(queue.get(job).path).read_bytes() == b"image"
+    queue.close()
+
+
+def test_dead_lettering_again_replaces_results_a_crashed_requeue_left(tmp_path):
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    (spool.dead_letter / "7" / "results").mkdir(parents=True)
+    (spool.dead_letter / "7" / "results" / "old.dcm").write_bytes(b"old")
+    (spool.results / "7").mkdir()
+    (spool.results / "7" / "new.dcm").write_bytes(b"new")
+    source = spool.write_incoming(b"image")
+    folder = spool.move_to_dead_letter(7, source, spool.results / "7", {"reason": "refused"})
+    assert sorted(p.name for p in (folder / "results").iterdir()) == ["new.dcm"]
+    assert (folder / "source.dcm").read_bytes() == b"image"
