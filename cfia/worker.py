@@ -27,6 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from dicom_out import STORED, Backoff, Destination, DestinationUnavailable, UnsupportedSource
+from dicom_out.sender import CONTEXT_REJECTED
 from dicom_out import send as dicom_send
 from listener import Job, JobQueue, Spool
 
@@ -156,24 +157,25 @@ class Worker:
             self._dead_letter(job, f"no destination for calling AE {job.calling_ae!r}", fields, folder)
             return
         files = self.spool.result_files(folder)
-        down, refused = [], []  # every destination is tried: one that fails must not starve the rest
-        for dest in destinations:
+        problems = {"down": [], "refused": [], "rejected": []}  # every destination is tried:
+        for dest in destinations:                                # one that fails must not starve the rest
             if destination_key(dest) in job.delivered:
                 continue
             problem = self._send_to(dest, files, fields)
             if problem is None:
                 self.queue.add_delivered(job.id, destination_key(dest))
             else:
-                (refused if problem[0] == "refused" else down).append(problem[1])
-        if down or refused:
-            self._retry_delivery(job, down, refused, folder, fields)
+                problems[problem[0]].append(problem[1])
+        if any(problems.values()):
+            self._retry_delivery(job, problems, folder, fields)
             return
         self.queue.finish(job.id)
         self.spool.remove(self.spool.locate(job.path), folder)
         log.info("delivered", extra={**fields, "objects": len(files), "destinations": len(destinations)})
 
     def _send_to(self, dest: Destination, files: Sequence[Path], fields: dict) -> Optional[tuple[str, str]]:
-        """None when `dest` stored every file, else ("down" | "refused", why)."""
+        """None when `dest` stored every file, else ("down" | "refused" | "rejected", why);
+        rejected: it accepts not even the SOP class of what it refused, which no retry mends."""
         where = {**fields, "destination": dest.name}
         try:
             replies = self.sender(files, dest, calling_ae=self.calling_ae) if files else {}
@@ -185,13 +187,18 @@ class Worker:
             return None
         reason = f"{dest.name} refused " + ", ".join(f"{uid} ({status:#06x})" for uid, status in refused.items())
         log.warning("destination refused objects", extra={**where, "reason": reason})
+        if all(status == CONTEXT_REJECTED for status in refused.values()):
+            return "rejected", (f"{reason}: it does not accept their SOP class; disable that output "
+                                "(outputs: in config.yaml) or let the destination store it")
         return "refused", reason
 
-    def _retry_delivery(self, job: Job, down: list[str], refused: list[str], folder: Path, fields: dict) -> None:
+    def _retry_delivery(self, job: Job, problems: dict[str, list[str]], folder: Path, fields: dict) -> None:
         """Destinations that are down are retried for ever; refusals `max_retries` times
-        (the time a destination was down does not count), then the job is dead-lettered."""
-        if refused and job.refusals + 1 > self.max_retries:
-            self._dead_letter(job, "; ".join(refused), fields, folder)
+        (the time a destination was down does not count), then the job is dead-lettered;
+        a SOP class a destination does not accept dead-letters it at once."""
+        down, refused, rejected = problems["down"], problems["refused"], problems["rejected"]
+        if rejected or (refused and job.refusals + 1 > self.max_retries):
+            self._dead_letter(job, "; ".join(rejected + refused), fields, folder)
             return
         delay = self.backoff.delay(job.send_attempts + 1)
         log.warning("results kept, will resend", extra={**fields, "retry_in_s": round(delay, 2),

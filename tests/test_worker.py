@@ -184,6 +184,30 @@ def test_a_destination_that_is_down_or_refusing_does_not_starve_the_others(make_
             bad.stop()
 
 
+def test_a_sop_class_the_destination_does_not_accept_dead_letters_at_once(make_node):
+    """0x0122 (e.g. a PACS without Parametric Map) cannot get better with retries: the job
+    fails on the first send, saying which output to disable; what was accepted is stored."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Comprehensive3DSRStorage
+
+    stored = []
+    ae = AE(ae_title="SRONLY")
+    ae.add_supported_context(Comprehensive3DSRStorage)
+    server = ae.start_server(("127.0.0.1", 0), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, lambda event: stored.append(1) or 0x0000)])
+    try:
+        node = make_node(Routing(fixed=(Destination("sronly", "SRONLY", "127.0.0.1", server.server_address[1]),)),
+                         max_retries=3, outputs=OutputsConfig(fractional_seg=False, parametric_map=False, gsps=False))
+        assert push(node.port, [mammogram(15)]) == [0x0000]
+        node.wait_counts(failed=1)
+        reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+        assert reason["send_attempts"] == 0 and "(0x0122)" in reason["reason"]
+        assert "does not accept their SOP class; disable that output" in reason["reason"]
+        assert stored == [1]  # the SR
+    finally:
+        server.shutdown()
+
+
 def test_failing_processor_is_retried_then_dead_lettered(make_node, dest):
     calls = []
 
