@@ -11,8 +11,9 @@ objects (dicom_out.UnsupportedSource: not a single-frame MG image, no pixel spac
 header the builders cannot use) goes there at once (none gets better with retries). A
 destination that is down is retried with backoff forever: nothing is lost. A
 destination that answers with a failure status is retried `max_retries` times, then the
-job is dead-lettered; the time a destination was down does not count toward that. The
-source is deleted only after the results were delivered everywhere.
+job is dead-lettered; the time a destination was down does not count toward that; one
+that does not accept a SOP class at all dead-letters it at once. Every destination is
+tried on each pass. The source is deleted only after the results were delivered everywhere.
 """
 from __future__ import annotations
 
