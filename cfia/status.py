@@ -89,6 +89,9 @@ def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> st
                  if k.startswith("refused_")]),
         _metric("cfia_store_ignored_total", "counter", "Non-mammogram C-STOREs ignored since start.",
                 [("", listener_counts.get("ignored", 0))]),
+        _metric("cfia_associations_rejected_total", "counter",
+                "Associations rejected since start (calling or called AE title).",
+                [("", listener_counts.get("rejected", 0))]),
         _metric("cfia_workers_alive", "gauge", "Worker processes alive.", [("", workers_alive)]),
         _histogram("cfia_explain_seconds", "Seconds the processor took per image.", queue.explain_histogram()),
     ]

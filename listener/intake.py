@@ -22,7 +22,7 @@ from . import statuses
 from .checks import check_mammogram
 from .jobqueue import JobQueue
 from .spool import Spool
-from .syntaxes import MAMMOGRAPHY_SOP_CLASSES
+from .syntaxes import MAMMOGRAPHY_SOP_CLASSES, decodable_transfer_syntaxes
 
 log = logging.getLogger("cfia.listener")
 
@@ -36,7 +36,8 @@ class Intake:
         self.spool = spool
         self.queue = queue
         self.ignore_other_sop_classes = ignore_other_sop_classes
-        self.counts: Counter[str] = Counter()  # received, ignored, echo, refused_0xC002, ...
+        self.counts: Counter[str] = Counter()  # received, ignored, echo, refused_0xC002, rejected, ...
+        self.decodable = frozenset(decodable_transfer_syntaxes())
         self._lock = threading.Lock()
         self._batches: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
 
@@ -54,6 +55,16 @@ class Intake:
     def forget(self, assoc) -> str | None:
         with self._lock:
             return self._batches.pop(assoc, None)
+
+
+def handle_rejected(event, intake: Intake) -> None:
+    """EVT_REJECTED: an association refused (calling or called AE title): say who knocked."""
+    assoc = event.assoc
+    intake.count("rejected")
+    log.warning("association rejected", extra={"calling_ae": assoc.requestor.ae_title,
+                                               "called_ae": assoc.requestor.primitive.called_ae_title
+                                               if assoc.requestor.primitive else "",
+                                               "peer": f"{assoc.requestor.address}:{assoc.requestor.port}"})
 
 
 def handle_store(event, intake: Intake) -> Dataset | int:
@@ -81,7 +92,10 @@ def _store(event, intake: Intake, uid: str, calling: str) -> Dataset | int:
         ds.get("Rows")  # parse the top level now: a truncated stream fails here
     except Exception as exc:
         return _refuse(intake, statuses.CANNOT_DECODE, f"cannot decode dataset: {type(exc).__name__}", fields)
-    refusal = check_mammogram(ds, sop_class, UID(event.context.transfer_syntax))
+    syntax = UID(event.context.transfer_syntax)
+    if syntax not in intake.decodable:  # only negotiated when configured to ignore (unrestricted)
+        return _refuse(intake, statuses.UNDECODABLE_SYNTAX, f"transfer syntax {syntax} cannot be decoded", fields)
+    refusal = check_mammogram(ds, sop_class, syntax)
     if refusal is not None:
         return _refuse(intake, refusal.code, refusal.reason, fields)
     return _spool(event, intake, ds, fields)

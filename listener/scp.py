@@ -6,10 +6,10 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 
-from .intake import Intake, handle_association_end, handle_echo, handle_store
+from .intake import Intake, handle_association_end, handle_echo, handle_rejected, handle_store
 from .syntaxes import decodable_transfer_syntaxes, supported_contexts
 
 log = logging.getLogger("cfia.listener")
@@ -41,12 +41,33 @@ def make_ae(settings: ListenerSettings) -> AE:
     ae.supported_contexts = supported_contexts(settings.ignore_other_sop_classes)
     ae.add_supported_context(Verification)
     ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
+    ae.require_called_aet = True  # a caller set up with another AE title is told so, not served
     ae.maximum_pdu_size = settings.maximum_pdu_size
     ae.network_timeout = settings.network_timeout
     return ae
 
 
-def start(settings: ListenerSettings, intake: Intake):
+class Server:
+    """pynetdicom's server, and what `ignore` switched on for it switched off again on shutdown."""
+
+    def __init__(self, inner, unrestricted: bool):
+        self._inner, self._unrestricted = inner, unrestricted
+
+    @property
+    def server_address(self):
+        return self._inner.server_address
+
+    @property
+    def active_associations(self):
+        return self._inner.active_associations
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+        if self._unrestricted:
+            _config.UNRESTRICTED_STORAGE_SERVICE = False
+
+
+def start(settings: ListenerSettings, intake: Intake) -> Server:
     """Start serving in background threads; returns the server (`.server_address`,
     `.shutdown()`)."""
     handlers = [
@@ -54,10 +75,17 @@ def start(settings: ListenerSettings, intake: Intake):
         (evt.EVT_C_ECHO, handle_echo, [intake]),
         (evt.EVT_RELEASED, handle_association_end, [intake]),
         (evt.EVT_ABORTED, handle_association_end, [intake]),
+        (evt.EVT_REJECTED, handle_rejected, [intake]),
     ]
+    # `ignore` promises that a PACS pushing a whole study sees no failure, but pynetdicom
+    # accepts only the abstract syntaxes it lists, and a study may hold vendors' private
+    # SOP classes. Its documented switch for accepting every storage class is process-wide
+    # (pynetdicom._config), which is one listener per `cfia serve`; the intake refuses a
+    # mammogram whose negotiated syntax it cannot decode (0xC005).
+    _config.UNRESTRICTED_STORAGE_SERVICE = settings.ignore_other_sop_classes
     ae = make_ae(settings)
-    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers,
-                             ssl_context=settings.ssl_context)
+    server = Server(ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers,
+                                    ssl_context=settings.ssl_context), settings.ignore_other_sop_classes)
     host, port = server.server_address[:2]
     log.info("listening", extra={"ae_title": settings.ae_title, "host": host, "port": port,
                                  "tls": settings.ssl_context is not None,

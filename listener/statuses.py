@@ -15,6 +15,7 @@ MISSING_IMAGE_ATTRIBUTES = 0xC001  # cannot understand: no Rows/Columns/Bits/Pix
 PIXEL_LENGTH_MISMATCH = 0xC002     # cannot understand: native pixel data of the wrong size
 NOT_ENCAPSULATED = 0xC003          # cannot understand: compressed syntax, native pixel data
 INVALID_UID = 0xC004               # cannot understand: an instance, series or study UID that is no UID
+UNDECODABLE_SYNTAX = 0xC005        # cannot understand: a mammogram in a transfer syntax cfia cannot decode
 CANNOT_DECODE = 0xC210             # cannot understand: the dataset does not parse
 UNEXPECTED_ERROR = 0xC211          # a bug in the handler, caught so it never raises
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import logging
 import os
 import shutil
 import ssl
@@ -147,6 +148,36 @@ def test_non_mammogram_sop_class_rejected_or_ignored(start_listener):
     port, intake = start_listener(ignore_other_sop_classes=True)
     assert push(port, [text]) == [0x0000]
     assert intake.counts["ignored"] == 1
+
+
+def test_ignore_also_takes_private_sop_classes_and_refuses_mammograms_it_cannot_decode(start_listener):
+    """A PACS pushing a whole study may send vendors' private objects: with `ignore` they
+    are answered with success too. A mammogram in a syntax cfia cannot decode, which
+    accepting every storage class lets through negotiation, is refused with 0xC005."""
+    from pydicom.encaps import encapsulate
+
+    private = Dataset()
+    private.SOPClassUID, private.SOPInstanceUID = "1.2.840.113543.6.6.1.3.10002", generate_uid()
+    _with_meta(private)
+    part2 = mammogram(4)
+    part2.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.92"  # JPEG 2000 Part 2: no decoder installed
+    part2.PixelData = encapsulate([b"\xff\x4f" + bytes(98)])
+    assert "1.2.840.10008.1.2.4.92" not in listener.decodable_transfer_syntaxes()
+    port, intake = start_listener()
+    assert push(port, [private, mammogram(6)]) == [None, 0x0000]  # reject: no context for it
+    port, intake = start_listener(ignore_other_sop_classes=True)
+    assert push(port, [private, part2, mammogram(5)]) == [0x0000, statuses.UNDECODABLE_SYNTAX, 0x0000]
+    assert intake.counts["ignored"] == 1 and intake.counts["received"] == 1
+
+
+def test_a_wrong_called_ae_title_is_rejected_and_logged(start_listener, caplog):
+    port, intake = start_listener()
+    with caplog.at_level(logging.WARNING, logger="cfia.listener"):
+        assert echo(port, called_ae="NOT_CFIA") is None
+    assert echo(port) == 0x0000
+    assert intake.counts["rejected"] == 1
+    rejected, = [r for r in caplog.records if r.getMessage() == "association rejected"]
+    assert (rejected.calling_ae, rejected.called_ae) == ("MODALITY", "NOT_CFIA")
 
 
 class FullDisk(Spool):
