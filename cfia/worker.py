@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +28,18 @@ from typing import Callable, Optional, Sequence
 import pydicom
 from pydicom.dataset import Dataset
 
-from dicom_out import STORED, Backoff, Destination, DestinationUnavailable, UnsupportedSource
-from dicom_out.sender import CONTEXT_REJECTED
+from dicom_out import (STORED, Backoff, Destination, DestinationRejected, DestinationUnavailable,
+                       UnsupportedSource)
 from dicom_out import send as dicom_send
+from dicom_out.sender import CONTEXT_REJECTED
 from listener import Job, JobQueue, Spool
 
 from .dicom_io import ImageReadError
 from .processors import Processor
 
 log = logging.getLogger("cfia.worker")
+
+QUEUE_RETRY_SECONDS = 2.0  # after the queue could not be written (disk full, locked for a minute)
 
 Sender = Callable[..., dict[str, int]]
 
@@ -92,7 +96,13 @@ class Worker:
 
     def run_once(self) -> bool:
         """Handle one job if one is ready; False when there was none."""
-        job = self.queue.claim(self.owner)
+        try:
+            job = self.queue.claim(self.owner)
+        except sqlite3.OperationalError as exc:  # the queue's disk full or its file locked: no job
+            log.warning("cannot take a job from the queue, will retry",  # held, so wait, do not die
+                        extra={"reason": str(exc), "retry_in_s": QUEUE_RETRY_SECONDS})
+            time.sleep(QUEUE_RETRY_SECONDS)
+            return False
         if job is None:
             return False
         fields = {"job": job.id, "sop_instance_uid": job.sop_instance_uid}
@@ -183,6 +193,9 @@ class Worker:
         except DestinationUnavailable as exc:
             log.warning("destination unavailable, results kept", extra={**where, "reason": str(exc)})
             return "down", str(exc)
+        except DestinationRejected as exc:
+            log.error("destination rejected the association", extra={**where, "reason": str(exc)})
+            return "rejected", f"{exc}; check its entry in config.yaml against the destination's AE titles"
         refused = {uid: status for uid, status in replies.items() if status not in STORED}
         if not refused:
             return None

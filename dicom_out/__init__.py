@@ -12,7 +12,7 @@ from .pm import build_parametric_map
 from .results import build_results
 from .seg import build_binary_seg, build_fractional_seg
 from .series import OBJECT_TYPES, SERIES_DESCRIPTIONS
-from .sender import STORED, Backoff, Destination, DestinationUnavailable, send
+from .sender import STORED, Backoff, Destination, DestinationRejected, DestinationUnavailable, send
 from .sr import build_sr
 from .uids import object_uids
 
@@ -20,5 +20,5 @@ __all__ = [
     "AlgorithmInfo", "Explanation", "METHODS", "OBJECT_TYPES", "SERIES_DESCRIPTIONS",
     "build_results", "build_fractional_seg", "build_binary_seg", "build_parametric_map",
     "build_sr", "build_gsps", "object_uids", "check_source", "UnsupportedSource",
-    "Backoff", "Destination", "DestinationUnavailable", "STORED", "send",
+    "Backoff", "Destination", "DestinationRejected", "DestinationUnavailable", "STORED", "send",
 ]

@@ -31,6 +31,11 @@ class DestinationUnavailable(Exception):
     """No association, or it broke: try the whole send again later."""
 
 
+class DestinationRejected(Exception):
+    """The destination rejected the association permanently (e.g. it does not know the
+    called or the calling AE title): a configuration to fix, not an outage to wait out."""
+
+
 @dataclass(frozen=True)
 class Destination:
     name: str
@@ -93,6 +98,10 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls)
     except OSError as exc:  # the host name does not resolve, a TLS handshake fails: down, for now
         raise DestinationUnavailable(f"no association with {where}: {type(exc).__name__}: {exc}") from None
+    if assoc.is_rejected and assoc.acceptor.primitive is not None and assoc.acceptor.primitive.result == 1:
+        reply = assoc.acceptor.primitive  # A-ASSOCIATE-RJ, result 1: rejected-permanent
+        raise DestinationRejected(f"{where} rejected the association permanently (source {reply.result_source}, "
+                                  f"reason {reply.diagnostic}: e.g. an AE title it does not know)")
     if not assoc.is_established:
         raise DestinationUnavailable(f"no association with {where}")
     try:

@@ -52,6 +52,7 @@ class StorageSCP:
         self.refusals_left = refuse_first  # answer this many C-STOREs 0xA700 (out of resources) first
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
+        ae.require_called_aet = True  # as a PACS that checks it (Orthanc's DicomCheckCalledAet)
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
         self._server = ae.start_server(("127.0.0.1", port), block=False,

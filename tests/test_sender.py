@@ -47,6 +47,18 @@ def test_a_host_name_that_does_not_resolve_is_a_destination_down(results):
         send(list(results.values()), Destination("pacs", "DEST", "cfia-test.invalid", 104), timeout=5)
 
 
+def test_a_permanently_rejected_association_is_no_outage(results):
+    """A destination that does not know the called AE title will never take the results."""
+    from dicom_out import DestinationRejected
+
+    scp = StorageSCP(ae_title="DEST")
+    try:
+        with pytest.raises(DestinationRejected, match="rejected the association permanently"):
+            send(list(results.values()), Destination("pacs", "NOT_DEST", "127.0.0.1", scp.port), timeout=5)
+    finally:
+        scp.stop()
+
+
 def test_refused_sop_class_is_reported(results):
     ae = AE(ae_title="SRONLY")  # like Orthanc 1.10 with Label Map SEG: one class refused
     ae.add_supported_context(Comprehensive3DSRStorage)

@@ -208,6 +208,32 @@ def test_a_sop_class_the_destination_does_not_accept_dead_letters_at_once(make_n
         server.shutdown()
 
 
+def test_a_destination_rejecting_the_association_dead_letters_at_once(make_node, dest):
+    """An AE title the destination does not know: no retry mends that configuration."""
+    node = make_node(Routing(fixed=(Destination("pacs", "NOT_DEST", "127.0.0.1", dest.port),)), max_retries=3,
+                     outputs=OutputsConfig(fractional_seg=False, parametric_map=False, gsps=False))
+    assert push(node.port, [mammogram(16)]) == [0x0000]
+    node.wait_counts(failed=1)
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert "rejected the association permanently" in reason["reason"] and "config.yaml" in reason["reason"]
+    assert reason["send_attempts"] == 0 and dest.received == []
+
+
+def test_a_queue_that_cannot_be_written_makes_the_worker_wait_not_die(tmp_path, caplog):
+    """A full disk under the queue: claiming a job fails; the worker must not crash (its
+    supervisor would respawn it and reload the models, again and again)."""
+    import sqlite3
+
+    class FullQueue(JobQueue):
+        def claim(self, owner):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    spool = Spool(tmp_path / "spool").create()
+    worker = Worker(FullQueue(spool.queue_file), spool, blob(Config()), Routing(), backoff=FAST)
+    assert worker.run_once() is False
+    assert "cannot take a job from the queue" in caplog.text
+
+
 def test_failing_processor_is_retried_then_dead_lettered(make_node, dest):
     calls = []
 
