@@ -25,6 +25,31 @@ def _size(text: str) -> tuple[int, int]:
     return rows, cols
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1 (epochs, batch sizes, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _output_folder(path: str, flag: str = "--out", create: bool = True) -> Path:
+    """Create (or, create=False, only check) an output folder before the work: a bad
+    --out costs no minutes."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {out}: is a file, not a folder")
+    try:
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {out}: cannot create the output folder ({exc.strerror})") from None
+    return out
+
+
 def load_config(path: str | None) -> config_mod.Config:
     cfg_path = Path(path) if path else DEFAULT_CONFIG
     if path is None and not cfg_path.exists():
@@ -81,12 +106,12 @@ def cmd_explain(args) -> int:
     if no_objects:  # e.g. a Secondary Capture mammogram (CBIS-DDSM): the maps are still worth having
         print(f"cfia: warning: {args.file}: no DICOM result objects ({no_objects}); "
               "writing saliency.npy and overlay.png only", file=sys.stderr)
-    out = Path(args.out)
-    try:  # before explaining, so a bad --out costs no minutes
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out {out}: cannot create the output folder ({exc.strerror})") from None
+    out = _output_folder(args.out)
     pipeline = _pipeline(cfg)
+    try:
+        pipeline.explainer(args.method or cfg.explainer.method)  # a method the model cannot serve (gradcam's layer) fails before explaining
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     result = pipeline.explain(src, args.method)
     np.save(out / "saliency.npy", result.saliency)
     outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,
@@ -180,6 +205,7 @@ def cmd_train_inpainter(args) -> int:
     from cfia.training.inpainter import TrainOptions, train
     from .manifest import DataError
 
+    _output_folder(args.out)
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
@@ -297,6 +323,7 @@ def cmd_train_classifier(args) -> int:
                            device=args.device, threads=args.threads, progress=not args.quiet)
             print(json.dumps(res))
             return 0
+        _output_folder(args.out)
         opts = TrainOptions(
             data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
@@ -326,6 +353,7 @@ def cmd_train_average(args) -> int:
     from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK
 
     network_args = _network_args(args.network_args, DEFAULT_ARGS)
+    _output_folder(args.out, create=False)  # nothing is written when the models cannot be mixed
     try:
         meta = average(args.models, args.weights, args.out, args.network or DEFAULT_NETWORK, network_args,
                        args.input_size, command=args.command_line)
@@ -425,20 +453,20 @@ def _add_train_inpainter(tsub) -> None:
                     "OUT/inpainter.pt and OUT/inpainter.report.json (held-out metrics) at the end.")
     t.add_argument("--data", required=True, help="folder with manifest.csv (file,label,mask,laterality,view) and MG DICOM")
     t.add_argument("--out", default="models", help="output folder (default models/)")
-    t.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    t.add_argument("--epochs", type=_positive, default=10, help="epochs (default 10)")
     t.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights on CPU (default 0)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/inpainter.ckpt")
     t.add_argument("--val-data", help="held-out folder (default: 10%% of --data's images, chosen by seed)")
-    t.add_argument("--crops-per-epoch", type=int, default=2048, help="crops per epoch (default 2048)")
-    t.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
-    t.add_argument("--crop-size", type=int, default=96, help="crop side in pixels (default 96)")
+    t.add_argument("--crops-per-epoch", type=_positive, default=2048, help="crops per epoch (default 2048)")
+    t.add_argument("--batch-size", type=_positive, default=8, help="crops per step (default 8)")
+    t.add_argument("--crop-size", type=_positive, default=96, help="crop side in pixels (default 96)")
     t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of epoch 1 (default 5e-4)")
     t.add_argument("--lr-decay", type=float, default=0.7, help="lr of epoch e = max(lr*decay**e, lr/10) (default 0.7)")
-    t.add_argument("--val-crops", type=int, default=64, help="held-out crops in the final report (default 64)")
+    t.add_argument("--val-crops", type=_positive, default=64, help="held-out crops in the final report (default 64)")
     t.add_argument("--aug-texture", type=float, default=0.0,
                    help="fraction of the crops given extra tissue texture (a power-law field or glandular "
                         "islands, 0.3-2 x the crop's pixel s.d.; default 0)")
-    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    t.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
     t.add_argument("--device", default="cpu", help="torch device (default cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train_inpainter)
@@ -452,8 +480,8 @@ def _add_train_classifier(tsub) -> None:
     t.add_argument("--data", required=True, nargs="+", help="data folder(s) with manifest.csv")
     t.add_argument("--val-data", nargs="+", help="held-out folder(s): per-epoch validation, model selection, final report")
     t.add_argument("--out", default="models", help="output folder (default models/)")
-    t.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    t.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    t.add_argument("--epochs", type=_positive, default=30, help="epochs (default 30)")
+    t.add_argument("--batch-size", type=_positive, default=32, help="batch size (default 32)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, cosine schedule (default 2e-3)")
     t.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights (default 0)")
     t.add_argument("--input-size", type=_size, default=config_mod.DEFAULT_CLASSIFIER_INPUT,
@@ -463,10 +491,10 @@ def _add_train_classifier(tsub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from OUT/classifier.ckpt")
     t.add_argument("--init", help="start from these weights (e.g. models/classifier.pt: fine-tune the default "
                                   "model on your data); optimiser and schedule start fresh")
-    t.add_argument("--stop-after", type=int, help="end this run after N epochs (checkpointed); --resume continues")
+    t.add_argument("--stop-after", type=_positive, help="end this run after N epochs (checkpointed); --resume continues")
     t.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    t.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    t.add_argument("--workers", type=int, default=2, help="preprocessing processes (default 2)")
+    t.add_argument("--threads", type=_positive, default=2, help="torch CPU threads (default 2)")
+    t.add_argument("--workers", type=_positive, default=2, help="preprocessing processes (default 2)")
     t.add_argument("--cache-dir", help="preprocessed-image cache (default DATA/.cfia-cache)")
     t.add_argument("--no-augment", action="store_true", help="train without augmentation")
     t.add_argument("--aug-noise", type=float, default=0.03,

@@ -33,11 +33,14 @@ def read_manifest(folder: str | Path) -> list[Record]:
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
         raise DataError(f"{manifest}: no manifest.csv in the data folder")
-    with manifest.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise DataError(f"{manifest}: expected columns file,label; got {reader.fieldnames}")
-        rows = list(reader)
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark; headers are
+    # matched without case or surrounding spaces ("File, Label" is file,label).
+    with manifest.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [name.strip().lower() for name in next(reader, [])]
+        if not {"file", "label"} <= set(header):
+            raise DataError(f"{manifest}: expected columns file,label; got {header}")
+        rows = [dict(zip(header, (v.strip() for v in values))) for values in reader if any(v.strip() for v in values)]
     records, missing = [], []
     for n, row in enumerate(rows, start=2):
         records.append(_record(folder, row, f"{manifest} line {n}"))

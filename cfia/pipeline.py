@@ -19,7 +19,8 @@ import torch
 
 from dicom_out import AlgorithmInfo, Explanation, UnsupportedSource, build_results, check_source
 from explain import metrics
-from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
+from explain.baselines import (GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer,
+                               check_gradcam_layer)
 from explain.classifier import load_classifier
 from explain.counterfactual import CounterfactualExplainer
 from explain.inpaint import make_inpainter
@@ -73,6 +74,8 @@ class Pipeline:
                                             texture_match=i.texture_match, noise_scale=i.noise_scale)
         else:
             self.inpainter = make_inpainter(i.kind, device=self.device)
+        if e.method == "gradcam":  # the node's method: a layer that is not there fails now, not per study
+            check_gradcam_layer(self.classifier.model, e.gradcam_layer)
         self.model_version = content_digest(c.path)[:16] if Path(c.path).exists() else "unversioned"
         self.settings = settings_digest(cfg)
 

@@ -37,6 +37,17 @@ class _ScoreModule(nn.Module):
         return self.score_fn(x)[:, None]
 
 
+def check_gradcam_layer(model: nn.Module, layer: str) -> None:
+    """Grad-CAM hooks a named layer: a ValueError before any image when it cannot."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError("gradcam needs the classifier as a network (kind monai_network or monai_bundle "
+                         "with network_def): a TorchScript model takes no hooks")
+    names = [name for name, _ in model.named_modules() if name]
+    if layer not in names:
+        raise ValueError(f"explainer.gradcam_layer {layer!r} is not a layer of the classifier; "
+                         f"its layers include {', '.join(names[:8])}")
+
+
 def _hook_state(model: nn.Module, layer: str) -> tuple[nn.Module, dict, dict, dict]:
     module = dict(model.named_modules())[layer]
     return module, dict(module._forward_hooks), dict(module._backward_hooks), dict(module.__dict__)
@@ -64,6 +75,7 @@ class GradCAMExplainer:
     """Grad-CAM (monai.visualize.GradCAM) on `target_layer` of `model` for `class_index`."""
 
     def __init__(self, model: nn.Module, target_layer: str, class_index: int, score_fn: ScoreFn):
+        check_gradcam_layer(model, target_layer)
         self.model, self.target_layer, self.class_index, self.score_fn = model, target_layer, class_index, score_fn
 
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:

@@ -113,11 +113,27 @@ class Classifier(nn.Module):
         if not ok:
             raise ValueError(f"classifier {self.source}: class_index {self.class_index} does not fit "
                              f"{c} output class(es); expected {expect}, got output shape {tuple(out.shape)}")
+        if not out.is_floating_point():
+            raise ValueError(f"classifier {self.source}: expected floating-point scores, got {out.dtype} "
+                             "(class indices, e.g. an argmax, cannot be explained)")
         if self.output == "probabilities" and not bool(((out >= 0) & (out <= 1)).all()):
             raise ValueError(f"classifier {self.source}: output is configured as probabilities but "
                              f"values are outside [0, 1] (min {out.min().item():.3g}, max {out.max().item():.3g})")
         self.num_classes = int(c)
+        self._check_gradient(rows, cols)
         return self
+
+    def _check_gradient(self, rows: int, cols: int) -> None:
+        """Every explainer but occlusion differentiates the score with respect to the image:
+        a model that detaches its output would fail mid-study, so fail here instead."""
+        x = torch.zeros(1, self.in_channels, rows, cols, device=self.device, requires_grad=True)
+        try:
+            self.score(x).sum().backward()
+        except RuntimeError as exc:
+            raise ValueError(f"classifier {self.source}: its score cannot be differentiated with respect to "
+                             f"the image ({str(exc).splitlines()[0]})") from None
+        if x.grad is None:
+            raise ValueError(f"classifier {self.source}: its score does not depend on the image differentiably")
 
 
 def _freeze(model: nn.Module) -> nn.Module:

@@ -133,6 +133,49 @@ def test_wrong_channels_shape_and_files_give_clear_errors(tmp_path):
         load_classifier("monai_network", tmp_path / "two.pt", network="NoSuchNet", input_size=SIZE)
 
 
+def test_models_that_would_fail_mid_study_are_refused_at_load(tmp_path):
+    """The dummy forward also differentiates the score: a model that detaches its output
+    or answers class indices cannot be explained; Grad-CAM needs a layer it can hook."""
+    from cfia.config import from_dict
+    from cfia.pipeline import Pipeline
+
+    class Detached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = small_net()
+
+        def forward(self, x):
+            return self.net(x).detach()
+
+    class Indices(Detached):
+        def forward(self, x):
+            return self.net(x).argmax(1, keepdim=True)
+
+    for name, model, says in (("detached", Detached(), "cannot be differentiated"),
+                              ("indices", Indices(), "floating-point scores")):
+        torch.jit.script(model.eval()).save(str(tmp_path / f"{name}.ts"))
+        with pytest.raises(ValueError, match=says):
+            load_classifier("torchscript", tmp_path / f"{name}.ts", input_size=SIZE)
+    torch.jit.trace(small_net(), torch.zeros(1, 1, *SIZE)).save(str(tmp_path / "good.ts"))
+    torch.save(small_net().state_dict(), tmp_path / "good.pt")
+    base = {"models": {"inpainter": {"kind": "telea"}}, "explainer": {"method": "gradcam"}}
+    for classifier, says in (({"kind": "torchscript", "path": str(tmp_path / "good.ts")}, "takes no hooks"),
+                             ({"kind": "monai_network", "path": str(tmp_path / "good.pt"), "network": "MammoNet",
+                               "network_args": ARGS}, "'features.9' is not a layer")):
+        cfg = {**base, "models": {**base["models"], "classifier": {**classifier, "input_size": list(SIZE)}},
+               "explainer": {"method": "gradcam", "gradcam_layer": "features.9"}}
+        with pytest.raises(ValueError, match=says):
+            Pipeline(from_dict(cfg))
+
+
+def test_manifest_from_a_spreadsheet_is_read_like_the_phantoms(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; headers may differ in case and spaces."""
+    (tmp_path / "a.dcm").write_bytes(b"")
+    (tmp_path / "manifest.csv").write_bytes("\ufeffFile , Label\r\na.dcm , 1\r\n\r\n".encode("utf-8"))
+    (record,) = read_manifest(tmp_path)
+    assert (record.path.name, record.label) == ("a.dcm", 1)
+
+
 # -- training ---------------------------------------------------------------------
 
 TINY = ["--input-size", "64x48", "--network-args", json.dumps({"channels": [4, 8, 8], "subunits": 1}),
@@ -323,6 +366,74 @@ def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
     assert _train(data, tmp_path / "out", "--epochs", "1") == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "contrast must be a number, got 'faint'" in err
+
+
+def test_training_data_a_site_may_have(phantom_dir, tmp_path, capsys, caplog, monkeypatch):
+    """Positives without masks train on their label only; a bad mask skips its image by
+    path; a changed image of the same size is preprocessed again; one class stops the run;
+    reports name the files as this run gave the folder."""
+    import os
+    import shutil
+
+    from cfia.training.classifier import _loss
+    from cfia.training.data import load_images
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache"))
+    rows = (data / "manifest.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    mask_col, label_col = header.index("mask"), header.index("label")
+    positives = [i for i, r in enumerate(rows[1:], 1) if r.split(",")[label_col] == "1"]
+    no_mask, bad_mask = positives[0], positives[1]
+    for i, value in ((no_mask, ""), (bad_mask, "bad.npy")):
+        cells = rows[i].split(",")
+        cells[mask_col] = value
+        rows[i] = ",".join(cells)
+    np.save(data / "bad.npy", np.zeros((10, 10), bool))  # not the image's shape
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    images, masks, labels, files = load_images(data, (64, 48), tmp_path / "cache", workers=1, progress=False)
+    assert len(files) == 7 and not any(rows[bad_mask].split(",")[0] in f for f in files)
+    assert any("bad.npy: unreadable lesion mask" in r.getMessage() for r in caplog.records)
+    unknown = masks.flatten(1).amin(1) < 0
+    assert int(unknown.sum()) == 1 and int(labels[unknown]) == 1
+    net = small_net()
+    x, y = images[:2].float(), labels[:2]
+    only_unknown = torch.full_like(masks[:2].float(), -1.0)
+    assert torch.equal(_loss(net, x, y, only_unknown, 1.0), torch.nn.functional.cross_entropy(net(x), y))
+    # The same folder given another way: the files as given now.
+    monkeypatch.chdir(tmp_path)
+    files_rel = load_images(Path("data"), (64, 48), tmp_path / "cache", workers=1, progress=False)[3]
+    assert files_rel[0].startswith("data/") and files[0].startswith(str(data))
+    # An image replaced by another of the same size is preprocessed again.
+    first = data / rows[1].split(",")[0]
+    other = data / rows[2].split(",")[0]
+    before = images[0].clone()
+    shutil.copyfile(other, first)
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    again = load_images(data, (64, 48), tmp_path / "cache", workers=1, progress=False)[0]
+    assert not torch.equal(again[0], before)
+    # One class only: a clear stop.
+    (data / "manifest.csv").write_text("\n".join([rows[0]] + [rows[i] for i in positives[2:]]) + "\n")
+    assert _train(data, tmp_path / "one", "--epochs", "1") == 2
+    assert "a classifier needs positives and negatives" in capsys.readouterr().err
+
+
+def test_training_options_that_cannot_work_stop_before_any_work(phantom_dir, tmp_path, capsys):
+    from cfia.cli import main
+
+    for extra in (["--epochs", "0"], ["--batch-size", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            _train(phantom_dir, tmp_path / "x", *extra)
+        assert stop.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    assert _train(phantom_dir, tmp_path / "afile", "--epochs", "1") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    # --resume with other options than the checkpoint's run.
+    assert _train(phantom_dir, tmp_path / "r", "--epochs", "2", "--stop-after", "1") == 0
+    assert _train(phantom_dir, tmp_path / "r", "--epochs", "2", "--resume", "--lr", "0.01") == 2
+    err = capsys.readouterr().err
+    assert "continues a run with other options: lr 0.002 (now 0.01)" in err
+    assert main(["train", "inpainter", "--data", str(phantom_dir), "--out", str(tmp_path / "afile"), "--quiet"]) == 2
 
 
 # -- the shipped default model -----------------------------------------------------

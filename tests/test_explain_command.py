@@ -251,7 +251,7 @@ def test_explain_refuses_a_cut_short_file_or_an_out_that_is_a_file_before_explai
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 2, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
-    assert ("cut.dcm: not a readable DICOM file" if case == "truncated" else "cannot create the output folder") \
+    assert ("cut.dcm: not a readable DICOM file" if case == "truncated" else "is a file, not a folder") \
         in run.stderr
 
 

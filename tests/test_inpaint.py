@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import hashlib
 import re
 import shutil
@@ -228,6 +229,32 @@ def test_missing_files_listed_and_unreadable_skipped(tiny_data, tmp_path, capsys
     (data / rows[1][0]).write_bytes(b"garbage, not DICOM")
     assert _train(data, tmp_path / "m") == 0
     assert rows[1][0] in capsys.readouterr().out  # reported under "skipped"
+
+
+def test_what_would_teach_or_report_the_wrong_thing_is_refused(tiny_data, tmp_path, capsys):
+    """A positive without its mask would teach its lesion as healthy tissue: skipped by
+    path. A held-out folder without lesion-free images would turn the held-out report
+    into one on training images: stopped. A --resume with other options: stopped."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    rows = list(csv.reader((data / "manifest.csv").open()))
+    label, mask = rows[0].index("label"), rows[0].index("mask")
+    positive = next(r for r in rows[1:] if r[label] == "1")
+    positive[mask] = ""
+    with (data / "manifest.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    assert _train(data, tmp_path / "m") == 0
+    skipped = json.loads(capsys.readouterr().out)["skipped"]
+    assert skipped == [f"{data / positive[0]} (a positive without a lesion mask)"]
+    only_positive = tmp_path / "val"
+    shutil.copytree(tiny_data, only_positive)
+    rows = list(csv.reader((only_positive / "manifest.csv").open()))
+    with (only_positive / "manifest.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0]] + [r for r in rows[1:] if r[label] == "1"])
+    assert _train(tiny_data, tmp_path / "v", "--val-data", str(only_positive)) == 2
+    assert "no lesion-free held-out images" in capsys.readouterr().err
+    assert _train(tiny_data, tmp_path / "m", "--epochs", "2", "--resume", "--crop-size", "48") == 2
+    assert "crop_size 32 (now 48)" in capsys.readouterr().err
 
 
 # --- shipped model -----------------------------------------------------------------------

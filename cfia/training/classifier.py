@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from explain.classifier import build_network, load_classifier
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
-from ..manifest import read_manifest
+from ..manifest import DataError, read_manifest
 from .augment import AugmentOptions, augment
 from .data import load_many
 
@@ -94,7 +94,7 @@ def auc_interval(scores, labels, resamples: int = 2000, seed: int = 0, level: fl
     same few hundred images must be to mean anything."""
     s, y = np.asarray(scores, float), np.asarray(labels, int)
     if not (y == 1).any() or not (y == 0).any():
-        return [float("nan"), float("nan")]
+        return [None, None]
     aucs = [roc_auc(s[idx], y[idx]) for idx in stratified_resamples(y, resamples, seed)]
     tail = (1 - level) / 2 * 100
     return [round(float(v), 4) for v in np.percentile(aucs, [tail, 100 - tail])]
@@ -103,7 +103,8 @@ def auc_interval(scores, labels, resamples: int = 2000, seed: int = 0, level: fl
 def report(probs, labels, threshold: float = 0.5) -> dict:
     p, y = np.asarray(probs, float), np.asarray(labels, int)
     pred = p >= threshold
-    return {"n": int(len(y)), "positives": int(y.sum()), "auc": round(roc_auc(p, y), 4),
+    auc = roc_auc(p, y)  # NaN with one class: null in the JSON, which has no NaN
+    return {"n": int(len(y)), "positives": int(y.sum()), "auc": None if math.isnan(auc) else round(auc, 4),
             "accuracy": round(float((pred == y).mean()), 4),
             "sensitivity": round(float(pred[y == 1].mean()), 4) if (y == 1).any() else None,
             "specificity": round(float((~pred[y == 0]).mean()), 4) if (y == 0).any() else None,
@@ -201,10 +202,31 @@ def _cosine_with_warmup(optim, steps_per_epoch: int, epochs: int):
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
 
 
-def _resume(ckpt_path: Path, model, optim, sched, gen: torch.Generator, device) -> tuple[int, list, dict]:
+# What a resumed run must share with the run it continues (epochs may grow, the machine change).
+RUN_DEFINING = ("data", "val_data", "batch_size", "lr", "weight_decay", "seed", "input_size", "network",
+                "network_args", "init", "augment", "aug_noise", "aug_noise_corr", "aug_markers", "aug_texture",
+                "lesion_weight")
+
+
+def _run_definition(opts: TrainOptions) -> dict:
+    d = {k: getattr(opts, k) for k in RUN_DEFINING}
+    d["data"] = [str(Path(f).resolve()) for f in opts.data]
+    d["val_data"] = [str(Path(f).resolve()) for f in opts.val_data]
+    d["input_size"] = list(opts.input_size)
+    return json.loads(json.dumps(d))  # as the checkpoint holds it
+
+
+def _resume(ckpt_path: Path, model, optim, sched, gen: torch.Generator, device,
+            opts: TrainOptions) -> tuple[int, list, dict]:
     """Every state a run carries (weights, optimiser, schedule, random streams) from the
-    last checkpoint; returns (epochs done, history, best)."""
+    last checkpoint; returns (epochs done, history, best). Stops when the run it continues
+    was defined otherwise (checkpoints before the thirty-fourth session: not checked)."""
     state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    saved, now = state.get("run"), _run_definition(opts)
+    if saved is not None and saved != now:
+        differ = sorted(k for k in now if saved.get(k) != now[k])
+        raise ValueError(f"--resume: {ckpt_path} continues a run with other options: " + ", ".join(
+            f"{k} {saved.get(k)!r} (now {now[k]!r})" for k in differ) + "; give the same ones, or another --out")
     model.load_state_dict(state["model"])
     optim.load_state_dict(state["optim"])
     sched.load_state_dict(state["sched"])
@@ -266,6 +288,9 @@ def train(opts: TrainOptions) -> dict:
     if device.type == "cuda":  # a few GB at most: keep the whole set on the GPU
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
     val = load_many(opts.val_data, opts.input_size, opts.cache_dir, opts.workers, opts.progress) if opts.val_data else None
+    if int(labels.sum()) in (0, len(labels)):
+        raise DataError(f"--data: all {len(labels)} readable images are label {int(labels[0])}; "
+                        "a classifier needs positives and negatives")
     log.info("training on %d images (%d positive)%s", len(labels), int(labels.sum()),
              f", validating on {len(val[1])}" if val else "")
 
@@ -279,7 +304,7 @@ def train(opts: TrainOptions) -> dict:
     gen = torch.Generator().manual_seed(opts.seed)
     start, history, best = 0, [], {"auc": -1.0, "epoch": None}
     if resuming:
-        start, history, best = _resume(ckpt_path, model, optim, sched, gen, device)
+        start, history, best = _resume(ckpt_path, model, optim, sched, gen, device, opts)
     elif opts.resume:
         log.warning("--resume: no checkpoint at %s; starting from scratch", ckpt_path)
 
@@ -292,7 +317,7 @@ def train(opts: TrainOptions) -> dict:
         entry = {"epoch": epoch + 1, "loss": round(loss, 5), "seconds": round(time.time() - t0, 1)}
         if val is not None:
             entry["val"] = report(predict(model, val[0], device), val[2].cpu().numpy())
-            if entry["val"]["auc"] > best["auc"]:
+            if entry["val"]["auc"] is not None and entry["val"]["auc"] > best["auc"]:
                 best = {"auc": entry["val"]["auc"], "epoch": epoch + 1}
                 torch.save(_cpu_state(model), out / "classifier.best.pt")
         history.append(entry)
@@ -302,7 +327,7 @@ def train(opts: TrainOptions) -> dict:
             "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
             "epoch": epoch + 1, "history": history, "best": best,
-            "network": opts.network, "network_args": opts.network_args})
+            "network": opts.network, "network_args": opts.network_args, "run": _run_definition(opts)})
 
     if end < opts.epochs:
         log.info("stopped after epoch %d of %d; continue with --resume", end, opts.epochs)
@@ -336,8 +361,11 @@ def _loss(model, x, y, m, lesion_weight: float):
         return F.cross_entropy(model(x), y)
     f = model.feature_map(x)
     loss = F.cross_entropy(model.head(f), y)
-    lesion = model.lesion(f)
-    target = (F.adaptive_max_pool2d(m, lesion.shape[-2:]) > 0.05).float()
+    known = m.flatten(1).amin(1) >= 0  # a positive without a mask (UNKNOWN_MASK): its label only
+    if not known.any():
+        return loss
+    lesion = model.lesion(f)[known]
+    target = (F.adaptive_max_pool2d(m[known], lesion.shape[-2:]) > 0.05).float()
     return loss + lesion_weight * F.binary_cross_entropy_with_logits(lesion, target)
 
 

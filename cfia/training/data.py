@@ -1,10 +1,12 @@
 """Manifest-described image folders -> cached, preprocessed classifier inputs.
 
 A manifest (manifest.csv: file,label[,mask,laterality,view]) that names missing
-files stops with the list of them. An unreadable DICOM is reported by path and
-skipped. Preprocessed images (explain.preprocess, the same path the node uses at
-run time) are cached as float16 in a cache folder outside git, keyed by the
-manifest contents, file sizes, input size and the preprocessing version.
+files stops with the list of them. An unreadable DICOM, or an unreadable lesion mask,
+is reported by path and its image skipped. A positive without a mask has an unknown
+lesion map (UNKNOWN_MASK): trained on its label only. Preprocessed images
+(explain.preprocess, the same path the node uses at run time) are cached as float16 in
+a cache folder outside git, keyed by the manifest contents, each image's and mask's
+size and modification time, the input size and the preprocessing version.
 """
 from __future__ import annotations
 
@@ -21,14 +23,15 @@ from ..manifest import DataError, Record, read_manifest
 
 log = logging.getLogger("cfia.training")
 
-PREPROCESS_VERSION = "6"  # bump when explain.preprocess or cfia.dicom_io changes what it returns
+PREPROCESS_VERSION = "7"  # 7: kept indices and unknown masks in the cache  # bump when explain.preprocess or cfia.dicom_io changes what it returns
 
 
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
+UNKNOWN_MASK = -1.0  # a positive's coverage when the manifest gives no mask: no lesion-map target
 
 
 def _load_one(args):
-    path, mask_path, input_size = args
+    path, mask_path, label, input_size = args
     from explain.preprocess import preprocess
 
     from ..dicom_io import ImageReadError, read_file
@@ -42,17 +45,31 @@ def _load_one(args):
         return None, f"{path}: cannot preprocess ({type(exc).__name__}: {exc})"
     rows, cols = input_size
     small = (max(1, rows // MASK_STRIDE), max(1, cols // MASK_STRIDE))
-    cover = torch.zeros(1, *small)
+    cover = torch.full((1, *small), UNKNOWN_MASK if label == 1 else 0.0)
     if mask_path is not None:
-        m = pre.geometry.to_input(np.load(mask_path).astype(np.float32), mode="area")
+        try:
+            lesion = np.load(mask_path)
+            if lesion.shape != src.pixels.shape:
+                raise ValueError(f"shape {lesion.shape}, the image's is {src.pixels.shape}")
+        except (OSError, ValueError) as exc:
+            return None, f"{mask_path}: unreadable lesion mask ({type(exc).__name__}: {exc}); {path} skipped"
+        m = pre.geometry.to_input(lesion.astype(np.float32), mode="area")
         cover = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(m)[None, None], small)[0]
     return (pre.image.to(torch.float16), cover.to(torch.float16)), None
+
+
+def _stamp(path) -> str:
+    """What tells a changed file: size and modification time (a replaced image of the same size)."""
+    if path is None:
+        return "-"
+    st = Path(path).stat()
+    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _cache_key(items: list[Record], input_size) -> str:
     h = hashlib.sha1(f"v{PREPROCESS_VERSION}:{tuple(input_size)}".encode())
     for it in items:
-        h.update(f"{it.path.resolve()}:{it.label}:{it.path.stat().st_size}\n".encode())
+        h.update(f"{_stamp(it.path)}:{it.label}:{_stamp(it.mask)}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -60,8 +77,6 @@ def load_images(folder: str | Path, input_size, cache_dir: str | Path | None = N
                 progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """(images (N,1,H,W) float16, lesion coverage (N,1,H/8,W/8) float16, labels (N,) long,
     files) for one data folder; cached."""
-    from tqdm import tqdm
-
     folder = Path(folder)
     items = read_manifest(folder)
     cache_dir = Path(cache_dir) if cache_dir else folder / ".cfia-cache"
@@ -71,33 +86,52 @@ def load_images(folder: str | Path, input_size, cache_dir: str | Path | None = N
         data = torch.load(cache, weights_only=True)
         for msg in data["skipped"]:
             log.warning("skipped: %s", msg)
-        return data["images"], data["masks"], data["labels"], data["files"]
-    jobs = [(it.path, it.mask, tuple(input_size)) for it in items]
-    images, masks, labels, files, skipped = [], [], [], [], []
+    else:
+        data = _preprocess(folder, items, input_size, workers, progress)
+        _save_cache(cache, data)
+    unknown = int((data["masks"].flatten(1).amin(1) < 0).sum())
+    if unknown:
+        log.warning("%s: %d positive(s) without a lesion mask: trained on their label only", folder, unknown)
+    # The manifest's own paths, as given this time (the cache may have been written
+    # from another working directory): reports look records up by them.
+    return data["images"], data["masks"], data["labels"], [str(items[i].path) for i in data["kept"]]
+
+
+def _preprocess(folder: Path, items: list[Record], input_size, workers: int, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    jobs = [(it.path, it.mask, it.label, tuple(input_size)) for it in items]
+    images, masks, labels, kept, skipped = [], [], [], [], []
     bar = tqdm(total=len(jobs), desc=f"preprocess {folder.name}", unit="img", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            results = pool.map(_load_one, jobs, chunksize=8)
-            for it, (img, err) in zip(items, results):
-                _collect(it, img, err, images, masks, labels, files, skipped)
+            for i, (img, err) in enumerate(pool.map(_load_one, jobs, chunksize=8)):
+                _collect(i, items[i], img, err, images, masks, labels, kept, skipped)
                 bar.update(1)
     else:
-        for it, job in zip(items, jobs):
-            _collect(it, *_load_one(job), images, masks, labels, files, skipped)
+        for i, job in enumerate(jobs):
+            _collect(i, items[i], *_load_one(job), images, masks, labels, kept, skipped)
             bar.update(1)
     bar.close()
     if not images:
         raise DataError(f"{folder}: none of the {len(items)} images could be read")
-    data = {"images": torch.stack(images), "masks": torch.stack(masks), "labels": torch.tensor(labels, dtype=torch.long),
-            "files": files, "skipped": skipped}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save(data, tmp)
-    tmp.replace(cache)
-    return data["images"], data["masks"], data["labels"], data["files"]
+    return {"images": torch.stack(images), "masks": torch.stack(masks), "labels": torch.tensor(labels, dtype=torch.long),
+            "kept": kept, "skipped": skipped}
 
 
-def _collect(item, img, err, images, masks, labels, files, skipped):
+def _save_cache(cache: Path, data: dict) -> None:
+    """Written whole, then renamed; a folder that cannot be written (a read-only share)
+    only costs the preprocessing again next time."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save(data, tmp)
+        tmp.replace(cache)
+    except OSError as exc:
+        log.warning("cannot write the preprocessing cache %s (%s); continuing without it", cache, exc.strerror)
+
+
+def _collect(index, item, img, err, images, masks, labels, kept, skipped):
     if img is None:
         log.warning("skipped: %s", err)
         skipped.append(err)
@@ -105,7 +139,7 @@ def _collect(item, img, err, images, masks, labels, files, skipped):
     images.append(img[0])
     masks.append(img[1])
     labels.append(item.label)
-    files.append(str(item.path))
+    kept.append(index)
 
 
 def load_many(folders, input_size, cache_dir=None, workers=2, progress=True):

@@ -98,6 +98,18 @@ def tissue_metrics(filled: np.ndarray, crop: np.ndarray, hole: np.ndarray, min_p
     return hole_metrics(filled, crop, tissue) if int(tissue.sum()) >= min_pixels else None
 
 
+# Options a resumed run may change: more epochs, another machine.
+RESUMABLE_CHANGES = ("epochs", "threads", "device")
+
+
+def _check_resumable(saved: dict, now: dict) -> None:
+    """A resumed run must continue the same training, not quietly mix two."""
+    differ = sorted(k for k in saved.keys() | now.keys() if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if differ:
+        raise ValueError("--resume: the checkpoint was trained with other options: " + ", ".join(
+            f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in differ) + "; give the same ones, or another --out")
+
+
 def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str | Path | None = None,
           resume: bool = False, progress: bool = True) -> dict:
     """Train, checkpoint each epoch to out/inpainter.ckpt, write out/inpainter.pt and a report."""
@@ -121,8 +133,11 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     # Positives contribute crops away from their lesion; label-0 images everywhere.
     if not images:
         raise DataError(f"no readable training images in {str(data)!r}")
+    if not val_images:  # a report on training images must not be called held-out
+        raise DataError(f"no lesion-free held-out images in {str(val_data)!r}" if val_data is not None else
+                        f"{str(data)!r}: at least 2 readable images are needed (one is held out for the report)")
     sampler = CropSampler(images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
-    val_sampler = CropSampler(val_images or images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
+    val_sampler = CropSampler(val_images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
 
     net = GatedUNet(tuple(opts.widths)).to(opts.device)
     loss_fn = TextureLoss(**opts.loss).to(opts.device)
@@ -134,6 +149,7 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
         if not ckpt_path.is_file():
             raise DataError(f"--resume: no checkpoint {str(ckpt_path)!r}")
         ck = torch.load(ckpt_path, map_location=opts.device, weights_only=True)
+        _check_resumable(json.loads(ck["options"]), json.loads(json.dumps(asdict(opts))))  # tuples as lists
         net.load_state_dict(ck["state_dict"])
         optim.load_state_dict(ck["optimizer"])
         start, history = int(ck["epoch"]), json.loads(ck["history"])
@@ -158,8 +174,10 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
             totals.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(totals[-20:]):.4f}", l1=f"{parts['l1']:.4f}", energy=f"{parts['energy']:.3f}")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(totals)), "seconds": round(time.time() - t0, 1)})
-        torch.save({"epoch": epoch + 1, "state_dict": net.state_dict(), "optimizer": optim.state_dict(), "history": json.dumps(history), "options": json.dumps(asdict(opts))},
-                   ckpt_path)
+        tmp = ckpt_path.with_suffix(".tmp")  # written whole, then renamed: an interruption keeps the last one
+        torch.save({"epoch": epoch + 1, "state_dict": net.state_dict(), "optimizer": optim.state_dict(),
+                    "history": json.dumps(history), "options": json.dumps(asdict(opts))}, tmp)
+        tmp.replace(ckpt_path)
     final = out / "inpainter.pt"
     net = net.cpu().eval()
     torch.save({"format": CHECKPOINT_FORMAT, "arch": {"name": "GatedUNet", "widths": list(opts.widths)},

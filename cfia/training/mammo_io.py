@@ -46,6 +46,8 @@ def load_record(rec: Record) -> Mammo:
     src = read_file(rec.path)
     img, breast = normalise_mammogram(src.pixels, src.photometric, src.for_processing)
     lesion = np.load(rec.mask).astype(bool) if rec.mask is not None else None
+    if lesion is not None and lesion.shape != src.pixels.shape:
+        raise ValueError(f"lesion mask {rec.mask} has shape {lesion.shape}, the image {src.pixels.shape}")
     laterality = (src.laterality or rec.laterality or "L").upper()
     if laterality == "R":
         img, breast = img[:, ::-1].copy(), breast[:, ::-1].copy()
@@ -60,6 +62,10 @@ def load_folder(folder: str | Path, lesion_free_only: bool = False, progress=Non
     images, skipped = [], []
     for rec in read_manifest(folder):
         if lesion_free_only and rec.label:
+            continue
+        if rec.label and rec.mask is None:  # its lesion would be learnt as healthy tissue
+            log.warning("skipping %s: a positive without a lesion mask", rec.path)
+            skipped.append(f"{rec.path} (a positive without a lesion mask)")
             continue
         try:
             images.append(load_record(rec))
