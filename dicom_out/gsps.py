@@ -2,6 +2,8 @@
 mammogram, with a one-line text note of the scores; with no region, the note only."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydicom.dataset import Dataset
 from skimage import measure
@@ -9,6 +11,7 @@ from skimage import measure
 import highdicom as hd
 
 from . import provenance
+from .geometry import pixel_spacing
 from .model import AlgorithmInfo, Explanation
 from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, uids_for
 
@@ -50,7 +53,20 @@ def build_gsps(
         presentation_lut_transformation=_presentation_lut(source),
     )
     add_series_laterality(gsps, source)
+    _pixel_aspect_ratio(gsps, source)
     return gsps
+
+
+def _pixel_aspect_ratio(gsps, source: Dataset) -> None:
+    """highdicom 0.28 writes Presentation Pixel Aspect Ratio 1\\1 whatever the pixels: a source
+    whose rows and columns are spaced differently would be shown stretched."""
+    (row, col), _ = pixel_spacing(source)
+    if math.isclose(row, col, rel_tol=1e-6):
+        return
+    a, b = round(row * 1e6), round(col * 1e6)
+    g = math.gcd(a, b)
+    for item in gsps.DisplayedAreaSelectionSequence:
+        item.PresentationPixelAspectRatio = [a // g, b // g]
 
 
 def _presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:

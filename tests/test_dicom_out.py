@@ -409,6 +409,18 @@ def _device_uid(ds) -> str:
     return item.DeviceUID
 
 
+@pytest.mark.skipif(dciodvfy is None, reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("spacing, ratio", [(["0.1", "0.05"], [2, 1]), (["0.07", "0.07"], [1, 1])])
+def test_gsps_shows_pixels_of_unequal_spacing_in_their_proportion(tmp_path, spacing, ratio):
+    source = make_source()
+    source.ImagerPixelSpacing = spacing
+    gsps = build_results(source, make_explanation(), ALGORITHM, ["gsps"])["gsps"]
+    assert [int(v) for v in gsps.DisplayedAreaSelectionSequence[0].PresentationPixelAspectRatio] == ratio
+    path = tmp_path / "gsps.dcm"
+    gsps.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+
+
 def test_outline_follows_region_edges():
     region = np.zeros((40, 50), bool)
     region[10:20, 30:40] = True
