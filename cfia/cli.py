@@ -224,6 +224,9 @@ def cmd_config_show(args) -> int:
     import yaml
 
     print(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False), end="")
+    missing = config_mod.missing_model_files(cfg)
+    if missing:  # a copied config's relative model paths now point next to the copy
+        raise UsageError("model file(s) not found: " + "; ".join(missing))
     return 0
 
 

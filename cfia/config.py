@@ -95,12 +95,17 @@ class WorkersConfig:
     nice: int = field(default=10, metadata=_range(0, 19))
 
 
+# The shipped models, wherever the config file is: a key left out of a site's file must
+# not resolve against the working directory (under systemd, /).
+INSTALL_ROOT = Path(__file__).resolve().parent.parent
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     # torchscript: a TorchScript file; monai_bundle: a bundle folder;
     # monai_network: a monai.networks.nets class name + a state dict file.
     kind: str = field(default="torchscript", metadata=_choice("torchscript", "monai_bundle", "monai_network"))
-    path: str = field(default="models/classifier.ts", metadata=_path())
+    path: str = field(default=str(INSTALL_ROOT / "models" / "classifier.ts"), metadata=_path())
     network: Optional[str] = None
     network_args: dict = field(default_factory=dict)
     class_index: int = field(default=1, metadata=_range(0, None))
@@ -112,7 +117,7 @@ class ClassifierConfig:
 @dataclass(frozen=True)
 class InpainterConfig:
     kind: str = field(default="learned", metadata=_choice("learned", "telea", "navier_stokes"))
-    path: str = field(default="models/inpainter.pt", metadata=_path())
+    path: str = field(default=str(INSTALL_ROOT / "models" / "inpainter.pt"), metadata=_path())
     # learned only: scale the fill's texture to the tissue's around the hole (tried: cf localises worse).
     texture_match: bool = False
     # learned only: the noise input's scale (1 = as trained; 0 = the network's smooth fill).
@@ -272,6 +277,15 @@ def return_destination(calling_ae: str, raw: Any) -> DestinationConfig:
     if not isinstance(raw, dict) or not {"host", "port"} <= set(raw):
         raise ConfigError(f"{where}: expected a mapping with host and port, got {raw!r}")
     return _build(DestinationConfig, {"ae_title": str(calling_ae).strip(), **raw}, where + ".", Path("."))
+
+
+def missing_model_files(cfg: Config) -> list[str]:
+    """The configured model files that are not there (the classifier always; the
+    inpainter when it is the learned one), each as `key: path`."""
+    wanted = [("models.classifier.path", cfg.models.classifier.path)]
+    if cfg.models.inpainter.kind == "learned":
+        wanted.append(("models.inpainter.path", cfg.models.inpainter.path))
+    return [f"{key}: {path}" for key, path in wanted if not Path(path).exists()]
 
 
 def _check_tls(tls: TLSConfig) -> None:

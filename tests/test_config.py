@@ -101,6 +101,22 @@ def test_unreadable_or_invalid_yaml_is_a_config_error(tmp_path):
         config.load(tmp_path / "bad.yaml")
 
 
+def test_a_copied_config_names_the_model_files_it_cannot_find(tmp_path, capsys):
+    """The install guide copies config.yaml to /etc/cfia: its relative model paths then point
+    there. `config show` says so; a file without `models:` uses the shipped models."""
+    import shutil
+
+    from cfia import cli
+
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    assert cli.main(["config", "show", "--config", str(tmp_path / "config.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"models.classifier.path: {tmp_path / 'models' / 'classifier.pt'}" in err
+    (tmp_path / "bare.yaml").write_text("listener:\n  port: 11112\n")
+    assert cli.main(["config", "show", "--config", str(tmp_path / "bare.yaml")]) == 0
+    assert config.load(tmp_path / "bare.yaml").models.classifier.path == str(ROOT / "models" / "classifier.ts")
+
+
 def test_config_show_prints_the_effective_config(capsys):
     assert main(["config", "show"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
