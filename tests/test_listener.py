@@ -170,6 +170,21 @@ def test_ignore_also_takes_private_sop_classes_and_refuses_mammograms_it_cannot_
     assert intake.counts["ignored"] == 1 and intake.counts["received"] == 1
 
 
+def test_dcmtk_pushing_a_private_object_to_ignore_gets_success(start_listener, tmp_path):
+    """As a PACS pushes a whole study: dcmtk's dcmsend with a vendor's private SOP class."""
+    from peer_helpers import require_programs
+
+    require_programs("/usr/bin/dcmsend")
+    private = Dataset()
+    private.SOPClassUID, private.SOPInstanceUID = "1.2.840.113543.6.6.1.3.10002", generate_uid()
+    _with_meta(private).save_as(tmp_path / "private.dcm", enforce_file_format=True)
+    port, intake = start_listener(ignore_other_sop_classes=True)
+    sent = subprocess.run(["/usr/bin/dcmsend", "-aet", "PACS", "-aec", "CFIA", "127.0.0.1", str(port),
+                           str(tmp_path / "private.dcm")], capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert intake.counts["ignored"] == 1 and sum(intake.queue.counts().values()) == 0
+
+
 def test_a_wrong_called_ae_title_is_rejected_and_logged(start_listener, caplog):
     port, intake = start_listener()
     with caplog.at_level(logging.WARNING, logger="cfia.listener"):
