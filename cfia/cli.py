@@ -161,14 +161,22 @@ def cmd_evaluate(args) -> int:
                          "cf,blur,gradcam,occlusion,ig, each optionally @PASSES (e.g. cf@300)")
     alter = None
     if args.alter:
-        from .bench.robustness import ALTERATIONS
+        from .bench.robustness import SAME_GRID
 
-        named = {name.replace(" ", "-"): f for name, f in ALTERATIONS.items()}
+        named = {name.replace(" ", "-"): f for name, f in SAME_GRID.items()}  # the masks stay as they are
         if args.alter not in named:
             raise UsageError(f"--alter: {args.alter!r} is not one of {', '.join(named)}")
         alter = named[args.alter]
+    out = Path(args.out)
+    if out.suffix.lower() == ".png" or out.is_dir():
+        raise UsageError(f"--out {out}: the report's JSON file (its figure goes beside it as .png)")
     pipeline = _pipeline(cfg)
-    if args.passes:
+    try:  # a method the model cannot serve (gradcam's layer) fails before any image
+        for m in methods:
+            pipeline.explainer(m.partition("@")[0])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.passes is not None:
         pipeline = ev.with_passes(pipeline, args.passes)
     from .manifest import DataError, read_manifest
 
@@ -176,7 +184,6 @@ def cmd_evaluate(args) -> int:
         total = sum(1 for r in read_manifest(args.data) if r.label == 1)
     except DataError as exc:
         raise UsageError(f"--data {args.data}: {exc}") from None
-    out = Path(args.out)
     command = args.command_line
     with tqdm(total=total, desc="evaluate", unit="img") as bar:
         try:
@@ -186,8 +193,12 @@ def cmd_evaluate(args) -> int:
                                        alter=alter)
         except DataError as exc:
             raise UsageError(f"--data {args.data}: {exc}") from None
+        except KeyboardInterrupt:  # each case was written as it was done
+            raise UsageError(f"stopped; the cases done so far are in {out} (\"complete\": false), "
+                             "a new run starts over") from None
     ev.write_report(report, out, command)
-    ev.save_figure(rows, out.with_suffix(".png"))
+    figure = out.with_suffix(".png")
+    figure_note = f"figure {figure}" if ev.save_figure(rows, figure) else "no figure (no case)"
     print(ev.table(report["summary"]))
     if report.get("summary_by_kind"):
         print(ev.table_by_kind(report["summary_by_kind"]))
@@ -196,8 +207,8 @@ def cmd_evaluate(args) -> int:
     without = report["called_without_lesion"]
     print(f"{len(without)} of {report['n_positive_called']} still called positive once their true lesion is "
           f"inpainted (the call does not rest on the lesion){': ' + ', '.join(without) if without else ''}")
-    print(f"{report['n_positive_called']} of {report['n_positive']} positives called positive; "
-          f"report {out}, figure {out.with_suffix('.png')}")
+    print(f"{report['n_positive_called']} of the {report['n_scanned']} positives scanned called positive "
+          f"({report['n_positive']} in the folder); report {out}, {figure_note}")
     return 0
 
 
@@ -430,9 +441,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--methods", default="cf,blur,gradcam,occlusion,ig",
                    help="comma-separated methods; METHOD@N runs it with N passes (e.g. cf,cf@300)")
     p.add_argument("--out", required=True, help="report JSON path (a PNG figure is written beside it)")
-    p.add_argument("--limit", type=int, default=None, help="stop after this many positive-called images")
+    p.add_argument("--limit", type=_positive, default=None, help="stop after this many positive-called images")
     p.add_argument("--threshold", type=float, default=CALL_THRESHOLD, help="probability that counts as positive")
-    p.add_argument("--passes", type=int, default=None, help="override explainer.max_passes")
+    p.add_argument("--passes", type=_positive, default=None, help="override explainer.max_passes")
     p.add_argument("--alter", help="change every stored image first, as another acquisition might: gamma-0.7, "
                                    "gamma-1.4, noise-0.1-sd, noise-0.3-sd, blur-sigma-1-px, half-resolution "
                                    "(cfia.bench.robustness)")

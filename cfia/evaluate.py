@@ -48,10 +48,11 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
     alter(pixels, rng) -> pixels changes each stored image before anything sees it (an
     acquisition from elsewhere, cfia.bench.robustness.ALTERATIONS); the lesion masks stay."""
     rows = [r for r in require_masks(read_manifest(folder)) if r.label == 1]
-    cases, figure_rows = [], []
+    cases, figure_rows, scanned = [], [], 0
     for index, row in enumerate(rows):
         if limit is not None and len(cases) >= limit:
             break
+        scanned += 1
         src = read_file(row.path)
         if alter is not None:  # seeded per image, so a run's images do not depend on the limit
             pixels = alter(src.pixels.astype(np.float64), np.random.default_rng([0, index]))
@@ -64,9 +65,9 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             progress(row.path.name, p)
         if p < threshold:
             continue
-        lesion = np.load(row.mask)
-        spacing = float(src.spacing[0]) if src.spacing else 1.0
-        case = {"file": str(row.path.relative_to(folder)), "kind": row.kind, "score": p,
+        lesion = load_mask(row.mask)
+        spacing = float(src.spacing[0]) if src.spacing else 1.0  # no spacing: pixels (the case says so)
+        case = {"file": _name(row.path, folder), "kind": row.kind, "score": p, "spacing_mm": src.spacing and spacing,
                 "score_lesion_inpainted": lesion_inpainted_score(pipeline, x, lesion_on_input(pre, lesion)),
                 "methods": {}}
         thumbs = []
@@ -86,17 +87,48 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             figure_rows.append(np.concatenate(thumbs, axis=1))
         cases.append(case)
         if checkpoint:
-            checkpoint(_report(cases, methods, rows, complete=False, threshold=threshold))
-    return _report(cases, methods, rows, complete=True, threshold=threshold), figure_rows
+            checkpoint(_report(cases, methods, rows, complete=False, threshold=threshold, scanned=scanned))
+    return _report(cases, methods, rows, complete=True, threshold=threshold, scanned=scanned), figure_rows
 
 
 def require_masks(records: list) -> list:
-    """The records, once every lesion image among them has a mask; else DataError naming them."""
+    """The records, once every lesion image among them has a mask that marks something on
+    its image's grid; else DataError naming them (before any image is explained)."""
+    import pydicom
+
     unmasked = [str(r.path) for r in records if r.label == 1 and r.mask is None]
     if unmasked:
         raise DataError(f"{len(unmasked)} lesion image(s) without a mask in the manifest (evaluation needs "
                         f"one): {', '.join(unmasked[:5])}")
+    bad = []
+    for r in (r for r in records if r.label == 1):
+        try:
+            mask = load_mask(r.mask)
+            header = pydicom.dcmread(r.path, stop_before_pixels=True)
+            shape = (int(header.Rows), int(header.Columns))
+        except Exception as exc:  # noqa: BLE001 - each unusable pair is listed, not the first one only
+            bad.append(f"{r.mask} ({type(exc).__name__}: {exc})")
+            continue
+        if mask.shape != shape:
+            bad.append(f"{r.mask} (shape {mask.shape}, its image {shape})")
+        elif not mask.any():
+            bad.append(f"{r.mask} (marks nothing)")
+    if bad:
+        raise DataError(f"{len(bad)} lesion mask(s) unusable: {'; '.join(bad[:5])}")
     return records
+
+
+def load_mask(path) -> np.ndarray:
+    """A lesion mask as bool, whatever it was saved as (bool, 0/1 or 0/255 integers, float)."""
+    return np.load(path) > 0
+
+
+def _name(path: Path, folder: Path) -> str:
+    """The case's file as the manifest gives it below the folder (an absolute path as it is)."""
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
 
 
 def lesion_on_input(pre, lesion: np.ndarray, grow: int = 2) -> torch.Tensor:
@@ -117,9 +149,9 @@ def not_on_lesion(cases: list[dict], threshold: float) -> list[str]:
     return [c["file"] for c in cases if c.get("score_lesion_inpainted", 0.0) >= threshold]
 
 
-def _report(cases, methods, rows, complete: bool, threshold: float) -> dict:
+def _report(cases, methods, rows, complete: bool, threshold: float, scanned: int) -> dict:
     report = {"cases": cases, "summary": summarise(cases, methods), "n_positive_called": len(cases),
-              "n_positive": len(rows), "methods": methods, "complete": complete,
+              "n_positive": len(rows), "n_scanned": scanned, "methods": methods, "complete": complete,
               "called_without_lesion": not_on_lesion(cases, threshold)}
     if "cf" in methods and len(methods) > 1 and cases:
         report["paired"] = paired(cases, methods)
@@ -141,7 +173,7 @@ def summarise(cases: list[dict], methods: list[str]) -> dict:
     for m in methods:
         out[m] = {}
         for k in METRICS:
-            vals = [float(c["methods"][m][k]) for c in cases]
+            vals = [_number(c["methods"][m][k]) for c in cases]
             finite = [v for v in vals if math.isfinite(v)]
             if k in ("seconds", "passes", "boundary_distance_mm"):
                 out[m][k] = float(np.median(finite)) if finite else float("nan")
@@ -164,7 +196,7 @@ def paired(cases: list[dict], methods: list[str], reference: str = "cf", resampl
     for other in (m for m in methods if m != reference):
         out[other] = {}
         for k in PAIRED_METRICS:
-            d = np.array([float(c["methods"][reference][k]) - float(c["methods"][other][k]) for c in cases])
+            d = np.array([_number(c["methods"][reference][k]) - _number(c["methods"][other][k]) for c in cases])
             d = d[np.isfinite(d)]
             if not d.size:
                 continue
@@ -211,11 +243,16 @@ def table_by_kind(by_kind: dict) -> str:
     return "\n".join(lines)
 
 
-def save_figure(rows: list[np.ndarray], path: Path) -> None:
-    """One row per case, one column per method (in the order of --methods)."""
-    if rows:
-        width = min(r.shape[1] for r in rows)
-        Image.fromarray(np.concatenate([r[:, :width] for r in rows], axis=0)).save(path)
+def save_figure(rows: list[np.ndarray], path: Path) -> bool:
+    """One row per case, one column per method (in the order of --methods), rows of other
+    widths padded with black; no case: no figure, and none left from an earlier run."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return False
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    Image.fromarray(np.concatenate(padded, axis=0)).save(path)
+    return True
 
 
 def _thumb(rgb: np.ndarray, height: int) -> np.ndarray:
@@ -241,9 +278,28 @@ def machine() -> str:
 
 
 def write_report(report: dict, out: Path, command: str) -> None:
+    """Written whole, then renamed (a stop mid-write keeps the last one); NaN and infinity,
+    which JSON has not, as null."""
     report = dict(report, command=command, machine=machine())
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=float))
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(_finite(report), indent=1, default=float, allow_nan=False))
+    tmp.replace(out)
+
+
+def _number(value) -> float:
+    """A metric as a report holds it: null (written for NaN or infinity) reads as NaN."""
+    return float("nan") if value is None else float(value)
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def with_passes(pipeline: Pipeline, passes: int) -> Pipeline:

@@ -10,7 +10,8 @@ from scipy import ndimage
 
 
 def pointing_game(saliency: np.ndarray, lesion: np.ndarray, tolerance_px: int = 3, smooth_px: float = 0.0) -> bool:
-    """Hit if the saliency maximum lies inside the lesion grown by `tolerance_px`.
+    """Hit if the saliency maximum lies inside the lesion grown by `tolerance_px` (steps along
+    rows and columns: the default cross-shaped dilation, so a diagonal tolerance is shorter).
 
     smooth_px: Gaussian smoothing before taking the peak, so that a map that is flat
     at its maximum (a saturated mask) points at the middle of its largest plateau
@@ -70,6 +71,9 @@ def salient_region(saliency: np.ndarray, threshold: float, min_pixels: int) -> n
 
 
 def all_metrics(saliency, lesion, region, tolerance_px=3, spacing=1.0, smooth_px=0.0) -> dict:
+    # Masks as researchers save them (uint8 0/1 or 0/255, float): used as an index they
+    # would pick rows, not pixels.
+    lesion, region = np.asarray(lesion) > 0, np.asarray(region) > 0
     return {
         "pointing_game": pointing_game(saliency, lesion, tolerance_px, smooth_px),
         "energy_inside": energy_inside(saliency, lesion),

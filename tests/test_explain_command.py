@@ -305,6 +305,42 @@ def test_evaluate_command_reports_every_method(tmp_path, small_config):
     assert got["called_without_lesion"] == []
 
 
+def test_evaluate_on_a_researchers_folder(tmp_path, small_config, capsys):
+    """Masks saved as 0/255 integers score as the bool ones do; a mask of another size or
+    marking nothing stops before any image is explained; the report is strict JSON and says
+    how many positives it scanned; an --out naming the figure is refused."""
+    import csv
+
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "2", "--seed", "31", "--size", "256x208",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    common = ["--data", str(data), "--methods", "gradcam,occlusion", "--config", str(small_config),
+              "--threshold", "0"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "bool.json")]) == 0
+    for mask in (data / "masks").glob("*.npy"):
+        np.save(mask, np.load(mask).astype(np.uint8) * 255)
+    assert main(["evaluate", *common, "--out", str(tmp_path / "u8.json")]) == 0
+    reports = [json.loads((tmp_path / f"{n}.json").read_text(), parse_constant=_no_nan) for n in ("bool", "u8")]
+    localisation = ("pointing_game", "energy_inside", "iou", "pixel_ap", "boundary_distance_mm")
+    for m in ("gradcam", "occlusion"):
+        assert [reports[0]["summary"][m][k] for k in localisation] == [reports[1]["summary"][m][k] for k in localisation]
+    assert reports[0]["n_scanned"] == 2
+    rows = list(csv.DictReader((data / "manifest.csv").open()))
+    np.save(data / rows[0]["mask"], np.zeros((10, 10), np.uint8))
+    np.save(data / rows[1]["mask"], np.zeros((256, 208), bool))
+    capsys.readouterr()
+    assert main(["evaluate", *common, "--out", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "2 lesion mask(s) unusable" in err and "shape (10, 10), its image (256, 208)" in err
+    assert "marks nothing" in err and not (tmp_path / "bad.json").exists()
+    assert main(["evaluate", *common, "--out", str(tmp_path / "r.png")]) == 2
+    assert "the report's JSON file" in capsys.readouterr().err
+
+
+def _no_nan(token):
+    raise AssertionError(f"{token} in a JSON report")
+
+
 def test_calls_that_survive_the_lesion_inpainted_are_listed():
     from cfia.evaluate import not_on_lesion
 

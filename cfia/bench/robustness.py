@@ -190,6 +190,10 @@ ALTERATIONS = {
     "air strip at the chest wall": _air("chest"),
 }
 
+# The alterations that keep the image's pixel grid, so a lesion mask still fits (cfia
+# evaluate --alter): the air ones pad the image.
+SAME_GRID = {name: f for name, f in ALTERATIONS.items() if not name.startswith("air ")}
+
 
 def scores(records, clf, input_size, alter, seed: int = 0) -> np.ndarray:
     from explain.preprocess import preprocess
