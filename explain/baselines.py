@@ -116,8 +116,11 @@ class OcclusionExplainer:
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
         start = time.perf_counter()
         module = _ScoreModule(self.score_fn)
+        # activate=False: MONAI's default puts the occluded scores through a sigmoid (one
+        # output channel), which subtracted from the raw score below left a map of about
+        # score - 1 everywhere, the lesion barely above it.
         occ = OcclusionSensitivity(module, mask_size=self.mask_size, overlap=self.overlap,
-                                   n_batch=self.batch, mode=self.mode, verbose=False)
+                                   n_batch=self.batch, mode=self.mode, verbose=False, activate=False)
         with torch.no_grad():
             score = float(self.score_fn(x)[0])
             occ_map, _ = occ(x)

@@ -279,6 +279,20 @@ def test_baselines_point_at_the_lesion(planted, make):
     assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=3)
 
 
+@pytest.mark.parametrize("mode", ["gaussian", "mean_img"])
+def test_occlusion_is_zero_where_occluding_changes_nothing(planted, mode):
+    """A confident score (an offset of 10) must not raise the map everywhere: MONAI's
+    default sigmoid on the occluded scores once made it about score - 1 away from the lesion."""
+    from scipy import ndimage
+
+    x, lesion = planted
+    base = score_fn(BlobDetector())
+    result = OcclusionExplainer(lambda t: base(t) + 10.0, mask_size=12, mode=mode)(x)
+    far = ~ndimage.binary_dilation(lesion, iterations=12)
+    assert float(result.mask.numpy()[far].mean()) < 0.05
+    assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=3)
+
+
 def test_metrics_on_known_cases():
     lesion = np.zeros((20, 20), bool)
     lesion[5:10, 5:10] = True
