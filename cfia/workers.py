@@ -39,14 +39,32 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(cfg, parent_pid: int, stop_event) -> None:
-    """Entry point of a worker process."""
+def gpu_for(slot: int, device: str, gpus: int) -> int | None:
+    """The GPU a worker slot explains on, in turn, when there are several ("cuda" alone
+    would put every worker on the first)."""
+    if device not in ("cuda", "auto") or gpus < 2:
+        return None
+    return slot % gpus
+
+
+def _use_gpu_of(slot: int, device: str) -> None:
+    import torch
+
+    index = gpu_for(slot, device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if index is not None:
+        torch.cuda.set_device(index)  # "cuda" now means this GPU in this process
+        log.info("worker on its GPU", extra={"worker_slot": slot, "cuda_device": index})
+
+
+def worker_main(cfg, parent_pid: int, stop_event, slot: int = 0) -> None:
+    """Entry point of a worker process; `slot` (0 .. workers.count - 1) picks its GPU."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # finish the job in hand, then exit
     logs.setup(cfg.logging.format, cfg.logging.level)
     os.nice(cfg.workers.nice)  # the listener, at normal priority, must answer C-STOREs promptly
+    _use_gpu_of(slot, cfg.explainer.device)
     try:
         processor = load_factory(cfg.workers.processor)(cfg)
     except Exception as exc:
@@ -71,17 +89,19 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("spawn")
         self._stop = self._ctx.Event()
         self.processes: list = []
+        self._slots: dict[int, int] = {}  # pid -> slot, so a replacement keeps its GPU
         self.config_error = False
 
     def start(self) -> None:
-        for _ in range(self.cfg.workers.count):
-            self._spawn()
+        for slot in range(self.cfg.workers.count):
+            self._spawn(slot)
 
-    def _spawn(self) -> None:
-        proc = self._ctx.Process(target=worker_main, args=(self.cfg, os.getpid(), self._stop), daemon=False)
+    def _spawn(self, slot: int) -> None:
+        proc = self._ctx.Process(target=worker_main, args=(self.cfg, os.getpid(), self._stop, slot), daemon=False)
         proc.start()
         self.processes.append(proc)
-        log.info("worker started", extra={"worker_pid": proc.pid})
+        self._slots[proc.pid] = slot
+        log.info("worker started", extra={"worker_pid": proc.pid, "worker_slot": slot})
 
     def alive(self) -> int:
         return sum(p.is_alive() for p in self.processes)
@@ -96,7 +116,7 @@ class WorkerPool:
                 continue
             log.error("worker died, restarting", extra={"worker_pid": proc.pid, "exitcode": proc.exitcode,
                                                         "jobs_requeued": n})
-            self._spawn()
+            self._spawn(self._slots.pop(proc.pid, 0))
 
     def stop(self, timeout: float) -> None:
         """Ask workers to finish their job in hand; kill and requeue what is left after `timeout`."""

@@ -162,3 +162,12 @@ def _processing(spool: Path) -> bool:
         return db.execute("SELECT count(*) FROM jobs WHERE state = 'running' AND results IS NULL").fetchone()[0] > 0
     finally:
         db.close()
+
+
+def test_workers_take_the_gpus_in_turn():
+    """README: one worker per GPU. `cuda` alone would put every worker on the first."""
+    from cfia.workers import gpu_for
+
+    assert [gpu_for(slot, "cuda", 2) for slot in range(4)] == [0, 1, 0, 1]
+    assert [gpu_for(slot, "auto", 3) for slot in range(3)] == [0, 1, 2]
+    assert gpu_for(1, "cuda", 1) is None and gpu_for(1, "cpu", 4) is None
