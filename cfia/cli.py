@@ -108,8 +108,8 @@ def cmd_explain(args) -> int:
               "writing saliency.npy and overlay.png only", file=sys.stderr)
     out = _output_folder(args.out)
     pipeline = _pipeline(cfg)
-    try:
-        pipeline.explainer(args.method or cfg.explainer.method)  # a method the model cannot serve (gradcam's layer) fails before explaining
+    try:  # a method the model cannot serve (gradcam's layer) fails before explaining
+        pipeline.explainer(args.method or cfg.explainer.method)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     result = pipeline.explain(src, args.method)
