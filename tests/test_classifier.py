@@ -434,6 +434,9 @@ def test_training_options_that_cannot_work_stop_before_any_work(phantom_dir, tmp
     err = capsys.readouterr().err
     assert "continues a run with other options: lr 0.002 (now 0.01)" in err
     assert main(["train", "inpainter", "--data", str(phantom_dir), "--out", str(tmp_path / "afile"), "--quiet"]) == 2
+    # Validation on training images: stopped.
+    assert _train(phantom_dir, tmp_path / "v", "--epochs", "1", "--val-data", str(phantom_dir)) == 2
+    assert "--val-data shares 8 image(s) with --data" in capsys.readouterr().err
 
 
 # -- the shipped default model -----------------------------------------------------

@@ -253,6 +253,8 @@ def test_what_would_teach_or_report_the_wrong_thing_is_refused(tiny_data, tmp_pa
         csv.writer(fh).writerows([rows[0]] + [r for r in rows[1:] if r[label] == "1"])
     assert _train(tiny_data, tmp_path / "v", "--val-data", str(only_positive)) == 2
     assert "no lesion-free held-out images" in capsys.readouterr().err
+    assert _train(tiny_data, tmp_path / "s", "--val-data", str(tiny_data)) == 2
+    assert "--val-data shares 2 image(s) with --data" in capsys.readouterr().err
     assert _train(tiny_data, tmp_path / "m", "--epochs", "2", "--resume", "--crop-size", "48") == 2
     assert "crop_size 32 (now 48)" in capsys.readouterr().err
 

@@ -194,6 +194,19 @@ def _check_options(opts: TrainOptions) -> None:
             raise ValueError(f"{flag} {value}: must be a fraction in [0, 1]")
 
 
+def _check_held_apart(train_files: list[str], val_files: list[str]) -> None:
+    """Validation images that are also training images would make the selection and the
+    held-out report training figures: stop. A file listed twice only weighs double: warn."""
+    train = [str(Path(f).resolve()) for f in train_files]
+    shared = sorted(set(train) & {str(Path(f).resolve()) for f in val_files})
+    if shared:
+        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {shared[0]}): "
+                        "validation must be held apart")
+    twice = len(train) - len(set(train))
+    if twice:
+        log.warning("%d training image(s) are listed more than once: they weigh more", twice)
+
+
 def _cosine_with_warmup(optim, steps_per_epoch: int, epochs: int):
     """Linear warm-up over the first epoch (at most a tenth of the run), then a cosine to zero."""
     total = steps_per_epoch * epochs
@@ -284,10 +297,11 @@ def train(opts: TrainOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "classifier.ckpt"
 
-    images, masks, labels, _ = load_many(opts.data, opts.input_size, opts.cache_dir, opts.workers, opts.progress)
+    images, masks, labels, files = load_many(opts.data, opts.input_size, opts.cache_dir, opts.workers, opts.progress)
     if device.type == "cuda":  # a few GB at most: keep the whole set on the GPU
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
     val = load_many(opts.val_data, opts.input_size, opts.cache_dir, opts.workers, opts.progress) if opts.val_data else None
+    _check_held_apart(files, val[3] if val else [])
     if int(labels.sum()) in (0, len(labels)):
         raise DataError(f"--data: all {len(labels)} readable images are label {int(labels[0])}; "
                         "a classifier needs positives and negatives")

@@ -133,6 +133,10 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     # Positives contribute crops away from their lesion; label-0 images everywhere.
     if not images:
         raise DataError(f"no readable training images in {str(data)!r}")
+    shared = {str(Path(m.source).resolve()) for m in images} & {str(Path(m.source).resolve()) for m in val_images}
+    if shared:  # a report on training images must not be called held-out
+        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {sorted(shared)[0]}): "
+                        "the held-out report must be held apart")
     if not val_images:  # a report on training images must not be called held-out
         raise DataError(f"no lesion-free held-out images in {str(val_data)!r}" if val_data is not None else
                         f"{str(data)!r}: at least 2 readable images are needed (one is held out for the report)")
