@@ -78,13 +78,18 @@ def cmd_phantom(args) -> int:
     return 0
 
 
-def _pipeline(cfg):
+def _pipeline(cfg, methods=()):
+    """The loaded models; they must serve each of `methods` too (gradcam's layer), so a
+    method they cannot serve fails before any image."""
     from .pipeline import Pipeline
 
     try:
-        return Pipeline(cfg)
+        pipeline = Pipeline(cfg)
+        for m in methods:
+            pipeline.explainer(m.partition("@")[0])
     except (ValueError, FileNotFoundError) as exc:  # a model that does not load or fit
         raise UsageError(str(exc)) from None
+    return pipeline
 
 
 CALL_THRESHOLD = config_mod.CALL_THRESHOLD  # cfia explain; cfia evaluate's default
@@ -107,11 +112,7 @@ def cmd_explain(args) -> int:
         print(f"cfia: warning: {args.file}: no DICOM result objects ({no_objects}); "
               "writing saliency.npy and overlay.png only", file=sys.stderr)
     out = _output_folder(args.out)
-    pipeline = _pipeline(cfg)
-    try:  # a method the model cannot serve (gradcam's layer) fails before explaining
-        pipeline.explainer(args.method or cfg.explainer.method)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
     result = pipeline.explain(src, args.method)
     np.save(out / "saliency.npy", result.saliency)
     outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,
@@ -170,12 +171,7 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() == ".png" or out.is_dir():
         raise UsageError(f"--out {out}: the report's JSON file (its figure goes beside it as .png)")
-    pipeline = _pipeline(cfg)
-    try:  # a method the model cannot serve (gradcam's layer) fails before any image
-        for m in methods:
-            pipeline.explainer(m.partition("@")[0])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    pipeline = _pipeline(cfg, methods)
     if args.passes is not None:
         pipeline = ev.with_passes(pipeline, args.passes)
     from .manifest import DataError, read_manifest

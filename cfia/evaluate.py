@@ -29,7 +29,7 @@ from explain.preprocess import preprocess
 
 from . import overlay
 from .dicom_io import read_file
-from .manifest import DataError, read_manifest
+from .manifest import DataError, read_manifest, read_mask
 from .pipeline import Pipeline
 
 METRICS = ("pointing_game", "energy_inside", "iou", "pixel_ap", "boundary_distance_mm", "passes", "region_forwards",
@@ -65,9 +65,10 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             progress(row.path.name, p)
         if p < threshold:
             continue
-        lesion = load_mask(row.mask)
-        spacing = float(src.spacing[0]) if src.spacing else 1.0  # no spacing: pixels (the case says so)
-        case = {"file": _name(row.path, folder), "kind": row.kind, "score": p, "spacing_mm": src.spacing and spacing,
+        lesion = read_mask(row.mask)
+        spacing_mm = float(src.spacing[0]) if src.spacing else None
+        spacing = spacing_mm or 1.0  # no spacing: the metrics in pixels (the case's spacing_mm is null)
+        case = {"file": _name(row.path, folder), "kind": row.kind, "score": p, "spacing_mm": spacing_mm,
                 "score_lesion_inpainted": lesion_inpainted_score(pipeline, x, lesion_on_input(pre, lesion)),
                 "methods": {}}
         thumbs = []
@@ -103,24 +104,16 @@ def require_masks(records: list) -> list:
     bad = []
     for r in (r for r in records if r.label == 1):
         try:
-            mask = load_mask(r.mask)
             header = pydicom.dcmread(r.path, stop_before_pixels=True)
-            shape = (int(header.Rows), int(header.Columns))
+            mask = read_mask(r.mask, (int(header.Rows), int(header.Columns)))
         except Exception as exc:  # noqa: BLE001 - each unusable pair is listed, not the first one only
             bad.append(f"{r.mask} ({type(exc).__name__}: {exc})")
             continue
-        if mask.shape != shape:
-            bad.append(f"{r.mask} (shape {mask.shape}, its image {shape})")
-        elif not mask.any():
+        if not mask.any():
             bad.append(f"{r.mask} (marks nothing)")
     if bad:
         raise DataError(f"{len(bad)} lesion mask(s) unusable: {'; '.join(bad[:5])}")
     return records
-
-
-def load_mask(path) -> np.ndarray:
-    """A lesion mask as bool, whatever it was saved as (bool, 0/1 or 0/255 integers, float)."""
-    return np.load(path) > 0
 
 
 def _name(path: Path, folder: Path) -> str:

@@ -53,6 +53,17 @@ def read_manifest(folder: str | Path) -> list[Record]:
     return records
 
 
+def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
+    """A lesion mask as bool, whatever it was saved as (bool, 0/1 or 0/255 integers, float);
+    ValueError when it is not its image's `shape`. OSError / ValueError when unreadable."""
+    import numpy as np
+
+    mask = np.load(path) > 0
+    if shape is not None and mask.shape != tuple(shape):
+        raise ValueError(f"shape {mask.shape}, its image {tuple(shape)}")
+    return mask
+
+
 def _record(folder: Path, row: dict, where: str) -> Record:
     try:
         label = int(row["label"])

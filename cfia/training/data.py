@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..manifest import DataError, Record, read_manifest
+from ..manifest import DataError, Record, read_manifest, read_mask
 
 log = logging.getLogger("cfia.training")
 
-PREPROCESS_VERSION = "7"  # 7: kept indices and unknown masks in the cache  # bump when explain.preprocess or cfia.dicom_io changes what it returns
+# Bump when explain.preprocess or cfia.dicom_io changes what it returns, or the cache's layout
+# changes (7: kept manifest rows and unknown masks).
+PREPROCESS_VERSION = "7"
 
 
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
@@ -48,9 +50,7 @@ def _load_one(args):
     cover = torch.full((1, *small), UNKNOWN_MASK if label == 1 else 0.0)
     if mask_path is not None:
         try:
-            lesion = np.load(mask_path)
-            if lesion.shape != src.pixels.shape:
-                raise ValueError(f"shape {lesion.shape}, the image's is {src.pixels.shape}")
+            lesion = read_mask(mask_path, src.pixels.shape)
         except (OSError, ValueError) as exc:
             return None, f"{mask_path}: unreadable lesion mask ({type(exc).__name__}: {exc}); {path} skipped"
         m = pre.geometry.to_input(lesion.astype(np.float32), mode="area")

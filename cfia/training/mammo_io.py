@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import Record, read_manifest
+from ..manifest import Record, read_manifest, read_mask
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,7 @@ def load_record(rec: Record) -> Mammo:
 
     src = read_file(rec.path)
     img, breast = normalise_mammogram(src.pixels, src.photometric, src.for_processing)
-    lesion = np.load(rec.mask).astype(bool) if rec.mask is not None else None
-    if lesion is not None and lesion.shape != src.pixels.shape:
-        raise ValueError(f"lesion mask {rec.mask} has shape {lesion.shape}, the image {src.pixels.shape}")
+    lesion = read_mask(rec.mask, src.pixels.shape) if rec.mask is not None else None
     laterality = (src.laterality or rec.laterality or "L").upper()
     if laterality == "R":
         img, breast = img[:, ::-1].copy(), breast[:, ::-1].copy()
