@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 # torch as pinned; for a CUDA build see README ("GPU").
 TORCH ?= torch==2.13.0
-APT_PACKAGES = dicom3tools dcmtk orthanc orthanc-dicomweb
+APT_PACKAGES = dicom3tools dcmtk orthanc orthanc-dicomweb openssl
 # The viewer test (tests/test_viewer_ohif.py): Debian's Chromium and its WebDriver, and
 # the prebuilt OHIF viewer from npm, pinned by version and integrity, unpacked into a
 # cache folder outside git (tests/harness/ohif.py reads CFIA_OHIF_DIR).
@@ -26,7 +26,7 @@ install-test: system-deps install
 # dcmtk is checked by path: pynetdicom installs its own storescu/storescp scripts,
 # which shadow dcmtk's on PATH.
 system-deps:
-	@if [ -x /usr/bin/dciodvfy ] && [ -x /usr/bin/storescp ] && [ -x /usr/sbin/Orthanc ]; then \
+	@if [ -x /usr/bin/dciodvfy ] && [ -x /usr/bin/storescp ] && [ -x /usr/sbin/Orthanc ] && [ -x /usr/bin/openssl ]; then \
 		echo "system packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \

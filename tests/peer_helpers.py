@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -15,7 +16,8 @@ import pytest
 from pydicom.dataset import Dataset
 
 from cfia import config as config_mod
-from cfia.local_node import SHIPPED_CONFIG
+from cfia.local_node import SHIPPED_CONFIG, wait_for
+from harness.net import free_port
 
 PASSES = 5
 SIZE = (512, 416)
@@ -87,8 +89,10 @@ def result_type(ds: Dataset) -> str:
 
 
 def read_back(path_or_ds) -> None:
-    """highdicom reads each object type back (SEG, SR); raises if it cannot."""
+    """Each object type read back with what it must hold: SEG, SR and PM through
+    highdicom; the GSPS (highdicom cannot read one back) by its references and graphics."""
     import highdicom as hd
+    import numpy as np
 
     ds = path_or_ds if isinstance(path_or_ds, Dataset) else pydicom.dcmread(path_or_ds)
     kind = result_type(ds)
@@ -98,3 +102,59 @@ def read_back(path_or_ds) -> None:
     elif kind == "sr":
         sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
         assert sr.content.get_planar_roi_measurement_groups()
+    elif kind == "parametric_map":
+        pm = hd.pm.ParametricMap.from_dataset(ds)
+        values = pm.pixel_array
+        assert values.shape[-2:] == (ds.Rows, ds.Columns) and values.dtype.kind == "f", (values.shape, values.dtype)
+        assert np.isfinite(values).all() and 0 <= values.min() and values.max() <= 1 and values.max() > 0
+    elif kind == "gsps":
+        images = [image for series in ds.ReferencedSeriesSequence for image in series.ReferencedImageSequence]
+        assert images, "the GSPS references no image"
+        layers = ds.GraphicAnnotationSequence
+        assert any(layer.get("TextObjectSequence") for layer in layers), "the GSPS carries no note"
+        graphics = [g for layer in layers for g in layer.get("GraphicObjectSequence", [])]  # none: empty region
+        assert all(len(g.GraphicData) == 2 * g.NumberOfGraphicPoints >= 6 for g in graphics), graphics
+
+
+# dcmtk by full path: pynetdicom installs its own storescu/storescp, which shadow dcmtk's on PATH.
+STORESCP, STORESCU, ECHOSCU = "/usr/bin/storescp", "/usr/bin/storescu", "/usr/bin/echoscu"
+
+
+class DcmtkStoreSCP:
+    """dcmtk storescp on a free loopback port, writing what it receives into a folder;
+    started once it answers C-ECHO, and never left running when it does not."""
+
+    def __init__(self, folder, ae_title="WORKSTATION", attempts=3):
+        self.folder, self.ae_title = folder, ae_title
+        folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(attempts):
+            self.port = free_port()
+            with open(folder.parent / "storescp.log", "ab") as log:
+                self.proc = subprocess.Popen([STORESCP, "-aet", ae_title, "-od", str(folder), str(self.port)],
+                                             stdout=log, stderr=subprocess.STDOUT)
+            try:
+                if self._listening():
+                    return
+            except BaseException:
+                self.stop()
+                raise
+            self.stop()  # exited: the port was taken in between; try another
+        raise RuntimeError("dcmtk storescp did not start")
+
+    def _listening(self) -> bool:
+        def answered():
+            if self.proc.poll() is not None:
+                return "exited"
+            rc = subprocess.run([ECHOSCU, "-aec", self.ae_title, "127.0.0.1", str(self.port)],
+                                capture_output=True, timeout=30).returncode
+            return "ok" if rc == 0 else None
+
+        return wait_for(answered, 30, "storescp to answer C-ECHO") == "ok"
+
+    def files(self):
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(15)

@@ -43,6 +43,7 @@ def test_resend_while_waiting_replaces_the_file(queue):
     first = _add(queue)
     job, replaced = queue.add("/spool/new.dcm", "1.2.3", "1.2", "x", "MOD", "b")
     assert job == first and replaced == "/spool/1.2.3.dcm"
+    assert queue.get(job).path == "/spool/new.dcm"  # the job now reads the new file
     assert sum(queue.counts().values()) == 1
 
 

@@ -19,46 +19,10 @@ from cfia.local_node import LocalNode, wait_for
 from conftest import dciodvfy_errors
 from harness.net import free_port
 from node_helpers import write
-from peer_helpers import (RESULT_CLASSES, positive_mammogram, pipeline_overrides, read_back, referenced_uids,
-                          require_programs, result_type)
+from peer_helpers import (ECHOSCU, RESULT_CLASSES, STORESCP, STORESCU, DcmtkStoreSCP, positive_mammogram,
+                          pipeline_overrides, read_back, referenced_uids, require_programs, result_type)
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
-
-STORESCP, STORESCU, ECHOSCU = "/usr/bin/storescp", "/usr/bin/storescu", "/usr/bin/echoscu"
-
-
-class DcmtkStoreSCP:
-    """dcmtk storescp on a free loopback port, writing what it receives into a folder."""
-
-    def __init__(self, folder, ae_title="WORKSTATION", attempts=3):
-        self.folder, self.ae_title = folder, ae_title
-        folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(attempts):
-            self.port = free_port()
-            with open(folder.parent / "storescp.log", "ab") as log:
-                self.proc = subprocess.Popen([STORESCP, "-aet", ae_title, "-od", str(folder), str(self.port)],
-                                             stdout=log, stderr=subprocess.STDOUT)
-            if self._listening():
-                return
-        raise RuntimeError("dcmtk storescp did not start")
-
-    def _listening(self) -> bool:
-        def answered():
-            if self.proc.poll() is not None:
-                return "exited"
-            rc = subprocess.run([ECHOSCU, "-aec", self.ae_title, "127.0.0.1", str(self.port)],
-                                capture_output=True, timeout=30).returncode
-            return "ok" if rc == 0 else None
-
-        return wait_for(answered, 30, "storescp to answer C-ECHO") == "ok"
-
-    def files(self):
-        return sorted(p for p in self.folder.iterdir() if p.is_file())
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(15)
-
 
 def test_workstation_pushes_uncompressed_and_jpeg2000_and_receives_valid_results(tmp_path):
     require_programs(STORESCP, STORESCU, ECHOSCU, "dciodvfy")

@@ -75,5 +75,9 @@ def test_refused_sop_class_is_reported(results):
 def test_backoff_doubles_up_to_the_cap():
     b = Backoff(base_seconds=1, max_seconds=5, jitter=0)
     assert [b.delay(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
-    jittered = Backoff(base_seconds=10, max_seconds=100, jitter=0.2).delay(1, random.Random(0))
-    assert 8 <= jittered <= 12
+    # jitter spreads the delays over +-20 %: different draws, none outside the band
+    rng = random.Random(0)
+    jittered = [Backoff(base_seconds=10, max_seconds=100, jitter=0.2).delay(1, rng) for _ in range(20)]
+    assert all(8 <= d <= 12 for d in jittered)
+    assert len(set(jittered)) == 20
+    assert min(jittered) < 9.5 and max(jittered) > 10.5

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,15 +14,9 @@ import yaml
 
 from listener import JobQueue
 from node_helpers import PATIENT_NAME_PREFIX, StorageSCP, mammogram, poll, push, write
+from peer_helpers import ECHOSCU, STORESCP, STORESCU, DcmtkStoreSCP, require_programs
 
 ROOT = Path(__file__).resolve().parent.parent
-STORESCP, STORESCU = Path("/usr/bin/storescp"), Path("/usr/bin/storescu")  # dcmtk's, not pynetdicom's
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Serve:
@@ -89,15 +82,12 @@ def serves():
         s.cleanup()
 
 
-@pytest.mark.skipif(not (STORESCP.exists() and STORESCU.exists()), reason="dcmtk is not installed")
 def test_serve_with_dcmtk_peers_status_metrics_and_clean_sigterm(tmp_path, serves):
-    received = tmp_path / "received"
-    received.mkdir()
-    dest_port = _free_port()
-    storescp = subprocess.Popen([str(STORESCP), "-aet", "DEST", "-od", str(received), str(dest_port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    require_programs(STORESCP, STORESCU, ECHOSCU)
+    storescp = DcmtkStoreSCP(tmp_path / "received", ae_title="DEST")
+    received = storescp.folder
     try:
-        node = Serve(tmp_path, dest_port, "cfia.bench.processors:blob")
+        node = Serve(tmp_path, storescp.port, "cfia.bench.processors:blob")
         serves.append(node)
         info = node.start()
         source = mammogram(0)
@@ -122,8 +112,7 @@ def test_serve_with_dcmtk_peers_status_metrics_and_clean_sigterm(tmp_path, serve
         assert PATIENT_NAME_PREFIX not in log and str(source.PatientID) not in log  # ... never the patient
         assert "stopped" in log
     finally:
-        storescp.kill()
-        storescp.wait()
+        storescp.stop()
 
 
 def test_kill_9_mid_job_then_restart_delivers_everything_exactly_once(tmp_path, serves):
