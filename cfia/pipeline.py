@@ -114,8 +114,7 @@ class Pipeline:
                 reseed_every=e.reseed_every, reseed_init=e.reseed_init, saliency=e.saliency,
                 saliency_sigma=e.saliency_sigma, score_region=False)  # explain() measures every method's deletion
         if method == "gradcam":
-            return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.cfg.models.classifier.class_index,
-                                    self.score_fn())
+            return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.classifier.score, self.score_fn())
         # Occlusion and integrated gradients explain the logit, as their reference
         # implementations do: a probability saturated near 1 hides both the drop under
         # one occluded patch and the gradient along most of the path.

@@ -71,12 +71,26 @@ def _restore_hooks(state: tuple[nn.Module, dict, dict, dict]) -> None:
         module._is_full_backward_hook = attrs.get("_is_full_backward_hook")
 
 
-class GradCAMExplainer:
-    """Grad-CAM (monai.visualize.GradCAM) on `target_layer` of `model` for `class_index`."""
+class _ClassScore(nn.Module):
+    """The network with one output, the explained class's score, for MONAI's GradCAM: a
+    single-logit classifier has no column `class_index` to pick, and its class 0 is the
+    logit negated (explain.classifier.Classifier.score)."""
 
-    def __init__(self, model: nn.Module, target_layer: str, class_index: int, score_fn: ScoreFn):
+    def __init__(self, net: nn.Module, class_score: ScoreFn):
+        super().__init__()
+        self.net, self._class_score = net, class_score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._class_score(x)[:, None]
+
+
+class GradCAMExplainer:
+    """Grad-CAM (monai.visualize.GradCAM) on `target_layer` of `model`, for the score
+    `class_score(x)` -> (B,) that `model` computes (the explained class's logit)."""
+
+    def __init__(self, model: nn.Module, target_layer: str, class_score: ScoreFn, score_fn: ScoreFn):
         check_gradcam_layer(model, target_layer)
-        self.model, self.target_layer, self.class_index, self.score_fn = model, target_layer, class_index, score_fn
+        self.model, self.target_layer, self.class_score, self.score_fn = model, target_layer, class_score, score_fn
 
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
         start = time.perf_counter()
@@ -85,10 +99,11 @@ class GradCAMExplainer:
         try:
             # MONAI's default post-processing returns 1 - normalised CAM (high = not
             # salient); take the raw CAM and normalise it like every other method.
-            cam = GradCAM(nn_module=self.model, target_layers=self.target_layer, postprocessing=lambda v: v)
+            cam = GradCAM(nn_module=_ClassScore(self.model, self.class_score), target_layers=f"net.{self.target_layer}",
+                          postprocessing=lambda v: v)
             # A frozen classifier (requires_grad off) still needs a graph to the
             # activations: let it flow from the input.
-            m = cam(x.detach().clone().requires_grad_(True), class_idx=self.class_index)[0, 0]
+            m = cam(x.detach().clone().requires_grad_(True), class_idx=0)[0, 0]
         finally:
             _restore_hooks(saved)
             self.model.train(was_training)
