@@ -68,6 +68,7 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         lesion = read_mask(row.mask)
         spacing_mm = float(src.spacing[0]) if src.spacing else None
         spacing = spacing_mm or 1.0  # no spacing: the metrics in pixels (the case's spacing_mm is null)
+        sampling = tuple(float(v) for v in src.spacing) if src.spacing else 1.0  # rows, columns
         case = {"file": _name(row.path, folder), "kind": row.kind, "score": p, "spacing_mm": spacing_mm,
                 "score_lesion_inpainted": lesion_inpainted_score(pipeline, x, lesion_on_input(pre, lesion)),
                 "methods": {}}
@@ -75,7 +76,7 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         for m in methods:
             res = _explain(pipeline, src, m)
             tol = max(1, int(round(tolerance_mm / spacing)))
-            scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=spacing,
+            scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=sampling,
                                          smooth_px=tol)
             scores["boundary_distance_mm"] = scores.pop("boundary_distance")
             scores.update(passes=res.passes, region_forwards=res.region_forwards, seconds=res.seconds,

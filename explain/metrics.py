@@ -40,15 +40,20 @@ def pixel_average_precision(saliency: np.ndarray, lesion: np.ndarray) -> float:
     positives = int(lesion.sum())
     if positives == 0:
         return float("nan")
-    order = np.argsort(-saliency.ravel(), kind="stable")
-    hits = lesion.ravel()[order]
-    tp = np.cumsum(hits)
-    precision = tp / np.arange(1, hits.size + 1)
-    return float((precision * hits).sum() / positives)
+    scores = saliency.ravel()
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(lesion.ravel()[order])
+    # Pixels of equal saliency are one threshold: precision is taken at the end of each
+    # run of ties (as sklearn's average_precision_score does), never in raster order.
+    ends = np.flatnonzero(np.diff(scores[order], append=-np.inf) != 0)
+    tp = tp[ends]
+    precision = tp / (ends + 1)
+    return float((np.diff(tp, prepend=0) * precision).sum() / positives)
 
 
-def mean_boundary_distance(region: np.ndarray, lesion: np.ndarray, spacing: float = 1.0) -> float:
-    """Symmetric mean distance between the boundaries of region and lesion (inf if region is empty)."""
+def mean_boundary_distance(region: np.ndarray, lesion: np.ndarray, spacing=1.0) -> float:
+    """Symmetric mean distance between the boundaries of region and lesion (inf if region is
+    empty); spacing: one number, or (row, column) for pixels that are not square."""
     if not region.any() or not lesion.any():
         return float("inf")
     edge_r = region & ~ndimage.binary_erosion(region)
@@ -74,6 +79,8 @@ def all_metrics(saliency, lesion, region, tolerance_px=3, spacing=1.0, smooth_px
     # Masks as researchers save them (uint8 0/1 or 0/255, float): used as an index they
     # would pick rows, not pixels.
     lesion, region = np.asarray(lesion) > 0, np.asarray(region) > 0
+    if not np.isfinite(saliency).all():  # a NaN would silently miss the peak and zero the energy
+        raise ValueError("saliency contains NaN or infinite values")
     return {
         "pointing_game": pointing_game(saliency, lesion, tolerance_px, smooth_px),
         "energy_inside": energy_inside(saliency, lesion),

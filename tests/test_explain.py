@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
+from explain.classifier import Classifier
 from explain.counterfactual import CounterfactualExplainer, change_map
 from explain.perturbation import (BlurPerturbation, InpaintPerturbation, apply, blurred, tile_holes,
                                   tiled_counterfactual)
@@ -259,13 +260,52 @@ def test_shifted_tilings_remove_a_lesion_that_one_grid_cuts():
         InpaintPerturbation(mean_fill, tilings=2)
 
 
-def test_gradcam_restores_the_model(planted):
+class FailingBlobDetector(BlobDetector):
+    """Fails in its forward pass: GradCAM has hooked the layer and set eval mode by then."""
+
+    def forward(self, x):
+        super().forward(x)
+        raise RuntimeError("forward failed")
+
+
+def _model_state(model):
+    return (dict(model.act._forward_hooks), dict(model.act._backward_hooks), model.training, model.act.inplace)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_gradcam_restores_the_model(planted, fails):
     x, lesion = planted
-    model = BlobDetector()
-    before = (dict(model.act._forward_hooks), dict(model.act._backward_hooks), model.training)
-    result = GradCAMExplainer(model, "act", 1, score_fn(model))(x)
-    assert (dict(model.act._forward_hooks), dict(model.act._backward_hooks), model.training) == before
-    assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=2)
+    model = (FailingBlobDetector if fails else BlobDetector)()
+    model.act = nn.ReLU(inplace=True)  # MONAI turns inplace off; it must come back
+    model.train()  # MONAI's GradCAM switches to eval mode
+    before = _model_state(model)
+    assert before[2:] == (True, True)
+    explainer = GradCAMExplainer(model, "act", lambda v: model(v)[:, 1], score_fn(model))
+    if fails:
+        with pytest.raises(RuntimeError, match="forward failed"):
+            explainer(x)
+    else:
+        result = explainer(x)
+        assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=2)
+    assert _model_state(model) == before
+
+
+class SingleLogitBlobDetector(BlobDetector):
+    """One output: the lesion logit (class 1); class 0 is its negation."""
+
+    def forward(self, x):
+        return super().forward(x)[:, 1:]
+
+
+def test_gradcam_explains_the_class_of_a_single_logit_classifier(planted):
+    x, lesion = planted
+    maps = {}
+    for class_index in (1, 0):
+        clf = Classifier(SingleLogitBlobDetector(), class_index=class_index, input_size=tuple(x.shape[-2:]))
+        maps[class_index] = GradCAMExplainer(clf.model, "act", clf.score, clf.probability)(x).mask.numpy()
+    assert metrics.pointing_game(maps[1], lesion, tolerance_px=2)
+    # The lesion's evidence speaks against class 0: its CAM (ReLU of the negated weights) is empty.
+    assert maps[0].max() == 0 and maps[1].max() > 0
 
 
 @pytest.mark.parametrize("make", [lambda s: OcclusionExplainer(s, mask_size=12),
@@ -307,6 +347,36 @@ def test_metrics_on_known_cases():
     region = metrics.salient_region(np.where(lesion, 0.9, 0.0) + np.eye(20) * 0.0, 0.5, 30)
     assert not region.any()  # 25-pixel component dropped below min_pixels=30
     assert metrics.salient_region(perfect, 0.5, 10).sum() == 25
+
+
+def test_pixel_ap_treats_equal_saliency_as_one_threshold():
+    lesion = np.zeros((20, 20), bool)
+    for rows in (slice(0, 5), slice(15, 20)):  # the same map, the lesion at the top or the bottom
+        lesion[:] = False
+        lesion[rows, 5:10] = True
+        flat = np.zeros((20, 20))
+        assert metrics.pixel_average_precision(flat, lesion) == pytest.approx(lesion.mean())
+        plateaus = np.zeros((20, 20))
+        plateaus[0:5, 5:10] = plateaus[15:20, 5:10] = 1.0  # the lesion and a decoy, equally salient
+        assert metrics.pixel_average_precision(plateaus, lesion) == pytest.approx(0.5)
+
+
+def test_boundary_distance_in_mm_with_non_square_pixels():
+    lesion = np.zeros((20, 20), bool)
+    lesion[5:10, 5:10] = True
+    shifted = np.roll(lesion, 10, axis=1)  # 8 columns apart on average (test above)
+    assert metrics.mean_boundary_distance(shifted, lesion, spacing=(0.1, 0.05)) == pytest.approx(0.4)
+    got = metrics.all_metrics(shifted.astype(float), lesion, shifted, spacing=(0.1, 0.05))["boundary_distance"]
+    assert got == pytest.approx(0.4)
+
+
+def test_metrics_refuse_a_map_with_nan():
+    lesion = np.zeros((20, 20), bool)
+    lesion[5:10, 5:10] = True
+    saliency = lesion.astype(float)
+    saliency[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.all_metrics(saliency, lesion, lesion)
 
 
 def _two_spots():
