@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from . import logs
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -596,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     # What a report records as its command: the arguments given, also when called in-process.
     args.command_line = "cfia " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
-        return args.func(args)
+        with logs.withheld_warnings():
+            return args.func(args)
     except (UsageError, config_mod.ConfigError) as exc:
         print(f"cfia: error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,9 @@ import logging
 import re
 import sys
 import time
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 # pynetdicom can dump identifiers at DEBUG; highdicom logs every copied module at INFO.
 CHATTY_LIBRARIES = ("pynetdicom", "highdicom")
@@ -77,8 +80,23 @@ class WithheldWarnings(logging.Filter):
 
 
 def _text(value) -> str:
+    """A field's value; quoted (JSON) when it holds a space or anything unprintable, so a
+    value sent by a peer (a UID with a line break) cannot forge a log line."""
     text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
+    return json.dumps(text) if (" " in text or not text or not text.isprintable()) else text
+
+
+@contextmanager
+def withheld_warnings(stream=None) -> Iterator[None]:
+    """For the one-shot commands (explain, evaluate, ...): a library's warning on an odd
+    header value reaches stderr without its text, as in the server's log (WithheldWarnings)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"cfia: {category.__name__} at {filename}:{lineno} (text withheld: it may quote header values)",
+              file=stream or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def setup(format: str = "text", level: str = "INFO", stream=None) -> None:

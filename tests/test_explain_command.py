@@ -178,9 +178,11 @@ def _explain(src: Path, out_dir: Path, config: Path):
 
 def test_explain_command_writes_every_output(tmp_path, small_config):
     ds = to_dataset(make_one(31, 3, MASSES), "t:3", 3)
+    ds.PatientName = "SECRET NAME"  # no caret: highdicom warns, quoting it
     src = tmp_path / "mg.dcm"
     ds.save_as(src, enforce_file_format=True)
-    _, line = _explain(src, tmp_path / "out", small_config)
+    run, line = _explain(src, tmp_path / "out", small_config)
+    assert "SECRET" not in run.stderr + run.stdout and "text withheld" in run.stderr
     assert {"method", "score", "score_after_deletion", "passes", "seconds", "outputs"} <= set(line)
     assert line["method"] == "cf" and line["passes"] <= 5
     assert line["call_survives_deletion"] == (min(line["score"], line["score_after_deletion"]) >= 0.5)

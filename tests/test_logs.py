@@ -47,3 +47,15 @@ def test_pydicoms_own_record_of_an_odd_header_value_reaches_the_log_without_it()
     text = stream.getvalue()
     assert "WARNING pydicom WARNING at " in text and "text withheld" in text
     assert "1950-01-01" not in text
+
+
+def test_a_value_with_a_line_break_cannot_forge_a_text_log_line():
+    stream = io.StringIO()
+    logs.setup("text", "INFO", stream)
+    try:
+        logging.getLogger("cfia.test").info("stored instance",
+                                            extra={"sop_instance_uid": "9\n2026-01-01T00:00:00.000Z ERROR forged"})
+    finally:
+        logging.getLogger().handlers.clear()
+    assert len(stream.getvalue().splitlines()) == 1
+    assert 'sop_instance_uid="9\\n2026' in stream.getvalue()
