@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 from pydicom.multival import MultiValue
 
+from listener.checks import too_large_image
+
 
 # Modalities a mammogram can come as: MG, a CR or DX acquisition, a secondary capture (OT).
 MAMMOGRAM_MODALITIES = ("MG", "CR", "DX", "OT", "")
@@ -63,6 +65,9 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageReadError(f"{where}: PhotometricInterpretation {photometric!r} is not supported; "
                              "expected MONOCHROME1 or MONOCHROME2")
+    too_large = too_large_image(ds)
+    if too_large:  # before decoding: a small compressed file may declare gigabytes
+        raise ImageReadError(f"{where}: {too_large}; not a mammogram")
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # codec missing, truncated data, bad attributes

@@ -18,6 +18,9 @@ from pydicom.uid import UID
 from . import statuses
 
 IMAGE_ATTRIBUTES = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PixelData")
+# The largest mammograms are about 4700 x 5900 (CR at 50 um); a header beyond this, on a
+# small compressed payload, would make the worker's decoder allocate gigabytes.
+MAX_SIDE = 8192
 UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -28,8 +31,10 @@ class Refusal:
     reason: str
 
 
-def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID) -> Optional[Refusal]:
-    """None when the dataset looks like a decodable image of `sop_class`, else why not."""
+def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID,
+                    sop_instance: Optional[str] = None) -> Optional[Refusal]:
+    """None when the dataset looks like a decodable image of `sop_class` (and, given,
+    instance `sop_instance`: the request's), else why not."""
     if len(ds) == 0:
         return Refusal(statuses.EMPTY_DATASET, "empty dataset")
     if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
@@ -37,12 +42,18 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID) -> Option
         return Refusal(statuses.CANNOT_DECODE, "no SOP Class/Instance UID: not a DICOM dataset")
     if ds.SOPClassUID != sop_class:
         return Refusal(statuses.SOP_CLASS_MISMATCH, f"dataset SOP class {ds.SOPClassUID} is not the request's")
+    if sop_instance is not None and str(ds.SOPInstanceUID) != sop_instance:
+        # The queue keys jobs on the instance: a mismatch would replace another image's job.
+        return Refusal(statuses.INSTANCE_MISMATCH, "dataset SOP Instance UID is not the request's")
     bad = [name for name in UIDS if not _is_uid(str(ds.get(name, "") or ""))]
     if bad:  # results derive their UIDs from these, and a peer may cut a long one (dcmtk does, to 64)
         return Refusal(statuses.INVALID_UID, f"{', '.join(bad)} not a valid UID (digits and dots, at most 64)")
     missing = [name for name in IMAGE_ATTRIBUTES if ds.get(name) in (None, b"", "")]
     if missing:
         return Refusal(statuses.MISSING_IMAGE_ATTRIBUTES, f"missing {', '.join(missing)}")
+    too_large = too_large_image(ds)
+    if too_large:
+        return Refusal(statuses.TOO_LARGE, too_large)
     if transfer_syntax.is_encapsulated:
         if not _looks_encapsulated(ds.PixelData):
             return Refusal(statuses.NOT_ENCAPSULATED, "pixel data is not encapsulated")
@@ -51,6 +62,18 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID) -> Option
     actual = len(ds.PixelData)
     if actual not in (expected, expected + expected % 2):  # odd lengths are padded to even
         return Refusal(statuses.PIXEL_LENGTH_MISMATCH, f"pixel data {actual} bytes, expected {expected}")
+    return None
+
+
+def too_large_image(ds: Dataset) -> Optional[str]:
+    """Why the header's image size is beyond what cfia reads, or None."""
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return "Rows, Columns or NumberOfFrames is not a number"
+    if max(rows, columns) > MAX_SIDE or frames > 1:
+        return f"{rows}x{columns}x{frames} pixels; at most one frame of {MAX_SIDE}x{MAX_SIDE}"
     return None
 
 

@@ -95,7 +95,7 @@ def _store(event, intake: Intake, uid: str, calling: str) -> Dataset | int:
     syntax = UID(event.context.transfer_syntax)
     if syntax not in intake.decodable:  # only negotiated when configured to ignore (unrestricted)
         return _refuse(intake, statuses.UNDECODABLE_SYNTAX, f"transfer syntax {syntax} cannot be decoded", fields)
-    refusal = check_mammogram(ds, sop_class, syntax)
+    refusal = check_mammogram(ds, sop_class, syntax, uid)
     if refusal is not None:
         return _refuse(intake, refusal.code, refusal.reason, fields)
     return _spool(event, intake, ds, fields)

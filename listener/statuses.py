@@ -16,6 +16,8 @@ PIXEL_LENGTH_MISMATCH = 0xC002     # cannot understand: native pixel data of the
 NOT_ENCAPSULATED = 0xC003          # cannot understand: compressed syntax, native pixel data
 INVALID_UID = 0xC004               # cannot understand: an instance, series or study UID that is no UID
 UNDECODABLE_SYNTAX = 0xC005        # cannot understand: a mammogram in a transfer syntax cfia cannot decode
+INSTANCE_MISMATCH = 0xC006         # cannot understand: the dataset's SOP Instance UID is not the request's
+TOO_LARGE = 0xC007                 # cannot understand: more rows, columns or frames than a mammogram has
 CANNOT_DECODE = 0xC210             # cannot understand: the dataset does not parse
 UNEXPECTED_ERROR = 0xC211          # a bug in the handler, caught so it never raises
 

@@ -68,11 +68,12 @@ def test_unknown_caller_is_rejected(start_listener):
     assert echo(port, calling_ae="MODALITY") == 0x0000
 
 
-def _file_with_body(tmp_path, name: str, body: bytes, sop_class: str = MG) -> str:
-    """A file with valid file meta and an arbitrary dataset body, sent as is."""
+def _file_with_body(tmp_path, name: str, body: bytes, sop_class: str = MG, sop_instance: str | None = None) -> str:
+    """A file with valid file meta and an arbitrary dataset body, sent as is (the request
+    names `sop_instance`, a new UID when not given)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = sop_instance or generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     head = BytesIO()
     pydicom.filewriter.write_file_meta_info(head, meta, enforce_standard=True)
@@ -107,14 +108,18 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
     long_series, lettered_study = copy.deepcopy(good), copy.deepcopy(good)
     long_series.SeriesInstanceUID = "1.2." + "3" * 70  # results derive their UIDs from it
     lettered_study.StudyInstanceUID = "1.2.840.STUDY.7"
+    huge = copy.deepcopy(good)
+    huge.Rows = 65535  # checked before the pixel data: a compressed payload would not tell
+    other_meta = pydicom.dcmread(write(copy.deepcopy(good), tmp_path / "meta.dcm"))
+    other_meta.file_meta.MediaStorageSOPInstanceUID = generate_uid()  # sent as stored: the request's UID
     cases = {
         # a sequence whose items are not items: pydicom cannot parse it
         "corrupt": (_file_with_body(tmp_path, "corrupt.dcm", b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"
                                     + b"\x01\x02" * 20), statuses.CANNOT_DECODE),
         # pydicom parses this leniently into nonsense without a SOP identity
         "garbage": (_file_with_body(tmp_path, "garbage.dcm", bytes(range(256)) * 4), statuses.CANNOT_DECODE),
-        "truncated": (_file_with_body(tmp_path, "truncated.dcm", body[: len(body) // 2]),
-                      statuses.PIXEL_LENGTH_MISMATCH),
+        "truncated": (_file_with_body(tmp_path, "truncated.dcm", body[: len(body) // 2],
+                                      sop_instance=good.SOPInstanceUID), statuses.PIXEL_LENGTH_MISMATCH),
         "pixel length": (write(short, tmp_path / "short.dcm"), statuses.PIXEL_LENGTH_MISMATCH),
         "no rows": (write(no_rows, tmp_path / "norows.dcm"), statuses.MISSING_IMAGE_ATTRIBUTES),
         "empty": (_file_with_body(tmp_path, "empty.dcm", b""), statuses.EMPTY_DATASET),
@@ -122,6 +127,9 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
                                statuses.SOP_CLASS_MISMATCH),
         "series UID of 74 characters": (write(long_series, tmp_path / "long.dcm"), statuses.INVALID_UID),
         "study UID with letters": (write(lettered_study, tmp_path / "letters.dcm"), statuses.INVALID_UID),
+        "65535 rows": (write(huge, tmp_path / "huge.dcm"), statuses.TOO_LARGE),
+        "request and dataset name other instances": (_saved(other_meta, tmp_path / "other.dcm"),
+                                                     statuses.INSTANCE_MISMATCH),
     }
     for name, (path, expected) in cases.items():
         with files_sent_as_stored():
@@ -129,6 +137,11 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
         assert echo(port) == 0x0000, f"node stopped serving after {name}"
     assert sum(intake.queue.counts().values()) == 0
     assert list(intake.spool.incoming.iterdir()) == []
+
+
+def _saved(ds: Dataset, path) -> str:
+    ds.save_as(path)  # as it is: no file meta check
+    return str(path)
 
 
 def _with_meta(ds: Dataset) -> Dataset:
