@@ -14,7 +14,8 @@ values. Steps, in order:
    labels and markers do not reach the classifier.
 4. canonical orientation: horizontal flip so the chest wall is on the left
    (decided from the image: the side the breast touches; laterality as a fallback).
-5. crop: bounding box of the breast plus a margin.
+5. crop: bounding box of the breast plus a margin, widened where the whole breast (its
+   fatty periphery included) reaches beyond it.
 6. resize: aspect-preserving (one scale for both axes) so lesion shapes are not
    distorted, then zero padding (= air) on the right / bottom to `input_size`.
    The chest wall stays flush left; the breast is vertically centred.
@@ -190,29 +191,31 @@ def breast_mask(values: np.ndarray, work_size: int = 512, grow: int = 0) -> np.n
     return breast_masks(values, (grow,), work_size)[0]
 
 
-def breast_masks(values: np.ndarray, grows: tuple[int, ...], work_size: int = 512) -> list[np.ndarray]:
-    """`breast_mask` for each of `grows`, segmenting once."""
+def breast_masks(values: np.ndarray, grows: tuple[int, ...], work_size: int = 512,
+                 whole: bool = False) -> list[np.ndarray]:
+    """`breast_mask` for each of `grows`, segmenting once. grow 0 is Otsu's mask; a grown
+    mask starts from the whole breast (`_above_air`: its fatty periphery included).
+    whole=True appends the whole breast, not grown: what the crop must keep."""
     from skimage.filters import threshold_otsu
 
     rows, cols = values.shape
     step = max(1, int(np.ceil(max(rows, cols) / work_size)))
     small = values[::step, ::step]
+    count = len(grows) + int(whole)
     if float(small.max()) <= float(small.min()):
-        return [np.ones(values.shape, bool) for _ in grows]
+        return [np.ones(values.shape, bool) for _ in range(count)]
     edges = collimated_edges(small, threshold_otsu(small))
     small = np.where(edges, small.min(), small)
     fg = ndimage.binary_opening(small > threshold_otsu(small), iterations=1)
     labels, n = ndimage.label(fg)
     if n == 0:
-        return [np.ones(values.shape, bool) for _ in grows]
+        return [np.ones(values.shape, bool) for _ in range(count)]
     sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
     fg = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
-    inclusive = _above_air(small, fg, edges) if any(grows) else fg
-    out = []
-    for grow in grows:
-        grown = ndimage.binary_dilation(inclusive, iterations=grow) & ~edges if grow else fg
-        out.append(np.repeat(np.repeat(grown, step, axis=0), step, axis=1)[:rows, :cols])
-    return out
+    inclusive = _above_air(small, fg, edges) if whole or any(grows) else fg
+    masks = [ndimage.binary_dilation(inclusive, iterations=grow) & ~edges if grow else fg for grow in grows]
+    masks += [inclusive] if whole else []
+    return [np.repeat(np.repeat(m, step, axis=0), step, axis=1)[:rows, :cols] for m in masks]
 
 
 def _above_air(small: np.ndarray, fg: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -224,6 +227,8 @@ def _above_air(small: np.ndarray, fg: np.ndarray, edges: np.ndarray) -> np.ndarr
     peripheries: 6.5 % of the breast lost on average without it; docs/models.md).
     """
     air = small[~ndimage.binary_dilation(fg, iterations=3) & ~edges]
+    measured = air[air > air.min()]  # padding (PixelPaddingValue, read as the minimum) has no noise
+    air = measured if measured.size >= 100 else air
     if air.size < 100:
         return fg
     level = float(np.median(air))
@@ -284,17 +289,24 @@ def _chest_wall_on_right(mask: np.ndarray, laterality: str | None) -> bool:
     return (laterality or "").upper() == "R"
 
 
-def _breast_box(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+def _breast_box(mask: np.ndarray, margin: float, whole: np.ndarray | None = None) -> tuple[int, int, int, int]:
     """(r0, r1, c0, c1) half-open: the breast's bounding box grown by `margin` x its long
     side on every side but the chest wall's (the left), where the breast is cut by the
-    detector. It may reach beyond the image: how much air an export leaves around the
+    detector, and further where needed to hold `whole` (the breast with its fatty
+    periphery). It may reach beyond the image: how much air an export leaves around the
     breast must not change the classifier's input. No breast: the whole image."""
     rr, cc = np.nonzero(mask)
     if not rr.size:
         return 0, mask.shape[0], 0, mask.shape[1]
     r0, r1, c0, c1 = int(rr.min()), int(rr.max()) + 1, int(cc.min()), int(cc.max()) + 1
     m = int(round(margin * max(r1 - r0, c1 - c0)))
-    return r0 - m, r1 + m, c0, c1 + m
+    box = r0 - m, r1 + m, c0, c1 + m
+    if whole is None:
+        return box
+    # The margin covers a thin fringe beyond Otsu's mask; a wider fatty periphery
+    # (a dense breast) widens the box to keep it.
+    wr, wc = np.nonzero(whole)
+    return min(box[0], int(wr.min())), max(box[1], int(wr.max()) + 1), box[2], max(box[3], int(wc.max()) + 1)
 
 
 def _fit(box: tuple[int, int, int, int], shape: tuple[int, int], input_size: tuple[int, int]):
@@ -346,13 +358,15 @@ def preprocess(
     if flipped:
         values = np.ascontiguousarray(values[:, ::-1])
     # Segment in the canonical orientation, so a mirrored image gives the same input.
-    mask, surround = breast_masks(values, (0, SKIN_LINE_GROW))
+    # The crop keeps the whole breast: in a dense breast Otsu's mask leaves out the fatty
+    # periphery, and a lesion there would be cut off (`_breast_box`).
+    mask, surround, whole = breast_masks(values, (0, SKIN_LINE_GROW), whole=True)
     norm = normalise_intensity(values, mask, percentiles)
     # Air beyond the breast's skin line: burned-in labels and markers would otherwise
     # reach the classifier as bright objects it never saw in training.
     norm[~surround] = 0.0
     H, W = norm.shape
-    crop, resized, pad = _fit(_breast_box(mask, margin), (H, W), (rows_in, cols_in))
+    crop, resized, pad = _fit(_breast_box(mask, margin, whole), (H, W), (rows_in, cols_in))
     geom = Geometry((H, W), bool(flipped), crop, resized, pad, (rows_in, cols_in))
     # Resample the already flipped image: reuse Geometry with flipped=False on it.
     same = Geometry((H, W), False, geom.crop, geom.resized, geom.pad, geom.input_size)

@@ -55,7 +55,8 @@ def test_blob_maps_forward_and_back_onto_its_pixels(shape, right, size):
     on_input = geo.to_input(blob)
     (ri, ci), = geo.points_to_input([[r, shape[1] - 1 - c if right else c]])
     assert on_input[int(round(ri)), int(round(ci))] > 0.9
-    assert pre.image[0, int(round(ri)), int(round(ci))] > 0.9
+    tissue = pre.image[0].numpy()[on_input == 0]  # the blob (3000+) is brighter than any tissue (< 1800)
+    assert pre.image[0, int(round(ri)), int(round(ci))] > tissue.max()
     # Back: thresholding the returned map gives the same pixels, up to the boundary
     # band that one input pixel covers in the source (1 / scale source pixels).
     back = geo.to_source(on_input) >= 0.5
@@ -374,6 +375,21 @@ def test_a_blank_image_is_refused_not_explained():
         from_dataset(ds, "blank.dcm")
 
 
+def test_a_header_declaring_a_huge_image_is_refused_before_decoding():
+    """A small RLE payload may declare 65535 x 65535 pixels: decoding would take gigabytes."""
+    from pydicom.uid import RLELossless
+
+    from cfia.dicom_io import ImageReadError, from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208))), "huge:7", 7)
+    ds.compress(RLELossless)
+    ds.Rows = ds.Columns = 65535
+    with pytest.raises(ImageReadError, match="65535x65535x1 pixels; at most one frame of 8192x8192"):
+        from_dataset(ds, "huge.dcm")
+
+
 def test_a_single_valued_pixel_spacing_is_no_spacing():
     """Some exports write one value; it is neither a row nor a column spacing."""
     from cfia.dicom_io import from_dataset
@@ -398,3 +414,20 @@ def test_a_fatty_periphery_below_otsu_is_not_blanked_as_air():
         otsu, grown = breast_masks(mg.pixels.astype(np.float32), (0, SKIN_LINE_GROW))
         assert (mg.breast & ~otsu).mean() > 0.003                 # Otsu alone misses the periphery
         assert (mg.breast & ~grown).sum() <= 0.001 * mg.breast.sum(), i
+
+
+def test_crop_keeps_a_lesion_in_the_fatty_periphery_of_a_dense_breast():
+    """Otsu's threshold falls between fat and gland in a dense breast: the crop must
+    still keep the fat beyond it, or a lesion there never reaches the classifier."""
+    rng = np.random.default_rng(3)
+    rows, cols = 600, 480
+    y, x = np.mgrid[:rows, :cols]
+    r = np.hypot((y - rows / 2) / (rows * 0.42), x / (cols * 0.6))
+    img = np.where(r <= 1.0, 450 + 60 * rng.random((rows, cols)), 60 + 20 * rng.random((rows, cols)))  # fat
+    img = np.where(r <= 0.8, 1500 + 300 * rng.random((rows, cols)), img)  # dense gland
+    lesion = np.hypot(y - rows / 2, x - 0.93 * 0.6 * cols) <= 7  # in the fat, near the skin line
+    img[lesion] += 500
+    pre = preprocess(img.astype(np.uint16), (384, 256))
+    r0, r1, c0, c1 = pre.geometry.crop
+    assert c1 > np.nonzero(lesion)[1].max() + 3, pre.geometry.crop
+    assert pre.geometry.to_input(lesion.astype(np.float32)).sum() > 0

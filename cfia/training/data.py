@@ -24,8 +24,8 @@ from ..manifest import DataError, Record, read_manifest, read_mask
 log = logging.getLogger("cfia.training")
 
 # Bump when explain.preprocess or cfia.dicom_io changes what it returns, or the cache's layout
-# changes (7: kept manifest rows and unknown masks).
-PREPROCESS_VERSION = "7"
+# changes (7: kept manifest rows and unknown masks; 8: the crop keeps the whole breast).
+PREPROCESS_VERSION = "8"
 
 
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
