@@ -141,7 +141,11 @@ class Worker:
             self._processing_failed(job, f"{type(exc).__name__}: {exc}", fields)
             return
         seconds = time.perf_counter() - start
-        folder = self.spool.write_results(job.id, results)
+        try:
+            folder = self.spool.write_results(job.id, results)
+        except OSError as exc:  # disk full: retried, not taken for a worker that died
+            self._processing_failed(job, f"cannot write results: {exc.strerror or exc}", fields)
+            return
         self.queue.set_results(job.id, str(folder), seconds)
         log.info("explained", extra={**fields, "explain_seconds": round(seconds, 3),
                                      "objects": ",".join(results)})

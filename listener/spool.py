@@ -90,8 +90,12 @@ class Spool:
         result UIDs are deterministic, so a rerun writes the same objects."""
         folder = self.results / str(job_id)
         folder.mkdir(exist_ok=True, mode=DIR_MODE)
-        for object_type, ds in results.items():
-            write_durably(folder / f"{object_type}.dcm", encode(ds))
+        try:
+            for object_type, ds in results.items():
+                write_durably(folder / f"{object_type}.dcm", encode(ds))
+        except OSError:  # disk full: a partial set must neither be sent nor keep the space
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return folder
 
     @staticmethod

@@ -14,7 +14,7 @@ from cfia.bench.processors import blob
 from cfia.config import Config, OutputsConfig
 from cfia.worker import Routing, Worker
 from conftest import dciodvfy_errors
-from dicom_out import Backoff, Destination
+from dicom_out import OBJECT_TYPES, Backoff, Destination
 from listener import Intake, JobQueue, ListenerSettings, Spool
 from node_helpers import StorageSCP, mammogram, poll, push
 
@@ -249,6 +249,21 @@ def test_failing_processor_is_retried_then_dead_lettered(make_node, dest):
     assert reason["reason"] == "RuntimeError: model exploded" and reason["attempts"] == 3
     assert (node.spool.dead_letter / "1" / "source.dcm").exists()
     assert dest.received == []
+
+
+def test_results_that_cannot_be_written_are_removed_and_retried(make_node, dest, caplog):
+    """A results write that fails (a full disk; here a folder where the last object's file
+    goes) leaves no partial set behind and is retried with its reason, not dead-lettered
+    later as a worker that died."""
+    node = make_node(Routing(fixed=(_to(dest),)), max_retries=2)
+    blocker = node.spool.results / "1" / "gsps.dcm" / "in-the-way"
+    blocker.mkdir(parents=True)
+    assert push(node.port, [mammogram(5)]) == [0x0000]
+    node.wait_counts(done=1)
+    reasons = [getattr(r, "reason", "") for r in caplog.records if r.name == "cfia.worker"]
+    assert any(r.startswith("cannot write results") for r in reasons), reasons
+    assert "worker error" not in caplog.text
+    assert len(dest.received) == len(OBJECT_TYPES)  # the retry wrote and sent the whole set
 
 
 def test_undecodable_image_goes_to_dead_letter_at_once(make_node, dest):
