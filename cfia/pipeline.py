@@ -69,7 +69,7 @@ class Pipeline:
         self.classifier.set_precision(e.precision)
         i = cfg.models.inpainter
         if i.kind == "learned":
-            self.inpainter = make_inpainter("learned", i.path, device=self.device,
+            self.inpainter = make_inpainter("learned", i.path, device=self.device, seed=e.seed,
                                             texture_match=i.texture_match, noise_scale=i.noise_scale)
         else:
             self.inpainter = make_inpainter(i.kind, device=self.device)

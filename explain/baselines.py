@@ -32,8 +32,10 @@ class _ScoreModule(nn.Module):
     def __init__(self, score_fn: ScoreFn):
         super().__init__()
         self.score_fn = score_fn
+        self.images = 0  # images scored: occlusion's classifier passes
 
     def forward(self, x):
+        self.images += x.shape[0]
         return self.score_fn(x)[:, None]
 
 
@@ -140,8 +142,7 @@ class OcclusionExplainer:
             score = float(self.score_fn(x)[0])
             occ_map, _ = occ(x)
         drop = score - occ_map[0, 0]   # high where occluding lowers the score
-        stride = max(1, int(self.mask_size * (1 - self.overlap)))
-        passes = (x.shape[-2] // stride + 1) * (x.shape[-1] // stride + 1)
+        passes = 1 + module.images  # the unoccluded score and every occluded image
         return MaskResult(_normalise(drop, breast), score, float("nan"), passes, time.perf_counter() - start)
 
 

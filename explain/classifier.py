@@ -68,7 +68,9 @@ class Classifier(nn.Module):
         return self._run(x)
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._run(x)
+        return self._probability(self._run(x))
+
+    def _probability(self, out: torch.Tensor) -> torch.Tensor:
         if out.shape[1] == 1:
             p = out[:, 0] if self.output == "probabilities" else torch.sigmoid(out[:, 0])
             return p if self.class_index == 1 else 1.0 - p
@@ -80,7 +82,7 @@ class Classifier(nn.Module):
         """(B,) the logit of class_index (log-odds for a single output): an unbounded score."""
         out = self._run(x)
         if self.output == "probabilities":
-            p = self.probability(x).clamp(1e-6, 1 - 1e-6)
+            p = self._probability(out).clamp(1e-6, 1 - 1e-6)
             return torch.log(p) - torch.log1p(-p)
         if out.shape[1] == 1:
             return out[:, 0] if self.class_index == 1 else -out[:, 0]

@@ -66,15 +66,18 @@ def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int, tilin
 
 
 def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur with reflect padding (Fong & Vedaldi's blur perturbation)."""
+    """Gaussian blur with reflect padding (Fong & Vedaldi's blur perturbation); replicate
+    padding along a side too short to reflect the kernel's radius."""
     radius = max(1, int(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
-    pad = F.pad(x, (radius, radius, 0, 0), mode="reflect") if radius < x.shape[-1] else x
-    y = F.conv2d(pad, k.view(1, 1, 1, -1))
-    pad = F.pad(y, (0, 0, radius, radius), mode="reflect") if radius < x.shape[-2] else y
-    return F.conv2d(pad, k.view(1, 1, -1, 1))
+    y = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=_pad_mode(radius, x.shape[-1])), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(y, (0, 0, radius, radius), mode=_pad_mode(radius, x.shape[-2])), k.view(1, 1, -1, 1))
+
+
+def _pad_mode(radius: int, side: int) -> str:
+    return "reflect" if radius < side else "replicate"
 
 
 class InpaintPerturbation:

@@ -133,6 +133,26 @@ def test_explainer_reports_the_change_map_beside_the_same_mask(planted, perturba
         make("difference")
 
 
+def test_blur_of_an_input_narrower_than_its_kernel_keeps_its_shape_and_mean():
+    x = torch.rand(1, 1, 40, 24)  # sigma 10: radius 30 > 24 columns (and > 40 rows at sigma 15)
+    for sigma in (10.0, 15.0):
+        y = blurred(x, sigma)
+        assert y.shape == x.shape and torch.isfinite(y).all()
+        assert float(y.std()) < float(x.std()) and abs(float(y.mean() - x.mean())) < 0.05
+
+
+def test_score_runs_the_network_once_for_a_probability_output():
+    calls = []
+
+    class Probabilities(nn.Module):
+        def forward(self, v):
+            calls.append(1)
+            return torch.softmax(BlobDetector()(v), dim=1)
+    clf = Classifier(Probabilities(), output="probabilities", input_size=(64, 64))
+    clf.score(torch.rand(1, 1, 64, 64))
+    assert len(calls) == 1
+
+
 def test_blur_perturbation_uses_the_same_optimiser(planted):
     x, lesion = planted
     explainer = CounterfactualExplainer(score_fn(BlobDetector()), BlurPerturbation(sigma=6.0), mask_scale=4,
@@ -331,6 +351,17 @@ def test_occlusion_is_zero_where_occluding_changes_nothing(planted, mode):
     far = ~ndimage.binary_dilation(lesion, iterations=12)
     assert float(result.mask.numpy()[far].mean()) < 0.05
     assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=3)
+
+
+def test_occlusion_reports_the_images_it_scored(planted):
+    x, _ = planted
+    base, scored = score_fn(BlobDetector()), []
+
+    def counting(t):
+        scored.append(t.shape[0])
+        return base(t)
+    result = OcclusionExplainer(counting, mask_size=12)(x)
+    assert result.passes == sum(scored)
 
 
 def test_metrics_on_known_cases():

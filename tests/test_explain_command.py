@@ -78,6 +78,8 @@ def test_inpainter_options_from_config_reach_the_inpainter_and_cf_still_finds_th
     matched = Pipeline(replace(cfg, models=replace(cfg.models, inpainter=inp)))
     assert matched.inpainter.texture_match and not pipeline.inpainter.texture_match
     assert (matched.inpainter.noise_scale, pipeline.inpainter.noise_scale) == (0.5, 1.0)
+    reseeded = Pipeline(replace(cfg, explainer=replace(cfg.explainer, seed=3)))
+    assert (reseeded.inpainter.seed, pipeline.inpainter.seed) == (3, 0)  # explainer.seed drives the fill's noise
     mg = make_one(31, 7, MASSES)
     res = matched.explain(from_dataset(to_dataset(mg, "t:7", 7)), "cf")
     assert metrics.pointing_game(res.saliency, mg.mask, tolerance_px=4, smooth_px=4)
