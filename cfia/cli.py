@@ -302,8 +302,16 @@ def cmd_requeue(args) -> int:
 def cmd_demo(args) -> int:
     from . import demo
 
+    # Bad input is an error before anything starts (no phantom, no node, no output folder).
     try:
-        demo.run(Path(args.out), Path(args.config) if args.config else None, args.size, args.seed, args.timeout)
+        demo.phantom_options(args.size)
+    except demo.DemoError as exc:
+        raise UsageError(f"--{exc}") from None  # "--size 16x16 is out of range; allowed: 64x64 to ..."
+    if args.config:
+        load_config(args.config)  # ConfigError "cannot read config file ...", as for serve and explain
+    out = _output_folder(args.out)
+    try:
+        demo.run(out, Path(args.config) if args.config else None, args.size, args.seed, args.timeout)
     except demo.DemoError as exc:
         raise UsageError(f"demo failed: {exc}") from None
     return 0

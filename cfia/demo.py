@@ -11,12 +11,17 @@
    OUT/summary.json; a short report on stdout.
 
 Nothing leaves loopback; the temporary spool is deleted; the node's processes are
-stopped (SIGTERM, then the process group is killed) whatever happens.
+stopped (SIGTERM, then the process group is killed) whatever happens: an error, Ctrl-C,
+or a SIGTERM / SIGHUP to the demo (the demo then exits with 128 + the signal's number).
+A size out of range, an output path that is a file or a base config that cannot be read
+is an error before anything starts.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -129,11 +134,26 @@ class Phantom:
     lesions: list = field(default_factory=list)
 
 
+def phantom_options(size: tuple[int, int]):
+    """The phantom generator's options for the demo's image; DemoError quoting a size out of range."""
+    from phantom.generate import PhantomOptions
+
+    opts = PhantomOptions(size=tuple(size), positive_fraction=1.0)
+    try:
+        opts.check()
+    except ValueError as exc:  # "size 16x16 is out of range; allowed: 64x64 to ..."
+        raise DemoError(str(exc)) from None
+    return opts
+
+
 def make_phantom(size: tuple[int, int], seed: int) -> Phantom:
     from phantom.dicom import to_dataset
-    from phantom.generate import PhantomOptions, make_one
+    from phantom.generate import make_one
 
-    mg = make_one(seed, 0, PhantomOptions(size=size, positive_fraction=1.0))
+    try:
+        mg = make_one(seed, 0, phantom_options(size))
+    except RuntimeError as exc:  # a size in range but too narrow for the lesion, e.g. 4096x64
+        raise DemoError(f"{exc} at size {size[0]}x{size[1]}: try another size or seed") from None
     ds = to_dataset(mg, f"cfia-demo:{seed}:{size[0]}x{size[1]}", 7000 + seed)
     return Phantom(ds, mg.mask, mg.laterality, mg.view, list(mg.lesions))
 
@@ -214,21 +234,81 @@ def write_overlay(path: Path, source: Path, saliency: np.ndarray, region: np.nda
 
 def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple[int, int] = DEFAULT_SIZE,
         seed: Optional[int] = None, timeout: float = 900.0, say: Callable[[str], None] = print) -> dict:
+    """The demo (module docstring). Before anything starts: DemoError for a size out of range
+    or an output path that is not a folder; ConfigError for a base config that cannot be read
+    or is invalid (no fallback to the defaults when `config` is given)."""
     started = time.monotonic()
     seed = DEFAULT_SEED if seed is None else seed
+    phantom_options(size)
+    if config is not None:
+        config_mod.load(Path(config))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise DemoError(f"{out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoError(f"{out}: cannot create the output folder ({exc.strerror})") from None
     for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
 
-    say(f"cfia demo: everything on loopback; results into {out}/")
-    ph, source = _write_source(out, size, seed, say)
-    done = _run_node(out, ph, config, timeout, say)
-    summary = _summarise(out, ph, source, done, size, seed, say)
+    with StopSignals() as stop_signals:
+        say(f"cfia demo: everything on loopback; results into {out}/")
+        ph, source = _write_source(out, size, seed, say)
+        done = _run_node(out, ph, config, timeout, say, stop_signals)
+        summary = _summarise(out, ph, source, done, size, seed, say)
     summary["seconds"]["total"] = round(time.monotonic() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     say(f"  done in {summary['seconds']['total']:.1f} s; summary: {out / 'summary.json'}")
     return summary
+
+
+class StopSignals:
+    """While in effect, SIGTERM and SIGHUP end the demo as Ctrl-C does: SystemExit(128 +
+    the signal) is raised in the main thread, so every `finally` stops the node (in a
+    session of its own, it gets no signal sent to the demo's process group) and removes
+    the temporary folder. Inside `held()` (the clean-up) a signal is noted and raised
+    when the clean-up is done; a second signal while stopping is ignored. The previous
+    handlers are restored on leaving. Outside the main thread (where Python cannot set
+    handlers) it does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._holding = False
+        self._pending: Optional[int] = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            return  # already stopping: a second signal must not cut the clean-up short
+        self.received = signum
+        if self._holding:
+            self._pending = signum
+            return
+        raise SystemExit(128 + signum)
+
+    @contextlib.contextmanager
+    def held(self):
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise SystemExit(128 + signum)
 
 
 @dataclass
@@ -257,11 +337,11 @@ def _write_source(out: Path, size: tuple[int, int], seed: int, say: Callable[[st
 
 
 def _run_node(out: Path, ph: Phantom, config: Optional[Path], timeout: float,
-              say: Callable[[str], None]) -> NodeRun:
+              say: Callable[[str], None], stop_signals: Optional[StopSignals] = None) -> NodeRun:
     """Steps 2-6: receiver and node up, one push, wait for every enabled object, both down."""
-    workdir = Path(tempfile.mkdtemp(prefix="cfia-demo-"))
-    receiver = node = None
+    receiver = node = workdir = None
     try:
+        workdir = Path(tempfile.mkdtemp(prefix="cfia-demo-"))
         receiver = Receiver(out)
         say(f"  2. receiver {receiver.ae_title} on 127.0.0.1:{receiver.port} (pynetdicom storage SCP) -> {out}/")
         node = LocalNode(workdir, overrides={
@@ -313,11 +393,13 @@ def _run_node(out: Path, ph: Phantom, config: Optional[Path], timeout: float,
     except TimeoutError as exc:
         raise DemoError(f"{exc}\n{node.log_tail() if node else ''}") from None
     finally:
-        if node is not None:
-            node.stop()
-        if receiver is not None:
-            receiver.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        with stop_signals.held() if stop_signals else contextlib.nullcontext():
+            if node is not None:
+                node.stop()
+            if receiver is not None:
+                receiver.stop()
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _summarise(out: Path, ph: Phantom, source: Path, done: NodeRun, size: tuple[int, int], seed: int,

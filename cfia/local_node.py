@@ -51,9 +51,16 @@ def merge(base: dict, extra: dict) -> dict:
 
 def effective_config(base: Optional[Path], overrides: dict) -> dict:
     """The base config (validated, paths absolute) with `overrides` merged over it,
-    validated again; returned as plain data ready to be written as YAML."""
-    base = Path(base) if base else SHIPPED_CONFIG
-    raw = config_mod.to_dict(config_mod.load(base) if base.exists() else config_mod.Config(), hide_secrets=False)
+    validated again; returned as plain data ready to be written as YAML. No `base`: the
+    shipped config, or the built-in defaults where there is none; a `base` that cannot be
+    read is a ConfigError (as for `cfia serve`), never the defaults."""
+    if base:
+        base = Path(base)
+        cfg = config_mod.load(base)
+    else:
+        base = SHIPPED_CONFIG
+        cfg = config_mod.load(base) if base.exists() else config_mod.Config()
+    raw = config_mod.to_dict(cfg, hide_secrets=False)
     merged = merge(raw, overrides)
     config_mod.from_dict(merged, base=base.parent)  # raises ConfigError naming a bad override
     return merged
