@@ -45,8 +45,10 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
 
     checkpoint(report) is called after every case, so a long run that is stopped
     keeps what it measured (the report says how many cases it holds).
-    alter(pixels, rng) -> pixels changes each stored image before anything sees it (an
-    acquisition from elsewhere, cfia.bench.robustness.ALTERATIONS); the lesion masks stay."""
+    alter(pixels, rng) -> pixels changes each image's display values (dense tissue bright,
+    whatever the file's photometric interpretation and intent: cfia.bench.robustness.altered)
+    before anything sees them (an acquisition from elsewhere, cfia.bench.robustness.ALTERATIONS);
+    the lesion masks stay."""
     rows = [r for r in require_masks(read_manifest(folder)) if r.label == 1]
     cases, figure_rows, scanned = [], [], 0
     for index, row in enumerate(rows):
@@ -55,8 +57,9 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         scanned += 1
         src = read_file(row.path)
         if alter is not None:  # seeded per image, so a run's images do not depend on the limit
-            pixels = alter(src.pixels.astype(np.float64), np.random.default_rng([0, index]))
-            src = replace(src, pixels=pixels.astype(np.float32))
+            from .bench.robustness import altered
+
+            src = altered(src, alter, np.random.default_rng([0, index]))
         pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
                          src.laterality, src.for_processing)
         x = pre.image[None].to(pipeline.device)

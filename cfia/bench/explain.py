@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cfia.cli import _positive
+
 
 def write_phantoms(folder: Path, size, count, seed=123) -> list[Path]:
     """Positive phantoms written as files, so the measured process only reads them."""
@@ -96,7 +98,7 @@ def variants(files, method, config, names) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="2294x1914", help="ROWSxCOLS of the phantoms (default 2294x1914)")
-    p.add_argument("--count", type=int, default=5, help="images (default 5)")
+    p.add_argument("--count", type=_positive, default=5, help="images, at least 1 (default 5)")
     p.add_argument("--method", default="cf")
     p.add_argument("--config", default=None, help="config file (default: the shipped config.yaml)")
     p.add_argument("--memory", action="store_true", help="one image in a fresh process; report its peak RSS")

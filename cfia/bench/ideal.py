@@ -22,6 +22,13 @@ and the classifier score the pairs, so they answer the same question: mass or no
 in this breast. The classifier is also given against the folder's own normals, as in
 its report.
 
+The images are drawn again from --seed and --size, with the folder's header options
+(bits stored, For Processing, photometric interpretation); every one must be the
+folder's file: its label, its mask (or none) and its stored pixels, else the command
+stops naming the first that is not (a folder made with another --positive-fraction,
+--generator or --lesion-kinds). The classifier reads the folder's own files, and each
+twin stored as its image is.
+
     python -m cfia.bench.ideal --data /work/data-cls/heldout --seed 2000 --size 512x416 --bank 32 --model models/classifier.ts
 """
 from __future__ import annotations
@@ -36,12 +43,14 @@ import torch
 from scipy import ndimage
 from scipy.special import logsumexp
 
+from phantom.dicom import to_dataset
 from phantom.generate import FIELD_OF_VIEW_MM, PhantomOptions, make_one
 from phantom.lesions import MODELS
 from phantom.mammogram import lesion_centres
 from phantom.texture import clustered_lumpy, power_law_noise
 
 from ..cli import _size
+from ..dicom_io import from_dataset, read_file
 from ..manifest import read_manifest
 from ..training.classifier import CONTRAST_EDGES, contrast_bins, roc_auc
 from . import finish_report
@@ -168,34 +177,80 @@ def classifier(model: str, input_size):
 
     clf = load_classifier("torchscript", model, input_size=input_size)
 
-    def probability(mg, pixels) -> float:
-        pre = preprocess(pixels.astype(np.float32), input_size, "MONOCHROME2", mg.laterality, False)
+    def probability(src) -> float:
+        """`src`: a cfia.dicom_io.SourceImage, read through the run-time path."""
+        pre = preprocess(src.pixels, input_size, src.photometric, src.laterality, src.for_processing)
         with torch.no_grad():
             return float(clf.probability(pre.image[None])[0])
     return probability
 
 
+def header_options(path, size) -> PhantomOptions:
+    """The `cfia phantom` options a file's header tells (bits stored, For Processing,
+    photometric interpretation), at `size`; the others at their defaults."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return PhantomOptions(size=size, bits_stored=int(ds.BitsStored),
+                          for_processing=str(ds.get("PresentationIntentType", "")).upper() == "FOR PROCESSING",
+                          photometric=str(ds.PhotometricInterpretation).strip())
+
+
+def stored(mg, opts: PhantomOptions):
+    """`mg` as `cfia phantom` with `opts` stores it, read back (a cfia.dicom_io.SourceImage)."""
+    return from_dataset(to_dataset(mg, "cfia-bench-ideal", 0, opts.bits_stored, opts.for_processing,
+                                   opts.photometric), "regenerated")
+
+
+def regenerate(rec, seed: int, size):
+    """(image, options, the folder's file read) for a manifest record, once the image drawn
+    again is the folder's file: its label, its mask or none, its stored pixels; else
+    SystemExit naming the file and the first difference."""
+    try:
+        index = int(rec.path.stem[3:])
+    except ValueError:
+        raise SystemExit(f"{rec.path.name}: not a `cfia phantom` file name (imgNNNNN.dcm)") from None
+    opts = header_options(rec.path, size)
+    mg = make_one(seed, index, opts)
+    drawn = int(mg.mask.any())
+    if rec.label != drawn:
+        why = f"its label is {rec.label}, drawn again it is {drawn}"
+    elif (rec.mask is not None) != bool(drawn):
+        why = "it has a lesion and no mask" if drawn else "it has a mask and no lesion"
+    elif drawn and not np.array_equal(mg.mask, np.load(rec.mask) > 0):
+        why = "its mask differs"
+    else:
+        src = read_file(rec.path)
+        if src.pixels.shape == mg.pixels.shape and np.array_equal(src.pixels, stored(mg, opts).pixels):
+            return mg, opts, src
+        why = "its pixels differ"
+    flags = ("" if opts.bits_stored == 12 else f" --bits {opts.bits_stored}") + \
+        (" --for-processing" if opts.for_processing else "") + \
+        ("" if opts.photometric == "MONOCHROME2" else f" --photometric {opts.photometric}")
+    raise SystemExit(f"{rec.path.name}: not image {index} of `cfia phantom --seed {seed} --size {size[0]}x{size[1]}"
+                     f"{flags}` ({why}): the observer draws each image again, so the folder must have been made "
+                     "with this --seed and --size and the default --positive-fraction, --generator and "
+                     "--lesion-kinds")
+
+
 def observe(data: str, seed: int, size, model: str | None, input_size, groups: int = 8, bank: int = 0,
             limit: int = 0, progress=print) -> dict:
     records = read_manifest(data)[:limit or None]
-    opts = PhantomOptions(size=size)
     rng = np.random.default_rng(0)
     probability = classifier(model, input_size) if model else None
     profiles = mass_bank(bank, FIELD_OF_VIEW_MM / size[0]) if bank else []
     cases, normals = [], []
     for rec in records:
+        mg, opts, src = regenerate(rec, seed, size)
         index = int(rec.path.stem[3:])
-        mg = make_one(seed, index, opts)
-        if rec.label and (rec.mask is None or not np.array_equal(mg.mask, np.load(rec.mask))):
-            raise SystemExit(f"{rec.path.name}: not image {index} of `cfia phantom --seed {seed} "
-                             f"--size {size[0]}x{size[1]}`")
         if not rec.label:
-            normals.append(probability(mg, mg.pixels) if probability else None)
+            normals.append(probability(src) if probability else None)
             continue
         if len(mg.draws["placed"]) != 1 or mg.draws["placed"][0][0] == "calcifications":
             continue
         twin = make_one(seed, index, opts, lesion_gain=0.0)
-        cases.append(observe_pair(mg, twin, image_model(mg, rng, groups), profiles, probability))
+        scored = (src, stored(twin, opts)) if probability else None
+        cases.append(observe_pair(mg, twin, image_model(mg, rng, groups), profiles, probability, scored))
         cases[-1].update(file=rec.path.name, kind=rec.kind, contrast=rec.contrast)
         progress(f"{rec.path.name} contrast {rec.contrast:.2f}: " + ", ".join(
             f"{k} {v[0]:.3g} / {v[1]:.3g}" for k, v in cases[-1].items() if isinstance(v, list)))
@@ -203,8 +258,9 @@ def observe(data: str, seed: int, size, model: str | None, input_size, groups: i
             "by_contrast": summarise(cases, normals if probability else None), "cases": cases}
 
 
-def observe_pair(mg, twin, model: ImageModel, profiles: list, probability) -> dict:
-    """Scores [with the mass, without it] by each observer (and the classifier, if given)."""
+def observe_pair(mg, twin, model: ImageModel, profiles: list, probability, stored_pair=None) -> dict:
+    """Scores [with the mass, without it] by each observer (and the classifier, if given,
+    on `stored_pair`: the two as SourceImages; default: `stored` with the default options)."""
     _, (r0, c0), profile, _, contrast = mg.draws["placed"][0]
     residuals = [residual(mg, mg.pixels), residual(twin, twin.pixels)]  # each through its own display scaling
     out = {"d_prime": round(d_prime(model, profile, contrast, (r0 + profile.shape[0] // 2,
@@ -214,7 +270,8 @@ def observe_pair(mg, twin, model: ImageModel, profiles: list, probability) -> di
         contrasts = np.linspace(0.8, 2.5, 5) * mg.draws["tissue_std"]  # the phantom's range for masses
         out["observer_bank"] = log_likelihood_ratios(model, residuals, profiles, contrasts)
     if probability:
-        out["classifier"] = [probability(mg, mg.pixels), probability(mg, twin.pixels)]
+        pair = stored_pair or (stored(mg, PhantomOptions()), stored(twin, PhantomOptions()))
+        out["classifier"] = [probability(pair[0]), probability(pair[1])]
     return out
 
 

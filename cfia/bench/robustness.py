@@ -2,8 +2,10 @@
 
     python -m cfia.bench.robustness --data FOLDER [--model models/classifier.ts] [--json OUT]
 
-Every image of a `manifest.csv` folder is altered on its stored pixels, before cfia's
-preprocessing, the way another detector or processing chain might differ: a gamma
+Every image of a `manifest.csv` folder is altered on its display values (its stored pixels
+turned dense-bright, air dark, as explain.preprocess.display_values does for MONOCHROME1 and
+For Processing images; `altered`), before the rest of cfia's preprocessing, the way another
+detector or processing chain might differ: a gamma
 curve, added noise (white or correlated), a softer (blurred) or coarser
 (half-resolution) detector, a label burned in beside the breast, unexposed strips at the
 collimated edges, strands the phantom lacks, a lead marker on the skin line, air added
@@ -65,15 +67,15 @@ def _half_resolution(px, rng):
 
 def _chest_wall_left(px) -> bool:
     """The breast lies against the left edge: its outer tenth is the brighter one
-    (stored values of a MONOCHROME2 image, air dark)."""
+    (display values, air dark: `altered`)."""
     edge = max(1, px.shape[1] // 10)
     return bool(px[:, :edge].mean() > px[:, -edge:].mean())
 
 
 def _burned_in_label(px, rng):
-    """A technologist's label as many sites burn it in: a box at the brightest stored
+    """A technologist's label as many sites burn it in: a box at the brightest displayed
     value with the view's letters cut out, in the top corner away from the breast
-    (the side whose outer columns are darker: air in a MONOCHROME2 image)."""
+    (the side whose outer columns are darker: air)."""
     import cv2
 
     rows, cols = px.shape
@@ -88,7 +90,7 @@ def _burned_in_label(px, rng):
 
 
 def _collimated_edges(px, rng):
-    """Strips the collimator kept unexposed, at the brightest stored value: along the
+    """Strips the collimator kept unexposed, at the brightest displayed value: along the
     top, the bottom and the edge away from the breast, 2 % of the image deep."""
     rows, cols = px.shape
     depth = max(2, rows // 50)
@@ -139,7 +141,7 @@ def _strands(px, rng):
 
 def _marker_on_skin(px, rng):
     """A lead letter imaged on the skin line a third of the way down the breast: saturated
-    (the brightest stored value), 5 % of the image high, touching the breast."""
+    (the brightest displayed value), 5 % of the image high, touching the breast."""
     import cv2
     from skimage.filters import threshold_otsu
 
@@ -159,7 +161,7 @@ def _marker_on_skin(px, rng):
 
 
 def _air(where: str):
-    """Air (the image's darkest stored value) added around the image, as exports and
+    """Air (the image's darkest displayed value) added around the image, as exports and
     larger detectors leave more of it: all round (an eighth of the rows on each side), above
     and below (a quarter of the rows each), or a strip of 3 % of the columns on the chest
     wall's side, so the breast touches no edge there."""
@@ -195,6 +197,25 @@ ALTERATIONS = {
 SAME_GRID = {name: f for name, f in ALTERATIONS.items() if not name.startswith("air ")}
 
 
+def altered(src, alter, rng):
+    """`src` (a cfia.dicom_io.SourceImage) with `alter` applied to its display values.
+
+    The alterations take dense tissue bright and air dark (the chest wall is the brighter
+    edge, a label or marker is the brightest value, air the darkest), which a MONOCHROME2
+    For Presentation image's stored values are and a MONOCHROME1 or For Processing one's
+    are not. So the stored values are first turned into display values (explain.preprocess
+    .display_values) and the result is a MONOCHROME2 For Presentation image of them: the
+    preprocessing starts with display_values, which leaves those as they are, so every
+    source polarity reaches the classifier altered alike."""
+    from dataclasses import replace
+
+    from explain.preprocess import display_values
+
+    values = display_values(src.pixels, src.photometric, src.for_processing).astype(np.float64)
+    return replace(src, pixels=alter(values, rng).astype(np.float32), photometric="MONOCHROME2",
+                   for_processing=False)
+
+
 def scores(records, clf, input_size, alter, seed: int = 0) -> np.ndarray:
     from explain.preprocess import preprocess
 
@@ -203,12 +224,17 @@ def scores(records, clf, input_size, alter, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = []
     for rec in records:
-        src = read_file(rec.path)
-        px = alter(src.pixels.astype(np.float64), rng)
-        pre = preprocess(px.astype(np.float32), input_size, src.photometric, src.laterality, src.for_processing)
+        src = altered(read_file(rec.path), alter, rng)
+        pre = preprocess(src.pixels, input_size, src.photometric, src.laterality, src.for_processing)
         with torch.no_grad():
             out.append(float(clf.probability(pre.image[None])[0]))
     return np.array(out)
+
+
+def _cell(value, spec: str) -> str:
+    """A table cell: the value formatted, or a dash where there is none (the AUC and the
+    specificity of a folder without normals, the change before "as stored" has run)."""
+    return "-" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             r["mean_abs_change"] = round(float(np.abs(p_alt - stored).mean()), 4)
             r["calls_changed"] = int(((p_alt >= 0.5) != (stored >= 0.5)).sum())
         table[name] = r
-        print(f"| {name} | {r['auc']:.3f} | {r['accuracy']:.3f} | {r['sensitivity']:.3f} | {r['specificity']:.3f} | "
-              f"{r.get('mean_abs_change', float('nan')):.4f} | {r.get('calls_changed', '')} |", flush=True)
+        print(f"| {name} | {_cell(r['auc'], '.3f')} | {_cell(r['accuracy'], '.3f')} | "
+              f"{_cell(r['sensitivity'], '.3f')} | {_cell(r['specificity'], '.3f')} | "
+              f"{_cell(r.get('mean_abs_change'), '.4f')} | {_cell(r.get('calls_changed'), 'd')} |", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"command": "python -m cfia.bench.robustness " + " ".join(argv or sys.argv[1:]),

@@ -1,0 +1,227 @@
+"""The benchmark commands (cfia.bench.*) and `cfia evaluate --alter` on small phantom folders."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pydicom
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "classifier.ts"
+SIZE = "256x208"
+
+
+def _phantom(folder: Path, *options: str) -> Path:
+    from cfia.cli import main
+
+    assert main(["phantom", "--out", str(folder), "--count", "4", "--seed", "1", "--size", SIZE, "--quiet",
+                 *options]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """The same four images (seed 1) as MONOCHROME2 and MONOCHROME1 For Presentation, For
+    Processing, and with other positive fractions (the same draws, other labels)."""
+    base = tmp_path_factory.mktemp("bench")
+    return {"m2": _phantom(base / "m2"), "m1": _phantom(base / "m1", "--photometric", "MONOCHROME1"),
+            "fp": _phantom(base / "fp", "--for-processing"),
+            "normals": _phantom(base / "normals", "--positive-fraction", "0"),
+            "lesions": _phantom(base / "lesions", "--positive-fraction", "1"),
+            "pf": _phantom(base / "pf", "--positive-fraction", "0.2")}
+
+
+@pytest.fixture(scope="module")
+def clf():
+    from cfia.config import DEFAULT_CLASSIFIER_INPUT
+    from explain.classifier import load_classifier
+
+    return load_classifier("torchscript", str(MODEL), input_size=DEFAULT_CLASSIFIER_INPUT)
+
+
+def _dense_side_bright(px: np.ndarray, laterality: str) -> bool:
+    """The chest wall's outer tenth (left for L, right for R in a phantom) is the brighter edge."""
+    edge = px.shape[1] // 10
+    wall, far = (px[:, :edge], px[:, -edge:]) if laterality == "L" else (px[:, -edge:], px[:, :edge])
+    return bool(wall.mean() > far.mean())
+
+
+def _spy(seen: list):
+    def alter(px, rng):
+        seen.append(px.copy())
+        return px
+    return alter
+
+
+# 1. The alterations take display values (dense bright), whatever the file's polarity.
+
+@pytest.mark.parametrize("kind", ["m1", "fp"])
+def test_robustness_alterations_get_display_values(folders, clf, kind):
+    from cfia.bench import robustness
+    from cfia.config import DEFAULT_CLASSIFIER_INPUT
+    from cfia.manifest import read_manifest
+
+    records = read_manifest(folders[kind])
+    seen = []
+    robustness.scores(records, clf, DEFAULT_CLASSIFIER_INPUT, _spy(seen))
+    assert [_dense_side_bright(px, rec.laterality) for px, rec in zip(seen, records)] == [True] * len(records)
+
+
+def test_robustness_alters_a_monochrome1_folder_as_its_monochrome2_twin(folders, clf):
+    """Same images, stored inverted: the same scores for every alteration that depends on
+    which side is the breast's or which value is bright (before: the label, strips and marker
+    came out dark, on the breast's side)."""
+    from cfia.bench import robustness
+    from cfia.config import DEFAULT_CLASSIFIER_INPUT
+    from cfia.manifest import read_manifest
+
+    for name in ("burned-in label", "collimated edges", "marker on the skin line", "air strip at the chest wall",
+                 "strands"):
+        alter = robustness.ALTERATIONS[name]
+        m2, m1 = (robustness.scores(read_manifest(folders[k]), clf, DEFAULT_CLASSIFIER_INPUT, alter)
+                  for k in ("m2", "m1"))
+        np.testing.assert_allclose(m1, m2, atol=1e-5, err_msg=name)
+
+
+def test_evaluate_alter_gets_display_values(folders):
+    """`cfia evaluate --alter` (cfia.evaluate.evaluate's alter): display values on a
+    MONOCHROME1 folder, and a MONOCHROME2 For Presentation image to score (a stub pipeline
+    that calls nothing positive: only the read, the alteration and the preprocessing run)."""
+    import torch
+
+    from cfia import evaluate as ev
+    from cfia.config import DEFAULT_CLASSIFIER_INPUT
+    from cfia.manifest import read_manifest
+
+    seen, given = [], []
+    pipeline = SimpleNamespace(cfg=SimpleNamespace(models=SimpleNamespace(classifier=SimpleNamespace(
+        input_size=DEFAULT_CLASSIFIER_INPUT))), device="cpu",
+        probability=lambda x: given.append(x) or 0.0)
+    report, _ = ev.evaluate(pipeline, folders["m1"], ["gradcam"], alter=_spy(seen))
+    positives = [r for r in read_manifest(folders["m1"]) if r.label == 1]
+    assert report["n_scanned"] == len(positives) == len(seen) == 3
+    assert all(_dense_side_bright(px, r.laterality) for px, r in zip(seen, positives))
+    # The image scored is the MONOCHROME2 one, preprocessed as the run-time path does.
+    seen2, given2 = [], []
+    pipeline.probability = lambda x: given2.append(x) or 0.0
+    ev.evaluate(pipeline, folders["m2"], ["gradcam"], alter=_spy(seen2))
+    for a, b in zip(given, given2):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+# 2. A folder of one class: a dash where AUC, sensitivity or specificity has no value.
+
+@pytest.mark.parametrize("kind", ["normals", "lesions"])
+def test_robustness_table_prints_a_dash_for_a_missing_figure(folders, kind, tmp_path, capsys):
+    from cfia.bench import robustness
+
+    out = tmp_path / "r.json"
+    assert robustness.main(["--data", str(folders[kind]), "--model", str(MODEL), "--threads", "1",
+                            "--only", "as-stored,gamma-0.7", "--json", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| as stored")
+            or line.startswith("| gamma")]
+    assert len(rows) == 2 and all(" - |" in row for row in rows), rows
+    table = json.loads(out.read_text())["table"]
+    assert table["as stored"]["auc"] is None
+    assert table["as stored"]["specificity" if kind == "lesions" else "sensitivity"] is None
+
+
+# 3. --count must be at least 1.
+
+@pytest.mark.parametrize("count", ["0", "-2"])
+def test_explain_bench_refuses_a_count_below_one(count, capsys):
+    from cfia.bench import explain as bench
+
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--size", SIZE, "--count", count])
+    assert exc.value.code == 2 and "--count: must be at least 1" in capsys.readouterr().err
+
+
+# 4. The node report's text gives this run's figures.
+
+def test_node_report_text_uses_the_measured_figures(monkeypatch, capsys):
+    from cfia.bench import node
+
+    monkeypatch.setattr(node.os, "cpu_count", lambda: 7)
+    summary = {"median_ms": 50.0, "p95_ms": 60.0, "max_ms": 70.0}
+    ack = {"images": 4, "bytes": 3_456_789, "workers": 2, "busy_seconds": 1.0, "all_success": True,
+           "workers_busy_after": 2, "load_average_1min": 1.0, "stored_file": summary, "encoded_by_scu": summary}
+    burst = {"images": 8, "associations": 2, "workers": 2, "size": "256x208", "acknowledged": 8, "done": 8,
+             "failed": 0, "objects_delivered": 40, "distinct_objects": 40, "duplicates": 0, "ack_seconds": 1.0,
+             "all_delivered_seconds": 2.0}
+    parts = {"decode header": 1.25, "header checks": 2.0, "spool write + fsync": 3.0, "queue commit": 4.0,
+             "pynetdicom round trip, no-op handler (SCU and SCP in one process)": 40.0}
+    text = node.report(ack, burst, parts, "python -m cfia.bench.node")
+    assert "costs about 10 ms of the round" in text  # 1.25 + 2 + 3 + 4, the transport not counted
+    assert "moving 3.5 MB" in text and "the 7 cores" in text
+    assert "28 ms" not in text and "8.8 MB" not in text and "two cores" not in text
+    # busy_blob spins for wall-clock seconds (time.perf_counter), which the help says.
+    with pytest.raises(SystemExit):
+        node.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "CPU seconds" not in help_text and "wall clock" in help_text
+
+
+# 5. The ideal observer checks that every image it draws again is the folder's file.
+
+def test_ideal_refuses_a_folder_of_another_positive_fraction(folders):
+    from cfia.bench import ideal
+
+    with pytest.raises(SystemExit, match=r"img00001\.dcm: not image 1 .*its label is 0, drawn again it is 1"):
+        ideal.main(["--data", str(folders["pf"]), "--seed", "1", "--size", SIZE, "--groups", "2"])
+
+
+@pytest.mark.parametrize("tamper, why", [("pixels", "its pixels differ"), ("mask", "its mask differs"),
+                                         ("no mask", "it has a lesion and no mask")])
+def test_ideal_refuses_an_image_that_is_not_the_one_drawn_again(folders, tmp_path, tamper, why):
+    import shutil
+
+    from cfia.bench import ideal
+
+    folder = shutil.copytree(folders["m2"], tmp_path / "set")
+    if tamper == "pixels":  # a normal: its pixels are all that could tell
+        ds = pydicom.dcmread(folder / "img00000.dcm")
+        px = ds.pixel_array.copy()
+        px[100, 100] += 1
+        ds.PixelData = px.tobytes()
+        ds.save_as(folder / "img00000.dcm")
+        name = "img00000"
+    elif tamper == "mask":
+        mask = np.load(folder / "masks" / "img00001.npy")
+        np.save(folder / "masks" / "img00001.npy", np.roll(mask, 5, axis=1))
+        name = "img00001"
+    else:
+        manifest = folder / "manifest.csv"
+        manifest.write_text(manifest.read_text().replace("masks/img00001.npy", ""))
+        name = "img00001"
+    with pytest.raises(SystemExit, match=rf"{name}\.dcm: not image .*\({why}\)"):
+        ideal.main(["--data", str(folder), "--seed", "1", "--size", SIZE, "--groups", "2"])
+
+
+@pytest.mark.parametrize("kind", ["m1", "fp"])
+def test_ideal_scores_the_folders_own_files(folders, clf, kind, tmp_path):
+    """A MONOCHROME1 or For Processing folder is drawn again with its header's options, and
+    the classifier scores its own files (as the classifier's report does), each twin stored
+    as its image is."""
+    import torch
+
+    from cfia.bench import ideal
+    from cfia.config import DEFAULT_CLASSIFIER_INPUT
+    from cfia.dicom_io import read_file
+    from explain.preprocess import preprocess
+
+    out = tmp_path / "ideal.json"
+    assert ideal.main(["--data", str(folders[kind]), "--seed", "1", "--size", SIZE, "--groups", "2",
+                       "--model", str(MODEL), "--input-size", "%dx%d" % DEFAULT_CLASSIFIER_INPUT,
+                       "--out", str(out)]) == 0
+    cases = json.loads(out.read_text())["cases"]
+    assert cases
+    for case in cases:
+        src = read_file(folders[kind] / case["file"])
+        pre = preprocess(src.pixels, DEFAULT_CLASSIFIER_INPUT, src.photometric, src.laterality, src.for_processing)
+        with torch.no_grad():
+            own = float(clf.probability(pre.image[None])[0])
+        assert case["classifier"][0] == pytest.approx(own, abs=1e-6), case["file"]
