@@ -34,6 +34,15 @@ class SourceImage:
     spacing: Optional[tuple[float, float]]  # mm (row, col): PixelSpacing, else ImagerPixelSpacing
     for_processing: bool            # raw values linear in X-ray intensity (-log needed); see _polarity
 
+    def to_input(self, input_size: tuple[int, int]):
+        """The classifier's input and its Geometry (explain.preprocess.preprocess), the
+        resize keeping the breast's physical shape where pixels are not square."""
+        from explain.preprocess import preprocess
+
+        aspect = self.spacing[1] / self.spacing[0] if self.spacing else 1.0
+        return preprocess(self.pixels, input_size, self.photometric, self.laterality, self.for_processing,
+                          pixel_aspect=aspect)
+
 
 def read_file(path: str | Path) -> SourceImage:
     """dcmread + from_dataset, with errors that name the file."""

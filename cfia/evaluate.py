@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from explain import metrics
-from explain.preprocess import preprocess
 
 from . import overlay
 from .dicom_io import read_file
@@ -60,8 +59,7 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             from .bench.robustness import altered
 
             src = altered(src, alter, np.random.default_rng([0, index]))
-        pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
-                         src.laterality, src.for_processing)
+        pre = src.to_input(pipeline.cfg.models.classifier.input_size)
         x = pre.image[None].to(pipeline.device)
         p = pipeline.probability(x)
         if progress:

@@ -24,7 +24,7 @@ from explain.classifier import load_classifier
 from explain.counterfactual import CounterfactualExplainer
 from explain.inpaint import make_inpainter
 from explain.perturbation import BlurPerturbation, InpaintPerturbation
-from explain.preprocess import display_values, preprocess
+from explain.preprocess import display_values
 from explain.region import sufficient_region
 
 from . import config as config_mod
@@ -157,8 +157,7 @@ class Pipeline:
         return kept.region, kept.score_after, kept.forwards
 
     def _preprocess(self, src: SourceImage):
-        return preprocess(src.pixels, self.cfg.models.classifier.input_size, src.photometric,
-                          src.laterality, src.for_processing)
+        return src.to_input(self.cfg.models.classifier.input_size)
 
     def _min_region_source(self, geometry) -> int:
         """min_region_pixels is given on the input grid; scale it to source pixels."""

@@ -16,8 +16,8 @@ values. Steps, in order:
    (decided from the image: the side the breast touches; laterality as a fallback).
 5. crop: bounding box of the breast plus a margin, widened where the whole breast (its
    fatty periphery included) reaches beyond it.
-6. resize: aspect-preserving (one scale for both axes) so lesion shapes are not
-   distorted, then zero padding (= air) on the right / bottom to `input_size`.
+6. resize: aspect-preserving (one physical scale for both axes, non-square pixels
+   included) so lesion shapes are not distorted, then zero padding (= air) on the right / bottom to `input_size`.
    The chest wall stays flush left; the breast is vertically centred.
 
 `Geometry` records every step so a map computed on the input grid goes back to the
@@ -309,18 +309,21 @@ def _breast_box(mask: np.ndarray, margin: float, whole: np.ndarray | None = None
     return min(box[0], int(wr.min())), max(box[1], int(wr.max()) + 1), box[2], max(box[3], int(wc.max()) + 1)
 
 
-def _fit(box: tuple[int, int, int, int], shape: tuple[int, int], input_size: tuple[int, int]):
-    """The box resized into the input with its aspect kept, centred vertically, against the
-    left edge; what of it lies outside the image becomes zero padding. Returns the
-    Geometry's crop (inside the image), resized and pad."""
+def _fit(box: tuple[int, int, int, int], shape: tuple[int, int], input_size: tuple[int, int],
+         pixel_aspect: float = 1.0):
+    """The box resized into the input with its physical aspect kept (a column is
+    `pixel_aspect` times as wide as a row is high), centred vertically, against the left
+    edge; what of it lies outside the image becomes zero padding. Returns the Geometry's
+    crop (inside the image), resized and pad."""
     (vr0, vr1, vc0, vc1), (H, W), (rows_in, cols_in) = box, shape, input_size
-    s = min(rows_in / (vr1 - vr0), cols_in / (vc1 - vc0))
+    s = min(rows_in / (vr1 - vr0), cols_in / ((vc1 - vc0) * pixel_aspect))
+    sc = s * pixel_aspect
     r0, r1, c0, c1 = max(0, vr0), min(H, vr1), max(0, vc0), min(W, vc1)
     top = (rows_in - int(round((vr1 - vr0) * s))) // 2 + int(round((r0 - vr0) * s))
-    left = int(round((c0 - vc0) * s))
+    left = int(round((c0 - vc0) * sc))
     top, left = min(max(0, top), rows_in - 1), min(max(0, left), cols_in - 1)
     rh = max(1, min(rows_in - top, int(round((r1 - r0) * s))))
-    rw = max(1, min(cols_in - left, int(round((c1 - c0) * s))))
+    rw = max(1, min(cols_in - left, int(round((c1 - c0) * sc))))
     return (r0, r1, c0, c1), (rh, rw), (top, left)
 
 
@@ -333,6 +336,7 @@ def preprocess(
     margin: float = 0.02,
     percentiles: tuple[float, float] = (1.0, 99.8),
     orientation: str = "auto",
+    pixel_aspect: float = 1.0,
 ) -> Preprocessed:
     """Map a stored pixel array to the classifier input plus its Geometry.
 
@@ -345,9 +349,13 @@ def preprocess(
     for_processing: raw detector values (log-transformed first).
     margin: crop margin as a fraction of the breast's long side (`_breast_box`).
     percentiles: breast intensity percentiles mapped to 0 and 1.
+    pixel_aspect: column spacing / row spacing (1 for square pixels): the resize keeps
+        the breast's physical shape.
     """
     if orientation not in ("auto", "laterality"):
         raise ValueError(f"orientation must be auto or laterality, got {orientation!r}")
+    if not (np.isfinite(pixel_aspect) and pixel_aspect > 0):
+        raise ValueError(f"pixel_aspect must be a positive number, got {pixel_aspect!r}")
     rows_in, cols_in = (int(v) for v in input_size)
     pixels = np.asarray(pixels)
     values = display_values(pixels, photometric, for_processing)
@@ -366,7 +374,7 @@ def preprocess(
     # reach the classifier as bright objects it never saw in training.
     norm[~surround] = 0.0
     H, W = norm.shape
-    crop, resized, pad = _fit(_breast_box(mask, margin, whole), (H, W), (rows_in, cols_in))
+    crop, resized, pad = _fit(_breast_box(mask, margin, whole), (H, W), (rows_in, cols_in), pixel_aspect)
     geom = Geometry((H, W), bool(flipped), crop, resized, pad, (rows_in, cols_in))
     # Resample the already flipped image: reuse Geometry with flipped=False on it.
     same = Geometry((H, W), False, geom.crop, geom.resized, geom.pad, geom.input_size)

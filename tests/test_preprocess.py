@@ -431,3 +431,24 @@ def test_crop_keeps_a_lesion_in_the_fatty_periphery_of_a_dense_breast():
     r0, r1, c0, c1 = pre.geometry.crop
     assert c1 > np.nonzero(lesion)[1].max() + 3, pre.geometry.crop
     assert pre.geometry.to_input(lesion.astype(np.float32)).sum() > 0
+
+
+def test_non_square_pixels_keep_a_round_lesion_round():
+    """Columns half as wide as rows are high (spacing 0.1 x 0.05 mm): a round lesion spans
+    twice as many columns as rows in the source, and as many of each in the input."""
+    from cfia.dicom_io import SourceImage
+
+    rows, cols = 600, 960
+    y, x = np.mgrid[:rows, :cols]
+    breast = ((y - rows / 2) / (rows * 0.42)) ** 2 + (x / (cols * 0.6)) ** 2 <= 1.0
+    img = np.where(breast, 1500 + 300 * np.random.default_rng(0).random((rows, cols)), 60.0)
+    lesion = ((y - 300) / 20.0) ** 2 + ((x - 300) / 40.0) ** 2 <= 1.0  # 4 mm across both ways
+    img[lesion] += 1500
+    src = SourceImage(img.astype(np.uint16), "MONOCHROME2", "L", "CC", (0.1, 0.05), False)
+    on_input = src.to_input((384, 256)).geometry.to_input(lesion.astype(np.float32)) > 0.5
+    r, c = np.nonzero(on_input)
+    height, width = r.max() - r.min() + 1, c.max() - c.min() + 1
+    assert abs(height - width) <= 1, (height, width)
+    square = SourceImage(img.astype(np.uint16), "MONOCHROME2", "L", "CC", (0.1, 0.1), False)
+    r, c = np.nonzero(square.to_input((384, 256)).geometry.to_input(lesion.astype(np.float32)) > 0.5)
+    assert (c.max() - c.min() + 1) >= 1.8 * (r.max() - r.min() + 1)  # square pixels: as stored

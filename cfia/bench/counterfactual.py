@@ -49,7 +49,6 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,), tilings=(1,),
 
     from cfia.bench.inpainter import random_region
     from explain.perturbation import apply
-    from explain.preprocess import preprocess
 
     from cfia.dicom_io import read_file
     from cfia.evaluate import lesion_inpainted_score, lesion_on_input, require_masks
@@ -66,8 +65,7 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,), tilings=(1,),
         if counts.get(rec.label, limit) >= limit:
             continue
         src = read_file(rec.path)
-        pre = preprocess(src.pixels, pipeline.cfg.models.classifier.input_size, src.photometric,
-                         src.laterality, src.for_processing)
+        pre = src.to_input(pipeline.cfg.models.classifier.input_size)
         x = pre.image[None].to(pipeline.device)
         p = pipeline.probability(x)
         if rec.label == 1 and p < 0.5:

@@ -173,13 +173,12 @@ def mass_bank(count: int, spacing_mm: float, seed: int = 0) -> list:
 
 def classifier(model: str, input_size):
     from explain.classifier import load_classifier
-    from explain.preprocess import preprocess
 
     clf = load_classifier("torchscript", model, input_size=input_size)
 
     def probability(src) -> float:
         """`src`: a cfia.dicom_io.SourceImage, read through the run-time path."""
-        pre = preprocess(src.pixels, input_size, src.photometric, src.laterality, src.for_processing)
+        pre = src.to_input(input_size)
         with torch.no_grad():
             return float(clf.probability(pre.image[None])[0])
     return probability

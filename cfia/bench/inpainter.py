@@ -205,7 +205,6 @@ def classifier_input_cases(records, input_size, holes_per_image: int, window: in
     """[(image, hole)] on the classifier's input grid exactly as the node makes it
     (explain.preprocess: polarity, breast crop, resize, normalisation), holes inside
     the breast: the regions the explainer replaces when it runs."""
-    from explain.preprocess import preprocess
 
     from cfia.dicom_io import read_file
 
@@ -213,7 +212,7 @@ def classifier_input_cases(records, input_size, holes_per_image: int, window: in
     cases = []
     for rec in records:
         src = read_file(rec.path)
-        pre = preprocess(src.pixels, input_size, src.photometric, src.laterality, src.for_processing)
+        pre = src.to_input(input_size)
         img, br = pre.image[0].numpy(), pre.breast[0].numpy() > 0.5
         for _ in range(holes_per_image):
             hole = random_region(rng, br, window)

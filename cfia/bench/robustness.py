@@ -217,7 +217,6 @@ def altered(src, alter, rng):
 
 
 def scores(records, clf, input_size, alter, seed: int = 0) -> np.ndarray:
-    from explain.preprocess import preprocess
 
     from cfia.dicom_io import read_file
 
@@ -225,7 +224,7 @@ def scores(records, clf, input_size, alter, seed: int = 0) -> np.ndarray:
     out = []
     for rec in records:
         src = altered(read_file(rec.path), alter, rng)
-        pre = preprocess(src.pixels, input_size, src.photometric, src.laterality, src.for_processing)
+        pre = src.to_input(input_size)
         with torch.no_grad():
             out.append(float(clf.probability(pre.image[None])[0]))
     return np.array(out)

@@ -24,8 +24,9 @@ from ..manifest import DataError, Record, read_manifest, read_mask
 log = logging.getLogger("cfia.training")
 
 # Bump when explain.preprocess or cfia.dicom_io changes what it returns, or the cache's layout
-# changes (7: kept manifest rows and unknown masks; 8: the crop keeps the whole breast).
-PREPROCESS_VERSION = "8"
+# changes (7: kept manifest rows and unknown masks; 8: the crop keeps the whole breast; 9: non-square
+# pixels resized to their physical aspect).
+PREPROCESS_VERSION = "9"
 
 
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
@@ -34,13 +35,12 @@ UNKNOWN_MASK = -1.0  # a positive's coverage when the manifest gives no mask: no
 
 def _load_one(args):
     path, mask_path, label, input_size = args
-    from explain.preprocess import preprocess
 
     from ..dicom_io import ImageReadError, read_file
 
     try:
         src = read_file(path)
-        pre = preprocess(src.pixels, input_size, src.photometric, src.laterality, src.for_processing)
+        pre = src.to_input(input_size)
     except ImageReadError as exc:
         return None, str(exc)
     except Exception as exc:  # a file that decodes but cannot be preprocessed
