@@ -227,8 +227,6 @@ def _above_air(small: np.ndarray, fg: np.ndarray, edges: np.ndarray) -> np.ndarr
     peripheries: 6.5 % of the breast lost on average without it; docs/models.md).
     """
     air = small[~ndimage.binary_dilation(fg, iterations=3) & ~edges]
-    measured = air[air > air.min()]  # padding (PixelPaddingValue, read as the minimum) has no noise
-    air = measured if measured.size >= 100 else air
     if air.size < 100:
         return fg
     level = float(np.median(air))
