@@ -42,12 +42,12 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID,
         return Refusal(statuses.CANNOT_DECODE, "no SOP Class/Instance UID: not a DICOM dataset")
     if ds.SOPClassUID != sop_class:
         return Refusal(statuses.SOP_CLASS_MISMATCH, f"dataset SOP class {ds.SOPClassUID} is not the request's")
-    if sop_instance is not None and str(ds.SOPInstanceUID) != sop_instance:
-        # The queue keys jobs on the instance: a mismatch would replace another image's job.
-        return Refusal(statuses.INSTANCE_MISMATCH, "dataset SOP Instance UID is not the request's")
     bad = [name for name in UIDS if not _is_uid(str(ds.get(name, "") or ""))]
     if bad:  # results derive their UIDs from these, and a peer may cut a long one (dcmtk does, to 64)
         return Refusal(statuses.INVALID_UID, f"{', '.join(bad)} not a valid UID (digits and dots, at most 64)")
+    if sop_instance is not None and str(ds.SOPInstanceUID) != sop_instance:
+        # The queue keys jobs on the instance: a mismatch would replace another image's job.
+        return Refusal(statuses.INSTANCE_MISMATCH, "dataset SOP Instance UID is not the request's")
     missing = [name for name in IMAGE_ATTRIBUTES if ds.get(name) in (None, b"", "")]
     if missing:
         return Refusal(statuses.MISSING_IMAGE_ATTRIBUTES, f"missing {', '.join(missing)}")

@@ -267,3 +267,14 @@ def test_a_job_requeued_twice_within_a_second_keeps_both_reasons(tmp_path):
         kept.append(spool.retire_dead_letter(7, "20261206T044639"))
     assert kept[0] != kept[1] and all(k.is_dir() for k in kept)
     assert [k.joinpath("reason.json").read_text().count(a) for k, a in zip(kept, ("first", "second"))] == [1, 1]
+
+
+def test_a_long_instance_uid_cut_by_the_sender_is_refused_as_an_invalid_uid():
+    """dcmtk cuts a request's UID to 64 characters but sends the dataset as it is: the
+    reason to give is the invalid UID, not a mismatch between the two."""
+    from listener.checks import check_mammogram
+
+    ds = mammogram(1)
+    ds.SOPInstanceUID = "1.2." + "3" * 70
+    refusal = check_mammogram(ds, MG, ExplicitVRLittleEndian, sop_instance=ds.SOPInstanceUID[:64])
+    assert refusal is not None and refusal.code == statuses.INVALID_UID
