@@ -304,7 +304,8 @@ def _breast_box(mask: np.ndarray, margin: float, whole: np.ndarray | None = None
     # The margin covers a thin fringe beyond Otsu's mask; a wider fatty periphery
     # (a dense breast) widens the box to keep it.
     wr, wc = np.nonzero(whole)
-    return min(box[0], int(wr.min())), max(box[1], int(wr.max()) + 1), box[2], max(box[3], int(wc.max()) + 1)
+    return (min(box[0], int(wr.min())), max(box[1], int(wr.max()) + 1),
+            min(box[2], int(wc.min())), max(box[3], int(wc.max()) + 1))
 
 
 def _fit(box: tuple[int, int, int, int], shape: tuple[int, int], input_size: tuple[int, int],
