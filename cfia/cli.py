@@ -61,7 +61,7 @@ def load_config(path: str | None) -> config_mod.Config:
 def cmd_phantom(args) -> int:
     from tqdm import tqdm
 
-    from phantom.generate import PhantomOptions, write_dataset
+    from phantom.generate import PhantomOptions, check_run, write_dataset
 
     opts = PhantomOptions(
         size=args.size, positive_fraction=args.positive_fraction, bits_stored=args.bits,
@@ -69,10 +69,12 @@ def cmd_phantom(args) -> int:
         frame_of_reference=args.frame_of_reference, pixel_spacing=args.pixel_spacing, generator=args.generator,
         lesion_kinds=tuple(args.lesion_kinds.split(",")) if args.lesion_kinds else None,
     )
-    try:
+    try:  # every check before the first file: a refused run writes nothing
         opts.check()
+        check_run(args.count, args.seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _output_folder(args.out)
     with tqdm(total=args.count, desc="phantom", unit="img", disable=args.quiet) as bar:
         manifest = write_dataset(Path(args.out), args.count, args.seed, opts, progress=lambda n: bar.update(1))
     print(json.dumps({"manifest": str(manifest), "count": args.count, "seed": args.seed}))
@@ -302,16 +304,8 @@ def cmd_requeue(args) -> int:
 def cmd_demo(args) -> int:
     from . import demo
 
-    # Bad input is an error before anything starts (no phantom, no node, no output folder).
-    try:
-        demo.phantom_options(args.size)
-    except demo.DemoError as exc:
-        raise UsageError(f"--{exc}") from None  # "--size 16x16 is out of range; allowed: 64x64 to ..."
-    if args.config:
-        load_config(args.config)  # ConfigError "cannot read config file ...", as for serve and explain
-    out = _output_folder(args.out)
-    try:
-        demo.run(out, Path(args.config) if args.config else None, args.size, args.seed, args.timeout)
+    try:  # bad input (size, --out, config) fails in run() before anything starts
+        demo.run(Path(args.out), Path(args.config) if args.config else None, args.size, args.seed, args.timeout)
     except demo.DemoError as exc:
         raise UsageError(f"demo failed: {exc}") from None
     return 0
@@ -405,9 +399,11 @@ def _add_phantom(sub) -> None:
     p = sub.add_parser("phantom", help="generate synthetic MG DICOM mammograms with lesion masks",
                        description="Write N synthetic mammograms (MG DICOM), lesion masks (.npy) and manifest.csv.")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--count", type=int, default=10, help="number of images (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
-    p.add_argument("--size", type=_size, default=(1024, 832), help="ROWSxCOLS, up to 4096x3328 (default 1024x832)")
+    p.add_argument("--count", type=int, default=10, help="number of images, 1 to 100000 (default 10)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed, 0 to 4294967295; same seed, same files (default 0)")
+    p.add_argument("--size", type=_size, default=(1024, 832),
+                   help="ROWSxCOLS, 64x64 up to 4096x3328, columns/rows 0.5 to 2 (default 1024x832)")
     p.add_argument("--positive-fraction", type=float, default=0.5, help="fraction of images with a lesion (default 0.5)")
     p.add_argument("--bits", type=int, default=12, help="BitsStored, 12 to 16 (default 12)")
     p.add_argument("--for-processing", action="store_true", help="write For Processing (raw) instead of For Presentation")
@@ -449,9 +445,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--limit", type=_positive, default=None, help="stop after this many positive-called images")
     p.add_argument("--threshold", type=float, default=CALL_THRESHOLD, help="probability that counts as positive")
     p.add_argument("--passes", type=_positive, default=None, help="override explainer.max_passes")
-    p.add_argument("--alter", help="change every stored image first, as another acquisition might: gamma-0.7, "
-                                   "gamma-1.4, noise-0.1-sd, noise-0.3-sd, blur-sigma-1-px, half-resolution "
-                                   "(cfia.bench.robustness)")
+    p.add_argument("--alter", help="change every image first, as another acquisition might: e.g. gamma-1.4, "
+                                   "noise-0.1-sd, half-resolution, burned-in-label; any alteration of "
+                                   "cfia.bench.robustness that keeps the image's grid (a wrong name lists them)")
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -605,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     # What a report records as its command: the arguments given, also when called in-process.
     args.command_line = "cfia " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
+        if args.func is cmd_serve:  # its log captures warnings, withheld there
+            return args.func(args)
         with logs.withheld_warnings():
             return args.func(args)
     except (UsageError, config_mod.ConfigError) as exc:

@@ -88,13 +88,18 @@ def _text(value) -> str:
 
 @contextmanager
 def withheld_warnings(stream=None) -> Iterator[None]:
-    """For the one-shot commands (explain, evaluate, ...): a library's warning on an odd
-    header value reaches stderr without its text, as in the server's log (WithheldWarnings)."""
+    """For the one-shot commands (explain, evaluate, ...; not serve, which logs them): a
+    header reader's warning (pydicom's, highdicom's: they quote odd header values) reaches
+    stderr without its text, as in the server's log (WithheldWarnings); others as usual."""
     def show(message, category, filename, lineno, file=None, line=None):
+        parts = set(re.split(r"[\\/]", filename))
+        if parts.isdisjoint(HEADER_READERS):
+            return shown(message, category, filename, lineno, file, line)
         print(f"cfia: {category.__name__} at {filename}:{lineno} (text withheld: it may quote header values)",
               file=stream or sys.stderr)
 
     with warnings.catch_warnings():
+        shown = warnings.showwarning
         warnings.showwarning = show
         yield
 

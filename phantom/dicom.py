@@ -20,6 +20,8 @@ MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1504.1"  # cfia implementation class
 VERSION = "cfia-phantom 0.1"
+# AccessionNumber is "A" + the patient index (at least 7 digits); SH allows 16 characters.
+MAX_PATIENT_INDEX = 10 ** 15 - 1
 
 # CID 4014 view codes (SNOMED CT) and the DICOM PatientOrientation of each view as
 # displayed: chest wall at the left for a left breast, at the right for a right one.
@@ -42,10 +44,16 @@ def to_dataset(
     photometric: str = "MONOCHROME2",
     frame_of_reference: bool = False,
     pixel_spacing: bool = False,
+    patient_id: str | None = None,
 ) -> Dataset:
-    """Build the MG dataset; `seed_key` makes every UID deterministic."""
+    """Build the MG dataset; `seed_key` makes every UID deterministic.
+
+    patient_index (0 to MAX_PATIENT_INDEX) numbers the synthetic patient: name, dates,
+    AccessionNumber and, unless `patient_id` is given, PatientID (PH + the index)."""
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
+    if not 0 <= patient_index <= MAX_PATIENT_INDEX:  # AccessionNumber (SH) holds 16 characters
+        raise ValueError(f"patient_index {patient_index} is out of range; allowed: 0 to {MAX_PATIENT_INDEX}")
     sop_class = MG_FOR_PROCESSING if for_processing else MG_FOR_PRESENTATION
     uid = lambda part: generate_uid(entropy_srcs=[seed_key, part])  # noqa: E731
     when = dt.datetime(2026, 1, 5, 9, 0) + dt.timedelta(days=patient_index % 300, minutes=patient_index % 97)
@@ -61,16 +69,18 @@ def to_dataset(
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    values = mg.pixels
+    if photometric == "MONOCHROME1":  # same appearance: invert the stored values
+        values = ((1 << bits_stored) - 1 - values.astype(np.int32)).astype(np.uint16)
     _patient_and_study(ds, uid, patient_index, when)
+    if patient_id is not None:
+        ds.PatientID = patient_id
     _series_and_equipment(ds, uid, mg, for_processing)
-    _image(ds, mg, bits_stored, for_processing, photometric, when)
+    _image(ds, mg, values, bits_stored, for_processing, photometric, when)
     _acquisition(ds, mg, pixel_spacing)
     if frame_of_reference:
         ds.FrameOfReferenceUID = uid("frame")
         ds.PositionReferenceIndicator = ""
-    values = mg.pixels
-    if photometric == "MONOCHROME1":  # same appearance: invert the stored values
-        values = ((1 << bits_stored) - 1 - values.astype(np.int32)).astype(np.uint16)
     ds.PixelData = values.astype("<u2").tobytes()
     return ds
 
@@ -106,7 +116,9 @@ def _series_and_equipment(ds: Dataset, uid, mg: Mammogram, for_processing: bool)
     ds.PresentationIntentType = "FOR PROCESSING" if for_processing else "FOR PRESENTATION"
 
 
-def _image(ds: Dataset, mg: Mammogram, bits: int, for_processing: bool, photometric: str, when) -> None:
+def _image(ds: Dataset, mg: Mammogram, stored: np.ndarray, bits: int, for_processing: bool, photometric: str,
+           when) -> None:
+    """`stored`: the values as written to PixelData (inverted for MONOCHROME1), which the window applies to."""
     ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
     ds.InstanceNumber = 1
     ds.AcquisitionDateTime = when.strftime("%Y%m%d%H%M%S")
@@ -130,7 +142,9 @@ def _image(ds: Dataset, mg: Mammogram, bits: int, for_processing: bool, photomet
     ds.RecognizableVisualFeatures = "NO"
     if for_processing:  # VOI windows may only be present in For Presentation images
         return
-    breast = mg.pixels[mg.breast] if mg.breast.any() else mg.pixels.ravel()
+    # The VOI window applies to the stored values, before the Presentation LUT: for MONOCHROME1
+    # these are the inverted ones, so the window is taken from them, not from mg.pixels.
+    breast = stored[mg.breast] if mg.breast.any() else stored.ravel()
     lo, hi = np.percentile(breast, [1, 99])
     ds.WindowCenter = f"{(lo + hi) / 2:.1f}"
     ds.WindowWidth = f"{max(hi - lo, 1):.1f}"

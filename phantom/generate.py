@@ -6,14 +6,15 @@ the same whatever `count` is, and the same seed writes byte-identical files.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pydicom
 
 from . import compartments, mammogram, trabecular
-from .dicom import to_dataset
+from .dicom import MAX_PATIENT_INDEX, to_dataset
 from .lesions import ALL_KINDS, LESION_KINDS
 from .mammogram import Mammogram
 
@@ -27,6 +28,18 @@ GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS), "compartments": 
 MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind", "contrast")
 FIELD_OF_VIEW_MM = 240.0   # detector height; pixel spacing = FOV / rows
 MAX_SIZE = (4096, 3328)
+# Columns / rows, what every generator draws at every size (tried: positive images, all seven
+# lesion kinds or only the largest). Lesions and breasts have sizes in mm and the field of
+# view is fixed in height, so a narrow image leaves no room for a lesion: at 0.125-0.25 some
+# positive images could not be drawn ("could not place a lesion"), at 0.4 and 0.5 none of
+# 4500 failed. A wide one overflows trabecular's polar texture grid (OpenCV's SHRT_MAX in
+# cv2.remap) from about 6.5 on, and makes it slow well before (64x384: 0.7 s an image).
+ASPECT = (0.5, 2.0)
+# Image i of seed s is patient s * IMAGES_PER_SEED + i (names, PatientID, AccessionNumber),
+# so a count above IMAGES_PER_SEED would reuse the next seed's patients.
+IMAGES_PER_SEED = 100000
+MAX_SEED = 2 ** 32 - 1  # keeps the patient index, hence AccessionNumber, within 16 characters
+assert MAX_SEED * IMAGES_PER_SEED + IMAGES_PER_SEED - 1 <= MAX_PATIENT_INDEX
 
 
 @dataclass(frozen=True)
@@ -46,8 +59,9 @@ class PhantomOptions:
 
     def check(self) -> None:
         rows, cols = self.size
-        if not (64 <= rows <= MAX_SIZE[0] and 64 <= cols <= MAX_SIZE[1]):
-            raise ValueError(f"size {rows}x{cols} is out of range; allowed: 64x64 to {MAX_SIZE[0]}x{MAX_SIZE[1]}")
+        if not (64 <= rows <= MAX_SIZE[0] and 64 <= cols <= MAX_SIZE[1] and ASPECT[0] <= cols / rows <= ASPECT[1]):
+            raise ValueError(f"size {rows}x{cols} is out of range; allowed: 64x64 to {MAX_SIZE[0]}x{MAX_SIZE[1]} "
+                             f"with columns/rows from {ASPECT[0]:g} to {ASPECT[1]:g}")
         if not 12 <= self.bits_stored <= 16:
             raise ValueError(f"bits_stored {self.bits_stored} is out of range; allowed: 12 to 16")
         if not 0.0 <= self.positive_fraction <= 1.0:
@@ -57,6 +71,55 @@ class PhantomOptions:
         bad = set(self.kinds()) - set(ALL_KINDS)
         if bad or self.lesion_kinds == ():
             raise ValueError(f"lesion kinds {sorted(bad) or '[]'} not allowed; allowed: {', '.join(ALL_KINDS)}")
+
+    def variant(self) -> str:
+        """The options that differ from their defaults, as text: '' for a default run. Each
+        option changes the pixels or the header, so it goes into the UIDs (uid_key). The
+        generator is left out: uid_key names it already."""
+        default = PhantomOptions(generator=self.generator)
+        parts = []
+        for f in fields(self):
+            if f.name == "generator":
+                continue
+            mine, theirs = getattr(self, f.name), getattr(default, f.name)
+            if f.name == "lesion_kinds":  # None and the generator's own kinds draw the same images
+                mine, theirs = tuple(self.kinds()), tuple(default.kinds())
+            elif f.name == "size":
+                mine = tuple(int(v) for v in mine)
+            elif isinstance(theirs, float):
+                mine = float(mine)
+            if mine != theirs:
+                text = {"size": lambda v: "x".join(map(str, v)), "lesion_kinds": "+".join}.get(f.name, str)(mine)
+                parts.append(f"{f.name}={text}")
+        return ",".join(parts)
+
+
+def check_run(count: int, seed: int) -> None:
+    """ValueError quoting a count or seed that write_dataset cannot honour."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= IMAGES_PER_SEED:
+        raise ValueError(f"count {count!r} is out of range; allowed: 1 to {IMAGES_PER_SEED}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed {seed!r} is out of range; allowed: a whole number from 0 to {MAX_SEED}")
+
+
+def uid_key(seed: int, index: int, opts: PhantomOptions) -> str:
+    """What image `index` of `seed`'s UIDs derive from: seed, index, generator and every option
+    that differs from its default (a default run keeps the key it always had)."""
+    prefix = "cfia-phantom" if opts.generator == "standard" else f"cfia-phantom-{opts.generator}"
+    key = f"{prefix}:{seed}:{index}"
+    variant = opts.variant()
+    return f"{key}:{variant}" if variant else key
+
+
+def patient_id(seed: int, index: int, opts: PhantomOptions) -> str | None:
+    """PatientID of image `index`: None (phantom.dicom's PH + patient index) for default options,
+    else that with a digest of the generator and options, so that images of other options or
+    generators are not filed under one patient."""
+    variant = opts.variant()
+    if opts.generator == "standard" and not variant:
+        return None
+    digest = hashlib.sha256(f"{opts.generator}:{variant}".encode()).hexdigest()[:8].upper()
+    return f"PH{seed * IMAGES_PER_SEED + index:06d}-{digest}"
 
 
 def make_one(seed: int, index: int, opts: PhantomOptions, lesion_gain: float = 1.0) -> Mammogram:
@@ -77,17 +140,19 @@ def make_one(seed: int, index: int, opts: PhantomOptions, lesion_gain: float = 1
 
 
 def write_dataset(out: Path, count: int, seed: int, opts: PhantomOptions, progress=None) -> Path:
-    """Write `count` images and masks plus manifest.csv into `out`; returns the manifest path."""
+    """Write `count` images and masks plus manifest.csv into `out`; returns the manifest path.
+    ValueError, before anything is written, for options, count or seed out of range."""
     opts.check()
+    check_run(count, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     rows = []
     for i in range(count):
         mg = make_one(seed, i, opts)
         name = f"img{i:05d}.dcm"
-        key = f"cfia-phantom:{seed}:{i}" if opts.generator == "standard" else f"cfia-phantom-{opts.generator}:{seed}:{i}"
-        ds = to_dataset(mg, key, seed * 100000 + i, opts.bits_stored,
-                        opts.for_processing, opts.photometric, opts.frame_of_reference, opts.pixel_spacing)
+        ds = to_dataset(mg, uid_key(seed, i, opts), seed * IMAGES_PER_SEED + i, opts.bits_stored,
+                        opts.for_processing, opts.photometric, opts.frame_of_reference, opts.pixel_spacing,
+                        patient_id=patient_id(seed, i, opts))
         pydicom.dcmwrite(out / name, ds, enforce_file_format=True)
         mask_rel = ""
         if mg.mask.any():

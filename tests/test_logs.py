@@ -59,3 +59,14 @@ def test_a_value_with_a_line_break_cannot_forge_a_text_log_line():
         logging.getLogger().handlers.clear()
     assert len(stream.getvalue().splitlines()) == 1
     assert 'sop_instance_uid="9\\n2026' in stream.getvalue()
+
+
+def test_one_shot_commands_withhold_only_the_header_readers_warnings(capsys):
+    with warnings.catch_warnings(record=True) as shown_as_usual:
+        warnings.simplefilter("always")
+        with logs.withheld_warnings():
+            warnings.warn_explicit("The string \"SMITH JANE\" is odd", UserWarning, "/env/highdicom/base.py", 199)
+            warnings.warn_explicit("autocast is off on this device", UserWarning, "/env/torch/amp.py", 5)
+    err = capsys.readouterr().err
+    assert "SMITH" not in err and "UserWarning at /env/highdicom/base.py:199 (text withheld" in err
+    assert [str(w.message) for w in shown_as_usual] == ["autocast is off on this device"]

@@ -207,3 +207,130 @@ def test_other_generators_texture_has_a_mammographic_spectrum(generator):
     opts = PhantomOptions(size=(1024, 832), positive_fraction=0.0, generator=generator)
     slopes = [spectral_slope(_tissue_patch(make_one(11, i, opts))) for i in range(6)]
     assert all(2.5 <= s <= 4.5 for s in slopes), slopes
+
+
+# -- identity: every option that changes the pixels or the header changes the UIDs ---------
+
+def _identity(path):
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID
+
+
+def test_other_options_give_other_uids_and_patient(tmp_path):
+    """Other pixels, other identity: a node's queue would take the second image for a resend of the first."""
+    base = ["phantom", "--count", "1", "--size", "256x208", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--positive-fraction", "1"]) == 0
+    assert main(base + ["--out", str(tmp_path / "c"), "--photometric", "MONOCHROME1"]) == 0
+    assert (tmp_path / "a" / "img00000.dcm").read_bytes() != (tmp_path / "b" / "img00000.dcm").read_bytes()
+    ids = [_identity(tmp_path / name / "img00000.dcm") for name in "abc"]
+    for one, other in ((0, 1), (0, 2), (1, 2)):
+        assert all(x != y for x, y in zip(ids[one], ids[other])), (ids[one], ids[other])
+    assert all(i[3].startswith("PH000000") for i in ids)
+
+
+def test_default_runs_keep_their_uids():
+    """The key of a default run (any generator) is what it always was, so are its UIDs and PatientID."""
+    from phantom.dicom import to_dataset
+    from phantom.generate import patient_id, uid_key
+
+    assert uid_key(0, 0, PhantomOptions()) == "cfia-phantom:0:0" and patient_id(0, 0, PhantomOptions()) is None
+    assert uid_key(4, 2, PhantomOptions(generator="trabecular")) == "cfia-phantom-trabecular:4:2"
+    # The generator's own kinds, named, draw the same images as the default: the same key.
+    assert uid_key(4, 2, PhantomOptions(lesion_kinds=LESION_KINDS)) == "cfia-phantom:4:2"
+    ds = to_dataset(make_one(0, 0, PhantomOptions()), uid_key(0, 0, PhantomOptions()), 0)
+    assert ds.SOPInstanceUID == "1.2.826.0.1.3680043.8.498.11673725735610407264983779354361624463"
+    assert ds.PatientID == "PH000000" and ds.AccessionNumber == "A0000000"
+
+
+def test_every_option_is_in_the_uid_key():
+    """Each option, set away from its default, gives its own key and PatientID; a new option must be added here."""
+    import dataclasses
+
+    from phantom.generate import patient_id, uid_key
+
+    other = {"size": (512, 416), "positive_fraction": 0.25, "bits_stored": 14, "for_processing": True,
+             "photometric": "MONOCHROME1", "frame_of_reference": True, "pixel_spacing": True,
+             "lesion_kinds": ("spiculated",), "generator": "compartments"}
+    assert set(other) == {f.name for f in dataclasses.fields(PhantomOptions)}
+    opts = [PhantomOptions()] + [PhantomOptions(**{name: value}) for name, value in other.items()]
+    keys = {uid_key(7, 3, o) for o in opts}
+    pids = {patient_id(7, 3, o) for o in opts}
+    assert len(keys) == len(pids) == len(opts)
+    assert all(p is None or (p.startswith("PH700003-") and len(p) <= 64) for p in pids)
+
+
+# -- the display window of a MONOCHROME1 image ----------------------------------------------
+
+@pytest.mark.parametrize("bits", [12, 16])
+def test_monochrome1_window_covers_the_same_tissue_as_monochrome2(bits):
+    from phantom.dicom import to_dataset
+
+    opts = PhantomOptions(size=(256, 208), bits_stored=bits)
+    maxval = (1 << bits) - 1
+    for i in range(3):
+        mg = make_one(2, i, opts)
+        windows = {}
+        for photometric in ("MONOCHROME2", "MONOCHROME1"):
+            ds = to_dataset(mg, f"t:{i}", i, bits, photometric=photometric)
+            stored = ds.pixel_array.astype(float)[mg.breast]
+            centre, width = float(ds.WindowCenter), float(ds.WindowWidth)
+            outside = np.mean((stored < centre - width / 2) | (stored > centre + width / 2))
+            assert outside < 0.03, (i, photometric, outside)  # the 1st-99th percentile of the breast
+            windows[photometric] = centre, width
+        # The MONOCHROME1 window is the MONOCHROME2 one mirrored (the stored values are inverted).
+        (c2, w2), (c1, w1) = windows["MONOCHROME2"], windows["MONOCHROME1"]
+        assert w1 == w2 and c1 == pytest.approx(maxval - c2, abs=0.11)
+        breast = mg.pixels[mg.breast]  # MONOCHROME2 as before: from the pixels as drawn
+        assert c2 == pytest.approx(float(np.percentile(breast, [1, 99]).mean()), abs=0.051)
+
+
+# -- arguments refused before any file is written -------------------------------------------
+
+@pytest.mark.parametrize("flags, says", [
+    (["--count", "-3"], "count -3 is out of range"),
+    (["--count", "0"], "count 0 is out of range"),
+    (["--count", "100001"], "count 100001 is out of range"),
+    (["--seed", "-1"], "seed -1 is out of range"),
+    (["--seed", "99999999999"], "seed 99999999999 is out of range"),
+    (["--size", "1000x64"], "size 1000x64 is out of range"),
+    (["--size", "4096x64"], "size 4096x64 is out of range"),
+    (["--size", "64x3328", "--generator", "trabecular"], "size 64x3328 is out of range"),
+    (["--size", "64x512", "--generator", "trabecular"], "size 64x512 is out of range"),
+])
+def test_bad_count_seed_or_size_is_refused_before_any_file(tmp_path, capsys, flags, says):
+    out = tmp_path / "out"
+    assert main(["phantom", "--out", str(out), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "allowed:" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    with pytest.raises(ValueError, match="out of range"):  # the library refuses them too, writing nothing
+        size = tuple(int(v) for v in flags[1].split("x")) if flags[0] == "--size" else (256, 208)
+        count = int(flags[1]) if flags[0] == "--count" else 1
+        seed = int(flags[1]) if flags[0] == "--seed" else 0
+        generator = flags[-1] if len(flags) > 2 else "standard"
+        write_dataset(out, count, seed, PhantomOptions(size=size, generator=generator))
+    assert not out.exists()
+
+
+def test_the_largest_seed_writes_a_valid_header(tmp_path):
+    from phantom.generate import MAX_SEED
+
+    assert main(["phantom", "--out", str(tmp_path), "--count", "1", "--seed", str(MAX_SEED), "--size", "64x64",
+                 "--quiet"]) == 0
+    ds = pydicom.dcmread(tmp_path / "img00000.dcm", stop_before_pixels=True)
+    assert len(ds.AccessionNumber) <= 16 and ds.AccessionNumber == f"A{MAX_SEED * 100000:07d}"
+    assert dciodvfy_errors(tmp_path / "img00000.dcm") == []
+
+
+@pytest.mark.parametrize("generator", ["standard", "compartments", "trabecular"])
+def test_every_generator_draws_a_lesion_at_the_extreme_sizes_allowed(generator):
+    """Narrowest (columns/rows 0.5), widest (2) and smallest sizes, every lesion kind, positive images."""
+    for size in ((128, 64), (64, 128), (64, 64), (512, 256), (256, 512)):
+        PhantomOptions(size=size).check()
+        opts = PhantomOptions(size=size, positive_fraction=1.0, generator=generator, lesion_kinds=ALL_KINDS)
+        for i in range(8):
+            assert make_one(13, i, opts).mask.any()
+    for size in ((129, 64), (64, 129)):  # just outside
+        with pytest.raises(ValueError, match="columns/rows from 0.5 to 2"):
+            PhantomOptions(size=size).check()
