@@ -134,13 +134,15 @@ class Phantom:
     lesions: list = field(default_factory=list)
 
 
-def phantom_options(size: tuple[int, int]):
-    """The phantom generator's options for the demo's image; DemoError quoting a size out of range."""
-    from phantom.generate import PhantomOptions
+def phantom_options(size: tuple[int, int], seed: int = DEFAULT_SEED):
+    """The phantom generator's options for the demo's image; DemoError quoting a size or
+    seed out of range."""
+    from phantom.generate import PhantomOptions, check_run
 
     opts = PhantomOptions(size=tuple(size), positive_fraction=1.0)
     try:
         opts.check()
+        check_run(1, seed)
     except ValueError as exc:  # "size 16x16 is out of range; allowed: 64x64 to ..."
         raise DemoError(str(exc)) from None
     return opts
@@ -151,7 +153,7 @@ def make_phantom(size: tuple[int, int], seed: int) -> Phantom:
     from phantom.generate import make_one
 
     try:
-        mg = make_one(seed, 0, phantom_options(size))
+        mg = make_one(seed, 0, phantom_options(size, seed))
     except RuntimeError as exc:  # a size in range but too narrow for the lesion, e.g. 4096x64
         raise DemoError(f"{exc} at size {size[0]}x{size[1]}: try another size or seed") from None
     ds = to_dataset(mg, f"cfia-demo:{seed}:{size[0]}x{size[1]}", 7000 + seed)
@@ -239,7 +241,7 @@ def run(out: Path = Path("demo-out"), config: Optional[Path] = None, size: tuple
     or is invalid (no fallback to the defaults when `config` is given)."""
     started = time.monotonic()
     seed = DEFAULT_SEED if seed is None else seed
-    phantom_options(size)
+    phantom_options(size, seed)
     if config is not None:
         config_mod.load(Path(config))
     out = Path(out)

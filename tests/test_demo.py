@@ -141,6 +141,13 @@ def test_a_size_out_of_range_is_refused_before_anything_starts(tmp_path, capsys,
         demo.run(out, size=tuple(int(v) for v in size.split("x")), say=lambda _: None)
 
 
+def test_a_negative_seed_is_refused_before_anything_starts(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["demo", "--seed", "-1", "--out", str(out), "--timeout", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "seed -1 is out of range" in err and "Traceback" not in err and not out.exists()
+
+
 def test_an_output_path_that_is_a_file_is_refused(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
