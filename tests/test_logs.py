@@ -55,10 +55,11 @@ def test_a_value_with_a_line_break_cannot_forge_a_text_log_line():
     try:
         logging.getLogger("cfia.test").info("stored instance",
                                             extra={"sop_instance_uid": "9\n2026-01-01T00:00:00.000Z ERROR forged"})
+        logging.getLogger("pynetdicom.test").warning("Non-conformant UID value '9\n2026-01-01 ERROR forged'")
     finally:
         logging.getLogger().handlers.clear()
-    assert len(stream.getvalue().splitlines()) == 1
-    assert 'sop_instance_uid="9\\n2026' in stream.getvalue()
+    assert len(stream.getvalue().splitlines()) == 2
+    assert 'sop_instance_uid="9\\n2026' in stream.getvalue() and "value '9\\n2026-01-01" in stream.getvalue()
 
 
 def test_one_shot_commands_withhold_only_the_header_readers_warnings(capsys):
