@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -96,6 +97,9 @@ class JobQueue:
         self.quiet_seconds = quiet_seconds
         self._clock = clock
         self._lock = threading.Lock()  # one connection, shared by the SCP's threads
+        # Owner-only, like the spooled images (UIDs and AE titles are in it); SQLite gives
+        # its -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")

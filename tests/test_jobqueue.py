@@ -279,3 +279,20 @@ def test_dead_lettering_again_replaces_results_a_crashed_requeue_left(tmp_path):
     folder = spool.move_to_dead_letter(7, source, spool.results / "7", {"reason": "refused"})
     assert sorted(p.name for p in (folder / "results").iterdir()) == ["new.dcm"]
     assert (folder / "source.dcm").read_bytes() == b"image"
+
+
+def test_the_queue_files_are_the_owners_only(tmp_path):
+    """UIDs and AE titles are in them: owner-only, like the spooled images."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        q = JobQueue(tmp_path / "q.sqlite")
+        q.add("/spool/a.dcm", "1.2.3", "1.2", "x", "MOD", "b")
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("q.sqlite")]
+        assert {p.name for p in files} >= {"q.sqlite", "q.sqlite-wal"}
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [oct(p.stat().st_mode) for p in files]
+        q.close()
+    finally:
+        os.umask(old)
