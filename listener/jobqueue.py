@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .spool import FILE_MODE
+
 STATES = ("pending", "queued", "running", "sending", "done", "failed")
 
 SCHEMA = """
@@ -99,7 +101,7 @@ class JobQueue:
         self._lock = threading.Lock()  # one connection, shared by the SCP's threads
         # Owner-only, like the spooled images (UIDs and AE titles are in it); SQLite gives
         # its -wal and -shm files the database file's mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")

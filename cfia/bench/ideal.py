@@ -202,7 +202,7 @@ def stored(mg, opts: PhantomOptions):
 
 
 def regenerate(rec, seed: int, size):
-    """(image, options, the folder's file read) for a manifest record, once the image drawn
+    """(index, image, options, the folder's file read) for a manifest record, once the image drawn
     again is the folder's file: its label, its mask or none, its stored pixels; else
     SystemExit naming the file and the first difference."""
     try:
@@ -221,7 +221,7 @@ def regenerate(rec, seed: int, size):
     else:
         src = read_file(rec.path)
         if src.pixels.shape == mg.pixels.shape and np.array_equal(src.pixels, stored(mg, opts).pixels):
-            return mg, opts, src
+            return index, mg, opts, src
         why = "its pixels differ"
     flags = ("" if opts.bits_stored == 12 else f" --bits {opts.bits_stored}") + \
         (" --for-processing" if opts.for_processing else "") + \
@@ -240,8 +240,7 @@ def observe(data: str, seed: int, size, model: str | None, input_size, groups: i
     profiles = mass_bank(bank, FIELD_OF_VIEW_MM / size[0]) if bank else []
     cases, normals = [], []
     for rec in records:
-        mg, opts, src = regenerate(rec, seed, size)
-        index = int(rec.path.stem[3:])
+        index, mg, opts, src = regenerate(rec, seed, size)
         if not rec.label:
             normals.append(probability(src) if probability else None)
             continue
