@@ -138,6 +138,21 @@ def with_nominal_geometry(source: Dataset, frame_of_reference_uid: str) -> Datas
     return copy
 
 
+def with_pixel_measures(source: Dataset) -> Dataset:
+    """`source`, or, when it has patient geometry (Image Orientation (Patient), which an MG
+    image may carry), a copy sharing its elements with the PixelSpacing and SliceThickness
+    that highdicom 0.28's Segmentation then reads from it instead of the pixel measures it
+    is given (AttributeError without them; a mammogram rarely has either)."""
+    if "ImageOrientationPatient" not in source:
+        return source
+    copy = Dataset({tag: source[tag] for tag in source.keys() if tag not in (0x00280030, 0x00180050)})
+    if hasattr(source, "file_meta"):
+        copy.file_meta = source.file_meta
+    copy.PixelSpacing = pixel_spacing(source)[0]
+    copy.SliceThickness = nominal_thickness(source)
+    return copy
+
+
 def nominal_thickness(source: Dataset) -> float:
     try:
         thickness = float(source.get("BodyPartThickness") or 0)

@@ -44,7 +44,7 @@ def build_results(
     """
     wanted = _check_enabled(enabled)
     check_source(source)
-    source, mended = result_header(source)
+    source, mended = result_header(source, _texts(algorithm, explanation))
     if mended:
         log.info("source header values the result objects cannot carry as they are were mended or emptied",
                  extra={"sop_instance_uid": str(source.SOPInstanceUID), "attributes": ",".join(mended)})
@@ -59,6 +59,12 @@ def build_results(
         elif object_type in wanted:
             built[object_type] = _BUILDERS[object_type](source, explanation, algorithm)
     return built
+
+
+def _texts(algorithm: AlgorithmInfo, explanation: Explanation) -> list[str]:
+    """What the objects write besides the source's values, for its character set."""
+    fields = ("name", "version", "model_name", "model_version", "manufacturer", "settings")
+    return [str(getattr(algorithm, f)) for f in fields] + [str(explanation.class_name)]
 
 
 def _check_enabled(enabled: Iterable[str]) -> set[str]:

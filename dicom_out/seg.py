@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 import highdicom as hd
 
 from . import codes, provenance
-from .geometry import add_segmentation_display_geometry, pixel_measures
+from .geometry import add_segmentation_display_geometry, pixel_measures, with_pixel_measures
 from .model import AlgorithmInfo, Explanation
 from .uids import derived_uid
 from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_for
@@ -67,7 +67,7 @@ def _segmentation(
 ) -> hd.seg.Segmentation:
     uids = uids_for(source, object_type, algorithm)
     seg = hd.seg.Segmentation(
-        source_images=[source],
+        source_images=[with_pixel_measures(source)],
         pixel_array=pixels[np.newaxis],
         segmentation_type=segmentation_type,
         segment_descriptions=[segment],

@@ -13,7 +13,13 @@ validates them, so a header as sites send it stops every result object:
 - a VOI LUT whose data were encoded as US (a list) instead of OW (bytes): TypeError in
   the GSPS; and one of 12 bits per entry, which highdicom copies into the GSPS declared
   as 16 bits, so it would span a sixteenth of the range (a nearly black image; dciodvfy
-  error).
+  error);
+- a VOI LUT Sequence beside window values: both are legal in an image (PS3.3 C.11.2),
+  but a GSPS's Softcopy VOI LUT holds one of them, and highdicom refuses the source
+  (ValueError). The copy keeps the windows, what viewers show first;
+- text the objects add (the model's file name) that the source's character set cannot
+  hold: written as bytes of another set (dciodvfy error, '?' on read-back). The copy
+  declares UTF-8 then.
 `result_header` returns the source itself when nothing needs mending, else a copy of its
 header (the source is not changed) with each such value put into the standard's form
 when that is unambiguous, or emptied (Type 2) when it is not, and the keywords it mended.
@@ -21,8 +27,10 @@ when that is unambiguous, or emptied (Type 2) when it is not, and the keywords i
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 import numpy as np
+from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM
@@ -35,7 +43,8 @@ TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex
 DATES, TIMES, NAMES = ("PatientBirthDate", "StudyDate"), ("StudyTime",), ("PatientName", "ReferringPhysicianName")
 
 
-def result_header(source: Dataset) -> tuple[Dataset, list[str]]:
+def result_header(source: Dataset, texts: Iterable[str] = ()) -> tuple[Dataset, list[str]]:
+    """`texts`: what the objects will write besides the source's own values."""
     mended: dict[str, object] = {keyword: None for keyword in TYPE2_FROM_SOURCE if keyword not in source}
     for keyword in DATES + TIMES:
         value = str(source.get(keyword, "") or "")
@@ -44,24 +53,28 @@ def result_header(source: Dataset) -> tuple[Dataset, list[str]]:
     sex = str(source.get("PatientSex", "") or "")
     if sex and not _valid(hd.PatientSexValues, sex):
         mended["PatientSex"] = sex.strip().upper()[:1] if sex.strip().upper()[:1] in ("M", "F", "O") else None
-    if not _charset_accepted(source.get("SpecificCharacterSet")):
+    charset = source.get("SpecificCharacterSet")
+    if not _charset_accepted(charset) or not _charset_holds(charset, texts):
         mended["SpecificCharacterSet"] = "ISO_IR 192"
     for keyword in NAMES:
         if isinstance(source.get(keyword), MultiValue):
             mended[keyword] = source[keyword].value[0]  # the first of several names
     luts = _softcopy_luts(source)
-    if not mended and luts is None:
+    both_voi = "VOILUTSequence" in source and "WindowCenter" in source
+    if not mended and luts is None and not both_voi:
         return source, []
     copy = _shallow_copy(source)
     if hasattr(source, "file_meta"):
         copy.file_meta = source.file_meta
-    if luts is not None:
+    if luts is not None and not both_voi:
         mended["VOILUTSequence"] = luts
     for keyword, value in mended.items():
         if keyword in copy:
             del copy[keyword]  # a new element: setting the shared one's value would change the source
         setattr(copy, keyword, value)
-    return copy, sorted(mended)
+    if both_voi:
+        del copy.VOILUTSequence
+    return copy, sorted(mended) + (["VOILUTSequence"] if both_voi else [])
 
 
 def _valid(kind, value: str) -> bool:
@@ -75,6 +88,23 @@ def _valid(kind, value: str) -> bool:
 def _charset_accepted(value) -> bool:
     values = list(value) if isinstance(value, MultiValue) else [value]
     return value is None or all(_valid(hd.SpecificCharacterSetValues, v) for v in values)
+
+
+def _charset_holds(charset, texts: Iterable[str]) -> bool:
+    """Whether every text can be written in `charset` (single-byte or UTF-8 sets; an ISO 2022
+    set with extensions is taken to hold ASCII only)."""
+    texts = [t for t in texts if not t.isascii()]
+    if not texts:
+        return True
+    values = list(charset) if isinstance(charset, MultiValue) else [charset]
+    if len(values) != 1 or values[0] in (None, "", "ISO_IR 6") or values[0] not in python_encoding:
+        return False  # the default repertoire is ASCII
+    try:
+        for text in texts:
+            text.encode(python_encoding[values[0]])
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_date(value: str) -> bool:

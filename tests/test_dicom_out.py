@@ -193,6 +193,72 @@ def test_gsps_keeps_a_12_bit_voi_lut_as_the_source_displays_it(tmp_path, encodin
     assert np.abs(shown - lut / 4095).max() < 1e-4  # the same display as the source's 12-bit LUT
 
 
+def test_gsps_of_a_source_with_both_windows_and_a_voi_lut_keeps_the_windows(tmp_path):
+    """Both are legal in an image (PS3.3 C.11.2); a GSPS's Softcopy VOI LUT holds one, and
+    highdicom 0.28 refused such a source, which lost every result object."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    source = make_source()
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new(0x00283006, "OW", np.linspace(0, 65535, 4096).astype("<u2").tobytes())
+    source.VOILUTSequence = Sequence([item])
+    results = build_results(source, make_explanation(), ALGORITHM)
+    assert set(results) == set(OBJECT_TYPES) and "VOILUTSequence" in source
+    voi = results["gsps"].SoftcopyVOILUTSequence[0]
+    assert "VOILUTSequence" not in voi
+    assert float(voi.WindowCenter) == float(source.WindowCenter) and float(voi.WindowWidth) == float(source.WindowWidth)
+    path = tmp_path / "gsps.dcm"
+    results["gsps"].save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+
+
+@pytest.mark.parametrize("pixel_spacing", [False, True])
+def test_a_source_with_patient_geometry_gives_valid_objects(tmp_path, pixel_spacing):
+    """An MG image may carry Image Position/Orientation (Patient) in its Frame of Reference;
+    highdicom 0.28 then reads PixelSpacing and SliceThickness from it, which a mammogram
+    rarely has (the SEG failed with AttributeError)."""
+    source = make_source(frame_of_reference=True, pixel_spacing=pixel_spacing)
+    source.ImagePositionPatient = [0.0, 0.0, 0.0]
+    source.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+    assert "SliceThickness" not in source
+    results = build_results(source, make_explanation(), ALGORITHM)
+    assert set(results) == set(OBJECT_TYPES) and "SliceThickness" not in source
+    for object_type, ds in results.items():
+        path = tmp_path / f"{object_type}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], object_type
+    shared = results["binary_seg"].SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == pytest.approx(
+        [float(v) for v in source.PixelSpacing] if pixel_spacing else
+        [float(v) / float(source.EstimatedRadiographicMagnificationFactor) for v in source.ImagerPixelSpacing])
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [0, 1, 0, 0, 0, -1]
+
+
+@pytest.mark.parametrize("charset", [None, "ISO_IR 100"])
+def test_model_names_outside_the_sources_character_set_are_carried_in_utf8(tmp_path, charset):
+    """A model file named by a site in its own language: the objects declared no character
+    set (or Latin-1) and held bytes of another (dciodvfy error, '?' on read-back)."""
+    source = make_source()
+    if charset:
+        source.SpecificCharacterSet = charset
+    elif "SpecificCharacterSet" in source:
+        del source.SpecificCharacterSet
+    name = "modèle-sein.pt" if charset is None else "乳腺モデル.pt"
+    source.PatientName = "Müller^Jürgen" if charset else "Muller^Jurgen"
+    algorithm = dataclasses.replace(ALGORITHM, model_name=name)
+    for object_type, ds in build_results(source, make_explanation(), algorithm).items():
+        path = tmp_path / f"{object_type}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], object_type
+        back = pydicom.dcmread(path)
+        assert back.SpecificCharacterSet == "ISO_IR 192", object_type
+        assert str(back.PatientName) == str(source.PatientName), object_type
+        assert name in [item.ManufacturerModelName for item in back.ContributingEquipmentSequence], object_type
+    assert source.get("SpecificCharacterSet") == charset  # the source as it was
+
+
 def _segment_pixels(seg: hd.seg.Segmentation, source, rescale: bool = False) -> np.ndarray:
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=[source.SOPInstanceUID], segment_numbers=[1], rescale_fractional=rescale,
