@@ -14,7 +14,7 @@ the model is put in eval mode: this is inference; gradients flow to the input on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -33,10 +33,17 @@ class Classifier(nn.Module):
     probability(x) returns (B,) the probability of `class_index`: softmax over C > 1
     logits, sigmoid of a single logit (class_index 1; class_index 0 gives 1 - it),
     the column itself when the network already returns probabilities.
+
+    x is always cfia's (B, 1, H, W) image in [0, 1]. A network trained on other
+    intensities gets it adapted first: replicated to `in_channels`, mapped linearly
+    onto `input_range`, then normalised by `mean` and `std` (one value, or one per
+    channel), e.g. in_channels 3, input_range (0, 1), ImageNet's mean and std.
     """
 
     def __init__(self, model: nn.Module, class_index: int = 1, output: str = "logits",
-                 input_size: tuple[int, int] = (512, 352), in_channels: int = 1, source: str = "") -> None:
+                 input_size: tuple[int, int] = (512, 352), in_channels: int = 1, source: str = "",
+                 input_range: tuple[float, float] = (0.0, 1.0), mean: Sequence[float] = (0.0,),
+                 std: Sequence[float] = (1.0,)) -> None:
         super().__init__()
         if output not in ("logits", "probabilities"):
             raise ValueError(f"output must be logits or probabilities, got {output!r}")
@@ -44,10 +51,21 @@ class Classifier(nn.Module):
         self.class_index = int(class_index)
         self.output = output
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        if min(self.input_size) < 1:
+            raise ValueError(f"classifier {source}: input_size {self.input_size} must be positive")
         self.in_channels = int(in_channels)
         self.source = str(source)
         self.num_classes: Optional[int] = None
         self.autocast: Optional[torch.dtype] = None  # set_precision
+        self._intensity = _intensity(self.in_channels, input_range, mean, std, self.source)
+
+    def _adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """cfia's one-channel [0, 1] image as the network was trained to see it; the
+        default (one channel, [0, 1], no normalisation) leaves x as it is."""
+        if self._intensity is None:
+            return x
+        scale, offset = (t.to(x.device, x.dtype) for t in self._intensity)
+        return x.expand(-1, self.in_channels, -1, -1) * scale + offset
 
     def set_precision(self, precision: str) -> "Classifier":
         """"float32" (no autocast), "bf16" or "fp16": the network runs under torch.autocast
@@ -59,6 +77,7 @@ class Classifier(nn.Module):
         return self
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._adapt(x)
         if self.autocast is None:
             return self.model(x)
         with torch.autocast(x.device.type, dtype=self.autocast):
@@ -97,7 +116,7 @@ class Classifier(nn.Module):
     def validate(self) -> "Classifier":
         """Dummy forward at input_size; ValueError naming the model on any mismatch."""
         rows, cols = self.input_size
-        x = torch.zeros(2, self.in_channels, rows, cols, device=self.device)
+        x = self._adapt(torch.zeros(2, 1, rows, cols, device=self.device))
         expect = f"a (B, C) output with C > {self.class_index} (or C == 1) for input (2, {self.in_channels}, {rows}, {cols})"
         try:
             with torch.no_grad():
@@ -105,7 +124,7 @@ class Classifier(nn.Module):
         except Exception as exc:  # a wrong channel count or size surfaces here as RuntimeError
             raise ValueError(f"classifier {self.source}: expected it to accept input of shape "
                              f"(B, {self.in_channels}, {rows}, {cols}); the dummy forward failed: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                             f"{type(exc).__name__}: {_cause(exc)}") from None
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"classifier {self.source}: expected a tensor output, got {type(out).__name__}")
         if out.ndim != 2 or out.shape[0] != 2:
@@ -128,7 +147,7 @@ class Classifier(nn.Module):
     def _check_gradient(self, rows: int, cols: int) -> None:
         """Every explainer but occlusion differentiates the score with respect to the image:
         a model that detaches its output would fail mid-study, so fail here instead."""
-        x = torch.zeros(1, self.in_channels, rows, cols, device=self.device, requires_grad=True)
+        x = torch.zeros(1, 1, rows, cols, device=self.device, requires_grad=True)
         try:
             self.score(x).sum().backward()
         except RuntimeError as exc:
@@ -136,6 +155,33 @@ class Classifier(nn.Module):
                              f"the image ({str(exc).splitlines()[0]})") from None
         if x.grad is None:
             raise ValueError(f"classifier {self.source}: its score does not depend on the image differentiably")
+
+
+def _intensity(channels: int, input_range, mean, std, source: str):
+    """(scale, offset), each (1, C, 1, 1), folding input_range, mean and std into one affine
+    map; None for the identity, so the default path computes exactly what it always did."""
+    lo, hi = (float(v) for v in input_range)
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    if channels < 1 or hi <= lo or any(len(v) not in (1, channels) for v in (mean, std)) or min(std) <= 0:
+        raise ValueError(f"classifier {source}: intensity settings do not fit: in_channels {channels}, "
+                         f"input_range {[lo, hi]}, mean {mean}, std {std} (expected in_channels >= 1, "
+                         f"input_range low < high, mean and std one value or one per channel, std > 0)")
+    if channels == 1 and (lo, hi) == (0.0, 1.0) and mean == [0.0] and std == [1.0]:
+        return None
+    mean_t = torch.tensor(mean).expand(channels).reshape(1, channels, 1, 1)
+    std_t = torch.tensor(std).expand(channels).reshape(1, channels, 1, 1)
+    return (hi - lo) / std_t, (lo - mean_t) / std_t
+
+
+def _cause(exc: Exception) -> str:
+    """The line of an error that says what went wrong: TorchScript's first line is always
+    "The following operation failed in the TorchScript interpreter", its cause the last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if "TorchScript interpreter" in lines[0]:
+        return lines[-1]
+    return lines[0]
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -250,9 +296,11 @@ def load_monai_bundle(path, device: str = "cpu", network_key: str = "network_def
 
 def load_classifier(kind: str, path, network: Optional[str] = None, network_args: Optional[dict] = None,
                     class_index: int = 1, input_size: tuple[int, int] = (512, 352), output: str = "logits",
-                    in_channels: int = 1, device: str = "cpu") -> Classifier:
+                    in_channels: int = 1, device: str = "cpu", input_range: tuple[float, float] = (0.0, 1.0),
+                    mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> Classifier:
     """Load and validate a classifier; ValueError with the model path on any problem."""
-    kw = dict(class_index=class_index, input_size=tuple(input_size), output=output, in_channels=in_channels)
+    kw = dict(class_index=class_index, input_size=tuple(input_size), output=output, in_channels=in_channels,
+              input_range=tuple(input_range), mean=tuple(mean), std=tuple(std))
     if kind == "torchscript":
         return load_torchscript(path, device=device, **kw)
     if kind == "monai_bundle":
