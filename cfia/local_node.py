@@ -81,7 +81,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
 class LocalNode:
     def __init__(self, workdir: str | Path, overrides: Optional[dict] = None, base_config: Optional[Path] = None,
                  python: str = sys.executable, env: Optional[dict] = None, log_name: str = "serve.log"):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # serve runs with it as cwd: a relative path would not resolve twice
         self.workdir.mkdir(parents=True, exist_ok=True)
         defaults = {"listener": {"host": "127.0.0.1", "port": 0},
                     "spool": {"folder": str(self.workdir / "spool")},
