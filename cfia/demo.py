@@ -45,8 +45,9 @@ GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
 RECEIVER_AE = "DEMO_OUT"
 CALLING_AE = "WORKSTATION"
 # Files the demo writes into OUT; only these are replaced on a rerun (nothing else in OUT is touched).
+LOG_NAME = "serve.log"  # the node's log, copied out of its temporary folder
 OUTPUT_FILES = ("source.dcm", "fractional_seg.dcm", "binary_seg.dcm", "parametric_map.dcm", "sr.dcm", "gsps.dcm",
-                "overlay.png", "summary.json", "lesion.npy")
+                "overlay.png", "summary.json", "lesion.npy", LOG_NAME)
 
 DEFAULT_SIZE = (1024, 832)
 DEFAULT_SEED = 7   # a circumscribed mass the shipped classifier calls positive (score 0.65, stage 5)
@@ -361,7 +362,7 @@ def _run_node(out: Path, ph: Phantom, config: Optional[Path], timeout: float,
         say(f"  3. node: cfia serve (pid {node.info['pid']}), AE {node.ae_title} on 127.0.0.1:{node.port}, "
             f"classifier {Path(node.config['models']['classifier']['path']).name}, "
             f"inpainter {node.config['models']['inpainter']['kind']}, "
-            f"method {node.config['explainer']['method']}, spool {node.spool} (log {node.log_path})")
+            f"method {node.config['explainer']['method']}, spool {node.spool} (log kept as {out / LOG_NAME})")
 
         t_push = time.monotonic()
         status = push("127.0.0.1", node.port, ph.dataset, node.ae_title)
@@ -398,10 +399,19 @@ def _run_node(out: Path, ph: Phantom, config: Optional[Path], timeout: float,
         with stop_signals.held() if stop_signals else contextlib.nullcontext():
             if node is not None:
                 node.stop()
+                _keep_log(node, out)
             if receiver is not None:
                 receiver.stop()
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _keep_log(node: LocalNode, out: Path) -> None:
+    """The node's log outlives its temporary folder: the one place to look when a run went wrong."""
+    try:
+        shutil.copyfile(node.log_path, out / LOG_NAME)
+    except OSError:
+        pass  # no log yet (the node never started) or the output folder is gone
 
 
 def _summarise(out: Path, ph: Phantom, source: Path, done: NodeRun, size: tuple[int, int], seed: int,

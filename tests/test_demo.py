@@ -42,6 +42,7 @@ def test_demo_receives_every_result_and_writes_the_overlay(tmp_path):
     text = "\n".join(lines)
     assert "status 0x0000" in text and "node stopped (exit 0)" in text and "classifier score" in text
     assert (out / "mine.txt").exists()  # only the demo's own files are replaced
+    assert f"log kept as {out / 'serve.log'}" in text and "stopped" in (out / "serve.log").read_text()
     source = pydicom.dcmread(out / "source.dcm", stop_before_pixels=True)
     assert sorted(summary["objects"]) == sorted(RESULT_CLASSES)
     for kind in RESULT_CLASSES:
