@@ -26,7 +26,8 @@ install-test: system-deps install
 # dcmtk is checked by path: pynetdicom installs its own storescu/storescp scripts,
 # which shadow dcmtk's on PATH.
 system-deps:
-	@if [ -x /usr/bin/dciodvfy ] && [ -x /usr/bin/storescp ] && [ -x /usr/sbin/Orthanc ] && [ -x /usr/bin/openssl ]; then \
+	@if [ -x /usr/bin/dciodvfy ] && [ -x /usr/bin/storescp ] && [ -x /usr/sbin/Orthanc ] && [ -x /usr/bin/openssl ] \
+		&& [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
 		echo "system packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \

@@ -324,6 +324,7 @@ def main(argv=None) -> int:
     parts[TRANSPORT] = transport_floor()
     print(json.dumps({"handler_components_ms": parts}), flush=True)
     command = "python -m cfia.bench.node " + " ".join(argv if argv is not None else sys.argv[1:])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report(ack, burst, parts, command.strip()))
     return 0
 
