@@ -8,6 +8,7 @@ the config file, so a site can keep its config beside its models and spool.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class ListenerConfig:
     ae_title: str = field(default="CFIA", metadata={"ae_title": True})
     host: str = "127.0.0.1"
     port: int = field(default=11112, metadata=_range(0, 65535))
-    allowed_calling_ae_titles: tuple[str, ...] = ()
+    allowed_calling_ae_titles: tuple[str, ...] = field(default=(), metadata={"ae_title": True})  # each
     tls: TLSConfig = TLSConfig()
     # What to do with a C-STORE of a SOP class that is not a mammogram.
     other_sop_classes: str = field(default="reject", metadata=_choice("reject", "ignore"))
@@ -104,14 +105,25 @@ INSTALL_ROOT = Path(__file__).resolve().parent.parent
 class ClassifierConfig:
     # torchscript: a TorchScript file; monai_bundle: a bundle folder;
     # monai_network: a monai.networks.nets class name + a state dict file.
-    kind: str = field(default="torchscript", metadata=_choice("torchscript", "monai_bundle", "monai_network"))
-    path: str = field(default=str(INSTALL_ROOT / "models" / "classifier.ts"), metadata=_path())
-    network: Optional[str] = None
+    # The defaults are config.yaml's (the shipped model: Grad-CAM needs its layers);
+    # MammoNet's own defaults are the shipped network_args (explain/networks.py).
+    kind: str = field(default="monai_network", metadata=_choice("torchscript", "monai_bundle", "monai_network"))
+    # Left out: the shipped model in the form `kind` loads (set in __post_init__).
+    path: Optional[str] = field(default=None, metadata=_path())
+    network: Optional[str] = "MammoNet"  # monai_network only; the other kinds ignore it
     network_args: dict = field(default_factory=dict)
     class_index: int = field(default=1, metadata=_range(0, None))
-    input_size: tuple[int, int] = DEFAULT_CLASSIFIER_INPUT
+    input_size: tuple[int, int] = field(default=DEFAULT_CLASSIFIER_INPUT, metadata=_range(8, None))  # each
     # What the network returns: probabilities already, or logits (softmax/sigmoid applied by cfia).
     output: str = field(default="logits", metadata=_choice("logits", "probabilities"))
+
+    def __post_init__(self):
+        if self.path is None:
+            if self.kind == "monai_bundle":  # no bundle ships
+                raise ConfigError("models.classifier.path: none given; a path to the bundle folder is required "
+                                  "when kind is monai_bundle")
+            name = "classifier.ts" if self.kind == "torchscript" else "classifier.pt"
+            object.__setattr__(self, "path", str(INSTALL_ROOT / "models" / name))
 
 
 @dataclass(frozen=True)
@@ -246,19 +258,54 @@ SECRET_KEYS = {"password", "passphrase"}
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a duplicate key: PyYAML keeps the last one silently,
+    so a second `explainer:` section would drop the first one's settings."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<`: the keys it merges in may be overridden
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r} (first on line {seen[key]})",
+                                           problem_mark=key_node.start_mark)
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | Path) -> Config:
     """Read and validate a config file; raises ConfigError naming the bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(_yaml_error(path, text, exc)) from None
     return from_dict(raw, base=path.parent)
 
 
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """One line (PyYAML's message spans several and names `<unicode string>`)."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: a position, no mark
+        line, col = text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position)
+        return f"config file {path} line {line} column {col}: character #x{exc.character:04x}: {exc.reason}"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if mark is None or problem is None:
+        return f"config file {path} is not valid YAML: {' '.join(str(exc).split())}"
+    context = f" ({exc.context})" if getattr(exc, "context", None) and exc.context != problem else ""
+    return f"config file {path} line {mark.line + 1} column {mark.column + 1}: {problem}{context}"
+
+
 def from_dict(raw: Any, base: Path = Path(".")) -> Config:
+    if isinstance(raw, dict) and isinstance(raw.get("destinations"), list):
+        for i, dest in enumerate(raw["destinations"]):
+            _require_host_port(f"destinations[{i}]", dest)
     cfg = _build(Config, raw, "", base)
     _check_return_to_sender(cfg.return_to_sender)
     _check_tls(cfg.listener.tls)
@@ -274,9 +321,14 @@ def return_destination(calling_ae: str, raw: Any) -> DestinationConfig:
     """A return_to_sender entry: host and port are required (a default would send a
     caller's results somewhere else); the AE title defaults to the caller's own."""
     where = f"return_to_sender.{calling_ae}"
+    _require_host_port(where, raw)
+    return _build(DestinationConfig, {"ae_title": str(calling_ae).strip(), **raw}, where + ".", Path("."))
+
+
+def _require_host_port(where: str, raw: Any) -> None:
+    """A destination must name its host and port: a default would send results elsewhere."""
     if not isinstance(raw, dict) or not {"host", "port"} <= set(raw):
         raise ConfigError(f"{where}: expected a mapping with host and port, got {raw!r}")
-    return _build(DestinationConfig, {"ae_title": str(calling_ae).strip(), **raw}, where + ".", Path("."))
 
 
 def missing_model_files(cfg: Config) -> list[str]:
@@ -308,6 +360,15 @@ def _build(cls: type, raw: Any, prefix: str, base: Path):
         name: _convert(hints[name], raw[name], f"{prefix}{name}", fields[name].metadata, base)
         for name in raw
     }
+    # A key left out gets what a set one gets: its section built (so nested defaults are
+    # too) and a relative default path resolved against the config file's folder, not the cwd.
+    for name, f in fields.items():
+        if name in values:
+            continue
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], {}, f"{prefix}{name}.", base)
+        elif f.metadata.get("path") and isinstance(f.default, str):
+            values[name] = _convert(hints[name], f.default, f"{prefix}{name}", f.metadata, base)
     return cls(**values)
 
 
@@ -324,10 +385,10 @@ def _convert(hint: Any, value: Any, key: str, meta: Any, base: Path) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{key}[{i}]", {}, base) for i, v in enumerate(value))
+            return tuple(_convert(args[0], v, f"{key}[{i}]", meta, base) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
-        return tuple(_convert(a, v, f"{key}[{i}]", {}, base) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{key}[{i}]", meta, base) for i, (a, v) in enumerate(zip(args, value)))
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -341,9 +402,15 @@ def _scalar(hint: Any, value: Any, key: str, meta: Any, base: Path) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if hint in (int, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or (hint is int and not float(value).is_integer()):
-            raise ConfigError(f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
+        if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = not isinstance(value, bool) and (isinstance(value, int) or
+                                              (isinstance(value, float) and math.isfinite(value)))
+        if not ok or (hint is int and isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{key}: expected {'an integer' if hint is int else 'a finite number'}, got {value!r}")
         value = hint(value)
         lo, hi = meta.get("range", (None, None))
         if (lo is not None and value < lo) or (hi is not None and value > hi):

@@ -1,6 +1,7 @@
 """config.yaml: the shipped file loads; bad values stop with a message naming the key."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -96,8 +97,14 @@ def test_return_to_sender_answers_the_caller_under_its_own_ae_title():
 def test_unreadable_or_invalid_yaml_is_a_config_error(tmp_path):
     with pytest.raises(config.ConfigError, match="cannot read config file"):
         config.load(tmp_path / "missing.yaml")
-    (tmp_path / "bad.yaml").write_text("listener: [unclosed")
-    with pytest.raises(config.ConfigError, match="not valid YAML"):
+    (tmp_path / "bad.yaml").write_text("listener:\n  port: [unclosed\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(tmp_path / "bad.yaml")
+    assert str(err.value) == (f"config file {tmp_path / 'bad.yaml'} line 3 column 1: expected ',' or ']', "
+                              f"but got '<stream end>' (while parsing a flow sequence)")
+    (tmp_path / "bad.yaml").write_text("listener:\n  ae_title: CF\x07IA\n")
+    with pytest.raises(config.ConfigError, match=r"bad\.yaml line 2 column 15: character #x0007: special characters "
+                                                 r"are not allowed$"):
         config.load(tmp_path / "bad.yaml")
 
 
@@ -114,7 +121,7 @@ def test_a_copied_config_names_the_model_files_it_cannot_find(tmp_path, capsys):
     assert f"models.classifier.path: {tmp_path / 'models' / 'classifier.pt'}" in err
     (tmp_path / "bare.yaml").write_text("listener:\n  port: 11112\n")
     assert cli.main(["config", "show", "--config", str(tmp_path / "bare.yaml")]) == 0
-    assert config.load(tmp_path / "bare.yaml").models.classifier.path == str(ROOT / "models" / "classifier.ts")
+    assert config.load(tmp_path / "bare.yaml").models.classifier.path == str(ROOT / "models" / "classifier.pt")
 
 
 def test_config_show_prints_the_effective_config(capsys):
@@ -144,3 +151,95 @@ def test_status_without_a_queue_is_a_usage_error(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"spool": {"folder": str(tmp_path / "spool")}}))
     assert main(["status", "--config", str(cfg)]) == 2
     assert "no job queue" in capsys.readouterr().err
+
+
+def test_a_left_out_spool_folder_is_relative_to_the_config_file_not_the_cwd(tmp_path, monkeypatch, capsys):
+    """README: relative paths are relative to the config file's folder (under systemd the cwd is /)."""
+    site = tmp_path / "etc"
+    site.mkdir()
+    monkeypatch.chdir(tmp_path)
+    (site / "bare.yaml").write_text("listener:\n  port: 11112\n")
+    (site / "partial.yaml").write_text("spool:\n  max_retries: 1\n")
+    for name in ("bare.yaml", "partial.yaml"):
+        assert config.load(site / name).spool.folder == str(site / "spool")
+    assert main(["config", "show", "--config", str(site / "bare.yaml")]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["spool"]["folder"] == str(site / "spool")
+
+
+@pytest.mark.parametrize("size", [[-5, 100], [0, 0], [512, 7]])
+def test_classifier_input_size_values_are_at_least_8(size):
+    bad = next(i for i, v in enumerate(size) if v < 8)
+    with pytest.raises(config.ConfigError,
+                       match=rf"models\.classifier\.input_size\[{bad}\]: {size[bad]} is out of range; allowed: >= 8"):
+        config.from_dict({"models": {"classifier": {"input_size": size}}})
+    assert config.from_dict({"models": {"classifier": {"input_size": [8, 8]}}}).models.classifier.input_size == (8, 8)
+
+
+def test_classifier_defaults_are_the_shipped_config_yamls():
+    """A site file without `models:` or with some classifier keys gets config.yaml's model
+    (README's table), not another one; the path left out follows the kind."""
+    import inspect
+
+    from explain.networks import MammoNet
+
+    shipped = config.load(DEFAULT_CONFIG).models.classifier
+    for raw in ({}, {"models": {"classifier": {"input_size": [512, 352]}}}):
+        got = config.from_dict(raw, ROOT).models.classifier
+        assert got == dataclasses.replace(shipped, network_args={})
+    defaults = {k: v.default for k, v in inspect.signature(MammoNet).parameters.items()}
+    assert {k: defaults[k] for k in shipped.network_args} == {k: tuple(v) if isinstance(v, list) else v
+                                                               for k, v in shipped.network_args.items()}
+    ts = config.from_dict({"models": {"classifier": {"kind": "torchscript"}}}).models.classifier
+    assert ts.path == str(ROOT / "models" / "classifier.ts")
+    own = config.from_dict({"models": {"classifier": {"kind": "torchscript", "path": "my.ts"}}}, ROOT).models.classifier
+    assert (own.kind, own.path) == ("torchscript", str(ROOT / "my.ts"))
+    with pytest.raises(config.ConfigError, match="models.classifier.path: none given; a path to the bundle folder "
+                                                 "is required when kind is monai_bundle"):
+        config.from_dict({"models": {"classifier": {"kind": "monai_bundle"}}})
+
+
+@pytest.mark.parametrize("dests, bad", [
+    ([{"name": "x", "ae_title": "X"}], 0),
+    ([{"host": "h", "port": 104}, {"ae_title": "X", "host": "h"}], 1),
+    ([{"ae_title": "X", "port": 104}], 0),
+])
+def test_every_destination_names_its_host_and_port(dests, bad):
+    """Like return_to_sender: a default host and port would send results elsewhere."""
+    with pytest.raises(config.ConfigError, match=rf"^destinations\[{bad}\]: expected a mapping with host and port"):
+        config.from_dict({"destinations": dests})
+
+
+def test_duplicate_yaml_keys_are_errors_naming_the_key_and_its_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("explainer:\n  max_passes: 5\nexplainer:\n  seed: 1\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert str(err.value) == f"config file {path} line 3 column 1: duplicate key 'explainer' (first on line 1)"
+    path.write_text("explainer:\n  max_passes: 5\n  seed: 1\n  max_passes: 6\n")
+    with pytest.raises(config.ConfigError, match="line 4 column 3: duplicate key 'max_passes' "):
+        config.load(path)
+    # A key overriding one merged in by `<<` is not a duplicate.
+    assert yaml.load("a: &d {port: 1}\nb:\n  <<: *d\n  port: 2\n", Loader=config._UniqueKeyLoader)["b"] == {"port": 2}
+
+
+def test_a_float_written_without_a_dot_is_a_number(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; float keys take it, int keys stay strict."""
+    path = tmp_path / "c.yaml"
+    path.write_text("explainer:\n  learning_rate: 1e-3\n  lr_half_life: 2E+1\n")
+    e = config.load(path).explainer
+    assert (e.learning_rate, e.lr_half_life) == (0.001, 20.0)
+    for raw, message in (({"learning_rate": "fast"}, "explainer.learning_rate: expected a finite number, got 'fast'"),
+                         ({"learning_rate": float("nan")}, "explainer.learning_rate: expected a finite number, got nan"),
+                         ({"learning_rate": float("inf")}, "explainer.learning_rate: expected a finite number"),
+                         ({"max_passes": "5"}, "explainer.max_passes: expected an integer, got '5'")):
+        with pytest.raises(config.ConfigError, match=message.replace(".", r"\.")):
+            config.from_dict({"explainer": raw})
+
+
+@pytest.mark.parametrize("title", ["A" * 28, "", "  ", "BACK\\SLASH"])
+def test_allowed_calling_ae_titles_are_each_a_valid_ae_title(title):
+    with pytest.raises(config.ConfigError,
+                       match=r"listener\.allowed_calling_ae_titles\[1\]: .* is not a valid AE title; allowed: 1-16"):
+        config.from_dict({"listener": {"allowed_calling_ae_titles": ["WS1", title]}})
+    assert config.from_dict({"listener": {"allowed_calling_ae_titles": ["WS1", "A" * 16]}}).listener \
+        .allowed_calling_ae_titles == ("WS1", "A" * 16)
