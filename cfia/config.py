@@ -116,6 +116,13 @@ class ClassifierConfig:
     input_size: tuple[int, int] = field(default=DEFAULT_CLASSIFIER_INPUT, metadata=_range(8, None))  # each
     # What the network returns: probabilities already, or logits (softmax/sigmoid applied by cfia).
     output: str = field(default="logits", metadata=_choice("logits", "probabilities"))
+    # A network trained on other input than cfia's one-channel [0, 1] image: the image is
+    # replicated to `channels`, mapped linearly onto `input_range`, then (x - mean) / std
+    # (one value, or one per channel). The defaults leave it as it is.
+    channels: int = field(default=1, metadata=_range(1, 16))
+    input_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = field(default=(1.0,), metadata={"range": (1e-12, None)})  # each
 
     def __post_init__(self):
         if self.path is None:
@@ -124,6 +131,14 @@ class ClassifierConfig:
                                   "when kind is monai_bundle")
             name = "classifier.ts" if self.kind == "torchscript" else "classifier.pt"
             object.__setattr__(self, "path", str(INSTALL_ROOT / "models" / name))
+        low, high = self.input_range
+        if high <= low:
+            raise ConfigError(f"models.classifier.input_range: {list(self.input_range)!r} is not allowed; "
+                              "expected [low, high] with low < high")
+        for key in ("mean", "std"):
+            if len(getattr(self, key)) not in (1, self.channels):
+                raise ConfigError(f"models.classifier.{key}: {list(getattr(self, key))!r} is not allowed; expected "
+                                  f"one value or one per channel ({self.channels})")
 
 
 @dataclass(frozen=True)

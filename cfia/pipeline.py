@@ -65,7 +65,8 @@ class Pipeline:
         c, e = cfg.models.classifier, cfg.explainer
         self.device = resolve_device(e.device)
         self.classifier = load_classifier(c.kind, c.path, c.network, c.network_args, c.class_index,
-                                          c.input_size, c.output, device=self.device).validate()
+                                          c.input_size, c.output, in_channels=c.channels, device=self.device,
+                                          input_range=c.input_range, mean=c.mean, std=c.std).validate()
         self.classifier.set_precision(e.precision)
         i = cfg.models.inpainter
         if i.kind == "learned":
@@ -206,14 +207,16 @@ class Pipeline:
 
 
 def settings_digest(cfg: Config) -> str:
-    """What else shapes an explanation than the classifier: the inpainter (its weights too)
-    and the explainer's settings, but not the device they run on. Part of every result UID,
-    so a changed setting gives new objects instead of overwriting those of the old one."""
+    """What else shapes an explanation than the classifier's weights: how the classifier is
+    fed and read, the inpainter (its weights too) and the explainer's settings, but not the
+    device they run on. Part of every result UID, so a changed setting gives new objects
+    instead of overwriting those of the old one."""
+    fed = {k: v for k, v in config_mod.to_dict(cfg.models.classifier).items() if k not in ("kind", "path", "network", "network_args")}
     inpainter = config_mod.to_dict(cfg.models.inpainter)
     if cfg.models.inpainter.kind == "learned" and Path(cfg.models.inpainter.path).exists():
         inpainter["path"] = content_digest(cfg.models.inpainter.path)
     explainer = {k: v for k, v in config_mod.to_dict(cfg.explainer).items() if k != "device"}
-    text = json.dumps({"inpainter": inpainter, "explainer": explainer}, sort_keys=True)
+    text = json.dumps({"classifier": fed, "inpainter": inpainter, "explainer": explainer}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -243,3 +243,31 @@ def test_allowed_calling_ae_titles_are_each_a_valid_ae_title(title):
         config.from_dict({"listener": {"allowed_calling_ae_titles": ["WS1", title]}})
     assert config.from_dict({"listener": {"allowed_calling_ae_titles": ["WS1", "A" * 16]}}).listener \
         .allowed_calling_ae_titles == ("WS1", "A" * 16)
+
+
+def test_intensity_handling_reaches_the_classifier_and_is_checked(tmp_path):
+    """A user's RGB network trained on ImageNet-normalised input: config.yaml says so, the
+    node's classifier adapts cfia's image to it; settings that cannot fit stop at load."""
+    import torch
+
+    from cfia.pipeline import Pipeline
+
+    class Rgb(torch.nn.Module):
+        def forward(self, x):
+            assert x.shape[1] == 3
+            return x.mean(dim=(2, 3))[:, :2]
+
+    torch.jit.script(Rgb()).save(str(tmp_path / "rgb.ts"))
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    cfg = config.from_dict({"models": {"classifier": {"kind": "torchscript", "path": str(tmp_path / "rgb.ts"),
+                                               "input_size": [64, 48], "channels": 3, "mean": mean, "std": std},
+                                "inpainter": {"kind": "telea"}}, "explainer": {"method": "occlusion"}})
+    clf = Pipeline(cfg).classifier
+    x = torch.rand(1, 1, 64, 48)
+    expected = (x.mean() - torch.tensor(mean[:2])) / torch.tensor(std[:2])
+    torch.testing.assert_close(clf(x)[0], expected)
+    for bad, match in (({"channels": 3, "mean": [0.1, 0.2]}, "models.classifier.mean"),
+                       ({"input_range": [1, 0]}, "models.classifier.input_range"),
+                       ({"std": [0]}, r"models.classifier.std\[0\]")):
+        with pytest.raises(config.ConfigError, match=match):
+            config.from_dict({"models": {"classifier": bad}})

@@ -470,7 +470,7 @@ def test_objects_that_cannot_be_built_are_a_permanent_failure_whose_reason_quote
 
 
 def test_result_uids_follow_the_inpainter_and_explainer_settings_and_a_bundle_is_versioned(tmp_path):
-    """Another inpainter file or explainer setting gives new result UIDs; the device the
+    """Another inpainter file, explainer or classifier setting gives new result UIDs; the device the
     explainer runs on does not; a classifier that is a folder (a MONAI bundle) is
     versioned by its files' content, not called "unversioned"."""
     from cfia.config import from_dict
@@ -483,6 +483,9 @@ def test_result_uids_follow_the_inpainter_and_explainer_settings_and_a_bundle_is
     digest = settings_digest(from_dict(base))
     assert settings_digest(from_dict({**base, "explainer": {"device": "cuda"}})) == digest
     assert settings_digest(from_dict({**base, "explainer": {"max_passes": 7}})) != digest
+    for fed in ({"class_index": 0}, {"output": "probabilities"}, {"channels": 3}, {"mean": [0.5]}):
+        changed = {"models": {**base["models"], "classifier": fed}}
+        assert settings_digest(from_dict(changed)) != digest, fed  # another reading of the same weights
     weights.write_bytes(b"two")
     assert settings_digest(from_dict(base)) != digest
     bundle = tmp_path / "bundle"
