@@ -253,6 +253,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_status(args) -> int:
+    import sqlite3
+
     from listener import JobQueue, Spool
 
     from . import status
@@ -261,11 +263,14 @@ def cmd_status(args) -> int:
     spool = Spool(cfg.spool.folder)
     if not spool.queue_file.exists():
         raise UsageError(f"no job queue at {spool.queue_file}: has cfia serve run with this config?")
-    queue = JobQueue(spool.queue_file)
-    try:
-        snap = status.snapshot(queue)
-    finally:
-        queue.close()
+    try:  # read-only: status must work on a spool it cannot write (read-only file system, other user)
+        queue = JobQueue(spool.queue_file, read_only=True)
+        try:
+            snap = status.snapshot(queue)
+        finally:
+            queue.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot read the job queue {spool.queue_file}: {exc}") from None
     serve_info = status.read_serve_info(spool.root)
     if args.json:
         print(json.dumps({"server": serve_info, **snap}, indent=2))
@@ -275,6 +280,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_requeue(args) -> int:
+    import sqlite3
+
     from listener import JobQueue, Spool
 
     from .requeue import RequeueError, requeue
@@ -285,19 +292,22 @@ def cmd_requeue(args) -> int:
         raise UsageError(f"no job queue at {spool.queue_file}: has cfia serve run with this config?")
     if bool(args.jobs) == args.all_failed:
         raise UsageError("name the job ids to requeue, or --all-failed (not both)")
-    queue = JobQueue(spool.queue_file)
     problems = 0
-    try:
-        for job_id in queue.failed_ids() if args.all_failed else args.jobs:
-            try:
-                done = requeue(spool, queue, job_id)
-                print(f"job {done.job_id} requeued (SOP Instance UID {done.sop_instance_uid}); "
-                      f"old reason kept in {done.reason_kept}")
-            except RequeueError as exc:
-                problems += 1
-                print(f"cfia requeue: {exc}", file=sys.stderr)
-    finally:
-        queue.close()
+    try:  # a spool that cannot be written (read-only file system): one line, exit 2
+        queue = JobQueue(spool.queue_file)
+        try:
+            for job_id in queue.failed_ids() if args.all_failed else args.jobs:
+                try:
+                    done = requeue(spool, queue, job_id)
+                    print(f"job {done.job_id} requeued (SOP Instance UID {done.sop_instance_uid}); "
+                          f"old reason kept in {done.reason_kept}")
+                except RequeueError as exc:
+                    problems += 1
+                    print(f"cfia requeue: {exc}", file=sys.stderr)
+        finally:
+            queue.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot requeue in the spool {spool.root}: {exc}") from None
     return 2 if problems else 0
 
 

@@ -38,7 +38,7 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), record.levelname, record.name, _one_line(record.getMessage())]
+        parts = [_timestamp(record), record.levelname, record.name, one_line(record.getMessage())]
         parts += [f"{k}={_text(v)}" for k, v in _fields(record).items()]
         line = " ".join(parts)
         if record.exc_info:
@@ -79,7 +79,7 @@ class WithheldWarnings(logging.Filter):
         return True
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
     """A message as one line: a library may quote a peer's value in it (pynetdicom's
     "Non-conformant 'Affected SOP Instance UID' value ..."), line breaks included."""
     return message if message.isprintable() else json.dumps(message)[1:-1]

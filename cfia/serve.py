@@ -30,6 +30,10 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 
 ASSOCIATION_DRAIN_SECONDS = 10.0
 
+# A supervisor step failing again the same way (the queue's disk full) is logged with its
+# traceback the first time, then as one short line at most this often.
+REPEATED_FAILURE_LOG_SECONDS = 60.0
+
 
 class SpoolBusy(RuntimeError):
     """Another `cfia serve` already uses this spool folder."""
@@ -118,14 +122,16 @@ class Node:
     def run(self, stop: threading.Event) -> int:
         """Supervise until `stop` is set; returns the exit code."""
         next_prune = 0.0
+        failing = _RepeatedFailure()
         while not stop.wait(0.5):
             try:
                 self.pool.check()
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
                     self.prune()
-            except Exception:  # the queue busy or its disk full: keep serving, the next round retries
-                log.exception("supervisor step failed, will retry")
+                failing.ended()
+            except Exception as exc:  # the queue busy or its disk full: keep serving, the next round retries
+                failing.log(exc)
             if self.pool.config_error:
                 log.error("stopping: the processor cannot be built (see the worker's error)")
                 self.stop()
@@ -153,6 +159,31 @@ class Node:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+class _RepeatedFailure:
+    """Logs the supervisor's failures: a new one with its traceback, the same one again
+    (every half second while a disk is full) as a short line at most every
+    REPEATED_FAILURE_LOG_SECONDS, with how often it failed meanwhile."""
+
+    def __init__(self):
+        self.what, self.count, self.logged_at = None, 0, 0.0
+
+    def log(self, exc: Exception) -> None:
+        what = f"{type(exc).__name__}: {exc}"
+        self.count += 1
+        if what != self.what:
+            log.exception("supervisor step failed, will retry")
+        elif time.monotonic() - self.logged_at >= REPEATED_FAILURE_LOG_SECONDS:
+            log.error("supervisor step still failing, will retry", extra={"reason": what, "failures": self.count})
+        else:
+            return
+        self.what, self.count, self.logged_at = what, 0, time.monotonic()
+
+    def ended(self) -> None:
+        if self.what is not None:
+            log.info("supervisor step works again")
+            self.what, self.count = None, 0
 
 
 def _drain(server, seconds: float) -> None:

@@ -17,6 +17,7 @@ tried on each pass. The source is deleted only after the results were delivered 
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -34,12 +35,14 @@ from dicom_out import send as dicom_send
 from dicom_out.sender import CONTEXT_REJECTED
 from listener import Job, JobQueue, Spool
 
+from . import logs
 from .dicom_io import ImageReadError
 from .processors import Processor
 
 log = logging.getLogger("cfia.worker")
 
 QUEUE_RETRY_SECONDS = 2.0  # after the queue could not be written (disk full, locked for a minute)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 Sender = Callable[..., dict[str, int]]
 
@@ -66,13 +69,19 @@ def destination_key(dest: Destination) -> str:
     return f"{dest.name}:{dest.ae_title}@{dest.host}:{dest.port}"
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as one line for the log, reason.json and `cfia status`: a site's
+    processor or a decoder may quote a value from the image's header, line breaks included."""
+    return logs.one_line(f"{type(exc).__name__}: {exc}")
+
+
 def read_image(path: Path) -> Dataset:
     """Read and fully decode the source: the check the listener could not afford."""
     ds = pydicom.dcmread(path)
     try:
         ds.pixel_array  # pydicom caches the array, so the processor does not decode again
     except Exception as exc:
-        raise UndecodableImage(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}") from None
+        raise UndecodableImage(f"pixel data cannot be decoded: {describe(exc)}") from None
     return ds
 
 
@@ -86,6 +95,7 @@ class Worker:
         self.backoff = backoff
         self.sender = sender
         self.owner = owner or f"pid{os.getpid()}"
+        self._unrecorded = False  # a job in hand whose outcome the queue could not record
 
     def run(self, should_stop: Callable[[], bool], poll_seconds: float = 0.2) -> None:
         """Work until `should_stop()`; it is checked between jobs, so a job in hand
@@ -96,6 +106,8 @@ class Worker:
 
     def run_once(self) -> bool:
         """Handle one job if one is ready; False when there was none."""
+        if self._unrecorded and not self._give_back():
+            return False
         try:
             job = self.queue.claim(self.owner)
         except sqlite3.OperationalError as exc:  # the queue's disk full or its file locked: no job
@@ -107,14 +119,34 @@ class Worker:
             return False
         fields = {"job": job.id, "sop_instance_uid": job.sop_instance_uid}
         try:
-            if job.results is None:
-                self._process(job, fields)
-            else:
-                self._deliver(job, self.spool.locate(job.results), fields)
-        except Exception as exc:  # a bug in the worker itself: keep the job, keep serving
-            log.exception("worker error", extra=fields)
-            self.queue.retry_later(job.id, f"worker error: {type(exc).__name__}: {exc}",
-                                   self.backoff.delay(job.attempts))
+            try:
+                if job.results is None:
+                    self._process(job, fields)
+                else:
+                    self._deliver(job, self.spool.locate(job.results), fields)
+            except sqlite3.OperationalError:
+                raise  # the queue cannot be written: handled below, not a worker error
+            except Exception as exc:  # a bug in the worker itself: keep the job, keep serving
+                log.exception("worker error", extra=fields)
+                self.queue.retry_later(job.id, f"worker error: {describe(exc)}", self.backoff.delay(job.attempts))
+        except sqlite3.OperationalError as exc:  # the queue's disk full or its file locked: dying would
+            self._unrecorded = True               # not help (the supervisor cannot write either)
+            log.warning("cannot record the job in the queue; it is given back once the queue can be written",
+                        extra={**fields, "reason": str(exc), "retry_in_s": QUEUE_RETRY_SECONDS})
+            time.sleep(QUEUE_RETRY_SECONDS)
+        return True
+
+    def _give_back(self) -> bool:
+        """Put the job whose outcome could not be recorded back in the queue, as it was
+        before this attempt (the queue's fault, not the job's: the attempt is not
+        counted). Its results and deliveries may be repeated: their UIDs are the same."""
+        try:
+            n = self.queue.requeue_running(self.owner, refund_attempt=True)
+        except sqlite3.OperationalError:  # still full: said once already, wait
+            time.sleep(QUEUE_RETRY_SECONDS)
+            return False
+        self._unrecorded = False
+        log.info("queue writable again, job given back", extra={"jobs_requeued": n})
         return True
 
     # -- processing ------------------------------------------------------------
@@ -129,22 +161,28 @@ class Worker:
             self._dead_letter(job, str(exc), fields)
             return
         except Exception as exc:  # unreadable file (I/O error, gone): retried, then dead letter
-            self._processing_failed(job, f"cannot read source: {type(exc).__name__}: {exc}", fields)
+            self._processing_failed(job, f"cannot read source: {describe(exc)}", fields)
             return
         start = time.perf_counter()
         try:
             results = self.processor(ds)
         except (UnsupportedSource, ImageReadError) as exc:  # neither gets better with retries
-            self._dead_letter(job, f"no result objects for this source: {exc}", fields)
+            self._dead_letter(job, f"no result objects for this source: {logs.one_line(str(exc))}", fields)
             return
         except Exception as exc:
-            self._processing_failed(job, f"{type(exc).__name__}: {exc}", fields)
+            self._processing_failed(job, describe(exc), fields)
             return
         seconds = time.perf_counter() - start
         try:
             folder = self.spool.write_results(job.id, results)
-        except OSError as exc:  # disk full: retried, not taken for a worker that died
-            self._processing_failed(job, f"cannot write results: {exc.strerror or exc}", fields)
+        except OSError as exc:  # retried, not taken for a worker that died
+            reason = f"cannot write results: {exc.strerror or exc}"
+            if exc.errno in DISK_FULL:  # the disk's fault, not the job's: the attempt does not count
+                delay = self.backoff.delay(job.attempts)
+                log.warning("disk full, will retry", extra={**fields, "retry_in_s": round(delay, 2), "reason": reason})
+                self.queue.retry_later(job.id, reason, delay, refund_attempt=True)
+            else:
+                self._processing_failed(job, reason, fields)
             return
         self.queue.set_results(job.id, str(folder), seconds)
         log.info("explained", extra={**fields, "explain_seconds": round(seconds, 3),
@@ -215,8 +253,8 @@ class Worker:
         (the time a destination was down does not count), then the job is dead-lettered;
         a SOP class a destination does not accept dead-letters it at once."""
         down, refused, rejected = problems["down"], problems["refused"], problems["rejected"]
-        if rejected or (refused and job.refusals + 1 > self.max_retries):
-            self._dead_letter(job, "; ".join(rejected + refused), fields, folder)
+        if rejected or (refused and job.refusals + 1 > self.max_retries):  # this send counts too
+            self._dead_letter(job, "; ".join(rejected + refused), fields, folder, sent=True, refused=bool(refused))
             return
         delay = self.backoff.delay(job.send_attempts + 1)
         log.warning("results kept, will resend", extra={**fields, "retry_in_s": round(delay, 2),
@@ -225,12 +263,15 @@ class Worker:
 
     # -- giving up -------------------------------------------------------------
 
-    def _dead_letter(self, job: Job, reason: str, fields: dict, results: Optional[Path] = None) -> None:
+    def _dead_letter(self, job: Job, reason: str, fields: dict, results: Optional[Path] = None,
+                     sent: bool = False, refused: bool = False) -> None:
+        """`sent`, `refused`: a send in this attempt (that refused) led here; `job` holds
+        the counts as they were when it was claimed."""
         folder = self.spool.move_to_dead_letter(job.id, self.spool.locate(job.path), results, {
             "job": job.id, "sop_instance_uid": job.sop_instance_uid, "study_instance_uid": job.study_instance_uid,
-            "calling_ae": job.calling_ae, "attempts": job.attempts, "send_attempts": job.send_attempts,
-            "refusals": job.refusals,
+            "calling_ae": job.calling_ae, "attempts": job.attempts, "send_attempts": job.send_attempts + sent,
+            "refusals": job.refusals + refused,
             "reason": reason, "time": time.time(),
         })
-        self.queue.fail(job.id, reason)
+        self.queue.fail(job.id, reason, sending=sent, refused=refused)
         log.error("job failed, moved to dead-letter", extra={**fields, "folder": str(folder), "reason": reason})

@@ -90,6 +90,7 @@ class WorkerPool:
         self._stop = self._ctx.Event()
         self.processes: list = []
         self._slots: dict[int, int] = {}  # pid -> slot, so a replacement keeps its GPU
+        self._orphaned: list[int] = []  # pids of dead workers whose jobs are not requeued yet
         self.config_error = False
 
     def start(self) -> None:
@@ -107,16 +108,20 @@ class WorkerPool:
         return sum(p.is_alive() for p in self.processes)
 
     def check(self) -> None:
-        """Replace workers that died, giving their jobs back to the queue."""
+        """Replace workers that died, then give their jobs back to the queue. The
+        replacement starts first: a queue that cannot be written (disk full) must not
+        leave the node without workers; the next check retries the requeue."""
         for proc in [p for p in self.processes if not p.is_alive()]:
-            n = self.queue.requeue_running(f"pid{proc.pid}")  # if this raises, the next check retries
             self.processes.remove(proc)
+            self._orphaned.append(proc.pid)
             if proc.exitcode == EXIT_CONFIG:
                 self.config_error = True
                 continue
-            log.error("worker died, restarting", extra={"worker_pid": proc.pid, "exitcode": proc.exitcode,
-                                                        "jobs_requeued": n})
+            log.error("worker died, restarting", extra={"worker_pid": proc.pid, "exitcode": proc.exitcode})
             self._spawn(self._slots.pop(proc.pid, 0))
+        while self._orphaned:
+            n = self.queue.requeue_running(f"pid{self._orphaned[0]}")  # the attempt counts: the job may be poison
+            log.info("jobs of a dead worker requeued", extra={"worker_pid": self._orphaned.pop(0), "jobs_requeued": n})
 
     def stop(self, timeout: float) -> None:
         """Ask workers to finish their job in hand; kill and requeue what is left after `timeout`."""
@@ -128,7 +133,9 @@ class WorkerPool:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-                n = self.queue.requeue_running(f"pid{proc.pid}")
+                # Stopped, not killed by its job: the attempt is given back, or a job longer
+                # than the stop timeout would be dead-lettered after max_retries + 1 restarts.
+                n = self.queue.requeue_running(f"pid{proc.pid}", refund_attempt=True)
                 log.warning("worker did not finish in time; its job is requeued",
                             extra={"worker_pid": proc.pid, "jobs_requeued": n})
         self.processes.clear()

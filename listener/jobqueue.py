@@ -64,6 +64,28 @@ CREATE TABLE IF NOT EXISTS pruned_totals (key TEXT PRIMARY KEY, value REAL NOT N
 # Upper bounds (seconds) of the explain-time histogram the metrics endpoint serves.
 EXPLAIN_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300)
 
+# SET clause taking back the attempt claim() counted, when its parameter is true. claim()
+# counts one only when it takes a job without results (state queued), the state it
+# goes back to.
+_REFUND = "attempts = attempts - (CASE WHEN ? AND results IS NULL AND attempts > 0 THEN 1 ELSE 0 END)"
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """Open the queue without writing. SQLite reads a WAL database through its -shm
+    file; on a read-only file system it cannot create one, and with no -wal file beside
+    it the database file holds every change and nobody can change it: open it as
+    immutable then."""
+    uri = path.resolve().as_uri()
+    for mode in ("mode=ro", "immutable=1"):
+        db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60, check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM jobs").fetchone()  # SQLite opens lazily: fail here
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+            if mode != "mode=ro" or Path(f"{path}-wal").exists():
+                raise
+
 
 @dataclass(frozen=True)
 class Job:
@@ -94,11 +116,17 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, path: str | Path, quiet_seconds: float = 30.0, clock=time.time):
+    def __init__(self, path: str | Path, quiet_seconds: float = 30.0, clock=time.time, read_only: bool = False):
+        """`read_only` (`cfia status`): open an existing queue without writing anything,
+        so a spool on a read-only file system can still be read."""
         self.path = Path(path)
         self.quiet_seconds = quiet_seconds
         self._clock = clock
         self._lock = threading.Lock()  # one connection, shared by the SCP's threads
+        if read_only:
+            self._db = _open_read_only(self.path)
+            self._db.row_factory = sqlite3.Row
+            return
         # Owner-only, like the spooled images (UIDs and AE titles are in it); SQLite gives
         # its -wal and -shm files the database file's mode.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
@@ -230,24 +258,28 @@ class JobQueue:
             return db.execute(f"DELETE {old}", (cutoff,)).rowcount
 
     def retry_later(self, job_id: int, error: str, delay: float, sending: bool = False,
-                    refused: bool = False) -> None:
+                    refused: bool = False, refund_attempt: bool = False) -> None:
         """Give the job back to wait `delay` seconds; back to `sending` when its
         results are on disk, else to `queued`. `sending`: a send was tried (the
-        destination down, or, with `refused`, answering with a failure status)."""
+        destination down, or, with `refused`, answering with a failure status).
+        `refund_attempt`: the attempt failed for a cause outside the job (a full disk),
+        so it does not count toward max_retries."""
         now = self._clock()
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET state = CASE WHEN results IS NULL THEN 'queued' ELSE 'sending' END, "
-                "owner = NULL, error = ?, not_before = ?, send_attempts = send_attempts + ?, "
+                f"owner = NULL, error = ?, not_before = ?, send_attempts = send_attempts + ?, {_REFUND}, "
                 "refusals = refusals + ?, updated_at = ? WHERE id = ?",
-                (error, now + delay, 1 if sending else 0, 1 if refused else 0, now, job_id),
+                (error, now + delay, 1 if sending else 0, refund_attempt, 1 if refused else 0, now, job_id),
             )
 
-    def fail(self, job_id: int, error: str) -> None:
+    def fail(self, job_id: int, error: str, sending: bool = False, refused: bool = False) -> None:
+        """`sending`, `refused`: the send that made the job fail, counted as retry_later counts it."""
         now = self._clock()
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state = 'failed', owner = NULL, error = ?, finished_at = ?, updated_at = ? "
-                       "WHERE id = ?", (error, now, now, job_id))
+            db.execute("UPDATE jobs SET state = 'failed', owner = NULL, error = ?, finished_at = ?, updated_at = ?, "
+                       "send_attempts = send_attempts + ?, refusals = refusals + ? WHERE id = ?",
+                       (error, now, now, int(sending), int(refused), job_id))
 
     def requeue_failed(self, job_id: int, path: str) -> bool:
         """Send a failed job back to the queue with its source at `path`: attempts
@@ -273,15 +305,18 @@ class JobQueue:
         with self._lock:
             return [row["id"] for row in self._db.execute("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")]
 
-    def requeue_running(self, owner: Optional[str] = None) -> int:
+    def requeue_running(self, owner: Optional[str] = None, refund_attempt: bool = False) -> int:
         """Give back the jobs of a dead worker (`owner`), or of every worker at
-        start-up (None): to `sending` if their results are on disk, else `queued`."""
+        start-up (None): to `sending` if their results are on disk, else `queued`.
+        The claim's attempt still counts (a worker that died on a job may die on it
+        again: poison), unless `refund_attempt`: the worker was stopped, not killed by
+        the job."""
         where, args = ("state = 'running'", ()) if owner is None else ("state = 'running' AND owner = ?", (owner,))
         with self._tx() as db:
             return db.execute(
                 "UPDATE jobs SET state = CASE WHEN results IS NULL THEN 'queued' ELSE 'sending' END, "
-                f"owner = NULL, not_before = 0, updated_at = ? WHERE {where}",
-                (self._clock(), *args),
+                f"owner = NULL, not_before = 0, {_REFUND}, updated_at = ? WHERE {where}",
+                (refund_attempt, self._clock(), *args),
             ).rowcount
 
     # -- reading -------------------------------------------------------------

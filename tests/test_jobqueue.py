@@ -63,6 +63,39 @@ def test_crash_recovery_resumes_at_the_right_step(queue):
     assert sending.id == b and sending.attempts == 1 and sending.results == "/spool/results/2"
 
 
+def test_a_requeue_gives_the_attempt_back_only_when_asked(queue):
+    """A clean stop requeues with refund_attempt (the job did not kill its worker); a
+    worker that died keeps the attempt counted, so a poison job still ends; a job with
+    results on disk was not counted by its claim and gets nothing back."""
+    a, b = _add(queue, "1.1"), _add(queue, "1.2")
+    queue.close_all_batches()
+    queue.claim("stopped")
+    queue.claim("died")
+    assert queue.requeue_running("stopped", refund_attempt=True) == 1
+    assert queue.requeue_running("died") == 1
+    assert (queue.get(a).attempts, queue.get(b).attempts) == (0, 1)
+    queue.claim("stopped")
+    queue.set_results(a, "/r", 1.0)
+    queue.requeue_running("stopped", refund_attempt=True)
+    assert queue.get(a).state == "sending" and queue.get(a).attempts == 1
+
+
+def test_status_reads_a_queue_without_writing_it(tmp_path):
+    """`cfia status` opens the queue read-only: it must work where the spool cannot be written."""
+    import sqlite3
+
+    q = JobQueue(tmp_path / "q.sqlite")
+    q.add("/spool/a.dcm", "1.2.3", "1.2", "x", "MOD", "b")
+    q.close()
+    ro = JobQueue(tmp_path / "q.sqlite", read_only=True)
+    try:
+        assert ro.counts()["pending"] == 1
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.close_batch("b")
+    finally:
+        ro.close()
+
+
 def test_retry_later_waits_and_finish_counts(queue):
     a = _add(queue)
     queue.close_batch("a")

@@ -160,3 +160,150 @@ def test_workers_take_the_gpus_in_turn():
     assert [gpu_for(slot, "cuda", 2) for slot in range(4)] == [0, 1, 0, 1]
     assert [gpu_for(slot, "auto", 3) for slot in range(3)] == [0, 1, 2]
     assert gpu_for(1, "cuda", 1) is None and gpu_for(1, "cpu", 4) is None
+
+
+class _Worker:
+    """Stands in for a worker process: dead (exitcode set) or still explaining."""
+
+    def __init__(self, pid: int, exitcode=None):
+        self.pid, self.exitcode = pid, exitcode
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def join(self, timeout=None) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.exitcode = -9
+
+
+def _queue_with_job_of(tmp_path, owner: str):
+    import sqlite3
+
+    class Queue(JobQueue):
+        full = False
+
+        def requeue_running(self, *args, **kwargs):
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().requeue_running(*args, **kwargs)
+
+    queue = Queue(tmp_path / "q.sqlite")
+    job = queue.add("/spool/a.dcm", "1.2.3", "1.2", "x", "MOD", "b")[0]
+    queue.close_batch("b")
+    assert queue.claim(owner).attempts == 1
+    return queue, job
+
+
+def test_a_dead_worker_is_replaced_even_while_its_job_cannot_be_requeued(tmp_path):
+    """The queue's disk full when a worker dies: the replacement starts at once (the node
+    must not stay without workers until space is freed); the requeue follows when it can,
+    and the dead worker's attempt counts (its job may be what killed it)."""
+    import sqlite3
+
+    from cfia.config import Config
+    from cfia.workers import WorkerPool
+
+    queue, job = _queue_with_job_of(tmp_path, "pid4242")
+    pool = WorkerPool(Config(), queue)
+    spawned = []
+    pool._spawn = spawned.append
+    pool.processes = [_Worker(4242, exitcode=1)]
+    queue.full = True
+    with pytest.raises(sqlite3.OperationalError):
+        pool.check()
+    assert spawned == [0] and queue.get(job).state == "running"
+    queue.full = False
+    pool.check()
+    assert spawned == [0] and (queue.get(job).state, queue.get(job).attempts) == ("queued", 1)
+    queue.close()
+
+
+def test_a_job_requeued_by_a_clean_stop_gets_its_attempt_back(tmp_path):
+    """A job longer than workers.stop_timeout_seconds, stopped max_retries + 1 times,
+    must not be dead-lettered as a worker that died."""
+    from cfia.config import Config
+    from cfia.workers import WorkerPool
+
+    queue, job = _queue_with_job_of(tmp_path, "pid4242")
+    pool = WorkerPool(Config(), queue)
+    pool.processes = [_Worker(4242)]
+    pool.stop(0)
+    assert (queue.get(job).state, queue.get(job).attempts) == ("queued", 0)
+    queue.close()
+
+
+def test_a_supervisor_failure_that_repeats_logs_its_traceback_once(tmp_path, caplog):
+    """A full disk fails every supervisor round (twice a second) until space is freed:
+    one traceback, not one per round."""
+    import sqlite3
+    import threading
+
+    from cfia.config import from_dict
+    from cfia.serve import Node
+
+    stop = threading.Event()
+
+    class FullPool:  # stands in for the worker processes
+        config_error = False
+        calls = 0
+
+        def check(self):
+            FullPool.calls += 1
+            if FullPool.calls == 4:
+                stop.set()
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def stop(self, timeout):
+            pass
+
+    node = Node(from_dict({"spool": {"folder": str(tmp_path / "spool")}}, tmp_path))
+    node.queue = JobQueue(tmp_path / "q.sqlite")
+    node.pool = FullPool()
+    assert node.run(stop) == 0
+    failures = [r for r in caplog.records if r.getMessage().startswith("supervisor step")]
+    assert FullPool.calls == 4 and len(failures) == 1 and failures[0].exc_info
+
+
+def test_status_and_requeue_on_a_spool_they_cannot_use_answer_in_one_line(tmp_path, capsys, monkeypatch):
+    """A read-only file system (simulated: root writes through file modes) and a queue file
+    that is no database: `cfia status` reads what it can without writing; what fails is
+    one line `cfia: error: ...` and exit 2, never a traceback."""
+    import errno
+
+    from cfia import cli
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(b"image")), "1.2.3", "1.2", "x", "MOD", "a")[0]
+    queue.close_batch("a")
+    queue.claim("w")
+    spool.move_to_dead_letter(job, spool.locate(queue.get(job).path), None, {"reason": "test"})
+    queue.fail(job, "test")
+    queue.close()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"spool:\n  folder: {spool.root}\n")
+    real_open = os.open
+
+    def read_only_fs(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    def one_error_line() -> str:
+        err = capsys.readouterr().err
+        assert err.startswith("cfia: error: ") and err.count("\n") == 1, err
+        return err
+
+    with monkeypatch.context() as m:
+        m.setattr("listener.jobqueue.os.open", read_only_fs)
+        assert cli.main(["status", "--config", str(config)]) == 0
+        assert "failed 1" in capsys.readouterr().out
+        assert cli.main(["requeue", "--config", str(config), "--all-failed"]) == 2
+        assert "Read-only file system" in one_error_line()
+    spool.queue_file.write_bytes(b"not a database" * 100)
+    for command in (["status"], ["requeue", "1"]):
+        assert cli.main([*command, "--config", str(config)]) == 2
+        assert "not a database" in one_error_line()

@@ -153,7 +153,9 @@ def test_a_destination_that_keeps_refusing_dead_letters_after_max_retries(make_n
         assert push(node.port, [mammogram(13)]) == [0x0000]
         node.wait_counts(failed=1)
         reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
-        assert reason["refusals"] == 2 and "0xa700" in reason["reason"]  # the first send + 2 retries
+        # the first send + 2 retries, the last refusal included, in reason.json and the queue
+        assert (reason["send_attempts"], reason["refusals"]) == (3, 3) and "0xa700" in reason["reason"]
+        assert (node.queue.get(1).send_attempts, node.queue.get(1).refusals) == (3, 3)
         assert refusing.received == [] and (node.spool.dead_letter / "1" / "results").is_dir()
     finally:
         refusing.stop()
@@ -201,7 +203,7 @@ def test_a_sop_class_the_destination_does_not_accept_dead_letters_at_once(make_n
         assert push(node.port, [mammogram(15)]) == [0x0000]
         node.wait_counts(failed=1)
         reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
-        assert reason["send_attempts"] == 0 and "(0x0122)" in reason["reason"]
+        assert reason["send_attempts"] == 1 and "(0x0122)" in reason["reason"]  # the one send it took
         assert "does not accept their SOP class; disable that output" in reason["reason"]
         assert stored == [1]  # the SR
     finally:
@@ -216,7 +218,7 @@ def test_a_destination_rejecting_the_association_dead_letters_at_once(make_node,
     node.wait_counts(failed=1)
     reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
     assert "rejected the association permanently" in reason["reason"] and "config.yaml" in reason["reason"]
-    assert reason["send_attempts"] == 0 and dest.received == []
+    assert reason["send_attempts"] == 1 and dest.received == []
 
 
 def test_a_queue_that_cannot_be_written_makes_the_worker_wait_not_die(tmp_path, caplog):
@@ -232,6 +234,80 @@ def test_a_queue_that_cannot_be_written_makes_the_worker_wait_not_die(tmp_path, 
     worker = Worker(FullQueue(spool.queue_file), spool, blob(Config()), Routing(), backoff=FAST)
     assert worker.run_once() is False
     assert "cannot take a job from the queue" in caplog.text
+
+
+def test_a_failure_the_queue_cannot_record_keeps_the_worker_and_gives_the_job_back(tmp_path, caplog, monkeypatch):
+    """The queue's disk full while a job fails: recording the retry fails too. The worker
+    must not die (its supervisor cannot requeue either); it gives the job back, without
+    counting the attempt, once the queue can be written."""
+    import sqlite3
+
+    from listener.spool import encode
+
+    class FullQueue(JobQueue):
+        full = True
+
+        def retry_later(self, *args, **kwargs):
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().retry_later(*args, **kwargs)
+
+        def requeue_running(self, *args, **kwargs):
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().requeue_running(*args, **kwargs)
+
+    def broken(ds):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr("cfia.worker.QUEUE_RETRY_SECONDS", 0)
+    spool = Spool(tmp_path / "spool").create()
+    queue = FullQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    worker = Worker(queue, spool, broken, Routing(), backoff=Backoff(base_seconds=60, jitter=0))
+    assert worker.run_once()  # did not raise
+    assert queue.get(job).state == "running" and "cannot record the job in the queue" in caplog.text
+    assert worker.run_once() is False and queue.get(job).state == "running"  # still full: waits
+    queue.full = False
+    assert worker.run_once()  # gives the job back, takes it again, records the failure
+    again = queue.get(job)
+    assert (again.state, again.attempts, again.error) == ("queued", 1, "RuntimeError: model exploded")
+    queue.close()
+
+
+def test_results_a_full_disk_cannot_take_are_retried_without_spending_attempts(make_node, dest, monkeypatch):
+    """A full disk is not the job's fault: with max_retries 0 a counted attempt would
+    dead-letter the job at once."""
+    import errno
+
+    node = make_node(Routing(fixed=(_to(dest),)), max_retries=0)
+    write_results, full = node.spool.write_results, [2]
+
+    def fills_up(job_id, results):
+        if full[0]:
+            full[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_results(job_id, results)
+
+    monkeypatch.setattr(node.spool, "write_results", fills_up)
+    assert push(node.port, [mammogram(5)]) == [0x0000]
+    node.wait_counts(done=1)
+    assert node.queue.get(1).attempts == 1 and len(dest.received) == len(OBJECT_TYPES)
+
+
+def test_an_exception_that_quotes_a_value_is_one_line_in_the_reason(make_node, dest):
+    """A site's processor may put a header value, line breaks and all, into its
+    exception: it reaches the log, reason.json and `cfia status` as one line."""
+    def quoting(ds):
+        raise ValueError("bad value 'X'\nforged: line")
+
+    node = make_node(Routing(fixed=(_to(dest),)), processor=quoting, max_retries=0)
+    assert push(node.port, [mammogram(5)]) == [0x0000]
+    node.wait_counts(failed=1)
+    reason = json.loads((node.spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["reason"] == "ValueError: bad value 'X'\\nforged: line"
+    assert node.queue.get(1).error == reason["reason"]
 
 
 def test_failing_processor_is_retried_then_dead_lettered(make_node, dest):
