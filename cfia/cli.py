@@ -23,6 +23,8 @@ def _size(text: str) -> tuple[int, int]:
         rows, cols = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected ROWSxCOLS such as 1024x832, got {text!r}") from None
+    if min(rows, cols) < 8:  # 0 crashes the network, a negative size skips every image
+        raise argparse.ArgumentTypeError(f"rows and columns must be at least 8, got {text!r}")
     return rows, cols
 
 
@@ -49,6 +51,19 @@ def _output_folder(path: str, flag: str = "--out", create: bool = True) -> Path:
     except OSError as exc:
         raise UsageError(f"{flag} {out}: cannot create the output folder ({exc.strerror})") from None
     return out
+
+
+MODEL_FILES = ("classifier.pt", "classifier.ts", "classifier.json")
+
+
+def _refuse_overwrite(out: Path, names: tuple, replace: bool) -> None:
+    """--out defaults to models/: run from the install folder, a new model would replace the
+    shipped one (and the node would explain with it). Replaced only when asked to."""
+    if replace:
+        return
+    for name in names:
+        if (out / name).exists():
+            raise UsageError(f"--out {out}: {out / name} exists; give --force to replace it, or another --out")
 
 
 def load_config(path: str | None) -> config_mod.Config:
@@ -215,7 +230,7 @@ def cmd_train_inpainter(args) -> int:
     from cfia.training.inpainter import TrainOptions, train
     from .manifest import DataError
 
-    _output_folder(args.out)
+    _refuse_overwrite(_output_folder(args.out), ("inpainter.pt",), args.force or args.resume)
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
@@ -343,10 +358,14 @@ def cmd_train_classifier(args) -> int:
                 raise UsageError("--eval-only needs --model (a .ts or .pt file)")
             res = evaluate(args.model, args.data, args.input_size, network=args.network,
                            network_args=network_args, cache_dir=args.cache_dir, workers=args.workers,
-                           device=args.device, threads=args.threads, progress=not args.quiet)
+                           device=args.device, threads=args.threads, progress=not args.quiet,
+                           class_index=1 if args.class_index is None else args.class_index,
+                           output=args.output or "logits")
             print(json.dumps(res))
             return 0
-        _output_folder(args.out)
+        if args.class_index is not None or args.output:  # training exports class 1 logits
+            raise UsageError("--class-index and --output go with --eval-only (how to read --model)")
+        _refuse_overwrite(_output_folder(args.out), MODEL_FILES, args.force or args.resume)
         opts = TrainOptions(
             data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
@@ -376,7 +395,8 @@ def cmd_train_average(args) -> int:
     from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK
 
     network_args = _network_args(args.network_args, DEFAULT_ARGS)
-    _output_folder(args.out, create=False)  # nothing is written when the models cannot be mixed
+    # Nothing is written when the models cannot be mixed.
+    _refuse_overwrite(_output_folder(args.out, create=False), MODEL_FILES, args.force)
     try:
         meta = average(args.models, args.weights, args.out, args.network or DEFAULT_NETWORK, network_args,
                        args.input_size, command=args.command_line)
@@ -476,11 +496,14 @@ def _add_train_inpainter(tsub) -> None:
         description="Train the gated-convolution U-Net inpainter on lesion-free crops of the images in --data "
                     "(label-0 images, and positives away from their mask). Writes OUT/inpainter.ckpt each epoch, "
                     "OUT/inpainter.pt and OUT/inpainter.report.json (held-out metrics) at the end.")
-    t.add_argument("--data", required=True, help="folder with manifest.csv (file,label,mask,laterality,view) and MG DICOM")
+    t.add_argument("--data", required=True,
+                   help="folder with manifest.csv (file,label; optionally mask,laterality) and MG DICOM")
     t.add_argument("--out", default="models", help="output folder (default models/)")
     t.add_argument("--epochs", type=_positive, default=10, help="epochs (default 10)")
-    t.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights on CPU (default 0)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="random seed; same seed and --threads, same weights on CPU (default 0)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/inpainter.ckpt")
+    t.add_argument("--force", action="store_true", help="replace an inpainter.pt already in --out")
     t.add_argument("--val-data", help="held-out folder (default: 10%% of --data's images, chosen by seed)")
     t.add_argument("--crops-per-epoch", type=_positive, default=2048, help="crops per epoch (default 2048)")
     t.add_argument("--batch-size", type=_positive, default=8, help="crops per step (default 8)")
@@ -508,12 +531,14 @@ def _add_train_classifier(tsub) -> None:
     t.add_argument("--epochs", type=_positive, default=30, help="epochs (default 30)")
     t.add_argument("--batch-size", type=_positive, default=32, help="batch size (default 32)")
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, cosine schedule (default 2e-3)")
-    t.add_argument("--seed", type=int, default=0, help="random seed; same seed, same weights (default 0)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="random seed; same seed, device type and --threads, same weights (default 0)")
     t.add_argument("--input-size", type=_size, default=config_mod.DEFAULT_CLASSIFIER_INPUT,
                    help="ROWSxCOLS network input (default: the shipped model's, %dx%d)" % config_mod.DEFAULT_CLASSIFIER_INPUT)
     t.add_argument("--network", help="network class: MammoNet (default) or a monai.networks.nets class")
     t.add_argument("--network-args", help="network constructor arguments as JSON")
     t.add_argument("--resume", action="store_true", help="continue from OUT/classifier.ckpt")
+    t.add_argument("--force", action="store_true", help="replace a classifier.pt/.ts/.json already in --out")
     t.add_argument("--init", help="start from these weights (e.g. models/classifier.pt: fine-tune the default "
                                   "model on your data); optimiser and schedule start fresh")
     t.add_argument("--stop-after", type=_positive, help="end this run after N epochs (checkpointed); --resume continues")
@@ -537,6 +562,9 @@ def _add_train_classifier(tsub) -> None:
                    help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
     t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")
     t.add_argument("--model", help="--eval-only: model file (.ts TorchScript, or .pt state dict)")
+    t.add_argument("--class-index", type=int, help="--eval-only: the model's positive class (default 1)")
+    t.add_argument("--output", choices=("logits", "probabilities"),
+                   help="--eval-only: what the model returns (default logits)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train_classifier)
 
@@ -550,6 +578,7 @@ def _add_train_average(tsub) -> None:
                    help="state dicts (.pt) or training checkpoints (.ckpt) of one network")
     t.add_argument("--weights", type=float, nargs="+", help="one weight per model, >= 0, summing to 1 (default equal)")
     t.add_argument("--out", required=True, help="output folder: classifier.pt, .ts and .json")
+    t.add_argument("--force", action="store_true", help="replace a classifier.pt/.ts/.json already in --out")
     t.add_argument("--input-size", type=_size, default=config_mod.DEFAULT_CLASSIFIER_INPUT,
                    help="ROWSxCOLS the TorchScript file is traced at (default %dx%d)" % config_mod.DEFAULT_CLASSIFIER_INPUT)
     t.add_argument("--network", help="network class: MammoNet (default) or a monai.networks.nets class")

@@ -35,15 +35,25 @@ def read_manifest(folder: str | Path) -> list[Record]:
         raise DataError(f"{manifest}: no manifest.csv in the data folder")
     # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark; headers are
     # matched without case or surrounding spaces ("File, Label" is file,label).
-    with manifest.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [name.strip().lower() for name in next(reader, [])]
-        if not {"file", "label"} <= set(header):
-            raise DataError(f"{manifest}: expected columns file,label; got {header}")
-        rows = [dict(zip(header, (v.strip() for v in values))) for values in reader if any(v.strip() for v in values)]
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [name.strip().lower() for name in next(reader, [])]
+            if not {"file", "label"} <= set(header):
+                raise DataError(f"{manifest}: expected columns file,label; got {header}")
+            rows, start = [], reader.line_num + 1  # (line, values): the line a row starts on, blank lines counted
+            for values in reader:
+                if any(v.strip() for v in values):
+                    rows.append((start, values))
+                start = reader.line_num + 1
+    except UnicodeDecodeError:
+        raise DataError(f"{manifest}: not UTF-8 text; save it as UTF-8 (a spreadsheet's \"CSV UTF-8\")") from None
+    except csv.Error as exc:  # e.g. a NUL byte
+        raise DataError(f"{manifest} line {reader.line_num}: not CSV ({exc})") from None
     records, missing = [], []
-    for n, row in enumerate(rows, start=2):
-        records.append(_record(folder, row, f"{manifest} line {n}"))
+    for n, values in rows:
+        where = f"{manifest} line {n}"
+        records.append(_record(folder, _row(header, values, where), where))
         missing += [str(p) for p in (records[-1].path, records[-1].mask) if p is not None and not p.is_file()]
     if missing:
         shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
@@ -62,6 +72,19 @@ def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
     if shape is not None and mask.shape != tuple(shape):
         raise ValueError(f"shape {mask.shape}, its image {tuple(shape)}")
     return mask
+
+
+def _row(header: list, values: list, where: str) -> dict:
+    """One row as {column: value}; a row without a file name and label stops, naming its line."""
+    if any("\n" in v or "\r" in v for v in values):  # csv reads an unclosed quote to the end of the file
+        raise DataError(f"{where}: a quoted value runs over the end of the line (a quote not closed?)")
+    row = dict(zip(header, (v.strip() for v in values)))
+    if "file" not in row or "label" not in row:
+        raise DataError(f"{where}: {len(values)} value(s) for the columns {','.join(header)}; "
+                        "file and label are needed")
+    if not row["file"]:
+        raise DataError(f"{where}: no file name")
+    return row
 
 
 def _record(folder: Path, row: dict, where: str) -> Record:

@@ -38,7 +38,7 @@ train() {  # name [network args JSON]
   timeout --signal=TERM "$left" \
     "$PY" -m cfia.cli train classifier --data "${train_dirs[@]}" --val-data "${val_dirs[@]}" --out "$OUT/$1" \
     --epochs "$EPOCHS" --input-size "$INPUT" --device "$DEVICE" --batch-size 64 --threads 4 \
-    --workers "$(nproc)" --cache-dir "$DATA/cache" --seed 0 "${args[@]}" ${EXTRA:-} \
+    --workers "$(nproc)" --cache-dir "$DATA/cache" --seed 0 --force "${args[@]}" ${EXTRA:-} \
     > "$OUT/$1/result.json" 2> >(grep --line-buffered -v '%|' > "$OUT/$1/log.txt") || echo "$1: stopped (exit $?)" | tee -a "$OUT/log.txt"
 }
 pids=(); first=1

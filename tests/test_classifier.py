@@ -176,6 +176,25 @@ def test_manifest_from_a_spreadsheet_is_read_like_the_phantoms(tmp_path):
     assert (record.path.name, record.label) == ("a.dcm", 1)
 
 
+def test_manifest_rows_that_cannot_be_read_stop_naming_the_line(tmp_path):
+    """A short row, an unclosed quote, an empty file name or a file that is not UTF-8 stop
+    with a DataError naming the manifest and the line (blank lines counted), not a traceback."""
+    from cfia.manifest import DataError
+
+    (tmp_path / "a.dcm").write_bytes(b"")
+    manifest = tmp_path / "manifest.csv"
+    for text, says in (("file,label\nimg00000.dcm\n", "line 2: 1 value(s) for the columns file,label"),
+                       ('file,label\na.dcm,0\n"b.dcm,1\na.dcm,0\n', "line 3: a quoted value runs over the end"),
+                       ("file,label\n,1\n", "line 2: no file name"),
+                       ("file,label\n\na.dcm,0\n\na.dcm,x\n", "line 5: label must be 0 or 1, got 'x'")):
+        manifest.write_text(text)
+        with pytest.raises(DataError, match=re.escape(f"{manifest} {says}")):
+            read_manifest(tmp_path)
+    manifest.write_bytes("file,label,kind\na.dcm,1,l\u00e9sion\n".encode("latin-1"))
+    with pytest.raises(DataError, match=re.escape(f"{manifest}: not UTF-8 text; save it as UTF-8")):
+        read_manifest(tmp_path)
+
+
 # -- training ---------------------------------------------------------------------
 
 TINY = ["--input-size", "64x48", "--network-args", json.dumps({"channels": [4, 8, 8], "subunits": 1}),
@@ -363,7 +382,7 @@ def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
     rows = manifest.splitlines()
     rows[1] = ",".join(rows[1].split(",")[:-1] + ["faint"])
     (data / "manifest.csv").write_text("\n".join(rows) + "\n")
-    assert _train(data, tmp_path / "out", "--epochs", "1") == 2
+    assert _train(data, tmp_path / "out2", "--epochs", "1") == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "contrast must be a number, got 'faint'" in err
 
@@ -437,6 +456,142 @@ def test_training_options_that_cannot_work_stop_before_any_work(phantom_dir, tmp
     # Validation on training images: stopped.
     assert _train(phantom_dir, tmp_path / "v", "--epochs", "1", "--val-data", str(phantom_dir)) == 2
     assert "--val-data shares 8 image(s) with --data" in capsys.readouterr().err
+
+
+def test_training_does_not_replace_a_model_unless_forced(phantom_dir, tmp_path, capsys):
+    """--out defaults to models/: a second run into a folder with a model stops, naming the
+    file, before any work; --force or --resume replace it."""
+    out = tmp_path / "m"
+    assert _train(phantom_dir, out, "--epochs", "1") == 0
+    before = (out / "classifier.pt").read_bytes()
+    capsys.readouterr()
+    assert _train(phantom_dir, out, "--epochs", "1", "--seed", "9") == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'classifier.pt'} exists; give --force" in err and len(err.strip().splitlines()) == 1
+    assert (out / "classifier.pt").read_bytes() == before
+    assert _train(phantom_dir, out, "--epochs", "1", "--seed", "9", "--force") == 0
+    assert (out / "classifier.pt").read_bytes() != before
+    assert _train(phantom_dir, out, "--epochs", "1", "--seed", "9", "--resume") == 0
+
+
+def _constant_model(path, value):
+    """A TorchScript model with one output column, `value` for every image."""
+    class Constant(nn.Module):
+        def forward(self, x):
+            return x.mean((1, 2, 3))[:, None] * 0 + value
+
+    torch.jit.trace(Constant(), torch.zeros(1, 1, *SIZE)).save(str(path))
+
+
+def test_eval_only_reads_the_model_as_the_node_is_told_to(phantom_dir, tmp_path, capsys):
+    """--class-index and --output reach the adapter: a single output 0.3 is a negative as a
+    probability, a positive as a logit (sigmoid 0.57), and class 0's 1 - 0.57 a negative."""
+    from cfia.cli import main
+
+    _constant_model(tmp_path / "c.ts", 0.3)
+    ev = ["train", "classifier", "--eval-only", "--data", str(phantom_dir), "--model", str(tmp_path / "c.ts"),
+          "--cache-dir", str(tmp_path / "cache"), *TINY]
+    for extra, sensitivity in (([], 1.0), (["--output", "probabilities"], 0.0), (["--class-index", "0"], 0.0),
+                               (["--class-index", "0", "--output", "probabilities"], 1.0)):
+        capsys.readouterr()
+        assert main(ev + extra) == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert res["sensitivity"] == sensitivity, extra
+    assert main(ev + ["--class-index", "2"]) == 2
+    assert "class_index 2 does not fit" in capsys.readouterr().err
+    assert _train(phantom_dir, tmp_path / "t", "--epochs", "1", "--class-index", "0") == 2
+    assert "--class-index and --output go with --eval-only" in capsys.readouterr().err
+
+
+def test_resume_stops_when_the_data_changed_and_warns_of_other_threads(phantom_dir, tmp_path, capsys, caplog):
+    """Rows appended to a manifest, or an image replaced, are other data: --resume stops,
+    naming the folder; another --threads resumes, warning that the bits will differ."""
+    import os
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache"))
+    manifest = (data / "manifest.csv").read_bytes()
+    assert _train(data, tmp_path / "r", "--epochs", "2", "--stop-after", "1") == 0
+    first = data / manifest.decode().splitlines()[1].split(",")[0]
+    shutil.copyfile(first, data / "extra.dcm")
+    (data / "manifest.csv").write_bytes(manifest + b"extra.dcm,0,,L,CC,,\n")
+    capsys.readouterr()
+    assert _train(data, tmp_path / "r", "--epochs", "2", "--resume") == 2
+    assert f"continues a run with other options: data {data}: its manifest.csv changed" in capsys.readouterr().err
+    (data / "manifest.csv").write_bytes(manifest)
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    assert _train(data, tmp_path / "r", "--epochs", "2", "--resume") == 2
+    assert f"data {data}: its images or masks changed" in capsys.readouterr().err
+    # A checkpoint from before the folders were fingerprinted: compared by path only.
+    ckpt = tmp_path / "r" / "classifier.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    state["run"]["data"] = [str(data.resolve())]
+    del state["threads"]
+    torch.save(state, ckpt)
+    assert _train(data, tmp_path / "r", "--epochs", "2", "--resume") == 0
+    assert not any("bit-identical" in r.getMessage() for r in caplog.records)
+    assert _train(data, tmp_path / "t", "--epochs", "2", "--stop-after", "1") == 0
+    assert _train(data, tmp_path / "t", "--epochs", "2", "--resume", "--threads", "2") == 0
+    assert any("--threads 2, the checkpoint's run used 1: the weights will not be bit-identical" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_what_needs_no_images_is_checked_before_preprocessing(phantom_dir, tmp_path, capsys, monkeypatch):
+    """A wrong --init network, a --resume with other options and a --val-data that shares
+    images stop before the (minutes-long) preprocessing; so do bad sizes and files that are
+    not state dicts, naming them."""
+    from cfia.cli import main
+    from cfia.training import classifier
+
+    assert _train(phantom_dir, tmp_path / "a", "--epochs", "1", "--stop-after", "1") == 0
+    capsys.readouterr()
+
+    def preprocessed(*args, **kwargs):
+        raise AssertionError("preprocessed")
+
+    monkeypatch.setattr(classifier, "load_many", preprocessed)
+    other = ["--network-args", json.dumps({"channels": [4, 8, 16], "subunits": 1})]
+    for extra, says in ((["--init", str(tmp_path / "a" / "classifier.pt"), *other], "do not fit"),
+                        (["--resume", "--lr", "0.01"], "lr 0.002 (now 0.01)"),
+                        (["--val-data", str(phantom_dir)], "--val-data shares 8 image(s) with --data")):
+        out = tmp_path / "a" if "--resume" in extra else tmp_path / "b"
+        assert _train(phantom_dir, out, "--epochs", "1", *extra) == 2
+        assert says in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not a torch file\n")
+    assert _train(phantom_dir, tmp_path / "c", "--epochs", "1", "--init", str(tmp_path / "notes.txt")) == 2
+    assert f"--init: cannot read a state dict from {tmp_path / 'notes.txt'}" in capsys.readouterr().err
+    assert main(["train", "average", "--models", str(tmp_path / "a" / "classifier.pt"), str(tmp_path / "notes.txt"),
+                 "--out", str(tmp_path / "avg"), "--input-size", "64x48", "--network-args", json.dumps(ARGS)]) == 2
+    assert f"--models: cannot read a state dict from {tmp_path / 'notes.txt'}" in capsys.readouterr().err
+    for size in ("0x96", "-8x96", "7x64"):
+        with pytest.raises(SystemExit) as stop:
+            _train(phantom_dir, tmp_path / "d", f"--input-size={size}")
+        assert stop.value.code == 2 and f"at least 8, got '{size}'" in capsys.readouterr().err
+
+
+def test_training_logs_say_what_the_data_is_used_for(phantom_dir, tmp_path, caplog):
+    """Without --val-data no held-out metrics: said at the start. A positive without a mask
+    trains on its label only: said of training data, not of validation data."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache"))
+    rows = (data / "manifest.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    positive = next(i for i, r in enumerate(rows[1:], 1) if r.split(",")[header.index("label")] == "1")
+    cells = rows[positive].split(",")
+    cells[header.index("mask")] = ""
+    rows[positive] = ",".join(cells)
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    assert _train(phantom_dir, tmp_path / "v", "--epochs", "1", "--val-data", str(data)) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("trained on their label only" in m or "no held-out metrics" in m for m in messages)
+    caplog.clear()
+    assert _train(data, tmp_path / "t", "--epochs", "1") == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"{data}: 1 positive(s) without a lesion mask: trained on their label only" in messages
+    assert messages[0].startswith("no --val-data: no held-out metrics will be reported")
 
 
 # -- the shipped default model -----------------------------------------------------
@@ -576,6 +731,12 @@ def test_train_average_mixes_weights_and_rejects_what_cannot_be_mixed(tmp_path, 
     assert main(["train", "average", "--models", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
                  "--out", str(tmp_path / "eq"), *common]) == 0
     assert torch.allclose(_weights(tmp_path / "eq")["stem.conv.weight"], (sa["stem.conv.weight"] + sb["stem.conv.weight"]) / 2)
+    # A model already in --out is replaced only with --force.
+    again = ["train", "average", "--models", str(tmp_path / "b.pt"), str(tmp_path / "a.pt"), "--out", str(out), *common]
+    capsys.readouterr()
+    assert main(again) == 2 and "--force" in capsys.readouterr().err
+    assert all(torch.equal(_weights(out)[k], mixed[k]) for k in mixed)
+    assert main([*again, "--force"]) == 0 and not torch.equal(_weights(out)["stem.conv.weight"], mixed["stem.conv.weight"])
     # What cannot be mixed: exit 2 with the reason, and nothing written.
     torch.save(small_net(0, channels=[4, 8, 16]).state_dict(), tmp_path / "other.pt")
     capsys.readouterr()

@@ -229,6 +229,74 @@ def test_missing_files_listed_and_unreadable_skipped(tiny_data, tmp_path, capsys
     (data / rows[1][0]).write_bytes(b"garbage, not DICOM")
     assert _train(data, tmp_path / "m") == 0
     assert rows[1][0] in capsys.readouterr().out  # reported under "skipped"
+    # A lesion mask that cannot be read (here: another shape than its image) is named, not its image.
+    label, mask = rows[0].index("label"), rows[0].index("mask")
+    positive = next(r for r in rows[1:] if r[label] == "1")
+    shutil.copyfile(tiny_data / rows[1][0], data / rows[1][0])
+    np.save(data / positive[mask], np.zeros((10, 10), bool))
+    assert _train(data, tmp_path / "k") == 0
+    skipped = json.loads(capsys.readouterr().out)["skipped"]
+    assert f"{data / positive[mask]}: unreadable lesion mask (ValueError: shape (10, 10)" in skipped[-1]
+
+
+def test_images_are_oriented_as_the_node_orients_them(tiny_data, tmp_path):
+    """Without a laterality in the header or the manifest the chest wall's side is decided
+    from the image, as explain.preprocess decides it: a mirrored image loads as the original."""
+    import pydicom
+
+    from cfia.manifest import Record
+    from cfia.training.mammo_io import load_record
+
+    rows = list(csv.reader((tiny_data / "manifest.csv").open()))
+    name = next(r[0] for r in rows[1:] if r[rows[0].index("laterality")] == "L")
+    ds = pydicom.dcmread(tiny_data / name)
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, ::-1]).tobytes()
+    for keyword in ("ImageLaterality", "Laterality"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(tmp_path / "mirrored.dcm")
+    original = load_record(Record(tiny_data / name, 0, laterality="L"))
+    mirrored = load_record(Record(tmp_path / "mirrored.dcm", 0))
+    assert original.breast[:, 0].sum() > original.breast[:, -1].sum()  # chest wall on the left
+    assert np.array_equal(mirrored.image, original.image)
+
+
+def test_training_stops_early_on_what_needs_no_images(tiny_data, tmp_path, capsys, caplog, monkeypatch):
+    """A model already in --out is not replaced unless --force (--out defaults to models/);
+    no CUDA, a --val-data that shares images, and a --resume with other options or data stop
+    before any image is read; another --threads resumes with a warning."""
+    from cfia.training import inpainter
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    m = tmp_path / "m"
+    assert _train(data, m) == 0
+    before = (m / "inpainter.pt").read_bytes()
+    capsys.readouterr()
+    assert _train(data, m, "--seed", "4") == 2
+    assert f"{m / 'inpainter.pt'} exists; give --force" in capsys.readouterr().err
+    assert (m / "inpainter.pt").read_bytes() == before
+    assert _train(data, m, "--seed", "4", "--force") == 0
+    assert _train(data, m, "--seed", "4", "--epochs", "2", "--resume", "--threads", "2") == 0
+    assert any("--threads 2, the checkpoint's run used 1: the weights will not be bit-identical" in r.getMessage()
+               for r in caplog.records)
+
+    def read(*args, **kwargs):
+        raise AssertionError("images read")
+
+    monkeypatch.setattr(inpainter, "load_folder", read)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    capsys.readouterr()
+    with (data / "manifest.csv").open("a", newline="") as fh:
+        csv.writer(fh).writerow(["extra.dcm", "0", "", "L", "CC"])
+    shutil.copyfile(data / list(csv.reader((data / "manifest.csv").open()))[1][0], data / "extra.dcm")
+    for extra, says in ((["--device", "cuda"], "--device cuda: no CUDA device is available"),
+                        (["--val-data", str(data)], "--val-data shares 3 image(s) with --data"),
+                        (["--resume", "--seed", "4", "--epochs", "3"], f"data {data}: its manifest.csv changed"),
+                        (["--resume", "--seed", "4", "--epochs", "3", "--val-data", str(tiny_data)],
+                         f"val_data [] (now [{str(tiny_data.resolve())!r}])")):
+        assert _train(data, m if "--resume" in extra else tmp_path / "n", *extra) == 2
+        assert says in capsys.readouterr().err, extra
 
 
 def test_what_would_teach_or_report_the_wrong_thing_is_refused(tiny_data, tmp_path, capsys):

@@ -28,7 +28,7 @@ from explain.classifier import build_network, load_classifier
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import DataError, read_manifest
 from .augment import AugmentOptions, augment
-from .data import load_many
+from .data import data_changes, folder_fingerprint, load_many
 
 log = logging.getLogger("cfia.training")
 
@@ -169,11 +169,16 @@ def predict(model, images: torch.Tensor, device, batch_size: int = 64) -> np.nda
 
 
 def _device(name: str) -> torch.device:
+    """--device as a torch device, checked before any work (the inpainter's too)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a torch device (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+    return device
 
 
 def _seed_everything(seed: int) -> None:
@@ -194,9 +199,14 @@ def _check_options(opts: TrainOptions) -> None:
             raise ValueError(f"{flag} {value}: must be a fraction in [0, 1]")
 
 
+def _listed(folders: list) -> list[str]:
+    return [str(r.path) for folder in folders for r in read_manifest(folder)]
+
+
 def _check_held_apart(train_files: list[str], val_files: list[str]) -> None:
     """Validation images that are also training images would make the selection and the
-    held-out report training figures: stop. A file listed twice only weighs double: warn."""
+    held-out report training figures: stop. A file listed twice only weighs double: warn.
+    Checked on the manifests, before the preprocessing."""
     train = [str(Path(f).resolve()) for f in train_files]
     shared = sorted(set(train) & {str(Path(f).resolve()) for f in val_files})
     if shared:
@@ -223,23 +233,35 @@ RUN_DEFINING = ("data", "val_data", "batch_size", "lr", "weight_decay", "seed", 
 
 def _run_definition(opts: TrainOptions) -> dict:
     d = {k: getattr(opts, k) for k in RUN_DEFINING}
-    d["data"] = [str(Path(f).resolve()) for f in opts.data]
-    d["val_data"] = [str(Path(f).resolve()) for f in opts.val_data]
+    # Each folder by path, manifest and files: rows appended to a manifest are other data.
+    d["data"] = [folder_fingerprint(f) for f in opts.data]
+    d["val_data"] = [folder_fingerprint(f) for f in opts.val_data]
     d["input_size"] = list(opts.input_size)
     return json.loads(json.dumps(d))  # as the checkpoint holds it
 
 
-def _resume(ckpt_path: Path, model, optim, sched, gen: torch.Generator, device,
-            opts: TrainOptions) -> tuple[int, list, dict]:
-    """Every state a run carries (weights, optimiser, schedule, random streams) from the
-    last checkpoint; returns (epochs done, history, best). Stops when the run it continues
-    was defined otherwise (checkpoints before the thirty-fourth session: not checked)."""
+def _resume_state(ckpt_path: Path, device, opts: TrainOptions, run: dict) -> dict:
+    """The last checkpoint, read before the data is preprocessed; stops when the run it
+    continues was defined otherwise (checkpoints before the thirty-fourth session: not checked)."""
     state = torch.load(ckpt_path, map_location=device, weights_only=False)
-    saved, now = state.get("run"), _run_definition(opts)
-    if saved is not None and saved != now:
-        differ = sorted(k for k in now if saved.get(k) != now[k])
-        raise ValueError(f"--resume: {ckpt_path} continues a run with other options: " + ", ".join(
-            f"{k} {saved.get(k)!r} (now {now[k]!r})" for k in differ) + "; give the same ones, or another --out")
+    saved, differ = state.get("run"), []
+    if saved is not None:
+        differ = data_changes("data", saved.get("data", []), run["data"])
+        differ += data_changes("val_data", saved.get("val_data", []), run["val_data"])
+        differ += [f"{k} {saved.get(k)!r} (now {run[k]!r})" for k in sorted(run)
+                   if k not in ("data", "val_data") and saved.get(k) != run[k]]
+    if differ:
+        raise ValueError(f"--resume: {ckpt_path} continues a run with other options: " + ", ".join(differ)
+                         + "; give the same ones, or another --out")
+    if state.get("threads", opts.threads) != opts.threads:  # CPU kernels split their sums by thread
+        log.warning("--resume: --threads %d, the checkpoint's run used %d: the weights will not be bit-identical "
+                    "to an uninterrupted run", opts.threads, state["threads"])
+    return state
+
+
+def _resume(state: dict, model, optim, sched, gen: torch.Generator, device) -> tuple[int, list, dict]:
+    """Every state a run carries (weights, optimiser, schedule, random streams) from the
+    checkpoint; returns (epochs done, history, best)."""
     model.load_state_dict(state["model"])
     optim.load_state_dict(state["optim"])
     sched.load_state_dict(state["sched"])
@@ -247,7 +269,6 @@ def _resume(ckpt_path: Path, model, optim, sched, gen: torch.Generator, device,
     torch.set_rng_state(state["torch_rng"])
     if device.type == "cuda" and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"])
-    log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
     return state["epoch"], state["history"], state["best"]
 
 
@@ -296,31 +317,39 @@ def train(opts: TrainOptions) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "classifier.ckpt"
+    if not opts.val_data:
+        log.warning("no --val-data: no held-out metrics will be reported, and the last epoch is exported")
 
-    images, masks, labels, files = load_many(opts.data, opts.input_size, opts.cache_dir, opts.workers, opts.progress)
+    # What can be checked without the images is checked before their preprocessing (minutes).
+    _check_held_apart(_listed(opts.data), _listed(opts.val_data))
+    run = _run_definition(opts)
+    model = build_network(opts.network, opts.network_args).to(device)
+    resuming = opts.resume and ckpt_path.exists()
+    state = _resume_state(ckpt_path, device, opts, run) if resuming else None
+    if opts.init and not resuming:
+        model.load_state_dict(read_weights(opts.init, model))
+        log.info("starting from the weights in %s", opts.init)
+    if opts.resume and not resuming:
+        log.warning("--resume: no checkpoint at %s; starting from scratch", ckpt_path)
+
+    images, masks, labels, _ = load_many(opts.data, opts.input_size, opts.cache_dir, opts.workers, opts.progress,
+                                         training=True)
     if device.type == "cuda":  # a few GB at most: keep the whole set on the GPU
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
     val = load_many(opts.val_data, opts.input_size, opts.cache_dir, opts.workers, opts.progress) if opts.val_data else None
-    _check_held_apart(files, val[3] if val else [])
     if int(labels.sum()) in (0, len(labels)):
         raise DataError(f"--data: all {len(labels)} readable images are label {int(labels[0])}; "
                         "a classifier needs positives and negatives")
     log.info("training on %d images (%d positive)%s", len(labels), int(labels.sum()),
              f", validating on {len(val[1])}" if val else "")
 
-    model = build_network(opts.network, opts.network_args).to(device)
-    resuming = opts.resume and ckpt_path.exists()
-    if opts.init and not resuming:
-        model.load_state_dict(read_weights(opts.init, model))
-        log.info("starting from the weights in %s", opts.init)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     sched = _cosine_with_warmup(optim, math.ceil(len(labels) / opts.batch_size), opts.epochs)
     gen = torch.Generator().manual_seed(opts.seed)
     start, history, best = 0, [], {"auc": -1.0, "epoch": None}
-    if resuming:
-        start, history, best = _resume(ckpt_path, model, optim, sched, gen, device, opts)
-    elif opts.resume:
-        log.warning("--resume: no checkpoint at %s; starting from scratch", ckpt_path)
+    if state is not None:
+        start, history, best = _resume(state, model, optim, sched, gen, device)
+        log.info("resumed from %s at epoch %d", ckpt_path, start)
 
     aug = AugmentOptions(noise_std=(0.0, opts.aug_noise), p_noise_corr=opts.aug_noise_corr,
                          p_markers=opts.aug_markers, p_texture=opts.aug_texture)
@@ -341,7 +370,7 @@ def train(opts: TrainOptions) -> dict:
             "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
             "epoch": epoch + 1, "history": history, "best": best,
-            "network": opts.network, "network_args": opts.network_args, "run": _run_definition(opts)})
+            "network": opts.network, "network_args": opts.network_args, "run": run, "threads": opts.threads})
 
     if end < opts.epochs:
         log.info("stopped after epoch %d of %d; continue with --resume", end, opts.epochs)
@@ -353,8 +382,9 @@ def read_weights(path: str, model, option: str = "--init") -> dict:
     checked against `model`; a mismatch names the differing keys."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"{option} {path}: cannot read a state dict ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - what a non-torch file raises varies (UnpicklingError, RuntimeError, ...)
+        why = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{option}: cannot read a state dict from {path} ({why})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -421,14 +451,15 @@ def _field(records: dict, file, name: str, default):
 
 def score(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
           network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
-          threads: int = 2, progress: bool = True):
+          threads: int = 2, progress: bool = True, class_index: int = 1, output: str = "logits"):
     """(probabilities, labels, files) of a model file on manifest folders, through the
-    run-time path: the adapter loads the file, the images are preprocessed as the node does."""
+    run-time path: the adapter loads the file (class_index and output as the node's
+    config gives them), the images are preprocessed as the node does."""
     torch.set_num_threads(max(1, threads))
     kind = kind or ("torchscript" if str(model_path).endswith(".ts") else "monai_network")
     clf = load_classifier(kind, model_path, network=network or DEFAULT_NETWORK,
                           network_args=network_args or DEFAULT_ARGS, input_size=tuple(input_size),
-                          device=str(_device(device)))
+                          device=str(_device(device)), class_index=class_index, output=output)
     images, _, labels, files = load_many(data, input_size, cache_dir, workers, progress)
     probs = []
     with torch.no_grad():
@@ -439,10 +470,10 @@ def score(model_path: str, data: list, input_size, kind: Optional[str] = None, n
 
 def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
              network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
-             threads: int = 2, progress: bool = True) -> dict:
+             threads: int = 2, progress: bool = True, class_index: int = 1, output: str = "logits") -> dict:
     """Held-out report through the run-time path: the adapter loads the shipped file."""
     probs, labels, files = score(model_path, data, input_size, kind, network, network_args, cache_dir, workers,
-                                 device, threads, progress)
+                                 device, threads, progress, class_index, output)
     res = report(probs, labels.numpy())
     res["auc_ci95"] = auc_interval(probs, labels.numpy())
     records = {str(r.path): r for folder in data for r in read_manifest(folder)}
@@ -453,5 +484,6 @@ def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None
     if by_contrast:
         res["by_contrast"] = by_contrast
     res["model"] = str(model_path)
+    res["class_index"], res["output"] = class_index, output
     res["data"] = [str(d) for d in data]
     return res

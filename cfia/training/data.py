@@ -73,10 +73,36 @@ def _cache_key(items: list[Record], input_size) -> str:
     return h.hexdigest()[:16]
 
 
+def folder_fingerprint(folder: str | Path) -> dict:
+    """What a resumed run checks its data against: the folder, its manifest's bytes and
+    each listed image's and mask's size and modification time (as the cache key does)."""
+    from ..files import sha256
+
+    folder = Path(folder)
+    h = hashlib.sha1()
+    for it in read_manifest(folder):
+        h.update(f"{_stamp(it.path)}:{_stamp(it.mask)}\n".encode())
+    return {"folder": str(folder.resolve()), "manifest": sha256(folder / "manifest.csv")[:16],
+            "files": h.hexdigest()[:16]}
+
+
+def data_changes(flag: str, saved: list, now: list) -> list[str]:
+    """How the folders of `flag` (fingerprints) differ from a checkpoint's, one phrase each.
+    Checkpoints before the thirty-sixth session hold the folders' paths only: those are compared."""
+    saved = [s if isinstance(s, dict) else {"folder": s} for s in saved]
+    if [s["folder"] for s in saved] != [n["folder"] for n in now]:
+        return [f"{flag} {[s['folder'] for s in saved]} (now {[n['folder'] for n in now]})"]
+    return [f"{flag} {n['folder']}: its manifest.csv changed" if s["manifest"] != n["manifest"] else
+            f"{flag} {n['folder']}: its images or masks changed (size or modification time)"
+            for s, n in zip(saved, now) if "manifest" in s and s != n]
+
+
 def load_images(folder: str | Path, input_size, cache_dir: str | Path | None = None, workers: int = 2,
-                progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+                progress: bool = True, training: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """(images (N,1,H,W) float16, lesion coverage (N,1,H/8,W/8) float16, labels (N,) long,
-    files) for one data folder; cached."""
+    files) for one data folder; cached. training: the folder is trained on (says so of
+    positives without a mask)."""
     folder = Path(folder)
     items = read_manifest(folder)
     cache_dir = Path(cache_dir) if cache_dir else folder / ".cfia-cache"
@@ -90,7 +116,7 @@ def load_images(folder: str | Path, input_size, cache_dir: str | Path | None = N
         data = _preprocess(folder, items, input_size, workers, progress)
         _save_cache(cache, data)
     unknown = int((data["masks"].flatten(1).amin(1) < 0).sum())
-    if unknown:
+    if unknown and training:  # validation and evaluation do not use the masks
         log.warning("%s: %d positive(s) without a lesion mask: trained on their label only", folder, unknown)
     # The manifest's own paths, as given this time (the cache may have been written
     # from another working directory): reports look records up by them.
@@ -142,8 +168,8 @@ def _collect(index, item, img, err, images, masks, labels, kept, skipped):
     kept.append(index)
 
 
-def load_many(folders, input_size, cache_dir=None, workers=2, progress=True):
-    parts = [load_images(f, input_size, cache_dir, workers, progress) for f in folders]
+def load_many(folders, input_size, cache_dir=None, workers=2, progress=True, training=False):
+    parts = [load_images(f, input_size, cache_dir, workers, progress, training) for f in folders]
     images = torch.cat([p[0] for p in parts])
     masks = torch.cat([p[1] for p in parts])
     labels = torch.cat([p[2] for p in parts])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,9 @@ from ..files import sha256
 from .crops import CropSampler, add_texture, augment
 from .holes import random_hole
 from .inpaint_losses import TextureLoss
-from ..manifest import DataError
+from ..manifest import DataError, read_manifest
+from .classifier import _device
+from .data import data_changes, folder_fingerprint
 from .mammo_io import load_folder
 
 log = logging.getLogger(__name__)
@@ -102,12 +104,29 @@ def tissue_metrics(filled: np.ndarray, crop: np.ndarray, hole: np.ndarray, min_p
 RESUMABLE_CHANGES = ("epochs", "threads", "device")
 
 
-def _check_resumable(saved: dict, now: dict) -> None:
-    """A resumed run must continue the same training, not quietly mix two."""
-    differ = sorted(k for k in saved.keys() | now.keys() if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+def _check_resumable(saved: dict, now: dict, saved_data: dict, data: dict) -> None:
+    """A resumed run must continue the same training, not quietly mix two: the same options
+    and data (folder fingerprints; checkpoints before the thirty-sixth session hold none)."""
+    differ = [] if not saved_data else [*data_changes("data", saved_data["data"], data["data"]),
+                                        *data_changes("val_data", saved_data["val_data"], data["val_data"])]
+    differ += [f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in sorted(saved.keys() | now.keys())
+               if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
     if differ:
-        raise ValueError("--resume: the checkpoint was trained with other options: " + ", ".join(
-            f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in differ) + "; give the same ones, or another --out")
+        raise ValueError("--resume: the checkpoint was trained with other options: " + ", ".join(differ)
+                         + "; give the same ones, or another --out")
+    if saved.get("threads") != now["threads"]:  # CPU kernels split their sums by thread
+        log.warning("--resume: --threads %d, the checkpoint's run used %s: the weights will not be bit-identical "
+                    "to an uninterrupted run", now["threads"], saved.get("threads"))
+
+
+def _check_held_apart(data, val_data) -> None:
+    """A report on training images must not be called held-out: checked on the manifests,
+    before the images are read (the lesion-free held-out rows, the ones used)."""
+    train = {str(r.path.resolve()) for r in read_manifest(data)}
+    shared = sorted(train & {str(r.path.resolve()) for r in read_manifest(val_data) if not r.label})
+    if shared:
+        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {shared[0]}): "
+                        "the held-out report must be held apart")
 
 
 def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str | Path | None = None,
@@ -117,10 +136,23 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
 
     if not 0 <= opts.aug_texture <= 1:
         raise ValueError(f"--aug-texture {opts.aug_texture}: must be a fraction in [0, 1]")
+    opts = replace(opts, device=str(_device(opts.device)))  # no CUDA: stop now, not after loading
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "inpainter.ckpt"
+    # What can be checked without the images is checked before they are read.
+    fingerprints = {"data": [folder_fingerprint(data)], "val_data": [folder_fingerprint(val_data)] if val_data else []}
+    if val_data is not None:
+        _check_held_apart(data, val_data)
+    ck = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise DataError(f"--resume: no checkpoint {str(ckpt_path)!r}")
+        ck = torch.load(ckpt_path, map_location=opts.device, weights_only=True)
+        _check_resumable(json.loads(ck["options"]), json.loads(json.dumps(asdict(opts))),  # tuples as lists
+                         json.loads(ck.get("data", "{}")), fingerprints)
     images, skipped = load_folder(data, lesion_free_only=False)
     if val_data is not None:
         val_images, skipped_val = load_folder(val_data, lesion_free_only=True)
@@ -134,9 +166,9 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     if not images:
         raise DataError(f"no readable training images in {str(data)!r}")
     shared = {str(Path(m.source).resolve()) for m in images} & {str(Path(m.source).resolve()) for m in val_images}
-    if shared:  # a report on training images must not be called held-out
-        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {sorted(shared)[0]}): "
-                        "the held-out report must be held apart")
+    if shared:  # --val-data was checked above; a file listed twice can land on both sides of the split
+        raise DataError(f"{str(data)!r} lists {len(shared)} image(s) more than once (e.g. {sorted(shared)[0]}): "
+                        "held out and trained on, the held-out report would not be held apart")
     if not val_images:  # a report on training images must not be called held-out
         raise DataError(f"no lesion-free held-out images in {str(val_data)!r}" if val_data is not None else
                         f"{str(data)!r}: at least 2 readable images are needed (one is held out for the report)")
@@ -147,13 +179,8 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     loss_fn = TextureLoss(**opts.loss).to(opts.device)
     optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
     steps_per_epoch = max(1, opts.crops_per_epoch // opts.batch_size)
-    ckpt_path = out / "inpainter.ckpt"
     start, history = 0, []
-    if resume:
-        if not ckpt_path.is_file():
-            raise DataError(f"--resume: no checkpoint {str(ckpt_path)!r}")
-        ck = torch.load(ckpt_path, map_location=opts.device, weights_only=True)
-        _check_resumable(json.loads(ck["options"]), json.loads(json.dumps(asdict(opts))))  # tuples as lists
+    if ck is not None:
         net.load_state_dict(ck["state_dict"])
         optim.load_state_dict(ck["optimizer"])
         start, history = int(ck["epoch"]), json.loads(ck["history"])
@@ -180,7 +207,8 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
         history.append({"epoch": epoch + 1, "loss": float(np.mean(totals)), "seconds": round(time.time() - t0, 1)})
         tmp = ckpt_path.with_suffix(".tmp")  # written whole, then renamed: an interruption keeps the last one
         torch.save({"epoch": epoch + 1, "state_dict": net.state_dict(), "optimizer": optim.state_dict(),
-                    "history": json.dumps(history), "options": json.dumps(asdict(opts))}, tmp)
+                    "history": json.dumps(history), "options": json.dumps(asdict(opts)),
+                    "data": json.dumps(fingerprints)}, tmp)
         tmp.replace(ckpt_path)
     final = out / "inpainter.pt"
     net = net.cpu().eval()

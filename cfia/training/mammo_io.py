@@ -39,15 +39,26 @@ def normalise_mammogram(pixels: np.ndarray, photometric: str, for_processing: bo
     return normalise_intensity(values, breast), breast
 
 
+class UnreadableMask(ValueError):
+    """A lesion mask that cannot be read or has another shape than its image."""
+
+
 def load_record(rec: Record) -> Mammo:
-    """One normalised image in canonical orientation (right breasts mirrored)."""
+    """One normalised image in canonical orientation, chest wall on the left, decided as
+    the node decides it (from the image; the header's, else the manifest's, laterality
+    when the image does not say)."""
+    from explain.preprocess import _chest_wall_on_right
+
     from ..dicom_io import read_file
 
     src = read_file(rec.path)
     img, breast = normalise_mammogram(src.pixels, src.photometric, src.for_processing)
-    lesion = read_mask(rec.mask, src.pixels.shape) if rec.mask is not None else None
-    laterality = (src.laterality or rec.laterality or "L").upper()
-    if laterality == "R":
+    try:
+        lesion = read_mask(rec.mask, src.pixels.shape) if rec.mask is not None else None
+    except (OSError, ValueError) as exc:
+        raise UnreadableMask(f"{rec.mask}: unreadable lesion mask ({type(exc).__name__}: {exc}); "
+                             f"{rec.path} skipped") from None
+    if _chest_wall_on_right(breast, src.laterality or rec.laterality):
         img, breast = img[:, ::-1].copy(), breast[:, ::-1].copy()
         lesion = lesion[:, ::-1].copy() if lesion is not None else None
     return Mammo(img, breast, lesion, str(rec.path))
@@ -67,6 +78,9 @@ def load_folder(folder: str | Path, lesion_free_only: bool = False, progress=Non
             continue
         try:
             images.append(load_record(rec))
+        except UnreadableMask as exc:  # named by the mask, as the classifier's loader does
+            log.warning("skipped: %s", exc)
+            skipped.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bad file must not stop the run
             log.warning("skipping unreadable image %s: %s", rec.path, exc)
             skipped.append(str(rec.path))
