@@ -344,6 +344,21 @@ def _network_args(text, default: dict) -> dict:
         raise UsageError(f"--network-args is not valid JSON: {exc}") from None
 
 
+def _evaluate_configured(args, evaluate) -> dict:
+    """--eval-only --config: the classifier exactly as the node's config has it (kind, file,
+    network, class index, output, input size, intensity handling)."""
+    given = [flag for flag, value in (("--model", args.model), ("--network", args.network),
+                                      ("--network-args", args.network_args), ("--class-index", args.class_index),
+                                      ("--output", args.output)) if value is not None]
+    if given:
+        raise UsageError(f"--config names the classifier; leave out {', '.join(given)}")
+    c = load_config(args.config).models.classifier
+    return evaluate(c.path, args.data, c.input_size, kind=c.kind, network=c.network, network_args=c.network_args,
+                    cache_dir=args.cache_dir, workers=args.workers, device=args.device, threads=args.threads,
+                    progress=not args.quiet, class_index=c.class_index, output=c.output,
+                    intensity=dict(in_channels=c.channels, input_range=c.input_range, mean=c.mean, std=c.std))
+
+
 def cmd_train_classifier(args) -> int:
     import logging
 
@@ -353,9 +368,14 @@ def cmd_train_classifier(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     network_args = _network_args(args.network_args, DEFAULT_ARGS)
     try:
+        if args.eval_only and args.config:
+            print(json.dumps(_evaluate_configured(args, evaluate)))
+            return 0
+        if args.config:
+            raise UsageError("--config goes with --eval-only (the classifier as the node reads it)")
         if args.eval_only:
             if not args.model:
-                raise UsageError("--eval-only needs --model (a .ts or .pt file)")
+                raise UsageError("--eval-only needs --model (a .ts or .pt file) or --config")
             res = evaluate(args.model, args.data, args.input_size, network=args.network,
                            network_args=network_args, cache_dir=args.cache_dir, workers=args.workers,
                            device=args.device, threads=args.threads, progress=not args.quiet,
@@ -562,6 +582,8 @@ def _add_train_classifier(tsub) -> None:
                    help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
     t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")
     t.add_argument("--model", help="--eval-only: model file (.ts TorchScript, or .pt state dict)")
+    t.add_argument("--config", help="--eval-only: evaluate the classifier as this config.yaml has it "
+                                    "(kind, file, class index, output, input size, intensity), instead of --model")
     t.add_argument("--class-index", type=int, help="--eval-only: the model's positive class (default 1)")
     t.add_argument("--output", choices=("logits", "probabilities"),
                    help="--eval-only: what the model returns (default logits)")

@@ -503,6 +503,32 @@ def test_eval_only_reads_the_model_as_the_node_is_told_to(phantom_dir, tmp_path,
     assert "--class-index and --output go with --eval-only" in capsys.readouterr().err
 
 
+def test_eval_only_with_a_config_reads_the_classifier_as_the_node_does(phantom_dir, tmp_path, capsys):
+    """A user's RGB model with ImageNet normalisation: --eval-only --config feeds it what the
+    node feeds it (without the config's channels it could not run at all)."""
+    import yaml
+
+    from cfia.cli import main
+
+    class Rgb(nn.Module):
+        def forward(self, x):
+            return torch.stack([-x[:, 0].mean((1, 2)), x[:, 2].mean((1, 2))], 1)  # channels 0 and 2 used
+
+    torch.jit.script(Rgb()).save(str(tmp_path / "rgb.ts"))
+    classifier = {"kind": "torchscript", "path": "rgb.ts", "input_size": [64, 48], "channels": 3,
+                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump({"models": {"classifier": classifier}}))
+    ev = ["train", "classifier", "--eval-only", "--data", str(phantom_dir), "--cache-dir", str(tmp_path / "cache")]
+    capsys.readouterr()
+    assert main([*ev, "--config", str(tmp_path / "site.yaml")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["model"] == str(tmp_path / "rgb.ts") and res["n"] > 0 and 0 <= res["auc"] <= 1
+    assert main([*ev, "--model", str(tmp_path / "rgb.ts"), "--input-size", "64x48"]) == 2
+    assert "rgb.ts: expected it to accept input of shape (B, 1, 64, 48)" in capsys.readouterr().err
+    assert main([*ev, "--config", str(tmp_path / "site.yaml"), "--model", str(tmp_path / "rgb.ts")]) == 2
+    assert "leave out --model" in capsys.readouterr().err
+
+
 def test_resume_stops_when_the_data_changed_and_warns_of_other_threads(phantom_dir, tmp_path, capsys, caplog):
     """Rows appended to a manifest, or an image replaced, are other data: --resume stops,
     naming the folder; another --threads resumes, warning that the bits will differ."""

@@ -451,15 +451,17 @@ def _field(records: dict, file, name: str, default):
 
 def score(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
           network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
-          threads: int = 2, progress: bool = True, class_index: int = 1, output: str = "logits"):
+          threads: int = 2, progress: bool = True, class_index: int = 1, output: str = "logits",
+          intensity: Optional[dict] = None):
     """(probabilities, labels, files) of a model file on manifest folders, through the
-    run-time path: the adapter loads the file (class_index and output as the node's
-    config gives them), the images are preprocessed as the node does."""
+    run-time path: the adapter loads the file (class_index, output and `intensity`,
+    load_classifier's in_channels, input_range, mean and std, as the node's config gives
+    them), the images are preprocessed as the node does."""
     torch.set_num_threads(max(1, threads))
     kind = kind or ("torchscript" if str(model_path).endswith(".ts") else "monai_network")
     clf = load_classifier(kind, model_path, network=network or DEFAULT_NETWORK,
                           network_args=network_args or DEFAULT_ARGS, input_size=tuple(input_size),
-                          device=str(_device(device)), class_index=class_index, output=output)
+                          device=str(_device(device)), class_index=class_index, output=output, **(intensity or {}))
     images, _, labels, files = load_many(data, input_size, cache_dir, workers, progress)
     probs = []
     with torch.no_grad():
@@ -470,10 +472,11 @@ def score(model_path: str, data: list, input_size, kind: Optional[str] = None, n
 
 def evaluate(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
              network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
-             threads: int = 2, progress: bool = True, class_index: int = 1, output: str = "logits") -> dict:
+             threads: int = 2, progress: bool = True, class_index: int = 1, output: str = "logits",
+             intensity: Optional[dict] = None) -> dict:
     """Held-out report through the run-time path: the adapter loads the shipped file."""
     probs, labels, files = score(model_path, data, input_size, kind, network, network_args, cache_dir, workers,
-                                 device, threads, progress, class_index, output)
+                                 device, threads, progress, class_index, output, intensity)
     res = report(probs, labels.numpy())
     res["auc_ci95"] = auc_interval(probs, labels.numpy())
     records = {str(r.path): r for folder in data for r in read_manifest(folder)}
