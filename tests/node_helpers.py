@@ -33,6 +33,16 @@ def poll(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def dead_letter_job(spool, queue, sop_class: str = "x") -> int:
+    """One job taken through the queue to the dead-letter folder: what `cfia requeue` acts on."""
+    job = queue.add(str(spool.write_incoming(b"image")), "1.2.3", "1.2", sop_class, "MOD", "a")[0]
+    queue.close_batch("a")
+    queue.claim("w")
+    spool.move_to_dead_letter(job, spool.locate(queue.get(job).path), None, {"reason": "test"})
+    queue.fail(job, "test")
+    return job
+
+
 def mammogram(index: int = 0, size=SMALL, bits: int = 12, seed: int = 11) -> Dataset:
     mg = make_one(seed, index, PhantomOptions(size=size, bits_stored=bits))
     return to_dataset(mg, f"node-test:{seed}:{index}:{size}", seed * 1000 + index, bits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from listener import JobQueue
+from node_helpers import dead_letter_job
 
 
 class Clock:
@@ -284,11 +285,7 @@ def test_a_requeue_waits_while_a_starting_server_sweeps_incoming(tmp_path):
 
     spool = Spool(tmp_path / "spool").create()
     queue = JobQueue(spool.queue_file)
-    job = queue.add(str(spool.write_incoming(b"image")), "1.2.3", "1.2", "1.2.840.10008.5.1.4.1.1.1.2", "MOD", "a")[0]
-    queue.close_batch("a")
-    queue.claim("w")
-    spool.move_to_dead_letter(job, spool.locate(queue.get(job).path), None, {"reason": "test"})
-    queue.fail(job, "test")
+    job = dead_letter_job(spool, queue, "1.2.840.10008.5.1.4.1.1.1.2")
     with spool.recovery_lock():  # what a starting server holds while it sweeps
         worker = threading.Thread(target=requeue, args=(spool, JobQueue(spool.queue_file), job))
         worker.start()
