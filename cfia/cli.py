@@ -230,7 +230,8 @@ def cmd_train_inpainter(args) -> int:
     from cfia.training.inpainter import TrainOptions, train
     from .manifest import DataError
 
-    _refuse_overwrite(_output_folder(args.out), ("inpainter.pt",), args.force or args.resume)
+    out = _output_folder(args.out)
+    _refuse_overwrite(out, ("inpainter.pt",), args.force or (args.resume and (out / "inpainter.ckpt").is_file()))
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
@@ -385,7 +386,9 @@ def cmd_train_classifier(args) -> int:
             return 0
         if args.class_index is not None or args.output:  # training exports class 1 logits
             raise UsageError("--class-index and --output go with --eval-only (how to read --model)")
-        _refuse_overwrite(_output_folder(args.out), MODEL_FILES, args.force or args.resume)
+        out = _output_folder(args.out)
+        # --resume replaces what its own run wrote; without a checkpoint it starts afresh.
+        _refuse_overwrite(out, MODEL_FILES, args.force or (args.resume and (out / "classifier.ckpt").is_file()))
         opts = TrainOptions(
             data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,

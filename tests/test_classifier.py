@@ -460,7 +460,7 @@ def test_training_options_that_cannot_work_stop_before_any_work(phantom_dir, tmp
 
 def test_training_does_not_replace_a_model_unless_forced(phantom_dir, tmp_path, capsys):
     """--out defaults to models/: a second run into a folder with a model stops, naming the
-    file, before any work; --force or --resume replace it."""
+    file, before any work; --force, or --resume of the run whose checkpoint is there, replace it."""
     out = tmp_path / "m"
     assert _train(phantom_dir, out, "--epochs", "1") == 0
     before = (out / "classifier.pt").read_bytes()
@@ -472,6 +472,11 @@ def test_training_does_not_replace_a_model_unless_forced(phantom_dir, tmp_path, 
     assert _train(phantom_dir, out, "--epochs", "1", "--seed", "9", "--force") == 0
     assert (out / "classifier.pt").read_bytes() != before
     assert _train(phantom_dir, out, "--epochs", "1", "--seed", "9", "--resume") == 0
+    # --resume without a checkpoint starts afresh: it must not replace the model either.
+    (out / "classifier.ckpt").unlink()
+    forced = (out / "classifier.pt").read_bytes()
+    assert _train(phantom_dir, out, "--epochs", "1", "--seed", "3", "--resume") == 2
+    assert (out / "classifier.pt").read_bytes() == forced
 
 
 def _constant_model(path, value):
