@@ -27,10 +27,11 @@ when that is unambiguous, or emptied (Type 2) when it is not, and the keywords i
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Iterable
 
 import numpy as np
-from pydicom.charset import python_encoding
+from pydicom.charset import convert_encodings, decode_bytes, encode_string, python_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM
@@ -59,22 +60,34 @@ def result_header(source: Dataset, texts: Iterable[str] = ()) -> tuple[Dataset, 
     for keyword in NAMES:
         if isinstance(source.get(keyword), MultiValue):
             mended[keyword] = source[keyword].value[0]  # the first of several names
-    luts = _softcopy_luts(source)
-    both_voi = "VOILUTSequence" in source and "WindowCenter" in source
-    if not mended and luts is None and not both_voi:
+    dropped = _voi_dropped(source)
+    luts = None if "VOILUTSequence" in dropped else _softcopy_luts(source)
+    if not mended and luts is None and not dropped:
         return source, []
     copy = _shallow_copy(source)
     if hasattr(source, "file_meta"):
         copy.file_meta = source.file_meta
-    if luts is not None and not both_voi:
+    if luts is not None:
         mended["VOILUTSequence"] = luts
     for keyword, value in mended.items():
         if keyword in copy:
             del copy[keyword]  # a new element: setting the shared one's value would change the source
         setattr(copy, keyword, value)
-    if both_voi:
-        del copy.VOILUTSequence
-    return copy, sorted(mended) + (["VOILUTSequence"] if both_voi else [])
+    for keyword in dropped:
+        del copy[keyword]
+    return copy, sorted(set(mended) | set(dropped))
+
+
+def _voi_dropped(source: Dataset) -> list[str]:
+    """VOI attributes a GSPS cannot carry as they are: empty windows (highdicom needs a
+    centre for a width and a function), or a LUT beside usable windows (one of the two)."""
+    window = [k for k in ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation")
+              if k in source]
+    if any(k in source and source[k].VM == 0 for k in ("WindowCenter", "WindowWidth")):
+        return window
+    if "VOILUTSequence" in source and "WindowCenter" in source:
+        return ["VOILUTSequence"]
+    return []
 
 
 def _valid(kind, value: str) -> bool:
@@ -87,24 +100,28 @@ def _valid(kind, value: str) -> bool:
 
 def _charset_accepted(value) -> bool:
     values = list(value) if isinstance(value, MultiValue) else [value]
+    if len(values) == 1 and str(values[0]).startswith("ISO 2022"):
+        return False  # one code-extension set alone: highdicom refuses it (ValueError)
     return value is None or all(_valid(hd.SpecificCharacterSetValues, v) for v in values)
 
 
 def _charset_holds(charset, texts: Iterable[str]) -> bool:
-    """Whether every text can be written in `charset` (single-byte or UTF-8 sets; an ISO 2022
-    set with extensions is taken to hold ASCII only)."""
+    """Whether pydicom's writer can write every text in `charset` (one set, not the default
+    repertoire; an ISO 2022 set with extensions is taken to hold ASCII only). Its own
+    encoder decides: Python's codec for a set can hold more (shift_jis for ISO_IR 13)."""
     texts = [t for t in texts if not t.isascii()]
     if not texts:
         return True
     values = list(charset) if isinstance(charset, MultiValue) else [charset]
     if len(values) != 1 or values[0] in (None, "", "ISO_IR 6") or values[0] not in python_encoding:
         return False  # the default repertoire is ASCII
-    try:
-        for text in texts:
-            text.encode(python_encoding[values[0]])
-    except UnicodeEncodeError:
-        return False
-    return True
+    encodings = convert_encodings(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns, and writes '?', where it cannot encode
+        try:
+            return all(decode_bytes(encode_string(t, encodings), encodings, set()) == t for t in texts)
+        except (UnicodeError, ValueError, UserWarning):
+            return False
 
 
 def _is_date(value: str) -> bool:

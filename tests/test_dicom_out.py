@@ -136,6 +136,7 @@ def test_header_values_sites_send_are_mended_not_fatal(tmp_path, keyword):
     (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう"),  # as Japanese sites send it
     (["", "ISO 2022 IR 149"], "Hong^Gildong=洪^吉洞=홍^길동"),         # Korean
     ("ISO_IR 100", "Müller^Jürgen"),
+    ("ISO 2022 IR 100", "Müller^Jürgen"),  # one code-extension set alone
 ])
 def test_names_in_every_standard_character_set_reach_the_results(tmp_path, charset, name):
     """highdicom 0.28 refuses the first two character sets; the results declare UTF-8 then."""
@@ -193,6 +194,29 @@ def test_gsps_keeps_a_12_bit_voi_lut_as_the_source_displays_it(tmp_path, encodin
     assert np.abs(shown - lut / 4095).max() < 1e-4  # the same display as the source's 12-bit LUT
 
 
+def test_empty_windows_are_left_out_with_or_without_a_voi_lut(tmp_path):
+    """Window Center and Width present but empty (Type 1C sent as Type 2): highdicom stopped
+    every result object (TypeError); the GSPS keeps the LUT when there is one."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    for with_lut in (False, True):
+        source = make_source()
+        source.WindowCenter, source.WindowWidth = None, None
+        if with_lut:
+            item = Dataset()
+            item.LUTDescriptor = [4096, 0, 16]
+            item.add_new(0x00283006, "OW", np.linspace(0, 65535, 4096).astype("<u2").tobytes())
+            source.VOILUTSequence = Sequence([item])
+        results = build_results(source, make_explanation(), ALGORITHM)
+        assert set(results) == set(OBJECT_TYPES) and "WindowCenter" in source
+        voi = results["gsps"].get("SoftcopyVOILUTSequence", [Dataset()])[0]
+        assert "WindowCenter" not in voi and ("VOILUTSequence" in voi) == with_lut
+        path = tmp_path / "gsps.dcm"
+        results["gsps"].save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], with_lut
+
+
 def test_gsps_of_a_source_with_both_windows_and_a_voi_lut_keeps_the_windows(tmp_path):
     """Both are legal in an image (PS3.3 C.11.2); a GSPS's Softcopy VOI LUT holds one, and
     highdicom 0.28 refused such a source, which lost every result object."""
@@ -236,17 +260,18 @@ def test_a_source_with_patient_geometry_gives_valid_objects(tmp_path, pixel_spac
     assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [0, 1, 0, 0, 0, -1]
 
 
-@pytest.mark.parametrize("charset", [None, "ISO_IR 100"])
+@pytest.mark.parametrize("charset", [None, "ISO_IR 100", "ISO_IR 13"])
 def test_model_names_outside_the_sources_character_set_are_carried_in_utf8(tmp_path, charset):
     """A model file named by a site in its own language: the objects declared no character
-    set (or Latin-1) and held bytes of another (dciodvfy error, '?' on read-back)."""
+    set (or Latin-1, or JIS X 0201, whose Python codec holds more than pydicom writes) and
+    held bytes of another (dciodvfy error, '?' on read-back)."""
     source = make_source()
     if charset:
         source.SpecificCharacterSet = charset
     elif "SpecificCharacterSet" in source:
         del source.SpecificCharacterSet
     name = "modèle-sein.pt" if charset is None else "乳腺モデル.pt"
-    source.PatientName = "Müller^Jürgen" if charset else "Muller^Jurgen"
+    source.PatientName = {None: "Muller^Jurgen", "ISO_IR 100": "Müller^Jürgen", "ISO_IR 13": "Yamada^Taro"}[charset]
     algorithm = dataclasses.replace(ALGORITHM, model_name=name)
     for object_type, ds in build_results(source, make_explanation(), algorithm).items():
         path = tmp_path / f"{object_type}.dcm"
