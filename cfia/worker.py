@@ -95,7 +95,8 @@ class Worker:
         self.backoff = backoff
         self.sender = sender
         self.owner = owner or f"pid{os.getpid()}"
-        self._unrecorded = False  # a job in hand whose outcome the queue could not record
+        # The queue write still owed for a job in hand whose outcome the queue could not record.
+        self._owed: Optional[Callable[[], object]] = None
 
     def run(self, should_stop: Callable[[], bool], poll_seconds: float = 0.2) -> None:
         """Work until `should_stop()`; it is checked between jobs, so a job in hand
@@ -106,7 +107,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Handle one job if one is ready; False when there was none."""
-        if self._unrecorded and not self._give_back():
+        if self._owed is not None and not self._settle():
             return False
         try:
             job = self.queue.claim(self.owner)
@@ -130,23 +131,24 @@ class Worker:
                 log.exception("worker error", extra=fields)
                 self.queue.retry_later(job.id, f"worker error: {describe(exc)}", self.backoff.delay(job.attempts))
         except sqlite3.OperationalError as exc:  # the queue's disk full or its file locked: dying would
-            self._unrecorded = True               # not help (the supervisor cannot write either)
-            log.warning("cannot record the job in the queue; it is given back once the queue can be written",
+            if self._owed is None:                # not help (the supervisor cannot write either)
+                # Back in the queue as before this attempt (the queue's fault, not the job's:
+                # not counted); its results and deliveries may repeat: their UIDs are the same.
+                self._owed = lambda: self.queue.requeue_running(self.owner, refund_attempt=True)
+            log.warning("cannot record the job in the queue; recorded once the queue can be written",
                         extra={**fields, "reason": str(exc), "retry_in_s": QUEUE_RETRY_SECONDS})
             time.sleep(QUEUE_RETRY_SECONDS)
         return True
 
-    def _give_back(self) -> bool:
-        """Put the job whose outcome could not be recorded back in the queue, as it was
-        before this attempt (the queue's fault, not the job's: the attempt is not
-        counted). Its results and deliveries may be repeated: their UIDs are the same."""
+    def _settle(self) -> bool:
+        """Make the queue write owed for the job in hand; False while it still cannot."""
         try:
-            n = self.queue.requeue_running(self.owner, refund_attempt=True)
+            self._owed()
         except sqlite3.OperationalError:  # still full: said once already, wait
             time.sleep(QUEUE_RETRY_SECONDS)
             return False
-        self._unrecorded = False
-        log.info("queue writable again, job given back", extra={"jobs_requeued": n})
+        self._owed = None
+        log.info("queue writable again, the job in hand recorded")
         return True
 
     # -- processing ------------------------------------------------------------
@@ -273,5 +275,9 @@ class Worker:
             "refusals": job.refusals + refused,
             "reason": reason, "time": time.time(),
         })
-        self.queue.fail(job.id, reason, sending=sent, refused=refused)
+        try:
+            self.queue.fail(job.id, reason, sending=sent, refused=refused)
+        except sqlite3.OperationalError:  # its files are in dead-letter/ already: record the failure
+            self._owed = lambda: self.queue.fail(job.id, reason, sending=sent, refused=refused)  # later, not
+            raise                                                                                   # a requeue
         log.error("job failed, moved to dead-letter", extra={**fields, "folder": str(folder), "reason": reason})

@@ -276,6 +276,41 @@ def test_a_failure_the_queue_cannot_record_keeps_the_worker_and_gives_the_job_ba
     queue.close()
 
 
+def test_a_dead_letter_the_queue_cannot_record_is_recorded_later_not_requeued(tmp_path, monkeypatch):
+    """The source is in dead-letter/ before the queue records the failure: a requeue would
+    look for a source that is gone and overwrite reason.json with that."""
+    import sqlite3
+
+    from dicom_out import UnsupportedSource
+    from listener.spool import encode
+
+    class LockedQueue(JobQueue):
+        locked = True
+
+        def fail(self, *args, **kwargs):
+            if self.locked:
+                raise sqlite3.OperationalError("database is locked")
+            return super().fail(*args, **kwargs)
+
+    def unsupported(ds):
+        raise UnsupportedSource("not a single-frame MG image")
+
+    monkeypatch.setattr("cfia.worker.QUEUE_RETRY_SECONDS", 0)
+    spool = Spool(tmp_path / "spool").create()
+    queue = LockedQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    worker = Worker(queue, spool, unsupported, Routing(), backoff=Backoff(base_seconds=0, jitter=0))
+    assert worker.run_once() and queue.get(job).state == "running"
+    assert worker.run_once() is False  # still locked: waits, takes nothing
+    queue.locked = False
+    assert worker.run_once() is False  # records the failure; no job left to take
+    assert queue.get(job).state == "failed" and "not a single-frame MG image" in queue.get(job).error
+    reason = json.loads((spool.dead_letter / str(job) / "reason.json").read_text())
+    assert "not a single-frame MG image" in reason["reason"]
+    queue.close()
+
+
 def test_results_a_full_disk_cannot_take_are_retried_without_spending_attempts(make_node, dest, monkeypatch):
     """A full disk is not the job's fault: with max_retries 0 a counted attempt would
     dead-letter the job at once."""
