@@ -299,6 +299,8 @@ def load(path: str | Path) -> Config:
         raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}): save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error(path, text, exc)) from None
     return from_dict(raw, base=path.parent)

@@ -13,6 +13,7 @@ the model is put in eval mode: this is inference; gradients flow to the input on
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -124,7 +125,7 @@ class Classifier(nn.Module):
         except Exception as exc:  # a wrong channel count or size surfaces here as RuntimeError
             raise ValueError(f"classifier {self.source}: expected it to accept input of shape "
                              f"(B, {self.in_channels}, {rows}, {cols}); the dummy forward failed: "
-                             f"{type(exc).__name__}: {_cause(exc)}") from None
+                             f"{_cause(exc)}") from None
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"classifier {self.source}: expected a tensor output, got {type(out).__name__}")
         if out.ndim != 2 or out.shape[0] != 2:
@@ -177,11 +178,9 @@ def _cause(exc: Exception) -> str:
     """The line of an error that says what went wrong: TorchScript's first line is always
     "The following operation failed in the TorchScript interpreter", its cause the last."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return ""
-    if "TorchScript interpreter" in lines[0]:
-        return lines[-1]
-    return lines[0]
+    line = lines[-1] if lines and "TorchScript interpreter" in lines[0] else (lines[0] if lines else "")
+    line = line.removeprefix("builtins.")  # TorchScript names a Python error by its module
+    return line if re.match(r"[\w.]+(Error|Exception): ", line) else f"{type(exc).__name__}: {line}"
 
 
 def _freeze(model: nn.Module) -> nn.Module:

@@ -66,7 +66,8 @@ def test_a_missing_adaptation_names_the_networks_own_complaint(tmp_path):
     """TorchScript's first error line is always "The following operation failed in the
     TorchScript interpreter"; the cause is on its last."""
     path = save(tmp_path, Recorder())
-    with pytest.raises(ValueError, match=r"net\.ts.*\(B, 1, 64, 48\).*to have 3 channels, but got 1 channels"):
+    with pytest.raises(ValueError, match=r"net\.ts.*\(B, 1, 64, 48\); the dummy forward failed: RuntimeError: "
+                                         r"expected input\[2, 1, 64, 48\] to have 3 channels, but got 1 channels$"):
         load_classifier("torchscript", path, input_size=SIZE)
 
 

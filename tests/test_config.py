@@ -106,6 +106,9 @@ def test_unreadable_or_invalid_yaml_is_a_config_error(tmp_path):
     with pytest.raises(config.ConfigError, match=r"bad\.yaml line 2 column 15: character #x0007: special characters "
                                                  r"are not allowed$"):
         config.load(tmp_path / "bad.yaml")
+    (tmp_path / "bad.yaml").write_bytes("listener:\n  ae_title: CFIA # Zürich\n".encode("latin-1"))
+    with pytest.raises(config.ConfigError, match=r"bad\.yaml is not UTF-8 \(byte 30\): save it as UTF-8$"):
+        config.load(tmp_path / "bad.yaml")
 
 
 def test_a_copied_config_names_the_model_files_it_cannot_find(tmp_path, capsys):
