@@ -95,6 +95,10 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     pixels = _modality_values(pixels, ds, where)
     if padded is not None:
         pixels = _as_air(pixels, padded, photometric, for_processing)
+    if for_processing and photometric == "MONOCHROME1":
+        # Intensity stored inverted: undone about the top of the stored range, where it was
+        # inverted, not about the image's own maximum, which would shift the -log to come.
+        pixels, photometric = _range_top(ds, where) - pixels.astype(np.float32), "MONOCHROME2"
     laterality = _first(ds, "ImageLaterality", "Laterality")
     view = _first(ds, "ViewPosition")
     return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing)
@@ -125,16 +129,20 @@ def _polarity(ds, photometric: str) -> tuple[str, bool]:
     goes (PS3.3 C.8.11.3.1.2: +1, lower values = less X-ray intensity = denser, so it
     displays inverted like MONOCHROME1; -1, higher values = denser, like MONOCHROME2).
     Without a sign its photometric interpretation says it. LIN, or no relationship: the
-    raw linear signal, as before.
+    raw linear signal, for_processing True; its sign says which way intensity goes (+1:
+    lower values = less intensity, as stored raw, "MONOCHROME2" here; -1: higher values
+    = less intensity, stored inverted, "MONOCHROME1"), else its photometric interpretation.
     """
     if str(ds.get("PresentationIntentType", "")).upper() != "FOR PROCESSING":
         # MONOCHROME2 through an INVERSE Presentation LUT displays as MONOCHROME1 does (CR and
         # secondary captures write it; DX and MG pair INVERSE with MONOCHROME1, no change there).
         inverse = str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
         return ("MONOCHROME1" if inverse else photometric), False
-    if str(ds.get("PixelIntensityRelationship", "")).strip().upper() != "LOG":
-        return photometric, True
     sign = ds.get("PixelIntensityRelationshipSign")
+    if str(ds.get("PixelIntensityRelationship", "")).strip().upper() != "LOG":
+        if sign in (1, -1):
+            return ("MONOCHROME2" if int(sign) == 1 else "MONOCHROME1"), True
+        return photometric, True
     if sign in (1, -1):
         return ("MONOCHROME1" if int(sign) == 1 else "MONOCHROME2"), False
     return photometric, False
@@ -175,6 +183,16 @@ def _modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
     if "ModalityLUTSequence" not in ds and slope == 1 and intercept == 0:
         return pixels  # the identity: keep the stored dtype (memory at 4096x3328)
     return np.asarray(apply_modality_lut(pixels, ds), np.float32)
+
+
+def _range_top(ds, where: str) -> float:
+    """The largest value the stored range can hold, through the rescale (the modality values'
+    top: with a negative slope, the stored range's bottom)."""
+    bits = int(_number(ds, "BitsStored", _number(ds, "BitsAllocated", 16, where), where))
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    slope, intercept = _number(ds, "RescaleSlope", 1, where), _number(ds, "RescaleIntercept", 0, where)
+    return max(slope * low + intercept, slope * high + intercept)
 
 
 def _as_air(pixels: np.ndarray, padded: np.ndarray, photometric: str, for_processing: bool) -> np.ndarray:

@@ -130,10 +130,11 @@ def _image(ds: Dataset, mg: Mammogram, stored: np.ndarray, bits: int, for_proces
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
     ds.PixelRepresentation = 0
     ds.PixelIntensityRelationship = "LIN" if for_processing else "LOG"
-    # By PS3.3 C.8.11.3 these signs look reversed (+1: lower values = less X-ray
-    # intensity). Left as verified with the viewer test: with -1 on For Presentation
-    # images OHIF 3.13.2 behaves differently (tests/test_viewer_ohif.py VOI LUT case).
-    ds.PixelIntensityRelationshipSign = -1 if for_processing else 1
+    # PS3.3 C.8.11.3: +1, lower values = less X-ray intensity. For Processing values are the
+    # raw intensity, stored inverted for MONOCHROME1 (-1). For Presentation keeps +1 although
+    # by the standard it looks reversed: verified with the viewer test, with -1 OHIF 3.13.2
+    # behaves differently (tests/test_viewer_ohif.py VOI LUT case).
+    ds.PixelIntensityRelationshipSign = (-1 if photometric == "MONOCHROME1" else 1) if for_processing else 1
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
     ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     ds.LossyImageCompression = "00"

@@ -264,6 +264,35 @@ def test_air_padded_with_a_white_value_is_read_as_air(photometric):
     assert float((a.image - b.image).abs().mean()) < 0.03
 
 
+@pytest.mark.parametrize("stored", ["MONOCHROME1 sign -1", "MONOCHROME2 sign -1", "MONOCHROME1 sign +1",
+                                    "MONOCHROME1 no sign"])
+def test_for_processing_linear_follows_its_sign_and_is_inverted_about_the_stored_range(stored):
+    """PS3.3 C.8.11.3.1.2: LIN sign +1, lower values = less X-ray intensity (raw as it
+    comes); -1, higher values = less (stored inverted). The sign decides, the photometric
+    interpretation only without one; inverted values are undone about the stored range's top
+    (2^BitsStored - 1), not the image's maximum, which shifted the -log (mean |diff| 0.15)."""
+    from cfia.dicom_io import from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(15, 0, PhantomOptions(size=(512, 416), positive_fraction=1.0, for_processing=True))
+    raw = to_dataset(mg, "lin:15", 15, for_processing=True)
+    assert (raw.PhotometricInterpretation, raw.PixelIntensityRelationshipSign) == ("MONOCHROME2", 1)
+    ds = to_dataset(mg, "lin:15", 15, for_processing=True, photometric="MONOCHROME1") \
+        if stored.startswith("MONOCHROME1") else raw.copy()
+    if stored == "MONOCHROME2 sign -1":
+        ds.PixelData = (4095 - raw.pixel_array.astype(np.int32)).astype(np.uint16).tobytes()
+        ds.PixelIntensityRelationshipSign = -1
+    if stored == "MONOCHROME1 sign +1":  # the values raw, the sign says so: the sign wins
+        ds.PixelData = raw.PixelData
+        ds.PixelIntensityRelationshipSign = 1
+    if stored == "MONOCHROME1 no sign":
+        del ds.PixelIntensityRelationshipSign
+    a, b = from_dataset(raw).to_input((512, 352)), from_dataset(ds).to_input((512, 352))
+    assert a.geometry == b.geometry
+    assert float((a.image - b.image).abs().max()) < 1e-5
+
+
 @pytest.mark.parametrize("dense", ["bright", "dark", "dark-no-sign"])
 def test_for_processing_stored_as_log_is_not_logged_twice(dense):
     """A For Processing image may come already logarithmic (PixelIntensityRelationship
