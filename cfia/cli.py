@@ -199,6 +199,7 @@ def cmd_evaluate(args) -> int:
     except DataError as exc:
         raise UsageError(f"--data {args.data}: {exc}") from None
     command = args.command_line
+    out.with_suffix(".png").unlink(missing_ok=True)  # an earlier run's figure
     with tqdm(total=total, desc="evaluate", unit="img") as bar:
         try:
             report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,

@@ -50,6 +50,8 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
     the lesion masks stay."""
     rows = [r for r in require_masks(read_manifest(folder)) if r.label == 1]
     cases, figure_rows, scanned = [], [], 0
+    if checkpoint:  # an earlier run's report must not stand for this one's if it is stopped early
+        checkpoint(_report(cases, methods, rows, complete=False, threshold=threshold, scanned=scanned))
     for index, row in enumerate(rows):
         if limit is not None and len(cases) >= limit:
             break
@@ -73,10 +75,11 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         case = {"file": _name(row.path, folder), "kind": row.kind, "score": p, "spacing_mm": spacing_mm,
                 "score_lesion_inpainted": lesion_inpainted_score(pipeline, x, lesion_on_input(pre, lesion)),
                 "methods": {}}
+        # The tolerance and the smoothing in pixels along rows and along columns.
+        tol = tuple(max(1, int(round(tolerance_mm / s))) for s in (src.spacing or (spacing, spacing)))
         thumbs = []
         for m in methods:
             res = _explain(pipeline, src, m)
-            tol = max(1, int(round(tolerance_mm / spacing)))
             scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=sampling,
                                          smooth_px=tol)
             scores["boundary_distance_mm"] = scores.pop("boundary_distance")
@@ -185,8 +188,6 @@ def paired(cases: list[dict], methods: list[str], reference: str = "cf", resampl
     interval (cases resampled), and on how many images the reference is ahead, level
     or behind. Differences between averages of 100 images are noisy; this says which
     ones the data can tell apart."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(cases), size=(resamples, len(cases)))
     out = {}
     for other in (m for m in methods if m != reference):
         out[other] = {}
@@ -195,7 +196,9 @@ def paired(cases: list[dict], methods: list[str], reference: str = "cf", resampl
             d = d[np.isfinite(d)]
             if not d.size:
                 continue
-            boot = d[picks % d.size].mean(axis=1)
+            # The same draws for every metric and method with all their cases (paired), and
+            # a resample of their own size for those with fewer (a metric undefined on some).
+            boot = d[np.random.default_rng(seed).integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
             out[other][k] = {"mean": float(d.mean()),
                              "se": float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("nan"),
                              "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],

@@ -9,23 +9,35 @@ import numpy as np
 from scipy import ndimage
 
 
-def pointing_game(saliency: np.ndarray, lesion: np.ndarray, tolerance_px: int = 3, smooth_px: float = 0.0) -> bool:
+def pointing_game(saliency: np.ndarray, lesion: np.ndarray, tolerance_px=3, smooth_px=0.0) -> bool:
     """Hit if the saliency maximum lies inside the lesion grown by `tolerance_px` (steps along
-    rows and columns: the default cross-shaped dilation, so a diagonal tolerance is shorter).
+    rows and columns: a diamond, so a diagonal tolerance is shorter). A map without a
+    maximum (constant, all zeros) points nowhere: a miss.
 
+    tolerance_px, smooth_px: one number, or (rows, columns) for pixels that are not square.
     smooth_px: Gaussian smoothing before taking the peak, so that a map that is flat
     at its maximum (a saturated mask) points at the middle of its largest plateau
     instead of its first pixel in raster order.
     """
-    grown = ndimage.binary_dilation(lesion, iterations=tolerance_px) if tolerance_px else lesion
-    if smooth_px > 0:
+    if saliency.max() <= saliency.min():
+        return False
+    rows, cols = np.broadcast_to(np.asarray(tolerance_px, int), (2,))
+    grown = ndimage.binary_dilation(lesion, structure=_diamond(rows, cols)) if rows or cols else lesion
+    if np.any(np.asarray(smooth_px) > 0):
         saliency = ndimage.gaussian_filter(saliency.astype(np.float32), smooth_px)
     peak = np.unravel_index(np.argmax(saliency), saliency.shape)
     return bool(grown[peak])
 
 
+def _diamond(rows: int, cols: int) -> np.ndarray:
+    """Offsets within `rows` steps along rows and `cols` along columns, on the line between
+    them diagonally: |r| / rows + |c| / cols <= 1 (the cross dilation repeated, when equal)."""
+    r, c = np.ogrid[-rows:rows + 1, -cols:cols + 1]
+    return np.abs(r) * max(cols, 1) + np.abs(c) * max(rows, 1) <= max(rows, 1) * max(cols, 1)
+
+
 def energy_inside(saliency: np.ndarray, lesion: np.ndarray) -> float:
-    """Fraction of the saliency's sum that falls inside the lesion."""
+    """Fraction of the saliency's sum (its positive part; not squared) that falls inside the lesion."""
     total = float(np.clip(saliency, 0, None).sum())
     return float(np.clip(saliency, 0, None)[lesion].sum()) / total if total > 0 else 0.0
 
@@ -78,7 +90,7 @@ def salient_region(saliency: np.ndarray, threshold: float, min_pixels: int) -> n
 def all_metrics(saliency, lesion, region, tolerance_px=3, spacing=1.0, smooth_px=0.0) -> dict:
     # Masks as researchers save them (uint8 0/1 or 0/255, float): used as an index they
     # would pick rows, not pixels.
-    lesion, region = np.asarray(lesion) > 0, np.asarray(region) > 0
+    lesion, region = np.asarray(lesion) != 0, np.asarray(region) != 0
     if not np.isfinite(saliency).all():  # a NaN would silently miss the peak and zero the energy
         raise ValueError("saliency contains NaN or infinite values")
     return {

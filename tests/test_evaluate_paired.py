@@ -68,3 +68,15 @@ def test_compare_command_gives_one_row_per_report_against_one_method(tmp_path, c
     assert "need --against" in capsys.readouterr().err
     assert compare.main([str(ahead), "--against", "ig"]) == 2
     assert "'ig'" in capsys.readouterr().err
+
+
+def test_a_metric_undefined_on_some_images_is_resampled_at_its_own_size():
+    """Differences left after dropping undefined ones (NaN) are resampled with as many
+    draws as they are; indices drawn for all the cases and wrapped round gave too narrow
+    an interval."""
+    cf = [1.0, 0.0, 1.0, 0.0] + [float("nan")] * 4
+    blur = [0.0] * 8
+    got = paired(_cases(cf, blur), ["cf", "blur"], resamples=20000)["blur"]["iou"]
+    # Four draws are all 1 (or all 0) one time in 16, more than the 2.5 % each tail leaves;
+    # eight wrapped draws only one time in 256.
+    assert got["n"] == 4 and got["ci95"] == [0.0, 1.0]

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy import ndimage
 
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
@@ -399,6 +400,36 @@ def test_boundary_distance_in_mm_with_non_square_pixels():
     assert metrics.mean_boundary_distance(shifted, lesion, spacing=(0.1, 0.05)) == pytest.approx(0.4)
     got = metrics.all_metrics(shifted.astype(float), lesion, shifted, spacing=(0.1, 0.05))["boundary_distance"]
     assert got == pytest.approx(0.4)
+
+
+def test_pointing_game_with_a_flat_map_and_with_non_square_pixels():
+    """A map without a maximum points nowhere (argmax took pixel (0, 0): a hit for a lesion
+    beside it). With pixels twice as long along rows, the tolerance along rows is half as
+    many pixels: the same distance in mm both ways."""
+    lesion = np.zeros((40, 40), bool)
+    lesion[0:3, 0:3] = True
+    assert not metrics.pointing_game(np.zeros((40, 40)), lesion, 3, 3)
+    assert not metrics.all_metrics(np.full((40, 40), 0.5), lesion, lesion)["pointing_game"]
+    lesion[:] = False
+    lesion[20, 20] = True
+    for peak, hit in (((20, 24), True), ((20, 25), False), ((22, 20), True), ((23, 20), False), ((21, 22), True),
+                      ((22, 22), False)):
+        saliency = np.zeros((40, 40))
+        saliency[peak] = 1.0
+        assert metrics.pointing_game(saliency, lesion, tolerance_px=(2, 4)) == hit, peak
+    for t in (1, 3):  # equal tolerances: the cross dilation repeated, as before
+        grown = metrics._diamond(t, t)
+        cross = np.zeros((2 * t + 1, 2 * t + 1), bool)
+        cross[t, t] = True
+        assert np.array_equal(grown, ndimage.binary_dilation(cross, iterations=t))
+
+
+def test_masks_mark_the_lesion_with_any_nonzero_value():
+    """README: any nonzero value; a 0/255 mask wrapped into int8 holds -1."""
+    lesion = np.zeros((20, 20), np.int8)
+    lesion[5:10, 5:10] = -1
+    got = metrics.all_metrics(np.where(lesion != 0, 1.0, 0.0), lesion, lesion != 0)
+    assert got["iou"] == 1.0 and got["energy_inside"] == 1.0 and got["pointing_game"]
 
 
 def test_metrics_refuse_a_map_with_nan():

@@ -309,6 +309,30 @@ def test_evaluate_command_reports_every_method(tmp_path, small_config):
     assert got["called_without_lesion"] == []
 
 
+def test_an_evaluation_stopped_before_its_first_case_leaves_no_earlier_report(tmp_path, small_config):
+    """The report is written as each case is done: one stopped before the first case must not
+    leave an earlier run's report standing for this one (the command also drops its figure)."""
+    from cfia import config as config_mod
+    from cfia import evaluate as ev
+    from cfia.pipeline import Pipeline
+
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "2", "--seed", "31", "--size", "256x208",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    out = tmp_path / "report.json"
+    out.write_text(json.dumps({"complete": True, "cases": [{"file": "from an earlier run"}]}))
+
+    def stop(name, p):
+        raise KeyboardInterrupt
+
+    pipeline = Pipeline(config_mod.load(small_config))
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(pipeline, data, ["gradcam"], progress=stop,
+                    checkpoint=lambda partial: ev.write_report(partial, out, "cfia evaluate"))
+    got = json.loads(out.read_text())
+    assert got["complete"] is False and got["cases"] == [] and got["methods"] == ["gradcam"]
+
+
 def test_evaluate_on_a_researchers_folder(tmp_path, small_config, capsys):
     """Masks saved as 0/255 integers score as the bool ones do; a mask of another size or
     marking nothing stops before any image is explained; the report is strict JSON and says
