@@ -68,7 +68,7 @@ def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
     ValueError when it is not its image's `shape`. OSError / ValueError when unreadable."""
     import numpy as np
 
-    mask = np.load(path) > 0
+    mask = np.load(path) != 0  # any nonzero value (README): a 0/255 mask saved as int8 holds -1
     if shape is not None and mask.shape != tuple(shape):
         raise ValueError(f"shape {mask.shape}, its image {tuple(shape)}")
     return mask

@@ -896,3 +896,13 @@ def test_observer_inverse_spectrum_filter_and_mask_template():
     template = observer.mask_template(lesion, ring, corner)
     assert template.shape == ring.shape
     assert template[ring > 0].min() > template[ring < 0].max()  # heaviest on the lesion, lowest on the ring
+
+
+def test_a_mask_marks_the_lesion_with_any_nonzero_value(tmp_path):
+    """README: any nonzero value; 0/255 saved as int8 wraps to -1."""
+    from cfia.manifest import read_mask
+
+    mask = np.zeros((8, 8), np.int8)
+    mask[2:4, 2:4] = -1
+    np.save(tmp_path / "m.npy", mask)
+    assert read_mask(tmp_path / "m.npy", (8, 8)).sum() == 4
