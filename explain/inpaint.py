@@ -49,11 +49,13 @@ class Inpainter:
             raise ValueError(f"image must be (B, 1, H, W), got {tuple(image.shape)}")
         if hole.shape != image.shape:
             raise ValueError(f"hole shape {tuple(hole.shape)} differs from image shape {tuple(image.shape)}")
+        if not bool(torch.isfinite(image).all()):  # 0 x NaN: one NaN would spread over the known pixels
+            raise ValueError("image contains NaN or infinite values")
         b = (hole > self.threshold).to(image.dtype)
         if not bool(b.any()):
             return image.clone()
-        with torch.no_grad():
-            fill = self.fill(image.detach(), b).to(image.dtype).clamp(0.0, 1.0)
+        with torch.no_grad():  # float32 whatever the caller's dtype: the network's and OpenCV's
+            fill = self.fill(image.detach().float(), b.float()).to(image.dtype).clamp(0.0, 1.0)
         return (1.0 - b) * image + b * fill
 
 
@@ -89,8 +91,11 @@ class LearnedInpainter(Inpainter):
         self.net = net.to(self.device).eval()
 
     def fill(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        # One noise field for every image of a batch: an image's fill must not depend on
+        # its place in the batch (the node fills one at a time; benches batch them).
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        noise = self.noise_scale * torch.randn(image.shape, generator=gen).to(self.device)
+        field = torch.randn((1, 1, *image.shape[-2:]), generator=gen)
+        noise = self.noise_scale * field.expand(image.shape[0], -1, -1, -1).to(self.device)
         fill = run_network(self.net, image.to(self.device), hole.to(self.device), noise).to(image.device)
         return match_ring_texture(image, hole, fill) if self.texture_match else fill
 
@@ -194,6 +199,9 @@ class _OpenCVInpainter(Inpainter):
             # uint16, not float32: OpenCV's Telea overshoots wildly on float input.
             img = np.round(image[i, 0].float().clamp(0, 1).cpu().numpy() * 65535).astype(np.uint16)
             mask = hole[i, 0].cpu().numpy().astype(np.uint8)
+            if mask.all():  # no known pixel to march from: OpenCV would return the hidden image
+                out[i, 0] = 0.0
+                continue
             filled = cv2.inpaint(img, mask, self.radius, self.flag).astype(np.float32) / 65535.0
             out[i, 0] = torch.from_numpy(filled)
         return out

@@ -62,6 +62,33 @@ def test_empty_hole_and_bad_shapes(inpainter):
         inpainter(x[:, 0], hole[:, 0])
 
 
+def test_a_fill_never_holds_the_hidden_pixels_nor_spreads_a_nan(inpainter):
+    """A hole over the whole image: OpenCV has no boundary to march from and returned its
+    input, the hidden image. A NaN is refused: 0 x NaN spread it over the known pixels."""
+    x, hole = _image_and_hole(b=1)
+    everything = inpainter(x, torch.ones_like(x))
+    assert float((everything - x).abs().max()) > 0.1
+    bad = x.clone()
+    bad[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        inpainter(bad, hole)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_other_float_dtypes_are_filled_as_float32(inpainter, dtype):
+    x, hole = _image_and_hole()
+    out = inpainter(x.to(dtype), hole.to(dtype))
+    assert out.dtype == dtype and torch.equal(out[hole == 0], x.to(dtype)[hole == 0])
+
+
+def test_a_learned_fill_does_not_depend_on_its_place_in_the_batch(random_net_inpainter):
+    """The node fills one image at a time, benches batch them: both must see the same fill."""
+    x, hole = _image_and_hole(b=1)
+    alone = random_net_inpainter(x, hole)
+    batch = random_net_inpainter(torch.cat([x, x, x]), torch.cat([hole, hole, hole]))
+    assert all(float((batch[i:i + 1] - alone).abs().max()) < 1e-6 for i in range(3))  # batched convolution rounding
+
+
 def test_classical_fills_are_smooth_continuations():
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(48.0), indexing="ij")
     x = (0.2 + 0.005 * yy + 0.003 * xx)[None, None]
