@@ -39,7 +39,7 @@ from harness.cfia_results import OBJECT_SOURCE, Study, make_source, make_study
 from harness.ohif import OhifServer, dicomweb_config
 from harness.ohif_page import OhifPage, OverlayError
 from harness.orthanc import DICOMWEB_PLUGIN, Orthanc
-from harness.overlay_check import analyse
+from harness.overlay_check import analyse, fraction_near
 
 pytestmark = pytest.mark.viewer
 
@@ -52,6 +52,7 @@ OBJECT_TYPES = ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")
 SEG_LABELS = {"fractional_seg": "saliency", "binary_seg": "salient region"}   # docs/dicom_objects.md
 MIN_INSIDE = 0.8      # fraction of the salient region's screen pixels the overlay must colour
 MAX_FAR = 10          # overlay-coloured screen pixels allowed far outside the salient support
+MIN_ON_LESION = 0.8   # fraction of the BINARY SEG's coloured screen pixels on the phantom's lesion
 
 OHIF_FRACTIONAL = ("OHIF 3.13.2 does not display FRACTIONAL SEGs with non-binary values: "
                    "'Fractional segmentations are not yet supported' (OHIF/Viewers#1346); "
@@ -178,7 +179,7 @@ def _expect_overlay(env: Env, s: Stored, name: str, inside, support, colour=None
         return stats if stats.inside_coloured >= MIN_INSIDE and stats.far_coloured <= MAX_FAR else None
 
     view, stats = _rendered(env, s, name, accept)
-    return stats or analyse(view, geometry, inside=inside, support=support, colour=colour)
+    return view, stats or analyse(view, geometry, inside=inside, support=support, colour=colour)
 
 
 # -- the source image ------------------------------------------------------------------
@@ -216,19 +217,24 @@ def test_seg_is_overlaid(env, stored, object_type):
     labels = [x["label"] for x in seg["segments"]]
     representation = seg["representation"]
     colour = tuple(representation["segments"]["1"]["color"][:3])
-    stats = _expect_overlay(env, stored, object_type, region, support, colour)
+    view, stats = _expect_overlay(env, stored, object_type, region, support, colour)
     before = analyse(baseline, geometry, inside=region, support=support, colour=colour)
+    # The object against itself proves the display geometry; against the phantom's own lesion,
+    # that the overlay marks the right place of the mammogram (a mirrored SEG passed the first).
+    on_lesion = fraction_near(view, geometry, stored.study.lesion, colour)
     errors = env.page.errors_since(mark)
     ok = (labels == [SEG_LABELS[object_type]] and stats.inside_coloured >= MIN_INSIDE
           and stats.far_coloured <= MAX_FAR and not errors)
     env.record(stored.name, object_type, "ohif", ok, json.dumps(stats.as_dict()))
     (stored.shots / f"{object_type}.json").write_text(json.dumps({"segmentation": seg, "overlay": stats.as_dict(),
-                                                                    "without_overlay": before.as_dict()}, indent=2))
+                                                                    "without_overlay": before.as_dict(),
+                                                                    "on_the_lesion": on_lesion}, indent=2))
     assert labels == [SEG_LABELS[object_type]], f"OHIF's segments: {seg['segments']}"
     assert representation["visible"] and representation["segments"]["1"]["visible"], representation
     assert before.inside_coloured < 0.05, f"the check sees an overlay before the SEG was opened: {before}"
     assert stats.inside_coloured >= MIN_INSIDE, f"salient region not coloured on screen: {stats}"
     assert stats.far_coloured <= MAX_FAR, f"overlay colour far outside the salient region: {stats}"
+    assert on_lesion >= MIN_ON_LESION, f"only {on_lesion:.0%} of the overlay on the phantom's lesion"
     assert errors == [], f"console errors after opening {object_type}: {errors}"
 
 
@@ -258,7 +264,7 @@ def test_parametric_map_is_overlaid(env, stored, request):
                 raise OverlayError("the Parametric Map was not added to the viewport within 60 s")
             time.sleep(0.25)
         region, support = stored.study.seg_mask("binary_seg"), stored.study.seg_mask("fractional_seg")
-        stats = _expect_overlay(env, stored, "parametric_map", region, support, console_mark=mark)
+        _, stats = _expect_overlay(env, stored, "parametric_map", region, support, console_mark=mark)
     except OverlayError as exc:
         env.browser.screenshot(stored.shots / "parametric_map-failed.png")
         env.record(stored.name, "parametric_map", "ohif", False, str(exc)[:300])

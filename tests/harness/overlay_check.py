@@ -63,3 +63,13 @@ def analyse(view: np.ndarray, geometry: Geometry, inside: np.ndarray, support: n
         far_coloured=int((coloured & far).sum()),
         scale=geometry.scale,
     )
+
+
+def fraction_near(view: np.ndarray, geometry: Geometry, mask: np.ndarray,
+                  colour: tuple[int, int, int] | None = None) -> float:
+    """Of the overlay-coloured canvas pixels on the image, the fraction within FAR_PX of
+    `mask` (source grid): whether the overlay marks that place of the source image (the
+    phantom's true lesion), not merely where its own object says (0 with none coloured)."""
+    coloured = overlay_coloured(view, colour) & geometry.project(np.ones((geometry.rows, geometry.columns), bool))
+    near = ndimage.distance_transform_edt(~geometry.project(mask)) <= FAR_PX
+    return float((coloured & near).sum() / coloured.sum()) if coloured.any() else 0.0
