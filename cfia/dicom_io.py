@@ -31,15 +31,16 @@ class SourceImage:
     photometric: str                # MONOCHROME1 (displayed inverted) | MONOCHROME2; see _polarity
     laterality: Optional[str]       # L | R | None
     view: Optional[str]             # CC | MLO | ... | None
-    spacing: Optional[tuple[float, float]]  # mm (row, col): PixelSpacing, else ImagerPixelSpacing
+    spacing: Optional[tuple[float, float]]  # mm (row, col): PixelSpacing, ImagerPixelSpacing, NominalScanned...
     for_processing: bool            # raw values linear in X-ray intensity (-log needed); see _polarity
+    aspect: Optional[float] = None  # column / row size from PixelAspectRatio, where no spacing says it
 
     def to_input(self, input_size: tuple[int, int]):
         """The classifier's input and its Geometry (explain.preprocess.preprocess), the
         resize keeping the breast's physical shape where pixels are not square."""
         from explain.preprocess import preprocess
 
-        aspect = self.spacing[1] / self.spacing[0] if self.spacing else 1.0
+        aspect = self.spacing[1] / self.spacing[0] if self.spacing else (self.aspect or 1.0)
         return preprocess(self.pixels, input_size, self.photometric, self.laterality, self.for_processing,
                           pixel_aspect=aspect)
 
@@ -101,13 +102,13 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
         pixels, photometric = _range_top(ds, where) - pixels.astype(np.float32), "MONOCHROME2"
     laterality = _first(ds, "ImageLaterality", "Laterality")
     view = _first(ds, "ViewPosition")
-    return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing)
+    return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing, _aspect(ds))
 
 
 def _spacing(ds) -> Optional[tuple[float, float]]:
-    """PixelSpacing, else ImagerPixelSpacing, when it is two positive numbers; else None
+    """PixelSpacing, else ImagerPixelSpacing, else NominalScannedPixelSpacing, when it is two positive numbers; else None
     (a single value, as some exports write, is not a row and column spacing)."""
-    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+    for key in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):  # the last: scanned film
         value = ds.get(key)
         if isinstance(value, MultiValue) and len(value) == 2:
             try:
@@ -117,6 +118,17 @@ def _spacing(ds) -> Optional[tuple[float, float]]:
             if min(spacing) > 0:
                 return spacing
     return None
+
+
+def _aspect(ds) -> Optional[float]:
+    """Column / row size from PixelAspectRatio (vertical\\horizontal, PS3.3 C.7.6.3: present when
+    pixels are not square and no spacing is given), when it is two positive numbers."""
+    value = ds.get("PixelAspectRatio")
+    try:
+        vertical, horizontal = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return horizontal / vertical if vertical > 0 and horizontal > 0 else None
 
 
 def _polarity(ds, photometric: str) -> tuple[str, bool]:

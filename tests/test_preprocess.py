@@ -482,3 +482,26 @@ def test_non_square_pixels_keep_a_round_lesion_round():
     square = SourceImage(img.astype(np.uint16), "MONOCHROME2", "L", "CC", (0.1, 0.1), False)
     r, c = np.nonzero(square.to_input((384, 256)).geometry.to_input(lesion.astype(np.float32)) > 0.5)
     assert (c.max() - c.min() + 1) >= 1.8 * (r.max() - r.min() + 1)  # square pixels: as stored
+
+
+def test_pixel_aspect_ratio_keeps_the_breast_shape_where_no_spacing_is_given():
+    """A secondary capture or scanned film may state only PixelAspectRatio (vertical\\horizontal):
+    every second column dropped, the breast must reach the classifier as wide as with spacing."""
+    from cfia.dicom_io import from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(15, 0, PhantomOptions(size=(512, 416), positive_fraction=1.0))
+    ds = to_dataset(mg, "aspect:15", 15)
+    narrow = ds.pixel_array[:, ::2].copy()
+    ds.PixelData, ds.Columns = narrow.tobytes(), narrow.shape[1]
+    spacing = [float(v) for v in ds.ImagerPixelSpacing]
+    ds.ImagerPixelSpacing = [spacing[0], 2 * spacing[1]]
+    with_spacing = from_dataset(ds).to_input((512, 352)).geometry
+    del ds.ImagerPixelSpacing
+    ds.PixelAspectRatio = [1, 2]
+    src = from_dataset(ds)
+    assert src.spacing is None and src.to_input((512, 352)).geometry == with_spacing
+    del ds.PixelAspectRatio
+    squashed = from_dataset(ds).to_input((512, 352)).geometry
+    assert squashed.resized[1] < 0.6 * with_spacing.resized[1] * squashed.resized[0] / with_spacing.resized[0]
