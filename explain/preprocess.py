@@ -1,7 +1,7 @@
 """Source mammogram pixels -> classifier input, and the exact way back.
 
-Pure numpy/torch: the caller (cfia/dicom_io.py) reads the DICOM and passes plain
-values. Steps, in order:
+numpy, torch and MONAI transforms: the caller (cfia/dicom_io.py) reads the DICOM and
+passes plain values. Steps, in order:
 
 1. polarity: MONOCHROME1 is negated so dense tissue is bright; a For Processing
    (raw, linear-in-exposure) image is log-transformed first (-log), which also makes
@@ -22,7 +22,11 @@ values. Steps, in order:
 
 `Geometry` records every step so a map computed on the input grid goes back to the
 source grid (`to_source`) and a source-grid mask comes to the input grid
-(`to_input`). The geometric mapping is exact (pixel centres, half-pixel
+(`to_input`), the flip, crop and padding each way as MONAI transforms (Flip,
+SpatialCrop, BorderPad). Two steps are cfia's own: the resize (torch's antialiased
+bilinear, whose pixel-centre convention `points_to_input` follows; MONAI's Resize
+smooths with its own Gaussian) and the intensity scaling (percentiles of the breast
+alone, where MONAI's scale their whole image). The geometric mapping is exact (pixel centres, half-pixel
 convention of `align_corners=False`); downsampling of course loses detail finer than
 one input pixel.
 """
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from monai.transforms import BorderPad, Flip, SpatialCrop
 
 __all__ = ["Geometry", "Preprocessed", "preprocess", "breast_mask", "breast_masks", "collimated_edges",
            "normalise_intensity", "display_values"]
@@ -100,14 +105,13 @@ class Geometry:
         src = _as_float(array)
         if src.shape != tuple(self.source_shape):
             raise ValueError(f"expected an array of the source shape {self.source_shape}, got {src.shape}")
-        if self.flipped:
-            src = src.flip(-1)
         r0, r1, c0, c1 = self.crop
-        part = _resize(src[r0:r1, c0:c1], self.resized, mode)
-        out = torch.zeros(self.input_size, dtype=torch.float32)
         (pt, pl), (rh, rw) = self.pad, self.resized
-        out[pt:pt + rh, pl:pl + rw] = part
-        return out.numpy()
+        rows, cols = self.input_size
+        x = Flip(spatial_axis=1)(src[None]) if self.flipped else src[None]  # channel first
+        part = _resize(torch.as_tensor(SpatialCrop(roi_start=(r0, c0), roi_end=(r1, c1))(x))[0], self.resized, mode)
+        out = BorderPad(spatial_border=(pt, rows - pt - rh, pl, cols - pl - rw))(part[None])
+        return torch.as_tensor(out)[0].numpy()
 
     def to_source(self, array, mode: str = "bilinear", fill: float = 0.0) -> np.ndarray:
         """An input-grid map (h, w) -> float32 array on the source grid.
@@ -120,12 +124,12 @@ class Geometry:
             raise ValueError(f"expected an array of the input size {self.input_size}, got {tuple(m.shape)}")
         (pt, pl), (rh, rw) = self.pad, self.resized
         r0, r1, c0, c1 = self.crop
-        part = _resize(m[pt:pt + rh, pl:pl + rw], (r1 - r0, c1 - c0), "bilinear" if mode == "area" else mode)
-        out = torch.full(self.source_shape, float(fill), dtype=torch.float32)
-        out[r0:r1, c0:c1] = part
-        if self.flipped:
-            out = out.flip(-1)
-        return out.numpy()
+        rows, cols = self.source_shape
+        part = torch.as_tensor(SpatialCrop(roi_start=(pt, pl), roi_end=(pt + rh, pl + rw))(m[None]))[0]
+        part = _resize(part, (r1 - r0, c1 - c0), "bilinear" if mode == "area" else mode)
+        out = BorderPad(spatial_border=(r0, rows - r1, c0, cols - c1), value=float(fill))(part[None])
+        out = Flip(spatial_axis=1)(out) if self.flipped else out
+        return torch.as_tensor(out)[0].numpy()
 
     def to_dict(self) -> dict:
         return {"source_shape": list(self.source_shape), "flipped": self.flipped, "crop": list(self.crop),

@@ -8,6 +8,9 @@ of the samples, spatially correlated (a detector's noise is not white, and resiz
 mammogram to the input colours it further); optionally extra tissue texture of kinds
 the phantom does not draw, for both labels alike. Each sample draws its own
 parameters from the given torch.Generator, so a seed fixes the augmentation.
+Batched torch, not MONAI's random transforms, which draw per sample from their own
+random state: one affine grid for the whole batch on its device, and the stream the
+shipped weights were trained with (docs/models.md).
 """
 from __future__ import annotations
 
