@@ -199,12 +199,17 @@ def cmd_evaluate(args) -> int:
     except DataError as exc:
         raise UsageError(f"--data {args.data}: {exc}") from None
     command = args.command_line
-    out.with_suffix(".png").unlink(missing_ok=True)  # an earlier run's figure
+
+    def checkpoint(partial):
+        if not partial["cases"]:  # the run has started (its data passed the checks): drop the earlier figure
+            out.with_suffix(".png").unlink(missing_ok=True)
+        ev.write_report(partial, out, command)
+
     with tqdm(total=total, desc="evaluate", unit="img") as bar:
         try:
             report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,
                                        progress=lambda f, p: bar.update(1),
-                                       checkpoint=lambda partial: ev.write_report(partial, out, command),
+                                       checkpoint=checkpoint,
                                        alter=alter)
         except DataError as exc:
             raise UsageError(f"--data {args.data}: {exc}") from None
@@ -232,7 +237,7 @@ def cmd_train_inpainter(args) -> int:
     from .manifest import DataError
 
     out = _output_folder(args.out)
-    _refuse_overwrite(out, ("inpainter.pt",), args.force or (args.resume and (out / "inpainter.ckpt").is_file()))
+    _refuse_overwrite(out, ("inpainter.pt",), args.force or args.resume)  # --resume without a checkpoint stops
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,

@@ -295,7 +295,7 @@ def load(path: str | Path) -> Config:
     """Read and validate a config file; raises ConfigError naming the bad key."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # whatever the locale
         raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None

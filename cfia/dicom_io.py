@@ -203,6 +203,10 @@ def _range_top(ds, where: str) -> float:
     bits = int(_number(ds, "BitsStored", _number(ds, "BitsAllocated", 16, where), where))
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if "ModalityLUTSequence" in ds:  # the LUT's outputs, whatever their range
+        from pydicom.pixels import apply_modality_lut
+
+        return float(np.max(apply_modality_lut(np.arange(low, high + 1), ds)))
     slope, intercept = _number(ds, "RescaleSlope", 1, where), _number(ds, "RescaleIntercept", 0, where)
     return max(slope * low + intercept, slope * high + intercept)
 

@@ -18,6 +18,7 @@ tried on each pass. The source is deleted only after the results were delivered 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sqlite3
@@ -121,6 +122,8 @@ class Worker:
         fields = {"job": job.id, "sop_instance_uid": job.sop_instance_uid}
         try:
             try:
+                if self._dead_lettered_unrecorded(job, fields):
+                    return True
                 if job.results is None:
                     self._process(job, fields)
                 else:
@@ -138,6 +141,22 @@ class Worker:
             log.warning("cannot record the job in the queue; recorded once the queue can be written",
                         extra={**fields, "reason": str(exc), "retry_in_s": QUEUE_RETRY_SECONDS})
             time.sleep(QUEUE_RETRY_SECONDS)
+        return True
+
+    def _dead_lettered_unrecorded(self, job: Job, fields: dict) -> bool:
+        """A job in the dead-letter folder the queue never marked failed (the worker stopped
+        or died while the queue could not be written): its files are gone from the spool, so
+        it is recorded failed with its own reason, not processed again (which would overwrite
+        that reason with "source missing")."""
+        letter = self.spool.dead_letter / str(job.id) / "reason.json"
+        if not letter.is_file():
+            return False
+        try:
+            reason = str(json.loads(letter.read_text()).get("reason") or "dead-lettered")
+        except (OSError, ValueError):
+            reason = "dead-lettered (its reason.json cannot be read)"
+        self.queue.fail(job.id, reason)
+        log.error("job failed, moved to dead-letter (recorded late)", extra={**fields, "reason": reason})
         return True
 
     def _settle(self) -> bool:

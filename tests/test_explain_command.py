@@ -361,6 +361,10 @@ def test_evaluate_on_a_researchers_folder(tmp_path, small_config, capsys):
     err = capsys.readouterr().err
     assert "2 lesion mask(s) unusable" in err and "shape (10, 10), its image (256, 208)" in err
     assert "marks nothing" in err and not (tmp_path / "bad.json").exists()
+    # Stopped by its data before it started: an earlier run's report and figure stay as they were.
+    before = (tmp_path / "bool.json").read_bytes()
+    assert main(["evaluate", *common, "--out", str(tmp_path / "bool.json")]) == 2
+    assert (tmp_path / "bool.png").exists() and (tmp_path / "bool.json").read_bytes() == before
     assert main(["evaluate", *common, "--out", str(tmp_path / "r.png")]) == 2
     assert "the report's JSON file" in capsys.readouterr().err
 

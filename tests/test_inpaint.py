@@ -324,6 +324,10 @@ def test_training_stops_early_on_what_needs_no_images(tiny_data, tmp_path, capsy
                          f"val_data [] (now [{str(tiny_data.resolve())!r}])")):
         assert _train(data, m if "--resume" in extra else tmp_path / "n", *extra) == 2
         assert says in capsys.readouterr().err, extra
+    # --resume beside a model but no checkpoint: says so (not "give --force", which would not help).
+    (m / "inpainter.ckpt").unlink()
+    assert _train(data, m, "--resume") == 2
+    assert "--resume: no checkpoint" in capsys.readouterr().err
 
 
 def test_what_would_teach_or_report_the_wrong_thing_is_refused(tiny_data, tmp_path, capsys):

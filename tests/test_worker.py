@@ -308,6 +308,18 @@ def test_a_dead_letter_the_queue_cannot_record_is_recorded_later_not_requeued(tm
     assert queue.get(job).state == "failed" and "not a single-frame MG image" in queue.get(job).error
     reason = json.loads((spool.dead_letter / str(job) / "reason.json").read_text())
     assert "not a single-frame MG image" in reason["reason"]
+    # Stopped, or killed, before the queue could be written: start-up recovery requeues the
+    # job, and the next worker finds it in the dead-letter folder: failed, its reason kept.
+    queue.locked = True
+    job2 = queue.add(str(spool.write_incoming(encode(mammogram(4)))), "1.2.4", "1.2", MG, "MOD", "b")[0]
+    queue.close_batch("b")
+    Worker(queue, spool, unsupported, Routing(), backoff=Backoff(base_seconds=0, jitter=0)).run_once()
+    queue.locked = False
+    assert queue.requeue_running() == 1  # what `cfia serve` does at start-up
+    assert Worker(queue, spool, blob, Routing(), backoff=Backoff(base_seconds=0, jitter=0)).run_once()
+    assert queue.get(job2).state == "failed" and "not a single-frame MG image" in queue.get(job2).error
+    reason = json.loads((spool.dead_letter / str(job2) / "reason.json").read_text())
+    assert "not a single-frame MG image" in reason["reason"]
     queue.close()
 
 

@@ -52,7 +52,7 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,), tilings=(1,),
 
     from cfia.dicom_io import read_file
     from cfia.evaluate import lesion_inpainted_score, lesion_on_input, require_masks
-    from cfia.manifest import read_manifest
+    from cfia.manifest import read_manifest, read_mask
 
     variants = _counterfactuals(pipeline, tiles, tilings)
     res = {"positives": {"image": {"whole": []}, "lesion as one hole": {f"lesion+{g}": [] for g in grows}},
@@ -75,7 +75,7 @@ def measure(pipeline, folder: Path, limit: int, tiles, grows=(2,), tilings=(1,),
         side["image"]["whole"].append(p)
         lesions = {}
         if rec.label == 1:
-            lesion = np.load(rec.mask)
+            lesion = read_mask(rec.mask)
             lesions = {g: lesion_on_input(pre, lesion, g).to(x.device) for g in grows}
             for g, hole in lesions.items():
                 side["lesion as one hole"][f"lesion+{g}"].append(lesion_inpainted_score(pipeline, x, hole))
