@@ -194,20 +194,27 @@ def test_gsps_keeps_a_12_bit_voi_lut_as_the_source_displays_it(tmp_path, encodin
     assert np.abs(shown - lut / 4095).max() < 1e-4  # the same display as the source's 12-bit LUT
 
 
+def _add_a_16_bit_voi_lut(source):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new(0x00283006, "OW", np.linspace(0, 65535, 4096).astype("<u2").tobytes())
+    source.VOILUTSequence = Sequence([item])
+    return source
+
+
 def test_empty_windows_are_left_out_with_or_without_a_voi_lut(tmp_path):
     """Window Center and Width present but empty (Type 1C sent as Type 2): highdicom stopped
     every result object (TypeError); the GSPS keeps the LUT when there is one."""
     from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
 
     for with_lut in (False, True):
         source = make_source()
         source.WindowCenter, source.WindowWidth = None, None
         if with_lut:
-            item = Dataset()
-            item.LUTDescriptor = [4096, 0, 16]
-            item.add_new(0x00283006, "OW", np.linspace(0, 65535, 4096).astype("<u2").tobytes())
-            source.VOILUTSequence = Sequence([item])
+            _add_a_16_bit_voi_lut(source)
         results = build_results(source, make_explanation(), ALGORITHM)
         assert set(results) == set(OBJECT_TYPES) and "WindowCenter" in source
         voi = results["gsps"].get("SoftcopyVOILUTSequence", [Dataset()])[0]
@@ -220,14 +227,7 @@ def test_empty_windows_are_left_out_with_or_without_a_voi_lut(tmp_path):
 def test_gsps_of_a_source_with_both_windows_and_a_voi_lut_keeps_the_windows(tmp_path):
     """Both are legal in an image (PS3.3 C.11.2); a GSPS's Softcopy VOI LUT holds one, and
     highdicom 0.28 refused such a source, which lost every result object."""
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
-    source = make_source()
-    item = Dataset()
-    item.LUTDescriptor = [4096, 0, 16]
-    item.add_new(0x00283006, "OW", np.linspace(0, 65535, 4096).astype("<u2").tobytes())
-    source.VOILUTSequence = Sequence([item])
+    source = _add_a_16_bit_voi_lut(make_source())
     results = build_results(source, make_explanation(), ALGORITHM)
     assert set(results) == set(OBJECT_TYPES) and "VOILUTSequence" in source
     voi = results["gsps"].SoftcopyVOILUTSequence[0]
