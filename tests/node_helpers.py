@@ -2,6 +2,7 @@
 images, small phantom mammograms, and polling (no fixed sleeps, no fixed ports)."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 from contextlib import contextmanager
 import time
@@ -14,6 +15,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification
 
+from listener import JobQueue
 from phantom.dicom import to_dataset
 from phantom.generate import PhantomOptions, make_one
 
@@ -31,6 +33,29 @@ def poll(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class FailingQueue(JobQueue):
+    """A JobQueue whose writes named in `failing` raise what SQLite raises for a full disk
+    (or, with `error`, a lock held elsewhere) until they are taken out of it."""
+
+    def __init__(self, path, failing=(), error: str = "database or disk is full", **kwargs):
+        super().__init__(path, **kwargs)
+        self.failing, self.error = set(failing), error
+
+    def _write(self, name: str, *args, **kwargs):
+        if name in self.failing:
+            raise sqlite3.OperationalError(self.error)
+        return getattr(super(), name)(*args, **kwargs)
+
+    def retry_later(self, *args, **kwargs):
+        return self._write("retry_later", *args, **kwargs)
+
+    def requeue_running(self, *args, **kwargs):
+        return self._write("requeue_running", *args, **kwargs)
+
+    def fail(self, *args, **kwargs):
+        return self._write("fail", *args, **kwargs)
 
 
 def dead_letter_job(spool, queue, sop_class: str = "x") -> int:

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from listener import JobQueue
-from node_helpers import PATIENT_NAME_PREFIX, StorageSCP, dead_letter_job, mammogram, poll, push, write
+from node_helpers import (PATIENT_NAME_PREFIX, FailingQueue, StorageSCP, dead_letter_job, mammogram, poll, push,
+                          write)
 from peer_helpers import ECHOSCU, STORESCP, STORESCU, DcmtkStoreSCP, require_programs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,17 +180,7 @@ class _Worker:
 
 
 def _queue_with_job_of(tmp_path, owner: str):
-    import sqlite3
-
-    class Queue(JobQueue):
-        full = False
-
-        def requeue_running(self, *args, **kwargs):
-            if self.full:
-                raise sqlite3.OperationalError("database or disk is full")
-            return super().requeue_running(*args, **kwargs)
-
-    queue = Queue(tmp_path / "q.sqlite")
+    queue = FailingQueue(tmp_path / "q.sqlite")
     job = queue.add("/spool/a.dcm", "1.2.3", "1.2", "x", "MOD", "b")[0]
     queue.close_batch("b")
     assert queue.claim(owner).attempts == 1
@@ -210,11 +201,11 @@ def test_a_dead_worker_is_replaced_even_while_its_job_cannot_be_requeued(tmp_pat
     spawned = []
     pool._spawn = spawned.append
     pool.processes = [_Worker(4242, exitcode=1)]
-    queue.full = True
+    queue.failing = {"requeue_running"}
     with pytest.raises(sqlite3.OperationalError):
         pool.check()
     assert spawned == [0] and queue.get(job).state == "running"
-    queue.full = False
+    queue.failing = set()
     pool.check()
     assert spawned == [0] and (queue.get(job).state, queue.get(job).attempts) == ("queued", 1)
     queue.close()

@@ -16,7 +16,7 @@ from cfia.worker import Routing, Worker
 from conftest import dciodvfy_errors
 from dicom_out import OBJECT_TYPES, Backoff, Destination
 from listener import Intake, JobQueue, ListenerSettings, Spool
-from node_helpers import StorageSCP, mammogram, poll, push
+from node_helpers import FailingQueue, StorageSCP, mammogram, poll, push
 
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
 FAST = Backoff(base_seconds=0.05, max_seconds=0.2, jitter=0)
@@ -240,36 +240,21 @@ def test_a_failure_the_queue_cannot_record_keeps_the_worker_and_gives_the_job_ba
     """The queue's disk full while a job fails: recording the retry fails too. The worker
     must not die (its supervisor cannot requeue either); it gives the job back, without
     counting the attempt, once the queue can be written."""
-    import sqlite3
-
     from listener.spool import encode
-
-    class FullQueue(JobQueue):
-        full = True
-
-        def retry_later(self, *args, **kwargs):
-            if self.full:
-                raise sqlite3.OperationalError("database or disk is full")
-            return super().retry_later(*args, **kwargs)
-
-        def requeue_running(self, *args, **kwargs):
-            if self.full:
-                raise sqlite3.OperationalError("database or disk is full")
-            return super().requeue_running(*args, **kwargs)
 
     def broken(ds):
         raise RuntimeError("model exploded")
 
     monkeypatch.setattr("cfia.worker.QUEUE_RETRY_SECONDS", 0)
     spool = Spool(tmp_path / "spool").create()
-    queue = FullQueue(spool.queue_file)
+    queue = FailingQueue(spool.queue_file, failing={"retry_later", "requeue_running"})
     job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
     queue.close_batch("a")
     worker = Worker(queue, spool, broken, Routing(), backoff=Backoff(base_seconds=60, jitter=0))
     assert worker.run_once()  # did not raise
     assert queue.get(job).state == "running" and "cannot record the job in the queue" in caplog.text
     assert worker.run_once() is False and queue.get(job).state == "running"  # still full: waits
-    queue.full = False
+    queue.failing.clear()
     assert worker.run_once()  # gives the job back, takes it again, records the failure
     again = queue.get(job)
     assert (again.state, again.attempts, again.error) == ("queued", 1, "RuntimeError: model exploded")
@@ -279,42 +264,32 @@ def test_a_failure_the_queue_cannot_record_keeps_the_worker_and_gives_the_job_ba
 def test_a_dead_letter_the_queue_cannot_record_is_recorded_later_not_requeued(tmp_path, monkeypatch):
     """The source is in dead-letter/ before the queue records the failure: a requeue would
     look for a source that is gone and overwrite reason.json with that."""
-    import sqlite3
-
     from dicom_out import UnsupportedSource
     from listener.spool import encode
-
-    class LockedQueue(JobQueue):
-        locked = True
-
-        def fail(self, *args, **kwargs):
-            if self.locked:
-                raise sqlite3.OperationalError("database is locked")
-            return super().fail(*args, **kwargs)
 
     def unsupported(ds):
         raise UnsupportedSource("not a single-frame MG image")
 
     monkeypatch.setattr("cfia.worker.QUEUE_RETRY_SECONDS", 0)
     spool = Spool(tmp_path / "spool").create()
-    queue = LockedQueue(spool.queue_file)
+    queue = FailingQueue(spool.queue_file, failing={"fail"}, error="database is locked")
     job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
     queue.close_batch("a")
     worker = Worker(queue, spool, unsupported, Routing(), backoff=Backoff(base_seconds=0, jitter=0))
     assert worker.run_once() and queue.get(job).state == "running"
     assert worker.run_once() is False  # still locked: waits, takes nothing
-    queue.locked = False
+    queue.failing.clear()
     assert worker.run_once() is False  # records the failure; no job left to take
     assert queue.get(job).state == "failed" and "not a single-frame MG image" in queue.get(job).error
     reason = json.loads((spool.dead_letter / str(job) / "reason.json").read_text())
     assert "not a single-frame MG image" in reason["reason"]
     # Stopped, or killed, before the queue could be written: start-up recovery requeues the
     # job, and the next worker finds it in the dead-letter folder: failed, its reason kept.
-    queue.locked = True
+    queue.failing.add("fail")
     job2 = queue.add(str(spool.write_incoming(encode(mammogram(4)))), "1.2.4", "1.2", MG, "MOD", "b")[0]
     queue.close_batch("b")
     Worker(queue, spool, unsupported, Routing(), backoff=Backoff(base_seconds=0, jitter=0)).run_once()
-    queue.locked = False
+    queue.failing.clear()
     assert queue.requeue_running() == 1  # what `cfia serve` does at start-up
     assert Worker(queue, spool, blob, Routing(), backoff=Backoff(base_seconds=0, jitter=0)).run_once()
     assert queue.get(job2).state == "failed" and "not a single-frame MG image" in queue.get(job2).error
