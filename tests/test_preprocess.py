@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from explain.preprocess import Geometry, preprocess
+from explain.preprocess import Geometry, breast_mask, preprocess
 
 
 def synthetic(shape=(600, 480), chest_right=False, blob=(300, 140, 20), bits=12, seed=0):
@@ -514,3 +514,16 @@ def test_pixel_aspect_ratio_keeps_the_breast_shape_where_no_spacing_is_given():
     del ds.PixelAspectRatio
     squashed = from_dataset(ds).to_input((512, 352)).geometry
     assert squashed.resized[1] < 0.6 * with_spacing.resized[1] * squashed.resized[0] / with_spacing.resized[0]
+
+
+@pytest.mark.parametrize("shape", [(2294, 1914), (4096, 3328)])
+def test_the_breast_mask_lies_on_the_breast_at_detector_size(shape):
+    """The mask is segmented on every step-th pixel and repeated back: sampled at each
+    block's first pixel it sat (step - 1) / 2 source pixels down and right (2 rows at
+    2294x1914, 3.5 at 4096x3328); at the blocks' centres, within a pixel."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    breast = ((rows - shape[0] / 2) / (shape[0] * 0.4)) ** 2 + (cols / (shape[1] * 0.6)) ** 2 <= 1
+    values = breast.astype(np.float32) + np.random.default_rng(0).normal(0, 0.01, shape).astype(np.float32)
+    mask = breast_mask(values)
+    offset = np.argwhere(mask).mean(0) - np.argwhere(breast).mean(0)
+    assert np.abs(offset).max() < 1.0, offset

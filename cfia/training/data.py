@@ -26,7 +26,7 @@ log = logging.getLogger("cfia.training")
 # Bump when explain.preprocess or cfia.dicom_io changes what it returns, or the cache's layout
 # changes (7: kept manifest rows and unknown masks; 8: the crop keeps the whole breast; 9: non-square
 # pixels resized to their physical aspect).
-PREPROCESS_VERSION = "9"
+PREPROCESS_VERSION = "10"
 
 
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
