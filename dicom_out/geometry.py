@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset
 
 import highdicom as hd
 
+from .source_header import shallow_copy
+
 MG_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
     "1.2.840.10008.5.1.4.1.1.1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
@@ -145,9 +147,7 @@ def with_pixel_measures(source: Dataset) -> Dataset:
     is given (AttributeError without them; a mammogram rarely has either)."""
     if "ImageOrientationPatient" not in source:
         return source
-    copy = Dataset({tag: source[tag] for tag in source.keys() if tag not in (0x00280030, 0x00180050)})
-    if hasattr(source, "file_meta"):
-        copy.file_meta = source.file_meta
+    copy = shallow_copy(source, without=(0x00280030, 0x00180050))  # PixelSpacing, SliceThickness: replaced
     copy.PixelSpacing = pixel_spacing(source)[0]
     copy.SliceThickness = nominal_thickness(source)
     return copy

@@ -64,9 +64,7 @@ def result_header(source: Dataset, texts: Iterable[str] = ()) -> tuple[Dataset, 
     luts = None if "VOILUTSequence" in dropped else _softcopy_luts(source)
     if not mended and luts is None and not dropped:
         return source, []
-    copy = _shallow_copy(source)
-    if hasattr(source, "file_meta"):
-        copy.file_meta = source.file_meta
+    copy = shallow_copy(source)
     if luts is not None:
         mended["VOILUTSequence"] = luts
     for keyword, value in mended.items():
@@ -145,10 +143,14 @@ def _time(value: str):
     return digits if _is_time(digits) else None
 
 
-def _shallow_copy(ds: Dataset) -> Dataset:
-    """A new element dict holding the same elements: adding or deleting elements leaves `ds`
-    as it is (replace an element, never set a shared one's value)."""
-    return Dataset({tag: ds[tag] for tag in ds.keys()})
+def shallow_copy(ds: Dataset, without: tuple[int, ...] = ()) -> Dataset:
+    """A new element dict holding the same elements (but the tags `without`) and file meta:
+    adding or deleting elements leaves `ds` as it is (replace an element, never set a
+    shared one's value)."""
+    copy = Dataset({tag: ds[tag] for tag in ds.keys() if tag not in without})
+    if hasattr(ds, "file_meta"):
+        copy.file_meta = ds.file_meta
+    return copy
 
 
 def _softcopy_luts(source: Dataset):
@@ -167,7 +169,7 @@ def _softcopy_luts(source: Dataset):
             copies.append(item)
             continue
         data = np.asarray(list(item.LUTData), "<u2") if is_list else np.frombuffer(bytes(item.LUTData), "<u2")
-        new = _shallow_copy(item)
+        new = shallow_copy(item)
         del new.LUTData
         if b not in (8, 16):
             data = np.round(data.astype(np.float64) * 0xFFFF / (2 ** b - 1)).clip(0, 0xFFFF).astype("<u2")
