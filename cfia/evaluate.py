@@ -70,13 +70,13 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             continue
         lesion = read_mask(row.mask)
         spacing_mm = float(src.spacing[0]) if src.spacing else None
-        spacing = spacing_mm or 1.0  # no spacing: the metrics in pixels (the case's spacing_mm is null)
-        sampling = tuple(float(v) for v in src.spacing) if src.spacing else 1.0  # rows, columns
+        # Rows, columns; no spacing: the metrics in pixels (the case's spacing_mm is null).
+        sampling = tuple(float(v) for v in src.spacing) if src.spacing else (1.0, 1.0)
         case = {"file": _name(row.path, folder), "kind": row.kind, "score": p, "spacing_mm": spacing_mm,
                 "score_lesion_inpainted": lesion_inpainted_score(pipeline, x, lesion_on_input(pre, lesion)),
                 "methods": {}}
         # The tolerance and the smoothing in pixels along rows and along columns.
-        tol = tuple(max(1, int(round(tolerance_mm / s))) for s in (src.spacing or (spacing, spacing)))
+        tol = tuple(max(1, int(round(tolerance_mm / s))) for s in sampling)
         thumbs = []
         for m in methods:
             res = _explain(pipeline, src, m)
