@@ -28,7 +28,7 @@ from explain.classifier import build_network, load_classifier
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import DataError, read_manifest
 from .augment import AugmentOptions, augment
-from .data import data_changes, folder_fingerprint, load_many
+from .data import check_held_apart, data_changes, folder_fingerprint, load_many
 
 log = logging.getLogger("cfia.training")
 
@@ -199,24 +199,6 @@ def _check_options(opts: TrainOptions) -> None:
             raise ValueError(f"{flag} {value}: must be a fraction in [0, 1]")
 
 
-def _listed(folders: list) -> list[str]:
-    return [str(r.path) for folder in folders for r in read_manifest(folder)]
-
-
-def _check_held_apart(train_files: list[str], val_files: list[str]) -> None:
-    """Validation images that are also training images would make the selection and the
-    held-out report training figures: stop. A file listed twice only weighs double: warn.
-    Checked on the manifests, before the preprocessing."""
-    train = [str(Path(f).resolve()) for f in train_files]
-    shared = sorted(set(train) & {str(Path(f).resolve()) for f in val_files})
-    if shared:
-        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {shared[0]}): "
-                        "validation must be held apart")
-    twice = len(train) - len(set(train))
-    if twice:
-        log.warning("%d training image(s) are listed more than once: they weigh more", twice)
-
-
 def _cosine_with_warmup(optim, steps_per_epoch: int, epochs: int):
     """Linear warm-up over the first epoch (at most a tenth of the run), then a cosine to zero."""
     total = steps_per_epoch * epochs
@@ -321,7 +303,7 @@ def train(opts: TrainOptions) -> dict:
         log.warning("no --val-data: no held-out metrics will be reported, and the last epoch is exported")
 
     # What can be checked without the images is checked before their preprocessing (minutes).
-    _check_held_apart(_listed(opts.data), _listed(opts.val_data))
+    check_held_apart(opts.data, opts.val_data)
     run = _run_definition(opts)
     model = build_network(opts.network, opts.network_args).to(device)
     resuming = opts.resume and ckpt_path.exists()

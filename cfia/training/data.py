@@ -58,6 +58,23 @@ def _load_one(args):
     return (pre.image.to(torch.float16), cover.to(torch.float16)), None
 
 
+def check_held_apart(data: list, val_data: list, val_lesion_free: bool = False) -> None:
+    """Validation images that are also training images would make the selection and the
+    held-out report training figures: stop. A file listed twice only weighs double: warn.
+    Checked on the manifests, before the images are read. val_lesion_free: only the
+    held-out folders' lesion-free rows are used (the inpainter's report)."""
+    train = [str(r.path.resolve()) for folder in data for r in read_manifest(folder)]
+    val = {str(r.path.resolve()) for folder in val_data for r in read_manifest(folder)
+           if not (val_lesion_free and r.label)}
+    shared = sorted(set(train) & val)
+    if shared:
+        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {shared[0]}): "
+                        "validation must be held apart")
+    twice = len(train) - len(set(train))
+    if twice:
+        log.warning("%d training image(s) are listed more than once: they weigh more", twice)
+
+
 def _stamp(path) -> str:
     """What tells a changed file: size and modification time (a replaced image of the same size)."""
     if path is None:

@@ -23,9 +23,9 @@ from ..files import sha256
 from .crops import CropSampler, add_texture, augment
 from .holes import random_hole
 from .inpaint_losses import TextureLoss
-from ..manifest import DataError, read_manifest
+from ..manifest import DataError
 from .classifier import _device
-from .data import data_changes, folder_fingerprint
+from .data import check_held_apart, data_changes, folder_fingerprint
 from .mammo_io import load_folder
 
 log = logging.getLogger(__name__)
@@ -119,16 +119,6 @@ def _check_resumable(saved: dict, now: dict, saved_data: dict, data: dict) -> No
                     "to an uninterrupted run", now["threads"], saved.get("threads"))
 
 
-def _check_held_apart(data, val_data) -> None:
-    """A report on training images must not be called held-out: checked on the manifests,
-    before the images are read (the lesion-free held-out rows, the ones used)."""
-    train = {str(r.path.resolve()) for r in read_manifest(data)}
-    shared = sorted(train & {str(r.path.resolve()) for r in read_manifest(val_data) if not r.label})
-    if shared:
-        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {shared[0]}): "
-                        "the held-out report must be held apart")
-
-
 def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str | Path | None = None,
           resume: bool = False, progress: bool = True) -> dict:
     """Train, checkpoint each epoch to out/inpainter.ckpt, write out/inpainter.pt and a report."""
@@ -145,7 +135,7 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     # What can be checked without the images is checked before they are read.
     fingerprints = {"data": [folder_fingerprint(data)], "val_data": [folder_fingerprint(val_data)] if val_data else []}
     if val_data is not None:
-        _check_held_apart(data, val_data)
+        check_held_apart([data], [val_data], val_lesion_free=True)
     ck = None
     if resume:
         if not ckpt_path.is_file():
