@@ -1,7 +1,8 @@
 """The explanation as a TID 1500 Measurement Report in a Comprehensive 3D SR.
 
 One planar-ROI measurement group (TID 1410) whose region is segment 1 of the BINARY
-SEG: finding = the explained class (only when the classifier called it), measurements =
+SEG: finding = the explained class (only when the classifier called it and the region is
+not empty), measurements =
 the classifier's score and its score once the region is deleted, qualitative
 evaluations = the explanation method and, when given, the call (present / absent).
 The observer is the algorithm as a device.
@@ -142,8 +143,7 @@ def _region_group(
             uid=tracking_uid(source, algorithm, "salient region"), identifier="cfia salient region",
         ),
         referenced_segment=segment,
-        # A negative call's region is what moves the score, not a finding: no Finding then.
-        finding_type=None if explanation.positive is False else codes.finding(explanation.class_name),
+        finding_type=_finding(explanation),
         method=codes.METHOD_CODES[algorithm.method],
         algorithm_id=algorithm_id,
         measurements=[
@@ -156,6 +156,17 @@ def _region_group(
               [hd.sr.QualitativeEvaluation(codes.CLASSIFIER_CALL, codes.CALL_VALUES[explanation.positive])]),
         ],
     )
+
+
+def _finding(explanation: Explanation):
+    """The Finding a TID 1500 consumer would count as a lesion at the region.
+
+    None for a negative call (its region is what moves the score, not a finding) and for
+    an empty region (the SEG's segment is empty, so the finding would have no location).
+    """
+    if explanation.positive is False or not explanation.region.any():
+        return None
+    return codes.finding(explanation.class_name)
 
 
 def _score(name, value: float, algorithm_id) -> hd.sr.Measurement:

@@ -414,6 +414,23 @@ def test_sr_states_the_call_and_claims_a_finding_only_for_a_positive_one(tmp_pat
     assert evaluations["Classifier call for explained class"] == ("Present" if positive else "Absent")
 
 
+def test_sr_claims_no_finding_for_an_empty_region(tmp_path):
+    """A positive call whose region came out empty has nothing to locate: a consumer counting
+    findings must not get a lesion pointing at an empty segment. The call is still stated."""
+    base = make_explanation()
+    explanation = dataclasses.replace(
+        base, score=0.87, positive=True, region=np.zeros_like(base.region),
+    )
+    sr = build_results(make_source(), explanation, ALGORITHM, ["binary_seg", "sr"])["sr"]
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    group = hd.sr.srread(path).content.get_planar_roi_measurement_groups()[0]
+    assert group.finding_type is None
+    evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
+    assert evaluations["Classifier call for explained class"] == "Present"
+
+
 def test_sr_without_binary_seg_keeps_the_same_reference(built):
     source, explanation, results, _ = built["default"]
     only_sr = build_results(source, explanation, ALGORITHM, enabled=["sr"])
