@@ -9,7 +9,9 @@ import highdicom as hd
 from . import codes, provenance
 from .geometry import nominal_geometry_note, with_nominal_geometry
 from .model import AlgorithmInfo, Explanation
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, uids_for
+from .series import (
+    SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, stable_dimension_organization, uids_for,
+)
 from .uids import derived_uid
 
 LUT_LABEL = "CFIA_SALIENCY"  # <= 16 characters
@@ -40,6 +42,7 @@ def build_parametric_map(source: Dataset, explanation: Explanation, algorithm: A
     )
     _declare_nominal_geometry(pm, source)
     add_series_laterality(pm, source)
+    stable_dimension_organization(pm, source, "parametric_map", algorithm)
     return pm
 
 

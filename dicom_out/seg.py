@@ -11,7 +11,7 @@ from . import codes, provenance
 from .geometry import add_segmentation_display_geometry, pixel_measures, with_pixel_measures
 from .model import AlgorithmInfo, Explanation
 from .uids import derived_uid
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_for
+from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, stable_dimension_organization, uids_for
 
 SEGMENT_NUMBER = 1
 MAX_FRACTIONAL_VALUE = 255  # 8-bit quantisation: saliency error <= 1/510
@@ -91,6 +91,7 @@ def _segmentation(
     )
     # No series Laterality here: a SEG carries no BodyPartExamined, so dciodvfy forbids it.
     add_segmentation_display_geometry(seg, source)
+    stable_dimension_organization(seg, source, object_type, algorithm)
     return seg
 
 

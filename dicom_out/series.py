@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from .model import AlgorithmInfo
-from .uids import ObjectUIDs, object_uids
+from .uids import ObjectUIDs, derived_uid, object_uids
 
 OBJECT_TYPES = ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")
 
@@ -37,3 +37,11 @@ def add_series_laterality(result: Dataset, source: Dataset) -> None:
     Laterality allows R and L only: a source's B (both) or U (unpaired) leaves it empty."""
     laterality = str(source.get("ImageLaterality", source.get("Laterality", "")) or "").strip().upper()
     result.Laterality = laterality if laterality in ("R", "L") else ""
+
+
+def stable_dimension_organization(result: Dataset, source: Dataset, object_type: str, algorithm: AlgorithmInfo) -> None:
+    """highdicom draws a random DimensionOrganizationUID per build, so a rebuilt object kept
+    its SOP Instance UID but changed its content: tie it to the same key as the object's UIDs."""
+    uid = derived_uid(str(source.SOPInstanceUID), algorithm.uid_key, f"{object_type} dimension organization")
+    for item in (*result.get("DimensionOrganizationSequence", []), *result.get("DimensionIndexSequence", [])):
+        item.DimensionOrganizationUID = uid

@@ -489,6 +489,33 @@ def test_uids_are_deterministic_and_follow_the_model_method_and_settings(built, 
     assert (_device_uid(other["sr"]) != _device_uid(results["sr"])) == ("model_version" in change)
 
 
+# What a rebuild may change: when it was made.
+_BUILD_TIMES = {"InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime",
+                "ContributionDateTime", "PresentationCreationDate", "PresentationCreationTime"}
+
+
+def _content(ds: pydicom.Dataset) -> list:
+    """Every element but the build times, nested sequences flattened, for comparing builds."""
+    out = []
+    for element in ds:
+        if element.keyword in _BUILD_TIMES:
+            continue
+        if element.VR == "SQ":
+            out.append((element.tag, [_content(item) for item in element.value]))
+        else:
+            out.append((element.tag, element.value))
+    return out
+
+
+def test_a_rebuild_keeps_the_content_of_each_object(built):
+    """Same SOP Instance UID, same content: a resend must replace an object with itself
+    (highdicom's DimensionOrganizationUID was random per build)."""
+    source, explanation, results, _ = built["default"]
+    again = build_results(source, explanation, ALGORITHM)
+    for object_type, first in results.items():
+        assert _content(again[object_type]) == _content(first), object_type
+
+
 def test_uid_sources_do_not_run_into_each_other():
     """pydicom joins entropy sources with nothing between: 'ab'+'c' must differ from 'a'+'bc'."""
     from dicom_out.uids import derived_uid, device_uid
