@@ -256,7 +256,7 @@ def test_parametric_map_is_overlaid(env, stored, request):
     _open(env, stored)
     limit = env.page.max_3d_texture_size()
     if max(stored.study.rows, stored.study.columns) > limit:
-        request.applymarker(pytest.mark.xfail(reason=OHIF_PM_TEXTURE.format(limit=limit), raises=OverlayError,
+        request.applymarker(pytest.mark.xfail(reason=OHIF_PM_TEXTURE.format(limit=limit), raises=ViewerLimitation,
                                               strict=True))
     mark = env.browser.console_mark()
     pm = [d for d in env.page.display_sets() if d["series"] == ds.SeriesInstanceUID]
@@ -280,6 +280,7 @@ def test_parametric_map_is_overlaid(env, stored, request):
     except OverlayError as exc:
         env.browser.screenshot(stored.shots / "parametric_map-failed.png")
         env.record(stored.name, "parametric_map", "ohif", False, str(exc)[:300])
+        _named_limitation(exc, "max texture size", str(exc))
         raise
     errors = env.page.errors_since(mark)
     ok = stats.inside_coloured >= MIN_INSIDE and stats.far_coloured <= MAX_FAR and not errors
