@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -84,16 +85,19 @@ class Node:
 
     def _recover(self) -> None:
         """After a crash: give back running jobs, release open batches, drop files
-        of stores that were never acknowledged."""
+        of stores that were never acknowledged and results of jobs already finished."""
         requeued = self.queue.requeue_running()
         released = self.queue.close_all_batches()
         with self.spool.recovery_lock():  # a `cfia requeue` running now is not sweeping
             orphans = self.spool.orphans(self.queue.paths())
             for path in orphans:
                 path.unlink(missing_ok=True)
+            stale = self.spool.stale_results(self.queue.live_ids())
+            for folder in stale:
+                shutil.rmtree(folder, ignore_errors=True)
         log.info("spool recovered", extra={"jobs_requeued": requeued, "batches_released": released,
                                            "unacknowledged_files_removed": len(orphans),
-                                           **self.queue.counts()})
+                                           "finished_results_removed": len(stale), **self.queue.counts()})
 
     def _write_info(self) -> None:
         host, port = self.server.server_address[:2]

@@ -339,6 +339,12 @@ class JobQueue:
             rows = self._db.execute("SELECT path FROM jobs WHERE state NOT IN ('done', 'failed')").fetchall()
         return {row["path"] for row in rows}
 
+    def live_ids(self) -> set[int]:
+        """Jobs that may still write, send or dead-letter results (everything not done or failed)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM jobs WHERE state NOT IN ('done', 'failed')").fetchall()
+        return {row["id"] for row in rows}
+
     def recent_errors(self, limit: int = 5) -> list[dict]:
         with self._lock:
             rows = self._db.execute(

@@ -170,6 +170,12 @@ class Spool:
         stored = Path(stored)
         return self.root / stored.parent.name / stored.name
 
+    def stale_results(self, live_ids: set[int]) -> list[Path]:
+        """Result folders of jobs that are done, failed or pruned: a crash between marking a
+        job done and removing its files left them (a failed job's were moved first)."""
+        return [p for p in self.results.iterdir()
+                if p.is_dir() and p.name.isdigit() and int(p.name) not in live_ids]
+
     def orphans(self, known: set[str]) -> list[Path]:
         """Incoming files no job refers to: written, but the store was never
         acknowledged (crash between rename and commit), so the sender will resend."""

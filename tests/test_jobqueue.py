@@ -241,6 +241,34 @@ def test_a_spool_moved_or_reached_by_another_name_keeps_its_received_images(tmp_
     node.queue.close()
 
 
+def test_start_up_removes_results_of_finished_jobs_and_keeps_the_rest(tmp_path):
+    """A crash between marking a job done and removing its files left results/<job>; nothing
+    else would ever remove it. Results of jobs still to be sent must stay."""
+    from cfia.config import from_dict
+    from cfia.serve import Node
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    q = JobQueue(spool.queue_file, quiet_seconds=0)
+    ids = [q.add(str(spool.write_incoming(b"image")), f"1.2.{i}", "1.2", "1.2.840.10008.5.1.4.1.1.1.2", "MOD", "a")[0]
+           for i in range(2)]
+    q.close_all_batches()
+    for job_id in ids:
+        q.claim("w")
+        folder = spool.results / str(job_id)
+        folder.mkdir()
+        (folder / "sr.dcm").write_bytes(b"result")
+        q.set_results(job_id, str(folder), 1.0)
+    q.finish(ids[0])  # the crash came before its files were removed
+    q.close()
+    node = Node(from_dict({"spool": {"folder": str(spool.root)}}, tmp_path))
+    node.queue = JobQueue(node.spool.queue_file)
+    node._recover()
+    assert sorted(p.name for p in spool.results.iterdir()) == [str(ids[1])]
+    assert (spool.results / str(ids[1]) / "sr.dcm").read_bytes() == b"result"
+    node.queue.close()
+
+
 def test_an_error_in_the_supervisor_is_logged_and_serving_goes_on(tmp_path, caplog):
     """A full disk or a busy queue while checking workers or pruning must neither end
     nor hang the server: the next round retries, and a stop still stops."""
