@@ -10,8 +10,9 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import logs
+from .install import SHIPPED_CONFIG
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+DEFAULT_CONFIG = SHIPPED_CONFIG
 
 
 class UsageError(Exception):
@@ -66,11 +67,17 @@ def _refuse_overwrite(out: Path, names: tuple, replace: bool) -> None:
             raise UsageError(f"--out {out}: {out / name} exists; give --force to replace it, or another --out")
 
 
+def config_file(path: str | None) -> Path | None:
+    """The file a command reads: the given one, else the shipped one; None when there is
+    none (the built-in defaults)."""
+    if path:
+        return Path(path)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
 def load_config(path: str | None) -> config_mod.Config:
-    cfg_path = Path(path) if path else DEFAULT_CONFIG
-    if path is None and not cfg_path.exists():
-        return config_mod.Config()
-    return config_mod.load(cfg_path)
+    source = config_file(path)
+    return config_mod.Config() if source is None else config_mod.load(source)
 
 
 def cmd_phantom(args) -> int:
@@ -271,7 +278,8 @@ def cmd_serve(args) -> int:
     except config_mod.ConfigError as exc:  # 78, not 2: systemd must not restart a wrong config
         print(f"cfia: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return serve(cfg, args.config)
+    source = config_file(args.config)
+    return serve(cfg, str(source) if source else None)
 
 
 def cmd_status(args) -> int:

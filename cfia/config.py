@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import yaml
 
+from .install import SHIPPED_MODELS
 
 # Rows, columns of the shipped default classifier (models/classifier.json): the default of
 # config, training and benches alike (explain/ keeps its own, checked by a test).
@@ -98,7 +99,7 @@ class WorkersConfig:
 
 # The shipped models, wherever the config file is: a key left out of a site's file must
 # not resolve against the working directory (under systemd, /).
-INSTALL_ROOT = Path(__file__).resolve().parent.parent
+INSTALL_MODELS = SHIPPED_MODELS
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class ClassifierConfig:
                 raise ConfigError("models.classifier.path: none given; a path to the bundle folder is required "
                                   "when kind is monai_bundle")
             name = "classifier.ts" if self.kind == "torchscript" else "classifier.pt"
-            object.__setattr__(self, "path", str(INSTALL_ROOT / "models" / name))
+            object.__setattr__(self, "path", str(INSTALL_MODELS / name))
         low, high = self.input_range
         if high <= low:
             raise ConfigError(f"models.classifier.input_range: {list(self.input_range)!r} is not allowed; "
@@ -144,7 +145,7 @@ class ClassifierConfig:
 @dataclass(frozen=True)
 class InpainterConfig:
     kind: str = field(default="learned", metadata=_choice("learned", "telea", "navier_stokes"))
-    path: str = field(default=str(INSTALL_ROOT / "models" / "inpainter.pt"), metadata=_path())
+    path: str = field(default=str(INSTALL_MODELS / "inpainter.pt"), metadata=_path())
     # learned only: scale the fill's texture to the tissue's around the hole (tried: cf localises worse).
     texture_match: bool = False
     # learned only: the noise input's scale (1 = as trained; 0 = the network's smooth fill).

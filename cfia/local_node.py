@@ -29,9 +29,9 @@ import yaml
 
 from . import config as config_mod
 from . import status
+from .install import SHIPPED_CONFIG
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_CONFIG = PACKAGE_ROOT / "config.yaml"
 
 
 class NodeError(RuntimeError):

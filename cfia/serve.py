@@ -202,7 +202,7 @@ def _drain(server, seconds: float) -> None:
 
 def serve(cfg, config_path: str | None = None) -> int:
     logs.setup(cfg.logging.format, cfg.logging.level)
-    log.info("effective config", extra={"config_file": config_path or "(defaults)",
+    log.info("effective config", extra={"config_file": config_path or "(built-in defaults)",
                                         "config": json.dumps(config_mod.to_dict(cfg), sort_keys=True)})
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cfia import config
-from cfia.cli import DEFAULT_CONFIG, main
+from cfia.cli import DEFAULT_CONFIG, config_file, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +20,12 @@ def test_shipped_config_loads_and_resolves_paths_against_its_folder():
     assert cfg.listener.ae_title == "CFIA"
     assert cfg.models.classifier.path == str(ROOT / "models" / "classifier.pt")
     assert cfg.spool.folder == str(ROOT / "spool")
+
+
+def test_without_config_commands_read_and_name_the_shipped_file(tmp_path):
+    """`cfia serve` logs the file it read; it said "(defaults)" while reading the shipped one."""
+    assert config_file(None) == DEFAULT_CONFIG and DEFAULT_CONFIG.is_file()
+    assert config_file(str(tmp_path / "site.yaml")) == tmp_path / "site.yaml"
 
 
 def test_config_objects_are_frozen():
