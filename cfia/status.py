@@ -69,8 +69,7 @@ def format_text(snap: dict, serve: Optional[dict]) -> str:
 
 
 def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> str:
-    counts = queue.counts()
-    totals = queue.pruned_totals()
+    counts, totals, histogram = queue.metrics_snapshot()
     pruned_done = int(totals.get("done", 0))  # rows deleted after spool.keep_done_days
     requeued = int(totals.get("requeued", 0))  # failed jobs `cfia requeue` sent back
     out = [
@@ -93,7 +92,7 @@ def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> st
                 "Associations rejected since start (calling or called AE title).",
                 [("", listener_counts.get("rejected", 0))]),
         _metric("cfia_workers_alive", "gauge", "Worker processes alive.", [("", workers_alive)]),
-        _histogram("cfia_explain_seconds", "Seconds the processor took per image.", queue.explain_histogram()),
+        _histogram("cfia_explain_seconds", "Seconds the processor took per image.", histogram),
     ]
     return "".join(out)
 

@@ -220,8 +220,13 @@ class JobQueue:
         )
 
     def set_results(self, job_id: int, results: str, explain_seconds: float) -> None:
-        """Results are on disk: from now on a crash resumes with sending, not processing."""
+        """Results are on disk: from now on a crash resumes with sending, not processing.
+        A job explained before (requeued, results lost) keeps its earlier time in the
+        all-time totals: the explain histogram counts explanations and never goes down."""
         with self._tx() as db:
+            earlier = db.execute("SELECT explain_seconds FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if earlier is not None and earlier[0] is not None:
+                _add_to_totals(db, _explain_totals([earlier[0]]))
             db.execute("UPDATE jobs SET results = ?, explain_seconds = ?, updated_at = ? WHERE id = ?",
                        (results, explain_seconds, self._clock(), job_id))
 
@@ -250,11 +255,7 @@ class JobQueue:
             seconds = [r[0] for r in db.execute(f"SELECT explain_seconds {old}", (cutoff,)).fetchall()]
             if not seconds:  # nothing to prune: write nothing (a full disk must not stop the node)
                 return 0
-            explained = [v for v in seconds if v is not None]
-            add = {"done": len(seconds), "explain_count": len(explained), "explain_sum": sum(explained),
-                   **{f"explain_le_{b}": sum(v <= b for v in explained) for b in EXPLAIN_BUCKETS}}
-            db.executemany("INSERT INTO pruned_totals (key, value) VALUES (?, ?) "
-                           "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value", add.items())
+            _add_to_totals(db, {"done": len(seconds), **_explain_totals([v for v in seconds if v is not None])})
             return db.execute(f"DELETE {old}", (cutoff,)).rowcount
 
     def retry_later(self, job_id: int, error: str, delay: float, sending: bool = False,
@@ -328,7 +329,10 @@ class JobQueue:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state").fetchall()
+            return self._counts()
+
+    def _counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, count(*) AS n FROM jobs GROUP BY state").fetchall()
         counts = dict.fromkeys(STATES, 0)
         counts.update({row["state"]: row["n"] for row in rows})
         return counts
@@ -363,15 +367,31 @@ class JobQueue:
     def pruned_totals(self) -> dict[str, float]:
         """What pruned rows added to the all-time totals (keys as prune_done writes them)."""
         with self._lock:
-            return {row[0]: row[1] for row in self._db.execute("SELECT key, value FROM pruned_totals")}
+            return self._pruned_totals()
+
+    def _pruned_totals(self) -> dict[str, float]:
+        return {row[0]: row[1] for row in self._db.execute("SELECT key, value FROM pruned_totals")}
 
     def explain_histogram(self) -> dict:
         """All-time explain times, pruned jobs included: {"buckets": [(bound, count <= bound)],
         "count", "sum"}, the bounds being EXPLAIN_BUCKETS."""
         with self._lock:
-            values = [r[0] for r in self._db.execute(
-                "SELECT explain_seconds FROM jobs WHERE explain_seconds IS NOT NULL").fetchall()]
-        pruned = self.pruned_totals()
+            return self._explain_histogram()
+
+    def metrics_snapshot(self) -> tuple[dict[str, int], dict[str, float], dict]:
+        """counts(), pruned_totals() and explain_histogram() from one read transaction: a
+        prune or a `cfia requeue` committing between them counted rows twice or not at all."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                return self._counts(), self._pruned_totals(), self._explain_histogram()
+            finally:
+                self._db.execute("COMMIT")
+
+    def _explain_histogram(self) -> dict:
+        values = [r[0] for r in self._db.execute(
+            "SELECT explain_seconds FROM jobs WHERE explain_seconds IS NOT NULL").fetchall()]
+        pruned = self._pruned_totals()
         return {"buckets": [(b, sum(v <= b for v in values) + int(pruned.get(f"explain_le_{b}", 0)))
                             for b in EXPLAIN_BUCKETS],
                 "count": len(values) + int(pruned.get("explain_count", 0)),
@@ -382,3 +402,14 @@ class JobQueue:
             rows = self._db.execute("SELECT state FROM jobs WHERE sop_instance_uid = ? ORDER BY id",
                                     (sop_instance_uid,)).fetchall()
         return [row[0] for row in rows]
+
+
+def _explain_totals(seconds: list[float]) -> dict[str, float]:
+    """Explain times as the all-time totals' keys: count, sum and one count per bucket."""
+    return {"explain_count": len(seconds), "explain_sum": sum(seconds),
+            **{f"explain_le_{b}": sum(v <= b for v in seconds) for b in EXPLAIN_BUCKETS}}
+
+
+def _add_to_totals(db: sqlite3.Connection, add: dict[str, float]) -> None:
+    db.executemany("INSERT INTO pruned_totals (key, value) VALUES (?, ?) "
+                   "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value", add.items())

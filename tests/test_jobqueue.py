@@ -151,6 +151,64 @@ def test_metrics_never_go_down_when_done_jobs_are_pruned(queue):
     assert queue.get(kept).state == "pending"
 
 
+def test_an_image_explained_twice_counts_twice_and_no_bucket_goes_down(queue):
+    """Results lost (or a failed job requeued) -> explained again: the histogram is of
+    explanations; overwriting the first time took a count out of its bucket."""
+    from cfia.status import prometheus
+
+    job = _add(queue)
+    queue.close_batch("a")
+    queue.claim("w")
+    queue.set_results(job, "/r", 0.5)
+    first = prometheus(queue, {}, 1)
+    assert 'cfia_explain_seconds_bucket{le="1"} 1' in first
+    queue.drop_results(job, "results folder missing")
+    queue.claim("w")
+    queue.set_results(job, "/r", 3.0)
+    again = prometheus(queue, {}, 1)
+    assert 'cfia_explain_seconds_bucket{le="1"} 1' in again and 'cfia_explain_seconds_bucket{le="5"} 2' in again
+    assert "cfia_explain_seconds_count 2" in again and "cfia_explain_seconds_sum 3.5" in again
+
+
+def test_metrics_are_read_from_one_state_of_the_queue(tmp_path):
+    """A prune committed by another connection between the metric's reads counted the
+    pruned jobs twice (as rows and as pruned totals): received 3 -> 6 -> 3."""
+    from cfia.status import prometheus
+
+    clock = Clock()
+
+    class PrunedMidRead(JobQueue):
+        def _prune_once(self):
+            if not getattr(self, "pruned", False):
+                self.pruned = True
+                other = JobQueue(self.path, clock=clock)
+                assert other.prune_done(5) == 3
+                other.close()
+
+        def counts(self):  # the read the metric starts with, however it is made
+            result = super().counts()
+            self._prune_once()
+            return result
+
+        def _counts(self):
+            result = super()._counts()
+            self._prune_once()
+            return result
+
+    q = PrunedMidRead(tmp_path / "q.sqlite", quiet_seconds=30, clock=clock)
+    for i in range(3):
+        job = _add(q, f"1.{i}")
+        q.close_batch("a")
+        q.claim("w")
+        q.set_results(job, "/r", 1.0)
+        q.finish(job)
+    clock.now += 10
+    text = prometheus(q, {}, 1)
+    assert "cfia_received_total 3" in text and "cfia_explain_seconds_count 3" in text, text
+    assert "cfia_received_total 3" in prometheus(q, {}, 1)  # after the prune, the same
+    q.close()
+
+
 @pytest.mark.parametrize("days, kept", [(30, {"recent"}), (0, {"recent", "old"})])
 def test_node_prunes_done_jobs_after_keep_done_days(tmp_path, days, kept):
     from cfia.config import from_dict
