@@ -197,12 +197,15 @@ class JobQueue:
     # -- the workers' side ---------------------------------------------------
 
     def claim(self, owner: str) -> Optional[Job]:
-        """Take the oldest job that is ready to process or to (re)send."""
+        """Take the oldest job that is ready to process, else the oldest ready to resend:
+        resends to a destination that hangs cost a timeout each, and must not hold back
+        new images (which reach the destinations that work as soon as they are explained)."""
         now = self._clock()
         with self._tx() as db:
             self._promote_quiet_batches(db, now)
             row = db.execute(
-                "SELECT * FROM jobs WHERE state IN ('queued', 'sending') AND not_before <= ? ORDER BY id LIMIT 1",
+                "SELECT * FROM jobs WHERE state IN ('queued', 'sending') AND not_before <= ? "
+                "ORDER BY state = 'sending', id LIMIT 1",
                 (now,),
             ).fetchone()
             if row is None:

@@ -64,6 +64,20 @@ def test_crash_recovery_resumes_at_the_right_step(queue):
     assert sending.id == b and sending.attempts == 1 and sending.results == "/spool/results/2"
 
 
+def test_new_images_are_taken_before_resends(queue):
+    """A resend to a destination that hangs costs a timeout; older jobs waiting to be
+    resent held a new image back for minutes."""
+    old = _add(queue, "1.1")
+    queue.close_all_batches()
+    queue.claim("w")
+    queue.set_results(old, "/r", 1.0)
+    queue.retry_later(old, "destination down", 0, sending=True)
+    new = _add(queue, "1.2", "b")
+    queue.close_all_batches()
+    assert queue.claim("w").id == new
+    assert queue.claim("w").id == old
+
+
 def test_a_requeue_gives_the_attempt_back_only_when_asked(queue):
     """A clean stop requeues with refund_attempt (the job did not kill its worker); a
     worker that died keeps the attempt counted, so a poison job still ends; a job with
