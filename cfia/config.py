@@ -62,6 +62,8 @@ class ListenerConfig:
     other_sop_classes: str = field(default="reject", metadata=_choice("reject", "ignore"))
     # A study is complete on association release, or after this many quiet seconds.
     study_quiet_seconds: float = field(default=30.0, metadata=_range(0, None))
+    # Associations open at once; more are rejected as transient (busy), and senders retry.
+    max_associations: int = field(default=10, metadata=_range(1, 1000))
 
 
 @dataclass(frozen=True)

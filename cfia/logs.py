@@ -7,7 +7,8 @@ never patient names or IDs. pynetdicom's and highdicom's loggers are held at WAR
 unless the level is DEBUG: pynetdicom's debug output can dump identifiers. Python
 warnings (pydicom's and highdicom's on odd header values quote the value, a patient's
 name among them) go through the log without their text: category and code location only;
-so do pydicom's and highdicom's own log records, which repeat such warnings.
+so do pydicom's and highdicom's own log records, which repeat such warnings. pynetdicom's
+errors come without their traceback unless the level is DEBUG.
 """
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ class WithheldWarnings(logging.Filter):
         return True
 
 
+class ShortLibraryErrors(logging.Filter):
+    """pynetdicom logs a peer's malformed PDU (an AE title in non-ASCII bytes, which any
+    port scanner sends) as errors with full tracebacks, some 25 lines per connection.
+    Below DEBUG such a record keeps its message and the exception's type, on one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] == "pynetdicom" and record.exc_info:
+            exc = record.exc_info[1]
+            what = f"{type(exc).__name__}; " if exc is not None else ""
+            record.msg = f"{record.getMessage()} ({what}traceback at logging level DEBUG)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
 def one_line(message: str) -> str:
     """A message as one line: a library may quote a peer's value in it (pynetdicom's
     "Non-conformant 'Affected SOP Instance UID' value ..."), line breaks included."""
@@ -115,6 +130,8 @@ def setup(format: str = "text", level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
     handler.addFilter(WithheldWarnings())
+    if level != "DEBUG":
+        handler.addFilter(ShortLibraryErrors())
     logging.captureWarnings(True)
     root = logging.getLogger()
     for old in list(root.handlers):

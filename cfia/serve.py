@@ -47,6 +47,7 @@ def listener_settings(cfg) -> ListenerSettings:
         ae_title=lc.ae_title, host=lc.host, port=lc.port,
         allowed_calling_ae_titles=tuple(lc.allowed_calling_ae_titles),
         ignore_other_sop_classes=lc.other_sop_classes == "ignore", ssl_context=ctx,
+        max_associations=lc.max_associations,
     )
 
 
@@ -67,11 +68,15 @@ class Node:
         self.queue = JobQueue(self.spool.queue_file, quiet_seconds=self.cfg.listener.study_quiet_seconds)
         self._recover()
         self.intake = Intake(self.spool, self.queue, self.cfg.listener.other_sop_classes == "ignore")
-        self.server = listener.start(listener_settings(self.cfg), self.intake)
+        # Ports first: a busy one stops the start before any worker loads its models (stop() closes
+        # what was opened). /healthz answers 503 until the listener and the workers are up.
+        hc, lc = self.cfg.http, self.cfg.listener
+        if hc.enabled:
+            self.http = _bind("http", hc.host, hc.port, lambda: http.start(hc.host, hc.port, self.health, self.metrics))
+        settings = listener_settings(self.cfg)
+        self.server = _bind("dicom", lc.host, lc.port, lambda: listener.start(settings, self.intake))
         self.pool = WorkerPool(self.cfg, self.queue)
         self.pool.start()
-        if self.cfg.http.enabled:
-            self.http = http.start(self.cfg.http.host, self.cfg.http.port, self.health, self.metrics)
         self._write_info()
 
     def _take_lock(self) -> None:
@@ -144,11 +149,13 @@ class Node:
         return 0
 
     def stop(self) -> None:
-        """Idempotent: serve() calls it again on the way out, whatever happened."""
+        """Idempotent: serve() calls it again on the way out, whatever happened; a call with
+        nothing left to stop logs nothing (a part that failed to stop is retried)."""
+        if all(part is None for part in (self.server, self.pool, self.http, self.queue, self._lock_fd)):
+            return
         log.info("stopping: no new associations")
         if self.server is not None:
-            self.server.shutdown()
-            _drain(self.server, ASSOCIATION_DRAIN_SECONDS)
+            self.server.shutdown(ASSOCIATION_DRAIN_SECONDS)
             self.server = None
         if self.pool is not None:
             self.pool.stop(self.cfg.workers.stop_timeout_seconds)
@@ -190,14 +197,12 @@ class _RepeatedFailure:
             self.what, self.count = None, 0
 
 
-def _drain(server, seconds: float) -> None:
-    """Let open associations finish; abort the rest (their acknowledged images are
-    queued, the unacknowledged one the sender will resend)."""
-    deadline = time.monotonic() + seconds
-    while server.active_associations and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for assoc in server.active_associations:
-        assoc.abort()
+def _bind(which: str, host: str, port: int, start):
+    """`start()`, its OSError (port in use, address not available) naming the server and address."""
+    try:
+        return start()
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on the {which} port {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def serve(cfg, config_path: str | None = None) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from listener import JobQueue
+from listener.intake import REJECTION_REASONS
 
 WAITING = ("pending", "queued", "running", "sending")
 SERVE_INFO = "serve.json"  # written by `cfia serve` into the spool folder
@@ -89,8 +90,8 @@ def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> st
         _metric("cfia_store_ignored_total", "counter", "Non-mammogram C-STOREs ignored since start.",
                 [("", listener_counts.get("ignored", 0))]),
         _metric("cfia_associations_rejected_total", "counter",
-                "Associations rejected since start (calling or called AE title).",
-                [("", listener_counts.get("rejected", 0))]),
+                "Associations rejected since start, by reason (calling_ae, called_ae, busy, other).",
+                [(f'{{reason="{cause}"}}', listener_counts.get(f"rejected_{cause}", 0)) for cause in REJECTION_REASONS]),
         _metric("cfia_workers_alive", "gauge", "Worker processes alive.", [("", workers_alive)]),
         _histogram("cfia_explain_seconds", "Seconds the processor took per image.", histogram),
     ]

@@ -56,8 +56,9 @@ def _use_gpu_of(slot: int, device: str) -> None:
         log.info("worker on its GPU", extra={"worker_slot": slot, "cuda_device": index})
 
 
-def worker_main(cfg, parent_pid: int, stop_event, slot: int = 0) -> None:
-    """Entry point of a worker process; `slot` (0 .. workers.count - 1) picks its GPU."""
+def worker_main(cfg, parent_pid: int, stop_event, slot: int = 0, ready=None) -> None:
+    """Entry point of a worker process; `slot` (0 .. workers.count - 1) picks its GPU;
+    `ready` (an Event) is set once the processor is built."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
     stopping = threading.Event()
@@ -76,6 +77,8 @@ def worker_main(cfg, parent_pid: int, stop_event, slot: int = 0) -> None:
     worker = Worker(queue, spool, processor, routing_from_config(cfg), calling_ae=cfg.listener.ae_title,
                     max_retries=cfg.spool.max_retries,
                     backoff=Backoff(cfg.spool.send_backoff_seconds, cfg.spool.send_backoff_max_seconds))
+    if ready is not None:
+        ready.set()
     log.info("worker ready", extra={"processor": cfg.workers.processor})
     worker.run(lambda: stop_event.is_set() or stopping.is_set() or os.getppid() != parent_pid)
     queue.close()
@@ -90,6 +93,7 @@ class WorkerPool:
         self._stop = self._ctx.Event()
         self.processes: list = []
         self._slots: dict[int, int] = {}  # pid -> slot, so a replacement keeps its GPU
+        self._ready: dict[int, object] = {}  # pid -> Event its worker sets once its processor is built
         self._orphaned: list[int] = []  # pids of dead workers whose jobs are not requeued yet
         self.config_error = False
 
@@ -98,14 +102,19 @@ class WorkerPool:
             self._spawn(slot)
 
     def _spawn(self, slot: int) -> None:
-        proc = self._ctx.Process(target=worker_main, args=(self.cfg, os.getpid(), self._stop, slot), daemon=False)
+        ready = self._ctx.Event()
+        proc = self._ctx.Process(target=worker_main, args=(self.cfg, os.getpid(), self._stop, slot, ready),
+                                 daemon=False)
         proc.start()
         self.processes.append(proc)
         self._slots[proc.pid] = slot
+        self._ready[proc.pid] = ready
         log.info("worker started", extra={"worker_pid": proc.pid, "worker_slot": slot})
 
     def alive(self) -> int:
-        return sum(p.is_alive() for p in self.processes)
+        """Workers running with their processor built: one that crash-loops while loading
+        its models (a process alive a few seconds at a time) takes no job, so it does not count."""
+        return sum(p.is_alive() and p.pid in self._ready and self._ready[p.pid].is_set() for p in self.processes)
 
     def check(self) -> None:
         """Replace workers that died, then give their jobs back to the queue. The
@@ -113,6 +122,7 @@ class WorkerPool:
         leave the node without workers; the next check retries the requeue."""
         for proc in [p for p in self.processes if not p.is_alive()]:
             self.processes.remove(proc)
+            self._ready.pop(proc.pid, None)
             self._orphaned.append(proc.pid)
             if proc.exitcode == EXIT_CONFIG:
                 self.config_error = True
@@ -139,4 +149,5 @@ class WorkerPool:
                 log.warning("worker did not finish in time; its job is requeued",
                             extra={"worker_pid": proc.pid, "jobs_requeued": n})
         self.processes.clear()
+        self._ready.clear()
 

@@ -58,13 +58,39 @@ class Intake:
 
 
 def handle_rejected(event, intake: Intake) -> None:
-    """EVT_REJECTED: an association refused (calling or called AE title): say who knocked."""
+    """EVT_REJECTED: an association refused: say who knocked and why."""
     assoc = event.assoc
-    intake.count("rejected")
-    log.warning("association rejected", extra={"calling_ae": assoc.requestor.ae_title,
+    cause = rejection_cause(assoc)
+    intake.count(f"rejected_{cause}")
+    log.warning("association rejected", extra={"reason": REJECTION_REASONS[cause],
+                                               "calling_ae": assoc.requestor.ae_title,
                                                "called_ae": assoc.requestor.primitive.called_ae_title
                                                if assoc.requestor.primitive else "",
                                                "peer": f"{assoc.requestor.address}:{assoc.requestor.port}"})
+
+
+REJECTION_REASONS = {
+    "busy": "too many associations open at once (listener.max_associations); the sender may retry",
+    "called_ae": "called AE title is not listener.ae_title",
+    "calling_ae": "calling AE title is not in listener.allowed_calling_ae_titles",
+    "other": "refused by the DICOM library (e.g. user identity)",
+}
+
+
+def rejection_cause(assoc) -> str:
+    """pynetdicom's EVT_REJECTED does not say why (pynetdicom 3.0 acse.py, _negotiate_as_acceptor):
+    its checks are repeated here in its order, the last that applies being the one it sent."""
+    ae, rq = assoc.ae, assoc.requestor.primitive
+    if len([a for a in ae.active_associations if a.is_acceptor]) > ae.maximum_associations:
+        return "busy"
+    if rq is None:
+        return "other"
+    if ae.require_called_aet and rq.called_ae_title != assoc.acceptor.ae_title.strip():
+        return "called_ae"
+    allowed = [title.strip() for title in ae.require_calling_aet]
+    if allowed and rq.calling_ae_title not in allowed:
+        return "calling_ae"
+    return "other"
 
 
 def handle_store(event, intake: Intake) -> Dataset | int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -26,6 +27,7 @@ class ListenerSettings:
     # Unlimited: a 9 MB mammogram in 16 kB PDUs costs pynetdicom hundreds of ms.
     maximum_pdu_size: int = 0
     network_timeout: float = 60.0
+    max_associations: int = 10  # open at once; more are rejected (transient: the sender retries)
 
 
 def tls_context(certificate: str, key: str, ca: Optional[str]) -> ssl.SSLContext:
@@ -44,6 +46,7 @@ def make_ae(settings: ListenerSettings) -> AE:
     ae.require_called_aet = True  # a caller set up with another AE title is told so, not served
     ae.maximum_pdu_size = settings.maximum_pdu_size
     ae.network_timeout = settings.network_timeout
+    ae.maximum_associations = settings.max_associations
     return ae
 
 
@@ -61,8 +64,17 @@ class Server:
     def active_associations(self):
         return self._inner.active_associations
 
-    def shutdown(self) -> None:
+    def shutdown(self, drain_seconds: float = 0.0) -> None:
+        """Stop accepting; let open associations finish for `drain_seconds`, abort the rest
+        (their acknowledged images are queued, the unacknowledged one the sender resends).
+        `ignore`'s switch goes off last: pynetdicom reads it on every C-STORE, so an open
+        association's private-class store would otherwise find no service and abort it."""
         self._inner.shutdown()
+        deadline = time.monotonic() + drain_seconds
+        while self._inner.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in self._inner.active_associations:
+            assoc.abort()
         if self._unrestricted:
             _config.UNRESTRICTED_STORAGE_SERVICE = False
 

@@ -108,6 +108,8 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
     long_series, lettered_study = copy.deepcopy(good), copy.deepcopy(good)
     long_series.SeriesInstanceUID = "1.2." + "3" * 70  # results derive their UIDs from it
     lettered_study.StudyInstanceUID = "1.2.840.STUDY.7"
+    long_by_a_row = copy.deepcopy(good)  # another image size than the header says
+    long_by_a_row.PixelData = good.PixelData + bytes(good.Columns * good.BitsAllocated // 8)
     huge = copy.deepcopy(good)
     huge.Rows = 65535  # checked before the pixel data: a compressed payload would not tell
     other_meta = pydicom.dcmread(write(copy.deepcopy(good), tmp_path / "meta.dcm"))
@@ -121,6 +123,7 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
         "truncated": (_file_with_body(tmp_path, "truncated.dcm", body[: len(body) // 2],
                                       sop_instance=good.SOPInstanceUID), statuses.PIXEL_LENGTH_MISMATCH),
         "pixel length": (write(short, tmp_path / "short.dcm"), statuses.PIXEL_LENGTH_MISMATCH),
+        "a row too many": (write(long_by_a_row, tmp_path / "row.dcm"), statuses.PIXEL_LENGTH_MISMATCH),
         "no rows": (write(no_rows, tmp_path / "norows.dcm"), statuses.MISSING_IMAGE_ATTRIBUTES),
         "empty": (_file_with_body(tmp_path, "empty.dcm", b""), statuses.EMPTY_DATASET),
         "non-image under MG": (_file_with_body(tmp_path, "sr.dcm", _body(_with_meta(text))),
@@ -137,6 +140,24 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
         assert echo(port) == 0x0000, f"node stopped serving after {name}"
     assert sum(intake.queue.counts().values()) == 0
     assert list(intake.spool.incoming.iterdir()) == []
+
+
+def test_a_few_bytes_of_excess_padding_are_accepted_and_dropped(start_listener, tmp_path):
+    """Some writers pad pixel data past its length; the decoder drops the excess, so the
+    image is not refused as truncated (0xC002)."""
+    from cfia.dicom_io import from_dataset
+    from cfia.worker import read_image
+
+    port, intake = start_listener(quiet_seconds=0)
+    good = mammogram(1)
+    padded = copy.deepcopy(good)
+    padded.PixelData = good.PixelData + b"\0\0"
+    with files_sent_as_stored():
+        assert push(port, [write(padded, tmp_path / "padded.dcm")]) == [0x0000]
+    job = poll(lambda: intake.queue.claim("w"), what="the padded image queued")
+    stored = read_image(intake.spool.locate(job.path))
+    assert (stored.pixel_array == good.pixel_array).all()
+    assert from_dataset(stored).pixels.shape == (good.Rows, good.Columns)
 
 
 def _saved(ds: Dataset, path) -> str:
@@ -161,6 +182,42 @@ def test_non_mammogram_sop_class_rejected_or_ignored(start_listener):
     port, intake = start_listener(ignore_other_sop_classes=True)
     assert push(port, [text]) == [0x0000]
     assert intake.counts["ignored"] == 1
+
+
+def test_an_association_open_at_shutdown_may_finish_its_private_class_stores(tmp_path):
+    """Shutdown lets open associations finish; `ignore`'s process-wide switch went off first,
+    so a private-class store in the drain found no service and pynetdicom aborted it."""
+    import threading
+
+    spool = Spool(tmp_path / "spool").create()
+    intake = Intake(spool, JobQueue(spool.queue_file), True)
+    server = listener.start(ListenerSettings(port=0, ignore_other_sop_classes=True), intake)
+    private = Dataset()
+    private.SOPClassUID, private.SOPInstanceUID = "1.2.840.113543.6.6.1.3.10002", generate_uid()
+    _with_meta(private)
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(private.SOPClassUID, ExplicitVRLittleEndian)
+    port = server.server_address[1]
+    assoc = ae.associate("127.0.0.1", port, ae_title="CFIA")
+    assert assoc.is_established
+    stopping = threading.Thread(target=server.shutdown, args=(30,))
+    stopping.start()
+    poll(lambda: not _accepting(port), what="the server no longer accepting")
+    status = assoc.send_c_store(private)
+    assert status and status.Status == 0x0000
+    assoc.release()
+    stopping.join(30)
+    assert not stopping.is_alive() and intake.counts["ignored"] == 1
+
+
+def _accepting(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_ignore_also_takes_private_sop_classes_and_refuses_mammograms_it_cannot_decode(start_listener):
@@ -203,9 +260,29 @@ def test_a_wrong_called_ae_title_is_rejected_and_logged(start_listener, caplog):
     with caplog.at_level(logging.WARNING, logger="cfia.listener"):
         assert echo(port, called_ae="NOT_CFIA") is None
     assert echo(port) == 0x0000
-    assert intake.counts["rejected"] == 1
+    assert intake.counts["rejected_called_ae"] == 1
     rejected, = [r for r in caplog.records if r.getMessage() == "association rejected"]
     assert (rejected.calling_ae, rejected.called_ae) == ("MODALITY", "NOT_CFIA")
+    assert "listener.ae_title" in rejected.reason
+
+
+def test_a_node_at_its_association_limit_says_busy_not_a_wrong_ae_title(start_listener, caplog):
+    """pynetdicom rejects associations beyond the limit; the log and the metric took them
+    for AE title errors, sending an administrator after a mistake that was not there."""
+    port, intake = start_listener(max_associations=1)
+    ae = AE(ae_title="BULK")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    first = ae.associate("127.0.0.1", port, ae_title="CFIA")
+    try:
+        assert first.is_established
+        with caplog.at_level(logging.WARNING, logger="cfia.listener"):
+            second = ae.associate("127.0.0.1", port, ae_title="CFIA")
+        assert second.is_rejected
+        assert intake.counts["rejected_busy"] == 1 and intake.counts["rejected_called_ae"] == 0
+        rejected, = [r for r in caplog.records if r.getMessage() == "association rejected"]
+        assert "max_associations" in rejected.reason
+    finally:
+        first.release()
 
 
 class FullDisk(Spool):

@@ -71,3 +71,26 @@ def test_one_shot_commands_withhold_only_the_header_readers_warnings(capsys):
     err = capsys.readouterr().err
     assert "SMITH" not in err and "UserWarning at /env/highdicom/base.py:199 (text withheld" in err
     assert [str(w.message) for w in shown_as_usual] == ["autocast is off on this device"]
+
+
+def test_a_peers_undecodable_ae_title_is_one_log_line_not_a_traceback():
+    """pynetdicom logs an AE title in non-ASCII bytes (any port scanner may send one) with
+    its traceback; below DEBUG the log keeps one line per record, naming the exception."""
+    import pytest
+    from pynetdicom.utils import decode_bytes
+
+    for level, traceback in (("DEBUG", True), ("INFO", False)):  # INFO last: as the other tests leave it
+        stream = io.StringIO()
+        logs.setup("text", level, stream)
+        try:
+            with pytest.raises(ValueError):
+                decode_bytes(b"W\xd6RK")  # what pynetdicom does with the A-ASSOCIATE-RQ's AE titles
+        finally:
+            logging.getLogger().handlers.clear()
+        text = stream.getvalue()
+        assert ("Traceback" in text) is traceback, text
+        if not traceback:
+            lines = text.splitlines()
+            assert len(lines) == 1 and lines[0].startswith(tuple("0123456789")), text
+            assert "ERROR pynetdicom.utils 'ascii' codec can't decode byte 0xd6" in lines[0]
+            assert "(UnicodeDecodeError; traceback at logging level DEBUG)" in lines[0]

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -24,27 +25,33 @@ class Serve:
     """One `cfia serve` process in its own session (so kill -9 takes its workers too)."""
 
     def __init__(self, tmp_path: Path, dest_port: int, processor: str, log_format="text",
-                 outputs=None, fake_seconds="2", name="serve"):
+                 outputs=None, fake_seconds="2", name="serve", ports=None):
         self.spool = tmp_path / "spool"
         self.config = tmp_path / "config.yaml"
+        ports = ports or {}
         self.config.write_text(yaml.safe_dump({
-            "listener": {"ae_title": "CFIA", "port": 0, "study_quiet_seconds": 5},
+            "listener": {"ae_title": "CFIA", "port": ports.get("dicom", 0), "study_quiet_seconds": 5},
             "destinations": [{"name": "pacs", "ae_title": "DEST", "host": "127.0.0.1", "port": dest_port}],
             "spool": {"folder": str(self.spool), "max_retries": 2, "send_backoff_seconds": 0.2,
                       "send_backoff_max_seconds": 1},
             "workers": {"count": 1, "processor": processor, "stop_timeout_seconds": 20},
             "outputs": outputs or {},
             "logging": {"format": log_format, "level": "INFO"},
-            "http": {"enabled": True, "port": 0},
+            "http": {"enabled": True, "port": ports.get("http", 0)},
         }))
         self.log = tmp_path / f"{name}.log"
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "CFIA_FAKE_SECONDS": fake_seconds}
+        # tests/ too: a processor defined in this module (gated_blob) is importable by the workers
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+                    "CFIA_FAKE_SECONDS": fake_seconds}
         self.proc = None
 
-    def start(self) -> dict:
+    def launch(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "cfia.cli", "serve", "--config", str(self.config)],
                                          cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
+
+    def start(self) -> dict:
+        self.launch()
         return poll(self._info, 60, what="cfia serve to start")
 
     def _info(self):
@@ -114,6 +121,95 @@ def test_serve_with_dcmtk_peers_status_metrics_and_clean_sigterm(tmp_path, serve
         assert "stopped" in log
     finally:
         storescp.stop()
+
+
+def gated_blob(cfg):
+    """A processor factory that stays "loading its models" until the file named by
+    $CFIA_TEST_GATE exists (as a crash-looping or slow model load looks from outside)."""
+    import time
+
+    from cfia.bench.processors import blob
+
+    gate = Path(os.environ["CFIA_TEST_GATE"])
+    while not gate.exists():
+        time.sleep(0.05)
+    return blob(cfg)
+
+
+def _http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_a_worker_counts_as_alive_only_once_its_processor_is_built(tmp_path, serves):
+    """docs/operations.md: /healthz is 200 when every worker is alive. A worker whose
+    processor is still loading (or that dies while loading, again and again) takes no
+    job: it is not alive for /healthz and cfia_workers_alive until it is ready."""
+    gate = tmp_path / "models-loaded"
+    node = Serve(tmp_path, 9, "test_serve:gated_blob")
+    node.env["CFIA_TEST_GATE"] = str(gate)
+    serves.append(node)
+    http_port = node.start()["http_port"]
+    poll(lambda: "worker started" in node.log.read_text(), 30, what="the worker process")
+    status, body = _http_get(http_port, "/healthz")
+    assert (status, json.loads(body)["workers_alive"]) == (503, 0), body
+    assert "cfia_workers_alive 0" in _http_get(http_port, "/metrics")[1].splitlines()
+
+    gate.touch()
+    poll(lambda: _http_get(http_port, "/healthz")[0] == 200, 60, what="/healthz 200 once the worker is ready")
+    assert "cfia_workers_alive 1" in _http_get(http_port, "/metrics")[1].splitlines()
+    assert node.terminate() == 0
+    log = node.log.read_text()  # stopped once: run() and serve()'s finally both call Node.stop
+    assert log.count("stopping: no new associations") == 1
+
+
+@pytest.mark.parametrize("busy", ["http", "dicom"])
+def test_a_busy_port_is_named_and_stops_the_start_before_the_workers(tmp_path, serves, busy):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = Serve(tmp_path, 9, "cfia.bench.processors:blob", ports={busy: port})
+        serves.append(node)
+        node.launch()
+        assert node.proc.wait(60) == 1
+    log = node.log.read_text()
+    assert f"cannot listen on the {busy} port 127.0.0.1:{port}" in log, log
+    assert "worker started" not in log and "stopping: no new associations" in log
+
+
+def test_stop_twice_logs_once(tmp_path, caplog):
+    """serve() calls Node.stop again in its finally after run() stopped the node."""
+    import logging
+    import threading
+
+    from cfia.config import from_dict
+    from cfia.serve import Node
+
+    class IdlePool:
+        config_error = False
+
+        def check(self):
+            pass
+
+        def stop(self, timeout):
+            pass
+
+    caplog.set_level(logging.INFO, "cfia.serve")
+    node = Node(from_dict({"spool": {"folder": str(tmp_path / "spool")}}, tmp_path))
+    node.queue = JobQueue(tmp_path / "q.sqlite")
+    node.pool = IdlePool()
+    stop = threading.Event()
+    stop.set()
+    assert node.run(stop) == 0
+    node.stop()
+    messages = [r.getMessage() for r in caplog.records if r.name == "cfia.serve"]
+    assert messages == ["stopping: no new associations", "stopped"]
 
 
 def test_kill_9_mid_job_then_restart_delivers_everything_exactly_once(tmp_path, serves):
