@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from . import config as config_mod
@@ -51,6 +52,11 @@ def _output_folder(path: str, flag: str = "--out", create: bool = True) -> Path:
             out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{flag} {out}: cannot create the output folder ({exc.strerror})") from None
+    if create:
+        try:  # a folder that exists but cannot be written (permissions, a read-only mount)
+            tempfile.TemporaryFile(dir=out).close()
+        except OSError as exc:
+            raise UsageError(f"{flag} {out}: cannot write in the output folder ({exc.strerror})") from None
     return out
 
 
@@ -139,13 +145,16 @@ def cmd_explain(args) -> int:
     out = _output_folder(args.out)
     pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
     result = pipeline.explain(src, args.method)
-    np.save(out / "saliency.npy", result.saliency)
-    outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,
-                                                           result.saliency, result.region))]
-    for kind, ds in ({} if no_objects else pipeline.build_objects(source, result)).items():
-        path = out / f"{kind}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        outputs.append(str(path))
+    objects = {} if no_objects else pipeline.build_objects(source, result)
+    try:  # e.g. a folder named saliency.npy in --out, or the disk full
+        np.save(out / "saliency.npy", result.saliency)
+        outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,
+                                                               result.saliency, result.region))]
+        for kind, ds in objects.items():
+            ds.save_as(out / f"{kind}.dcm", enforce_file_format=True)
+            outputs.append(str(out / f"{kind}.dcm"))
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write {exc.filename or 'the outputs'} ({exc.strerror})") from None
     line = {
         "method": result.method, "score": round(result.score, 6),
         "score_after_deletion": round(result.score_after_deletion, 6), "passes": result.passes,
@@ -156,8 +165,13 @@ def cmd_explain(args) -> int:
         line["dicom_objects_skipped"] = no_objects
     # A positive call that survives the region's deletion does not rest on that region
     # (e.g. evidence spread over tissue unlike the training data): say so, not only in numbers.
-    line["call_survives_deletion"] = bool(min(result.score, result.score_after_deletion) >= CALL_THRESHOLD)
-    if line["call_survives_deletion"]:
+    # No region (e.g. IG's scattered pixels, all below min_region_pixels): nothing was deleted.
+    line["call_survives_deletion"] = (bool(min(result.score, result.score_after_deletion) >= CALL_THRESHOLD)
+                                      if result.region.any() else None)
+    if not result.region.any() and result.score >= CALL_THRESHOLD:
+        print(f"cfia: warning: {args.file}: no salient region: no part of the {result.method} map above its "
+              "threshold is as large as explainer.min_region_pixels", file=sys.stderr)
+    elif line["call_survives_deletion"]:
         print(f"cfia: warning: {args.file}: still called positive (p {result.score_after_deletion:.2f}) with the "
               "salient region replaced: the classifier's evidence is not in that region", file=sys.stderr)
     print(json.dumps(line))

@@ -174,9 +174,13 @@ class ExplainerConfig:
     area_mode: str = field(default="penalty", metadata=_choice("penalty", "target"))
     area_weight: float = field(default=10.0, metadata=_range(0, None))
     target_area: float = field(default=0.05, metadata=_range(0, 1))
+    area_min: float = field(default=0.01, metadata=_range(0, 1))  # map_quality: the area's floor in its log
     tv_weight: float = field(default=0.3, metadata=_range(0, None))
     mask_scale: int = field(default=12, metadata=_range(1, 64))
     max_passes: int = field(default=50, metadata=_range(1, 10000))
+    # Early stop: the objective changed by less than `tolerance` over `patience` steps.
+    tolerance: float = field(default=1e-3, metadata=_range(0, None))
+    patience: int = field(default=5, metadata=_range(1, None))
     learning_rate: float = field(default=0.1, metadata=_range(0, None))
     # "halving": the step halves every lr_half_life passes whatever the budget, so the
     # mask has settled by pass 50 and a longer run barely moves it (docs/evaluation.md).
@@ -209,7 +213,7 @@ class ExplainerConfig:
     # MONAI's default, and the best-localising of its three modes here (docs/evaluation.md).
     occlusion_mode: str = field(default="gaussian", metadata=_choice("mean_img", "mean_patch", "gaussian"))
     ig_steps: int = field(default=32, metadata=_range(1, 1024))
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(0, 2**64 - 1))  # torch.manual_seed's range
     region_threshold: float = field(default=0.5, metadata=_range(0, 1))
     # cf, blur: the map reported: the optimised mask, or "change": the mask weighted by
     # how much the counterfactual differs from the image (smoothed by saliency_sigma input
@@ -227,6 +231,11 @@ class ExplainerConfig:
     sufficient_region: bool = True
     sufficient_margin: float = field(default=0.1, metadata=_range(0, 1))
     sufficient_forwards: int = field(default=20, metadata=_range(0, None))
+
+    def __post_init__(self):
+        if self.init_floor >= self.init:  # the start would be highest where deleting does nothing
+            raise ConfigError(f"explainer.init_floor: {self.init_floor!r} is not allowed; expected a value "
+                              f"below explainer.init ({self.init!r})")
 
     def map_region_threshold(self, method: str) -> float:
         """The value of `method`'s reported map above which the map forms the salient region."""

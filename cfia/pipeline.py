@@ -106,8 +106,9 @@ class Pipeline:
                 pert = BlurPerturbation(sigma=e.blur_sigma)
             return CounterfactualExplainer(
                 self.score_fn(), pert, objective=e.objective, area_mode=e.area_mode,
-                area_weight=e.area_weight, target_area=e.target_area, tv_weight=e.tv_weight,
-                mask_scale=e.mask_scale, max_passes=e.max_passes, learning_rate=e.learning_rate,
+                area_weight=e.area_weight, target_area=e.target_area, area_min=e.area_min, tv_weight=e.tv_weight,
+                mask_scale=e.mask_scale, max_passes=e.max_passes, tolerance=e.tolerance, patience=e.patience,
+                learning_rate=e.learning_rate,
                 lr_schedule=e.lr_schedule, lr_half_life=e.lr_half_life,
                 init=e.init, init_mode=e.init_mode, init_floor=e.init_floor,
                 seed=e.seed, report_fn=self.classifier.probability, preservation_weight=e.preservation_weight,
@@ -121,6 +122,10 @@ class Pipeline:
         # one occluded patch and the gradient along most of the path.
         logit = self.classifier.score
         if method == "occlusion":
+            size = self.cfg.models.classifier.input_size
+            if e.occlusion_size > min(size):  # MONAI's occlusion needs the patch inside the image
+                raise ValueError(f"explainer.occlusion_size: {e.occlusion_size} is not allowed; expected at most "
+                                 f"the classifier's input size {size[0]}x{size[1]}")
             return OcclusionExplainer(logit, mask_size=e.occlusion_size, mode=e.occlusion_mode)
         if method == "ig":
             return IntegratedGradientsExplainer(logit, steps=e.ig_steps)

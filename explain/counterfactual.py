@@ -163,6 +163,8 @@ class CounterfactualExplainer:
             raise ValueError(f"area_mode {area_mode!r} is not one of {AREA_MODES}")
         if not 0.0 < init < 1.0:
             raise ValueError(f"init {init!r} must lie strictly between 0 and 1")
+        if init_mode == "gradient" and not 0.0 <= init_floor < init:
+            raise ValueError(f"init_floor {init_floor!r} must lie in [0, init {init!r})")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {lr_schedule!r} is not one of {LR_SCHEDULES}")
         if not 0.0 < preservation_target <= 1.0:

@@ -56,11 +56,27 @@ def test_config_objects_are_frozen():
     ({"explainer": {"saliency": "difference"}}, "explainer.saliency: 'difference' is not allowed; allowed: mask, change"),
     ({"explainer": {"saliency_sigma": -1}}, "explainer.saliency_sigma: -1.0 is out of range; allowed: >= 0"),
     ({"explainer": {"change_region_threshold": 1.5}}, "explainer.change_region_threshold: 1.5 is out of range"),
+    # The start would be highest where deleting does nothing: the map inverted, exit 0.
+    ({"explainer": {"init_floor": 0.95}}, "explainer.init_floor: 0.95 is not allowed; expected a value below "
+                                          "explainer.init (0.9)"),
+    ({"explainer": {"seed": 2**64}}, "explainer.seed: 18446744073709551616 is out of range"),  # torch.manual_seed's
+    ({"explainer": {"patience": 0}}, "explainer.patience: 0 is out of range"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
     with pytest.raises(config.ConfigError) as err:
         config.from_dict(raw)
     assert message in str(err.value)
+
+
+def test_the_early_stop_and_area_floor_are_set_from_the_config():
+    """Issue #4: every hyper-parameter from config.yaml; these three were constructor-only."""
+    from cfia.pipeline import Pipeline
+
+    cfg = config.load(DEFAULT_CONFIG)
+    cfg = dataclasses.replace(cfg, explainer=dataclasses.replace(cfg.explainer, tolerance=0.01, patience=3,
+                                                                 area_min=0.2))
+    explainer = Pipeline(cfg).explainer("cf")
+    assert (explainer.tolerance, explainer.patience, explainer.area_min) == (0.01, 3, 0.2)
 
 
 def test_the_region_threshold_is_the_reported_maps():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -187,6 +188,7 @@ def test_explain_command_writes_every_output(tmp_path, small_config):
     assert "SECRET" not in run.stderr + run.stdout and "text withheld" in run.stderr
     assert {"method", "score", "score_after_deletion", "passes", "seconds", "outputs"} <= set(line)
     assert line["method"] == "cf" and line["passes"] <= 5
+    assert line["region_pixels"] > 0
     assert line["call_survives_deletion"] == (min(line["score"], line["score_after_deletion"]) >= 0.5)
     saliency = np.load(tmp_path / "out" / "saliency.npy")
     assert saliency.shape == (ds.Rows, ds.Columns) and saliency.dtype == np.float32
@@ -257,6 +259,51 @@ def test_explain_refuses_a_cut_short_file_or_an_out_that_is_a_file_before_explai
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
     assert ("cut.dcm: not a readable DICOM file" if case == "truncated" else "is a file, not a folder") \
         in run.stderr
+
+
+def _without_write_permission(argv: list[str]) -> list[str]:
+    """As root (CI), folder permissions do not stop writes: drop the capability that
+    overrides them for the command."""
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def test_explain_refuses_an_out_it_cannot_write_before_explaining(tmp_path):
+    """The folder exists but cannot be written: one line and exit 2 before any model is
+    loaded, not a traceback once the explanation is done."""
+    assert main(["phantom", "--out", str(tmp_path / "ph"), "--count", "1", "--seed", "3", "--size", "256x208",
+                 "--quiet"]) == 0
+    out = tmp_path / "o"
+    out.mkdir(mode=0o555)
+    argv = [sys.executable, "-m", "cfia.cli", "explain", str(tmp_path / "ph" / "img00000.dcm"), "--out", str(out)]
+    run = subprocess.run(_without_write_permission(argv), capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [f"cfia: error: --out {out}: cannot write in the output folder "
+                                                "(Permission denied)"]
+
+
+def test_an_output_name_taken_by_a_folder_is_one_line_and_exit_2(tmp_path, small_config):
+    assert main(["phantom", "--out", str(tmp_path / "ph"), "--count", "1", "--seed", "3", "--size", "256x208",
+                 "--quiet"]) == 0
+    (tmp_path / "o" / "saliency.npy").mkdir(parents=True)
+    run = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(tmp_path / "ph" / "img00000.dcm"),
+                          "--out", str(tmp_path / "o"), "--config", str(small_config), "--method", "gradcam"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and "cannot write" in run.stderr and "saliency.npy" in run.stderr
+
+
+def test_an_occlusion_patch_larger_than_the_input_is_refused_before_any_image(tmp_path, small_config):
+    raw = yaml.safe_load(small_config.read_text())
+    raw["explainer"]["occlusion_size"] = 353  # the input is 512x352
+    config = tmp_path / "occ.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["phantom", "--out", str(tmp_path / "ph"), "--count", "1", "--seed", "3", "--size", "256x208",
+                 "--quiet"]) == 0
+    run = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(tmp_path / "ph" / "img00000.dcm"),
+                          "--out", str(tmp_path / "o"), "--config", str(config), "--method", "occlusion"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "explainer.occlusion_size" in run.stderr
 
 
 def _cut_where_pydicom_raises_struct_error(data: bytes) -> bytes:
