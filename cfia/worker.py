@@ -10,10 +10,14 @@ a readable grayscale mammogram (dicom_io.ImageReadError), or that cannot carry r
 objects (dicom_out.UnsupportedSource: not a single-frame MG image, no pixel spacing, a
 header the builders cannot use) goes there at once (none gets better with retries). A
 destination that is down is retried with backoff forever: nothing is lost. A
-destination that answers with a failure status is retried `max_retries` times, then the
-job is dead-lettered; the time a destination was down does not count toward that; one
-that does not accept a SOP class at all dead-letters it at once. Every destination is
-tried on each pass. The source is deleted only after the results were delivered everywhere.
+destination that answers with a failure status is retried `max_retries` times, then it
+is given up on; the time a destination was down does not count toward that; one that
+does not accept a SOP class at all, or rejects the association, is given up on at once.
+A destination given up on is not sent to again; the others are still sent to, and once
+no destination is pending the job is dead-lettered naming each one given up on. Every
+destination is tried on each pass, except one whose last send found it unavailable
+within the send backoff (a worker-local hold-off: one that hangs must not cost every
+job a timeout). The source is deleted only after the results were delivered everywhere.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from pydicom.dataset import Dataset
 from dicom_out import (STORED, Backoff, Destination, DestinationRejected, DestinationUnavailable,
                        UnsupportedSource)
 from dicom_out import send as dicom_send
-from dicom_out.sender import CONTEXT_REJECTED
+from dicom_out.sender import CONTEXT_REJECTED, StoreRefused
 from listener import Job, JobQueue, Spool
 
 from . import logs
@@ -89,13 +93,20 @@ def read_image(path: Path) -> Dataset:
 class Worker:
     def __init__(self, queue: JobQueue, spool: Spool, processor: Processor, routing: Routing,
                  calling_ae: str = "CFIA", max_retries: int = 3, backoff: Backoff = Backoff(),
-                 sender: Sender = dicom_send, owner: Optional[str] = None):
+                 sender: Sender = dicom_send, owner: Optional[str] = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.queue, self.spool, self.processor, self.routing = queue, spool, processor, routing
         self.calling_ae = calling_ae
         self.max_retries = max_retries
         self.backoff = backoff
         self.sender = sender
         self.owner = owner or f"pid{os.getpid()}"
+        self.clock = clock
+        # Destinations found unavailable: key -> [skip until (clock), skip logged, why, failures].
+        # A send to one that hangs costs a timeout, so other jobs skip it for the send backoff
+        # (base, doubling while it stays unavailable, and no shorter than the failed send took:
+        # a hold-off shorter than an explanation would let every new image pay the timeout again).
+        self._held: dict[str, list] = {}
         # The queue write still owed for a job in hand whose outcome the queue could not record.
         self._owed: Optional[Callable[[], object]] = None
 
@@ -231,29 +242,52 @@ class Worker:
             self._dead_letter(job, f"no destination for calling AE {job.calling_ae!r}", fields, folder)
             return
         files = self.spool.result_files(folder)
+        delivered, given_up = set(job.delivered), dict(job.given_up)
         problems = {"down": [], "refused": [], "rejected": []}  # every destination is tried:
-        for dest in destinations:                                # one that fails must not starve the rest
-            if destination_key(dest) in job.delivered:
+        sent = False                                             # one that fails must not starve the rest
+        for dest in destinations:
+            key = destination_key(dest)
+            if key in delivered or key in given_up:
                 continue
             problem = self._send_to(dest, files, fields)
+            sent = True  # counted when held too: the job backs off as if it found it down
             if problem is None:
-                self.queue.add_delivered(job.id, destination_key(dest))
+                self.queue.add_delivered(job.id, key)
+                delivered.add(key)
             else:
-                problems[problem[0]].append(problem[1])
-        if any(problems.values()):
-            self._retry_delivery(job, problems, folder, fields)
+                problems["down" if problem[0] == "held" else problem[0]].append((key, problem[1]))
+        if any(problems.values()) or given_up:
+            self._retry_delivery(job, problems, given_up, sent, folder, fields,
+                                 [d.name for d in destinations if destination_key(d) in delivered])
             return
         self.queue.finish(job.id)
         self.spool.remove(self.spool.locate(job.path), folder)
         log.info("delivered", extra={**fields, "objects": len(files), "destinations": len(destinations)})
 
     def _send_to(self, dest: Destination, files: Sequence[Path], fields: dict) -> Optional[tuple[str, str]]:
-        """None when `dest` stored every file, else ("down" | "refused" | "rejected", why);
-        rejected: it accepts not even the SOP class of what it refused, which no retry mends."""
+        """None when `dest` stored every file, else ("down" | "held" | "refused" | "rejected", why);
+        held: down, and not tried (its hold-off); rejected: it accepts not even the SOP class
+        of what it refused, which no retry mends."""
         where = {**fields, "destination": dest.name}
+        key, now = destination_key(dest), self.clock()
+        held = self._held.get(key)
+        if held is not None and now < held[0]:
+            if not held[1]:  # once per hold-off, not once per job
+                held[1] = True
+                log.warning("destination unavailable a moment ago, not tried for now; results kept",
+                            extra={**where, "retry_in_s": round(held[0] - now, 2)})
+            return "held", f"{held[2]} (not tried again for {held[0] - now:.1f} s)"
+        self._held.pop(key, None)  # hold-off over: try it; still down, it starts a longer one
         try:
             replies = self.sender(files, dest, calling_ae=self.calling_ae) if files else {}
+        except StoreRefused as exc:  # it answers, so no hold-off; a refusal, counted toward max_retries
+            log.warning("destination aborted the first store", extra={**where, "reason": str(exc)})
+            return "refused", f"{exc} (calling AE {self.calling_ae})"
         except DestinationUnavailable as exc:
+            failures, took = (held[3] + 1 if held else 1), self.clock() - now
+            hold = min(self.backoff.max_seconds, self.backoff.base_seconds * 2 ** (failures - 1))
+            hold = max(hold, took)  # a send that ran into its timeout: at most half the time goes to it
+            self._held[key] = [now + took + hold, False, str(exc), failures]
             log.warning("destination unavailable, results kept", extra={**where, "reason": str(exc)})
             return "down", str(exc)
         except DestinationRejected as exc:
@@ -269,18 +303,30 @@ class Worker:
                                 "(outputs: in config.yaml) or let the destination store it")
         return "refused", reason
 
-    def _retry_delivery(self, job: Job, problems: dict[str, list[str]], folder: Path, fields: dict) -> None:
+    def _retry_delivery(self, job: Job, problems: dict[str, list[tuple[str, str]]], given_up: dict[str, str],
+                        sent: bool, folder: Path, fields: dict, delivered: list[str]) -> None:
         """Destinations that are down are retried for ever; refusals `max_retries` times
-        (the time a destination was down does not count), then the job is dead-lettered;
-        a SOP class a destination does not accept dead-letters it at once."""
+        (the time a destination was down does not count), then those refusing are given up
+        on; one that does not accept a SOP class (or the association) at once. The job is
+        dead-lettered once no destination is pending, naming each one given up on."""
         down, refused, rejected = problems["down"], problems["refused"], problems["rejected"]
-        if rejected or (refused and job.refusals + 1 > self.max_retries):  # this send counts too
-            self._dead_letter(job, "; ".join(rejected + refused), fields, folder, sent=True, refused=bool(refused))
+        if refused and job.refusals + 1 > self.max_retries:  # this send counts too
+            rejected, refused = rejected + refused, []
+        for key, why in rejected:  # recorded first: a crash after this does not send to it again
+            self.queue.give_up(job.id, key, why)
+            given_up[key] = why
+        counted = bool(problems["refused"])
+        if not down and not refused:
+            reason = "; ".join(given_up.values())
+            if delivered:
+                reason += f"; delivered to {', '.join(delivered)}"
+            self._dead_letter(job, reason, fields, folder, sent=sent, refused=counted)
             return
         delay = self.backoff.delay(job.send_attempts + 1)
         log.warning("results kept, will resend", extra={**fields, "retry_in_s": round(delay, 2),
                                                         "destinations_pending": len(down) + len(refused)})
-        self.queue.retry_later(job.id, "; ".join(down + refused), delay, sending=True, refused=bool(refused))
+        self.queue.retry_later(job.id, "; ".join([why for _, why in down + refused] + list(given_up.values())),
+                               delay, sending=sent, refused=counted)
 
     # -- giving up -------------------------------------------------------------
 

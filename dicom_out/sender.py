@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.pdu import A_ABORT_RQ
 
 log = logging.getLogger("cfia.sender")
 
@@ -29,6 +30,14 @@ _RNG = random.Random()
 
 class DestinationUnavailable(Exception):
     """No association, or it broke: try the whole send again later."""
+
+
+class StoreRefused(DestinationUnavailable):
+    """The destination made the association, then aborted it (an A-ABORT it sent, not a
+    lost connection or a timeout) in answer to its first C-STORE request, nothing stored:
+    it does not let this AE store (Orthanc when the calling AE title is not among its
+    DicomModalities and DicomAlwaysAllowStore is false). A refusal, not an outage; a
+    DestinationUnavailable still for callers that only tell stored from not."""
 
 
 class DestinationRejected(Exception):
@@ -85,7 +94,8 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
 
     Returns SOP Instance UID -> status (CONTEXT_REJECTED when the destination refused
     the SOP class). Raises DestinationUnavailable when no association is made or it
-    breaks mid-way: nothing can be said about the objects, send them all again.
+    breaks mid-way: nothing can be said about the objects, send them all again;
+    StoreRefused when the destination aborts it at the first C-STORE.
     """
     items = [_describe(obj) for obj in objects]
     ae = AE(ae_title=calling_ae)
@@ -94,8 +104,11 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
         ae.add_requested_context(sop_class, syntaxes)
     tls = (destination.ssl_context, destination.host) if destination.ssl_context else None
     where = f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port})"
+    aborts = []  # A-ABORTs the destination sent (pynetdicom reports them before the store returns)
+    on_pdu = (evt.EVT_PDU_RECV, lambda event: isinstance(event.pdu, A_ABORT_RQ) and aborts.append(event.pdu))
     try:
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls)
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls,
+                             evt_handlers=[on_pdu])
     except OSError as exc:  # the host name does not resolve, a TLS handshake fails: down, for now
         raise DestinationUnavailable(f"no association with {where}: {type(exc).__name__}: {exc}") from None
     if assoc.is_rejected and assoc.acceptor.primitive is not None and assoc.acceptor.primitive.result == 1:
@@ -104,8 +117,17 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
                                   f"reason {reply.diagnostic}: e.g. an AE title it does not know)")
     if not assoc.is_established:
         raise DestinationUnavailable(f"no association with {where}")
+    replies: dict[str, int] = {}
     try:
-        return {item.sop_instance_uid: _store_one(assoc, item, destination) for item in items}
+        for item in items:
+            try:
+                replies[item.sop_instance_uid] = _store_one(assoc, item, destination)
+            except DestinationUnavailable:
+                if aborts and all(status == CONTEXT_REJECTED for status in replies.values()):  # none answered
+                    raise StoreRefused(f"{where} aborted the association at the first C-STORE, storing nothing: "
+                                       "does it allow this calling AE title to store?") from None
+                raise
+        return replies
     finally:
         if assoc.is_established:
             assoc.release()

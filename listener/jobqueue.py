@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT,                           -- worker holding a running job
     results TEXT,                         -- folder of the built results
     delivered TEXT NOT NULL DEFAULT '[]', -- destinations that have the results
+    given_up TEXT NOT NULL DEFAULT '{}',  -- destination -> why it will not get them (not sent again)
     explain_seconds REAL,
     finished_at REAL,
     error TEXT
@@ -102,6 +103,7 @@ class Job:
     results: Optional[str]
     delivered: tuple[str, ...]
     error: Optional[str]
+    given_up: tuple[tuple[str, str], ...] = ()  # (destination, reason): refused for good, not sent again
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -112,6 +114,7 @@ class Job:
             attempts=row["attempts"], send_attempts=row["send_attempts"], refusals=row["refusals"],
             results=row["results"],
             delivered=tuple(json.loads(row["delivered"])), error=row["error"],
+            given_up=tuple(sorted(json.loads(row["given_up"]).items())),
         )
 
 
@@ -142,6 +145,8 @@ class JobQueue:
         have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "refusals" not in have:
             self._db.execute("ALTER TABLE jobs ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0")
+        if "given_up" not in have:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN given_up TEXT NOT NULL DEFAULT '{}'")
 
     def close(self) -> None:
         with self._lock:
@@ -240,6 +245,15 @@ class JobQueue:
             db.execute("UPDATE jobs SET delivered = ?, updated_at = ? WHERE id = ?",
                        (json.dumps(names), self._clock(), job_id))
 
+    def give_up(self, job_id: int, destination: str, reason: str) -> None:
+        """`destination` will not take the results (rejected, or refusals exhausted): it is
+        not sent them again; the job still goes to the destinations that are down."""
+        with self._tx() as db:
+            row = db.execute("SELECT given_up FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            given_up = {**json.loads(row["given_up"]), destination: reason}
+            db.execute("UPDATE jobs SET given_up = ?, updated_at = ? WHERE id = ?",
+                       (json.dumps(given_up, sort_keys=True), self._clock(), job_id))
+
     def finish(self, job_id: int) -> None:
         now = self._clock()
         with self._tx() as db:
@@ -288,12 +302,13 @@ class JobQueue:
     def requeue_failed(self, job_id: int, path: str) -> bool:
         """Send a failed job back to the queue with its source at `path`: attempts
         reset, results to be rebuilt; destinations that already have them are kept,
-        so they are not sent again. False when the job is not failed."""
+        so they are not sent again; those given up on are tried again (the cause was
+        fixed). False when the job is not failed."""
         with self._tx() as db:
             requeued = db.execute(
                 "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, refusals = 0, "
-                "results = NULL, owner = NULL, not_before = 0, error = NULL, finished_at = NULL, updated_at = ? "
-                "WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
+                "given_up = '{}', results = NULL, owner = NULL, not_before = 0, error = NULL, finished_at = NULL, "
+                "updated_at = ? WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
             if requeued:  # the failure still happened: cfia_failed_total must not go down
                 db.execute("INSERT INTO pruned_totals (key, value) VALUES ('requeued', 1) "
                            "ON CONFLICT (key) DO UPDATE SET value = value + 1")

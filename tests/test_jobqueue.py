@@ -426,3 +426,39 @@ def test_the_queue_files_are_the_owners_only(tmp_path):
         q.close()
     finally:
         os.umask(old)
+
+
+def test_a_destination_given_up_on_is_kept_until_the_job_is_requeued(queue):
+    """A destination that refused for good is not sent to again while the job waits for
+    the others; `cfia requeue` (its cause fixed) tries it again."""
+    job = _add(queue)
+    queue.close_batch("a")
+    queue.claim("w")
+    queue.give_up(job, "nopm:DEST@h:1", "nopm refused x (0x0122)")
+    queue.retry_later(job, "later down", 0, sending=True)
+    assert queue.get(job).given_up == (("nopm:DEST@h:1", "nopm refused x (0x0122)"),)
+    assert queue.claim("w").given_up == (("nopm:DEST@h:1", "nopm refused x (0x0122)"),)
+    queue.fail(job, "nopm refused x (0x0122)")
+    assert queue.requeue_failed(job, "/spool/again.dcm") and queue.get(job).given_up == ()
+
+
+def test_a_queue_file_of_an_older_cfia_gains_the_given_up_column(tmp_path):
+    import sqlite3
+
+    from listener.jobqueue import SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("\n".join(line for line in SCHEMA.splitlines() if not line.strip().startswith("given_up")))
+    db.execute("INSERT INTO jobs (state, batch, path, sop_instance_uid, study_instance_uid, sop_class_uid, "
+               "calling_ae, received_at, updated_at) VALUES ('queued', 'a', '/x.dcm', '1.2.3', '1.2', '1.2.840', "
+               "'MOD', 0, 0)")
+    db.commit()
+    db.close()
+    queue = JobQueue(path)
+    try:
+        assert queue.get(1).given_up == ()
+        queue.give_up(1, "pacs", "refused")
+        assert queue.get(1).given_up == (("pacs", "refused"),)
+    finally:
+        queue.close()

@@ -81,3 +81,59 @@ def test_backoff_doubles_up_to_the_cap():
     assert all(8 <= d <= 12 for d in jittered)
     assert len(set(jittered)) == 20
     assert min(jittered) < 9.5 and max(jittered) > 10.5
+
+
+def _aborting_scp(abort_at: int):
+    """An SCP that takes the association, stores `abort_at - 1` objects, then aborts at the
+    next C-STORE (as Orthanc does to a calling AE title it does not allow to store)."""
+    from pynetdicom import AllStoragePresentationContexts
+
+    stores = []
+
+    def on_store(event):
+        stores.append(1)
+        if len(stores) >= abort_at:
+            event.assoc.abort()
+        return 0x0000
+
+    ae = AE(ae_title="DEST")
+    ae.supported_contexts = AllStoragePresentationContexts
+    return ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]), stores
+
+
+def test_an_abort_at_the_first_store_is_a_refusal_not_an_outage(results):
+    from dicom_out.sender import StoreRefused
+
+    server, stores = _aborting_scp(abort_at=1)
+    try:
+        with pytest.raises(StoreRefused, match="aborted the association at the first C-STORE"):
+            send(list(results.values()), Destination("pacs", "DEST", "127.0.0.1", server.server_address[1]), timeout=5)
+        assert stores == [1]
+    finally:
+        server.shutdown()
+
+
+def test_an_abort_after_a_store_or_a_timeout_is_a_destination_down(results):
+    """Something was stored (or the destination never answered): the association broke,
+    which a later send may not meet again."""
+    import time
+
+    from dicom_out.sender import StoreRefused
+
+    server, _ = _aborting_scp(abort_at=2)
+    try:
+        with pytest.raises(DestinationUnavailable) as raised:
+            send(list(results.values()), Destination("pacs", "DEST", "127.0.0.1", server.server_address[1]), timeout=5)
+        assert not isinstance(raised.value, StoreRefused)
+    finally:
+        server.shutdown()
+    ae = AE(ae_title="SLOW")
+    ae.add_supported_context(Comprehensive3DSRStorage)
+    server = ae.start_server(("127.0.0.1", 0), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, lambda event: time.sleep(3) or 0x0000)])
+    try:  # our DIMSE timeout aborts it: no A-ABORT from the destination
+        with pytest.raises(DestinationUnavailable) as raised:
+            send([results["sr"]], Destination("sr", "SLOW", "127.0.0.1", server.server_address[1]), timeout=1)
+        assert not isinstance(raised.value, StoreRefused)
+    finally:
+        server.shutdown()

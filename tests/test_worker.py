@@ -491,3 +491,136 @@ def test_a_lost_results_folder_is_explained_again_not_counted_as_sent(tmp_path, 
     assert worker.run_once() and queue.get(job).state == "done"
     assert len(dest.received) == 5
     queue.close()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeSender:
+    """Destinations by name: `down` raise DestinationUnavailable, `status` answers every
+    object with that status; `calls` counts the sends to each, `got` the jobs' files stored."""
+
+    def __init__(self, down=(), status=None, aborting=(), clock=None, hang=0.0):
+        self.down, self.status, self.aborting = set(down), dict(status or {}), set(aborting)
+        self.clock, self.hang = clock, hang  # a send to one that is down takes `hang` s on `clock`
+        self.calls, self.got = {}, {}
+
+    def __call__(self, files, dest, calling_ae="CFIA"):
+        from dicom_out import DestinationUnavailable
+
+        self.calls[dest.name] = self.calls.get(dest.name, 0) + 1
+        if dest.name in self.down:
+            if self.clock is not None:
+                self.clock.now += self.hang
+            raise DestinationUnavailable(f"no association with {dest.name}")
+        if dest.name in self.aborting:
+            from dicom_out.sender import StoreRefused
+
+            raise StoreRefused(f"{dest.name} aborted the association at the first C-STORE")
+        status = self.status.get(dest.name, 0x0000)
+        if status == 0x0000:
+            self.got.setdefault(dest.name, []).append(files[0].parent.name)  # results/<job>/
+        return {str(f): status for f in files}
+
+
+def _fake_worker(tmp_path, sender, names, images=2, max_retries=2, base=0.0):
+    """A worker on `images` queued jobs; with a `base` (the hold-off) it runs on a fake clock."""
+    from listener.spool import encode
+
+    clock = FakeClock()
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file, clock=clock)
+    for i in range(images):
+        queue.add(str(spool.write_incoming(encode(mammogram(i)))), f"1.2.{i}", "1.2", MG, "MOD", "a")
+    queue.close_batch("a")
+    routing = Routing(fixed=tuple(Destination(n, "DEST", "127.0.0.1", 104 + i) for i, n in enumerate(names)))
+    worker = Worker(queue, spool, blob(Config(outputs=OutputsConfig(fractional_seg=False, parametric_map=False,
+                                                                    gsps=False))),
+                    routing, max_retries=max_retries, backoff=Backoff(base_seconds=base, jitter=0),
+                    sender=sender, **({"clock": clock} if base else {}))
+    return worker, queue, spool, clock
+
+
+@pytest.mark.parametrize("refusal", [0x0122, 0xA700], ids=["sop-class", "failure-status"])
+def test_a_destination_given_up_on_does_not_dead_letter_one_that_is_only_down(tmp_path, refusal):
+    """`nopm` refuses for good (0x0122 at once, 0xA700 after max_retries), `later` is down:
+    the job waits for `later`, delivers to it once it is back, and only then is
+    dead-lettered, naming `nopm`; `nopm` is not sent to again once given up on."""
+    sender = FakeSender(down={"later"}, status={"nopm": refusal})
+    worker, queue, spool, clock = _fake_worker(tmp_path, sender, ["nopm", "later"], images=1, max_retries=1)
+    nopm_sends = 1 if refusal == 0x0122 else 2  # the first send + max_retries
+    refusals = 0 if refusal == 0x0122 else 2  # a SOP class not accepted is no refusal
+    for _ in range(4):  # job 1: processed and sent, then resent as often as `later` stays down
+        assert worker.run_once()
+        clock.now += 100
+        assert queue.get(1).state == "sending"
+    job = queue.get(1)
+    assert sender.calls == {"nopm": nopm_sends, "later": 4} and job.delivered == ()
+    assert [key.split(":")[0] for key, _ in job.given_up] == ["nopm"] and f"{refusal:#06x}" in job.given_up[0][1]
+    sender.down.clear()  # `later` is back
+    assert worker.run_once()
+    job = queue.get(1)
+    assert job.state == "failed" and sender.got == {"later": ["1"]} and sender.calls["nopm"] == nopm_sends
+    reason = json.loads((spool.dead_letter / "1" / "reason.json").read_text())
+    assert reason["reason"].startswith("nopm refused ") and reason["reason"].endswith("; delivered to later")
+    assert "no association" not in reason["reason"] and reason["refusals"] == refusals
+    assert reason["send_attempts"] == 5 and (spool.dead_letter / "1" / "results").is_dir()
+
+
+def test_a_destination_found_unavailable_is_not_tried_again_within_its_hold_off(tmp_path, caplog):
+    """One that hangs costs a timeout per send: the next job skips it (logged once) and
+    reaches the other destination at once; after the hold-off (the send backoff's base,
+    doubling while it stays unavailable) it is tried again."""
+    from listener.spool import encode
+
+    sender = FakeSender(down={"hung"})
+    worker, queue, spool, clock = _fake_worker(tmp_path, sender, ["hung", "good"], base=10.0)
+    assert worker.run_once() and worker.run_once()  # two new images, within the hold-off
+    assert sender.calls == {"hung": 1, "good": 2} and sender.got == {"good": ["1", "2"]}
+    assert caplog.text.count("not tried for now") == 1
+    assert [queue.get(j).state for j in (1, 2)] == ["sending", "sending"]
+    assert "no association with hung" in queue.get(2).error
+    clock.now += 10  # the hold-off is over, so is job 1's backoff
+    assert worker.run_once() and sender.calls["hung"] == 2  # tried again: down, held for 20 s now
+    assert worker.run_once() and sender.calls["hung"] == 2
+    assert caplog.text.count("not tried for now") == 2
+    clock.now += 15
+    queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "b")
+    queue.close_batch("b")
+    assert worker.run_once() and sender.calls["hung"] == 2 and sender.got["good"] == ["1", "2", "3"]
+    sender.down.clear()
+    clock.now += 100
+    for _ in range(3):
+        assert worker.run_once()
+    assert sender.calls["hung"] == 5 and [queue.get(j).state for j in (1, 2, 3)] == ["done"] * 3
+    assert sender.calls["good"] == 3  # not sent again
+
+
+def test_a_destination_that_hangs_is_held_at_least_as_long_as_its_send_took(tmp_path):
+    """A send that runs into a 30 s timeout is not tried again 1 s later (send backoff 1 s),
+    or every new image would pay the timeout again."""
+    sender = FakeSender(down={"hung"}, hang=30.0)
+    worker, queue, spool, clock = _fake_worker(tmp_path, sender, ["hung", "good"], base=1.0)
+    sender.clock = clock
+    assert worker.run_once() and sender.calls == {"hung": 1, "good": 1}
+    clock.now += 20
+    assert worker.run_once() and sender.calls == {"hung": 1, "good": 2}  # job 2: skipped
+    clock.now += 11
+    assert worker.run_once() and sender.calls["hung"] == 2  # job 1 again, the hold-off over
+
+
+def test_a_destination_aborting_the_first_store_is_refusing_not_down(tmp_path):
+    """Orthanc that does not allow cfia's AE: counted toward max_retries like a failure
+    status, then given up on, instead of keeping the job `sending` for ever."""
+    sender = FakeSender(aborting={"orthanc"})
+    worker, queue, spool, _ = _fake_worker(tmp_path, sender, ["orthanc", "good"], images=1, max_retries=1)
+    assert worker.run_once() and queue.get(1).state == "sending"
+    assert worker.run_once() and queue.get(1).state == "failed"
+    reason = json.loads((spool.dead_letter / "1" / "reason.json").read_text())
+    assert sender.calls == {"orthanc": 2, "good": 1} and reason["refusals"] == 2
+    assert "aborted the association at the first C-STORE (calling AE CFIA)" in reason["reason"]
