@@ -91,7 +91,8 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
                              f"(at least {MIN_SIDE} per side)")
     if pixels.min() == pixels.max():
         raise ImageReadError(f"{where}: every pixel has the value {pixels.flat[0]}; a blank image has no breast")
-    photometric, for_processing = _polarity(ds, photometric)
+    _check_high_bit(ds, where)
+    photometric, for_processing = _polarity(ds, photometric, where)
     padded = _padding(pixels, ds, where)
     pixels = _modality_values(pixels, ds, where)
     if padded is not None:
@@ -131,7 +132,46 @@ def _aspect(ds) -> Optional[float]:
     return horizontal / vertical if vertical > 0 and horizontal > 0 else None
 
 
-def _polarity(ds, photometric: str) -> tuple[str, bool]:
+# For Processing SOP classes: MG, DX, intra-oral, breast projection X-ray. Their images are
+# For Processing whatever a missing PresentationIntentType (Type 1, but left out by some
+# exports) would suggest.
+FOR_PROCESSING_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.1.2.1", "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.3.1",
+    "1.2.840.10008.5.1.4.1.1.13.1.5",
+})
+FOR_PRESENTATION_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.3",
+    "1.2.840.10008.5.1.4.1.1.13.1.4",
+})
+
+
+def _for_processing(ds, where: str) -> bool:
+    """The presentation intent: PresentationIntentType, else the SOP class; an error when the two
+    disagree (a raw image read as processed displays inverted, and the map lands in the air)."""
+    intent = str(ds.get("PresentationIntentType", "") or "").strip().upper()
+    sop = str(ds.get("SOPClassUID", "") or "")
+    by_class = True if sop in FOR_PROCESSING_CLASSES else False if sop in FOR_PRESENTATION_CLASSES else None
+    if intent not in ("FOR PROCESSING", "FOR PRESENTATION"):
+        return bool(by_class)
+    by_intent = intent == "FOR PROCESSING"
+    if by_class is not None and by_class != by_intent:
+        raise ImageReadError(f"{where}: PresentationIntentType {intent} contradicts its SOP class "
+                             f"({'For Processing' if by_class else 'For Presentation'})")
+    return by_intent
+
+
+def _check_high_bit(ds, where: str) -> None:
+    """HighBit must be BitsStored - 1 (PS3.3 C.8.11.3, DX and MG images): pydicom keeps the
+    low BitsStored bits whatever HighBit says, so values stored higher up would be garbage."""
+    if "HighBit" not in ds or "BitsStored" not in ds:
+        return
+    high, stored = _number(ds, "HighBit", 0, where, int), _number(ds, "BitsStored", 0, where, int)
+    if high != stored - 1:
+        raise ImageReadError(f"{where}: HighBit {high} is not BitsStored - 1 ({stored - 1}); cfia reads the "
+                             "low BitsStored bits of each pixel only")
+
+
+def _polarity(ds, photometric: str, where: str = "dataset") -> tuple[str, bool]:
     """(photometric, for_processing) as explain.preprocess.display_values takes them:
     for_processing there means raw values linear in the X-ray intensity, which it turns
     dense-bright by -log.
@@ -145,7 +185,7 @@ def _polarity(ds, photometric: str) -> tuple[str, bool]:
     lower values = less intensity, as stored raw, "MONOCHROME2" here; -1: higher values
     = less intensity, stored inverted, "MONOCHROME1"), else its photometric interpretation.
     """
-    if str(ds.get("PresentationIntentType", "")).upper() != "FOR PROCESSING":
+    if not _for_processing(ds, where):
         # MONOCHROME2 through an INVERSE Presentation LUT displays as MONOCHROME1 does (CR and
         # secondary captures write it; DX and MG pair INVERSE with MONOCHROME1, no change there).
         inverse = str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
@@ -180,7 +220,32 @@ def _padding(pixels: np.ndarray, ds, where: str) -> Optional[np.ndarray]:
     value = _number(ds, "PixelPaddingValue", None, where, int)
     bounds = sorted((value, _number(ds, "PixelPaddingRangeLimit", value, where, int)))
     padded = (pixels >= bounds[0]) & (pixels <= bounds[1])
+    if padded.any() and not padded.all() and _lossy(ds):
+        padded = _grown_padding(pixels, padded, bounds)
     return padded if padded.any() and not padded.all() else None
+
+
+LOSSY_PADDING_TOLERANCE = 0.02  # of the real pixels' range: lossy codecs move padding by a few units
+
+
+def _lossy(ds) -> bool:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    lossy_syntaxes = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
+                      "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203"}
+    return str(ds.get("LossyImageCompression", "") or "").strip() == "01" or str(syntax or "") in lossy_syntaxes
+
+
+def _grown_padding(pixels: np.ndarray, padded: np.ndarray, bounds: list[int]) -> np.ndarray:
+    """After lossy compression padding is no longer exactly its value: pixels near it that are
+    connected to exact padding are padding too (tissue is reached only across the skin line)."""
+    from scipy import ndimage
+
+    real = pixels[~padded]
+    tolerance = max(1.0, LOSSY_PADDING_TOLERANCE * float(real.max() - real.min()))
+    near = (pixels >= bounds[0] - tolerance) & (pixels <= bounds[1] + tolerance)
+    labels, _ = ndimage.label(near)
+    touching = np.unique(labels[padded])
+    return np.isin(labels, touching[touching > 0])
 
 
 def _modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
@@ -189,12 +254,27 @@ def _modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
     the identity): a negative slope would otherwise show the image inverted."""
     from pydicom.pixels import apply_modality_lut
 
-    slope, intercept = _number(ds, "RescaleSlope", 1, where), _number(ds, "RescaleIntercept", 0, where)
+    slope, intercept = _rescale(ds, where)
     if slope == 0:
         raise ImageReadError(f"{where}: RescaleSlope 0 would give every pixel the same value")
     if "ModalityLUTSequence" not in ds and slope == 1 and intercept == 0:
         return pixels  # the identity: keep the stored dtype (memory at 4096x3328)
-    return np.asarray(apply_modality_lut(pixels, ds), np.float32)
+    if "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        return np.asarray(apply_modality_lut(pixels, ds), np.float32)
+    return np.asarray(pixels * slope + intercept, np.float32)  # as pydicom computes it, from the groups
+
+
+def _rescale(ds, where: str) -> tuple[float, float]:
+    """(slope, intercept): the top-level Rescale, else a single-frame enhanced file's (Breast
+    Projection X-Ray) Pixel Value Transformation in its functional groups."""
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        return _number(ds, "RescaleSlope", 1, where), _number(ds, "RescaleIntercept", 0, where)
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for item in (ds.get(groups) or [])[:1]:
+            for transform in (item.get("PixelValueTransformationSequence") or [])[:1]:
+                return (_number(transform, "RescaleSlope", 1, where),
+                        _number(transform, "RescaleIntercept", 0, where))
+    return 1.0, 0.0
 
 
 def _range_top(ds, where: str) -> float:
@@ -207,7 +287,7 @@ def _range_top(ds, where: str) -> float:
         from pydicom.pixels import apply_modality_lut
 
         return float(np.max(apply_modality_lut(np.arange(low, high + 1), ds)))
-    slope, intercept = _number(ds, "RescaleSlope", 1, where), _number(ds, "RescaleIntercept", 0, where)
+    slope, intercept = _rescale(ds, where)
     return max(slope * low + intercept, slope * high + intercept)
 
 

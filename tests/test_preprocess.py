@@ -1,6 +1,8 @@
 """Preprocessing: intensity, orientation, crop, resize, and the exact way back."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -527,3 +529,93 @@ def test_the_breast_mask_lies_on_the_breast_at_detector_size(shape):
     mask = breast_mask(values)
     offset = np.argwhere(mask).mean(0) - np.argwhere(breast).mean(0)
     assert np.abs(offset).max() < 1.0, offset
+
+
+def _positive(for_processing=False, **kwargs):
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(15, 0, PhantomOptions(size=(512, 416), positive_fraction=1.0, for_processing=for_processing))
+    return to_dataset(mg, "hdr:15", 15, for_processing=for_processing, **kwargs)
+
+
+def test_a_for_processing_class_without_presentation_intent_is_read_as_for_processing():
+    """PresentationIntentType is Type 1 but some exports leave it out; read as For
+    Presentation, a raw image reached the classifier inverted (its map in the air)."""
+    from cfia.dicom_io import from_dataset
+
+    ds = _positive(for_processing=True)
+    bare = copy.deepcopy(ds)
+    del bare.PresentationIntentType
+    a, b = from_dataset(ds).to_input((512, 352)), from_dataset(bare).to_input((512, 352))
+    assert a.geometry == b.geometry and float((a.image - b.image).abs().max()) == 0.0
+
+
+def test_a_presentation_intent_that_contradicts_the_sop_class_is_refused():
+    from cfia.dicom_io import ImageReadError, from_dataset
+
+    ds = _positive(for_processing=True)
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    with pytest.raises(ImageReadError, match="PresentationIntentType FOR PRESENTATION contradicts its SOP class"):
+        from_dataset(ds)
+
+
+def test_a_high_bit_other_than_bits_stored_minus_one_is_refused():
+    """pydicom keeps the low BitsStored bits whatever HighBit says: values stored in the
+    upper bits would reach the classifier as garbage."""
+    from cfia.dicom_io import ImageReadError, from_dataset
+
+    ds = _positive()
+    ds.PixelData = (ds.pixel_array.astype(np.uint16) << 4).tobytes()
+    ds.HighBit = 15
+    with pytest.raises(ImageReadError, match=r"HighBit 15 is not BitsStored - 1 \(11\)"):
+        from_dataset(ds)
+
+
+def test_padding_moved_by_lossy_compression_is_still_padding():
+    """A lossy codec moves a few padding pixels off the padding value; exact matching left
+    them as white specks around the breast (a positive call went negative)."""
+    from pydicom.uid import JPEG2000
+
+    from cfia.dicom_io import from_dataset
+    from explain.preprocess import display_values
+
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(15, 0, PhantomOptions(size=(512, 416), positive_fraction=1.0))
+    ds = to_dataset(mg, "hdr:15", 15, photometric="MONOCHROME1")
+    stored = ds.pixel_array.copy()
+    pad = ~ndimage.binary_dilation(mg.breast, iterations=6)  # the air
+    stored[pad] = 0  # padding that displays white
+    ds.PixelPaddingValue = 0
+    ds.PixelData = stored.tobytes()
+    exact = from_dataset(ds)
+    ds.compress(JPEG2000, j2k_cr=[5])
+    ds.LossyImageCompression = "01"
+    lossy = from_dataset(ds)
+    moved = pad & (lossy.pixels != exact.pixels)
+    assert moved.any()  # the codec did move padding pixels (to the air's value once read)
+    assert np.array_equal(display_values(lossy.pixels, "MONOCHROME1", False)[pad],
+                          display_values(exact.pixels, "MONOCHROME1", False)[pad])
+
+
+def test_a_rescale_in_an_enhanced_files_functional_groups_is_applied():
+    """Breast Projection X-Ray files carry the Modality LUT in Pixel Value Transformation;
+    ignored, an inverting rescale showed the image inverted."""
+    from pydicom.dataset import Dataset
+
+    from cfia.dicom_io import from_dataset
+
+    ds = _positive()
+    plain = from_dataset(ds).to_input((512, 352))
+    ds.PixelData = (4095 - ds.pixel_array.astype(np.int32)).astype(np.uint16).tobytes()
+    for key in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+        if key in ds:
+            delattr(ds, key)
+    transform, shared = Dataset(), Dataset()
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = -1, 4095, "US"
+    shared.PixelValueTransformationSequence = [transform]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    rescaled = from_dataset(ds).to_input((512, 352))
+    assert rescaled.geometry == plain.geometry and float((rescaled.image - plain.image).abs().max()) < 1e-5
