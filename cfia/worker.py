@@ -310,8 +310,10 @@ class Worker:
         on; one that does not accept a SOP class (or the association) at once. The job is
         dead-lettered once no destination is pending, naming each one given up on."""
         down, refused, rejected = problems["down"], problems["refused"], problems["rejected"]
-        if refused and job.refusals + 1 > self.max_retries:  # this send counts too
-            rejected, refused = rejected + refused, []
+        # Each destination has its own max_retries (this send counts too): a job-wide count
+        # gave up on a destination at its first refusal after another had used them up.
+        exhausted = [(key, why) for key, why in refused if self.queue.count_refusal(job.id, key) > self.max_retries]
+        rejected, refused = rejected + exhausted, [r for r in refused if r not in exhausted]
         for key, why in rejected:  # recorded first: a crash after this does not send to it again
             self.queue.give_up(job.id, key, why)
             given_up[key] = why

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     results TEXT,                         -- folder of the built results
     delivered TEXT NOT NULL DEFAULT '[]', -- destinations that have the results
     given_up TEXT NOT NULL DEFAULT '{}',  -- destination -> why it will not get them (not sent again)
+    refused_by TEXT NOT NULL DEFAULT '{}',  -- destination -> its failure-status answers (max_retries each)
     explain_seconds REAL,
     finished_at REAL,
     error TEXT
@@ -61,6 +62,8 @@ CREATE INDEX IF NOT EXISTS jobs_uid ON jobs (sop_instance_uid, state);
 -- metrics, so they never go down.
 CREATE TABLE IF NOT EXISTS pruned_totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
+
+RESEND_PRIORITY_SECONDS = 60.0  # a resend waiting this long past its time is taken by age
 
 # Upper bounds (seconds) of the explain-time histogram the metrics endpoint serves.
 EXPLAIN_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300)
@@ -147,6 +150,8 @@ class JobQueue:
             self._db.execute("ALTER TABLE jobs ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0")
         if "given_up" not in have:
             self._db.execute("ALTER TABLE jobs ADD COLUMN given_up TEXT NOT NULL DEFAULT '{}'")
+        if "refused_by" not in have:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN refused_by TEXT NOT NULL DEFAULT '{}'")
 
     def close(self) -> None:
         with self._lock:
@@ -204,14 +209,16 @@ class JobQueue:
     def claim(self, owner: str) -> Optional[Job]:
         """Take the oldest job that is ready to process, else the oldest ready to resend:
         resends to a destination that hangs cost a timeout each, and must not hold back
-        new images (which reach the destinations that work as soon as they are explained)."""
+        new images (which reach the destinations that work as soon as they are explained).
+        A resend ready for RESEND_PRIORITY_SECONDS takes its turn among new images by age,
+        so a steady stream of new images does not hold it back for ever."""
         now = self._clock()
         with self._tx() as db:
             self._promote_quiet_batches(db, now)
             row = db.execute(
                 "SELECT * FROM jobs WHERE state IN ('queued', 'sending') AND not_before <= ? "
-                "ORDER BY state = 'sending', id LIMIT 1",
-                (now,),
+                "ORDER BY state = 'sending' AND not_before > ?, id LIMIT 1",
+                (now, now - RESEND_PRIORITY_SECONDS),
             ).fetchone()
             if row is None:
                 return None
@@ -253,6 +260,16 @@ class JobQueue:
             given_up = {**json.loads(row["given_up"]), destination: reason}
             db.execute("UPDATE jobs SET given_up = ?, updated_at = ? WHERE id = ?",
                        (json.dumps(given_up, sort_keys=True), self._clock(), job_id))
+
+    def count_refusal(self, job_id: int, destination: str) -> int:
+        """One more failure-status answer from `destination` for this job; returns its count.
+        Each destination gets its own max_retries: the job's `refusals` is only their total."""
+        with self._tx() as db:
+            row = db.execute("SELECT refused_by FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            counts = json.loads(row["refused_by"])
+            counts[destination] = counts.get(destination, 0) + 1
+            db.execute("UPDATE jobs SET refused_by = ? WHERE id = ?", (json.dumps(counts, sort_keys=True), job_id))
+            return counts[destination]
 
     def finish(self, job_id: int) -> None:
         now = self._clock()
@@ -307,7 +324,7 @@ class JobQueue:
         with self._tx() as db:
             requeued = db.execute(
                 "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, refusals = 0, "
-                "given_up = '{}', results = NULL, owner = NULL, not_before = 0, error = NULL, finished_at = NULL, "
+                "given_up = '{}', refused_by = '{}', results = NULL, owner = NULL, not_before = 0, error = NULL, finished_at = NULL, "
                 "updated_at = ? WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
             if requeued:  # the failure still happened: cfia_failed_total must not go down
                 db.execute("INSERT INTO pruned_totals (key, value) VALUES ('requeued', 1) "

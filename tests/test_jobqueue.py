@@ -78,6 +78,22 @@ def test_new_images_are_taken_before_resends(queue):
     assert queue.claim("w").id == old
 
 
+def test_a_resend_waiting_long_enough_takes_its_turn_among_new_images(queue):
+    """New images first, but not for ever: under a steady stream (a bulk push) a resend
+    ready for a minute is taken by age, or its results would wait for hours."""
+    from listener.jobqueue import RESEND_PRIORITY_SECONDS
+
+    old = _add(queue, "1.1")
+    queue.close_all_batches()
+    queue.claim("w")
+    queue.set_results(old, "/r", 1.0)
+    queue.retry_later(old, "destination down", 0, sending=True)
+    queue.clock.now += RESEND_PRIORITY_SECONDS + 1
+    _add(queue, "1.2", "b")
+    queue.close_all_batches()
+    assert queue.claim("w").id == old
+
+
 def test_a_requeue_gives_the_attempt_back_only_when_asked(queue):
     """A clean stop requeues with refund_attempt (the job did not kill its worker); a
     worker that died keeps the attempt counted, so a poison job still ends; a job with

@@ -624,3 +624,23 @@ def test_a_destination_aborting_the_first_store_is_refusing_not_down(tmp_path):
     reason = json.loads((spool.dead_letter / "1" / "reason.json").read_text())
     assert sender.calls == {"orthanc": 2, "good": 1} and reason["refusals"] == 2
     assert "aborted the association at the first C-STORE (calling AE CFIA)" in reason["reason"]
+
+
+def test_each_destination_is_given_up_on_after_its_own_refusals(tmp_path):
+    """Refusals were counted per job: once one destination had used up max_retries, another
+    coming back from an outage was given up on at its first failure status."""
+    sender = FakeSender(down={"B"}, status={"A": 0xA700})
+    worker, queue, spool, clock = _fake_worker(tmp_path, sender, ["A", "B"], images=1, max_retries=2)
+    for _ in range(3):  # A: the first send and 2 retries, then given up; B down throughout
+        assert worker.run_once()
+        clock.now += 100
+    assert [key.split(":")[0] for key, _ in queue.get(1).given_up] == ["A"]
+    sender.down.clear()
+    sender.status["B"] = 0xA700  # B is back and refuses once, then accepts
+    assert worker.run_once()
+    assert queue.get(1).state == "sending" and [key.split(":")[0] for key, _ in queue.get(1).given_up] == ["A"]
+    del sender.status["B"]
+    clock.now += 100
+    assert worker.run_once()
+    job = queue.get(1)
+    assert job.state == "failed" and "delivered to B" in job.error and sender.got["B"]
