@@ -91,6 +91,9 @@ class Spool:
         folder = self.results / str(job_id)
         folder.mkdir(exist_ok=True, mode=DIR_MODE)
         try:
+            for stale in folder.glob("*.dcm"):  # an earlier run's object this one does not build (outputs changed)
+                if stale.stem not in results:
+                    stale.unlink()
             for object_type, ds in results.items():
                 write_durably(folder / f"{object_type}.dcm", encode(ds))
         except OSError:  # disk full: a partial set must neither be sent nor keep the space

@@ -478,3 +478,27 @@ def test_a_queue_file_of_an_older_cfia_gains_the_given_up_column(tmp_path):
         assert queue.get(1).given_up == (("pacs", "refused"),)
     finally:
         queue.close()
+
+
+def test_results_written_again_leave_no_object_of_the_earlier_run(tmp_path):
+    """A job explained again (a crash before its results were recorded) after an output was
+    turned off: the earlier run's file of that type must not be sent with the new ones."""
+    from pydicom.dataset import Dataset
+
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+
+    def obj(uid: str) -> Dataset:
+        from pydicom.dataset import FileMetaDataset
+        from pydicom.uid import ExplicitVRLittleEndian
+
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.34", uid
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        return ds
+
+    spool.write_results(7, {"sr": obj("1.2.3"), "gsps": obj("1.2.4")})
+    folder = spool.write_results(7, {"sr": obj("1.2.3")})
+    assert [p.name for p in spool.result_files(folder)] == ["sr.dcm"]
