@@ -226,6 +226,7 @@ def _padding(pixels: np.ndarray, ds, where: str) -> Optional[np.ndarray]:
 
 
 LOSSY_PADDING_TOLERANCE = 0.02  # of the real pixels' range: lossy codecs move padding by a few units
+MIN_PADDING_REGION = 0.01  # of the image: the air's padding; smaller patches may be saturated tissue
 
 
 def _lossy(ds) -> bool:
@@ -236,16 +237,20 @@ def _lossy(ds) -> bool:
 
 
 def _grown_padding(pixels: np.ndarray, padded: np.ndarray, bounds: list[int]) -> np.ndarray:
-    """After lossy compression padding is no longer exactly its value: pixels near it that are
-    connected to exact padding are padding too (tissue is reached only across the skin line)."""
+    """After lossy compression padding is no longer exactly its value: pixels near it,
+    connected to a large region of exact padding (the air), are padding too. Dense tissue
+    that saturates at the padding value forms small patches, which must not be grown from:
+    the air's region reaches tissue only across the skin line."""
     from scipy import ndimage
 
     real = pixels[~padded]
     tolerance = max(1.0, LOSSY_PADDING_TOLERANCE * float(real.max() - real.min()))
+    exact, _ = ndimage.label(padded)
+    large = np.flatnonzero(np.bincount(exact.ravel()) >= MIN_PADDING_REGION * padded.size)
     near = (pixels >= bounds[0] - tolerance) & (pixels <= bounds[1] + tolerance)
     labels, _ = ndimage.label(near)
-    touching = np.unique(labels[padded])
-    return np.isin(labels, touching[touching > 0])
+    seeds = np.unique(labels[np.isin(exact, large[large > 0])])
+    return padded | np.isin(labels, seeds[seeds > 0])
 
 
 def _modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:

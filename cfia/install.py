@@ -18,7 +18,8 @@ SHARE = Path("share") / "cfia"
 def shipped_root() -> Path:
     """The first folder holding the shipped config.yaml; the checkout when none does
     (its missing files are then reported where they are used)."""
-    prefixes = [Path(sysconfig.get_path("data")), Path(sys.prefix), Path(site.USER_BASE or sys.prefix)]
+    prefixes = [Path(sysconfig.get_path("data")), Path(sys.prefix), Path(site.USER_BASE or sys.prefix),
+                Path(sys.base_prefix)]  # the last: a system-wide install seen from a venv
     for folder in [CHECKOUT, *(prefix / SHARE for prefix in prefixes)]:
         if (folder / "config.yaml").is_file() and (folder / "models").is_dir():
             return folder

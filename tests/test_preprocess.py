@@ -619,3 +619,23 @@ def test_a_rescale_in_an_enhanced_files_functional_groups_is_applied():
     ds.SharedFunctionalGroupsSequence = [shared]
     rescaled = from_dataset(ds).to_input((512, 352))
     assert rescaled.geometry == plain.geometry and float((rescaled.image - plain.image).abs().max()) < 1e-5
+
+
+def test_lossy_padding_is_not_grown_from_dense_tissue_at_the_padding_value():
+    """Tissue that saturates at the padding value lies inside the breast: growing from it
+    turned the tissue around it into air (lesion pixels among it) once the file said lossy."""
+    from cfia.dicom_io import _padding
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(15, 7, PhantomOptions(size=(512, 416), positive_fraction=1.0))
+    x, breast = mg.pixels.astype(float), mg.breast
+    low, high = np.percentile(x[breast], 0.5), np.percentile(x[breast], 99.5)
+    stored = np.clip((x - low) / (high - low) * 4095, 0, 4095).astype(np.uint16)  # the densest 0.5 % at 4095
+    stored[~breast] = 4095  # the air padded with the top value
+    ds = to_dataset(mg, "sat:7", 7)
+    ds.PixelData, ds.PixelPaddingValue = stored.tobytes(), 4095
+    exact = _padding(stored, ds, "sat")
+    ds.LossyImageCompression = "01"  # the same pixels, said to have been compressed once
+    grown = _padding(stored, ds, "sat")
+    assert np.array_equal(grown & breast, exact & breast)
