@@ -259,17 +259,17 @@ def test_node_prunes_done_jobs_after_keep_done_days(tmp_path, days, kept):
     node.queue.close()
 
 
-def test_a_queue_file_of_an_older_cfia_gains_the_refusals_column(tmp_path):
-    """A site upgrading cfia keeps its spool: the queue written before `refusals` existed
-    opens, and its jobs count no refusals yet."""
+def test_a_queue_file_of_an_older_cfia_gains_the_columns_added_since(tmp_path):
+    """A site upgrading cfia keeps its spool: the queue written before `refusals`, `given_up`
+    and `refused_by` existed opens, and its jobs have none of them yet."""
     import sqlite3
 
     from listener.jobqueue import SCHEMA
 
     path = tmp_path / "old.sqlite"
-    old_schema = "\n".join(line for line in SCHEMA.splitlines() if not line.strip().startswith("refusals"))
+    added = ("refusals", "given_up", "refused_by")
     db = sqlite3.connect(path)
-    db.executescript(old_schema)
+    db.executescript("\n".join(line for line in SCHEMA.splitlines() if not line.strip().startswith(added)))
     db.execute("INSERT INTO jobs (state, batch, path, sop_instance_uid, study_instance_uid, sop_class_uid, "
                "calling_ae, received_at, updated_at) VALUES ('queued', 'a', '/x.dcm', '1.2.3', '1.2', '1.2.840', "
                "'MOD', 0, 0)")
@@ -278,9 +278,11 @@ def test_a_queue_file_of_an_older_cfia_gains_the_refusals_column(tmp_path):
     queue = JobQueue(path)
     try:
         job = queue.get(1)
-        assert job.refusals == 0 and job.sop_instance_uid == "1.2.3"
+        assert (job.refusals, job.given_up, job.sop_instance_uid) == (0, (), "1.2.3")
         queue.retry_later(1, "refused", 0, sending=True, refused=True)
-        assert queue.get(1).refusals == 1
+        queue.give_up(1, "pacs", "refused")
+        assert queue.get(1).refusals == 1 and queue.get(1).given_up == (("pacs", "refused"),)
+        assert queue.count_refusal(1, "pacs") == 1
     finally:
         queue.close()
 
@@ -457,27 +459,6 @@ def test_a_destination_given_up_on_is_kept_until_the_job_is_requeued(queue):
     queue.fail(job, "nopm refused x (0x0122)")
     assert queue.requeue_failed(job, "/spool/again.dcm") and queue.get(job).given_up == ()
 
-
-def test_a_queue_file_of_an_older_cfia_gains_the_given_up_column(tmp_path):
-    import sqlite3
-
-    from listener.jobqueue import SCHEMA
-
-    path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    db.executescript("\n".join(line for line in SCHEMA.splitlines() if not line.strip().startswith("given_up")))
-    db.execute("INSERT INTO jobs (state, batch, path, sop_instance_uid, study_instance_uid, sop_class_uid, "
-               "calling_ae, received_at, updated_at) VALUES ('queued', 'a', '/x.dcm', '1.2.3', '1.2', '1.2.840', "
-               "'MOD', 0, 0)")
-    db.commit()
-    db.close()
-    queue = JobQueue(path)
-    try:
-        assert queue.get(1).given_up == ()
-        queue.give_up(1, "pacs", "refused")
-        assert queue.get(1).given_up == (("pacs", "refused"),)
-    finally:
-        queue.close()
 
 
 def test_results_written_again_leave_no_object_of_the_earlier_run(tmp_path):
