@@ -460,7 +460,6 @@ def test_a_destination_given_up_on_is_kept_until_the_job_is_requeued(queue):
     assert queue.requeue_failed(job, "/spool/again.dcm") and queue.get(job).given_up == ()
 
 
-
 def test_results_written_again_leave_no_object_of_the_earlier_run(tmp_path):
     """A job explained again (a crash before its results were recorded) after an output was
     turned off: the earlier run's file of that type must not be sent with the new ones."""
