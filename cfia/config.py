@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import ssl
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,8 +371,27 @@ def missing_model_files(cfg: Config) -> list[str]:
 
 
 def _check_tls(tls: TLSConfig) -> None:
-    if tls.enabled and not (tls.certificate and tls.key):
+    """The files are read here, so a missing or mismatched one stops `cfia serve` with exit 78
+    (not restarted by systemd) and fails `cfia config show`, naming the key."""
+    if not tls.enabled:
+        return
+    if not (tls.certificate and tls.key):
         raise ConfigError("listener.tls: enabled, so certificate and key are required")
+    for key in ("certificate", "key", "ca"):
+        path = getattr(tls, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"listener.tls.{key}: {path} is not a file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(tls.certificate, tls.key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"listener.tls.certificate, key: {tls.certificate}, {tls.key} cannot be used together "
+                          f"({exc})") from None
+    try:
+        if tls.ca:
+            context.load_verify_locations(cafile=tls.ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"listener.tls.ca: {tls.ca} is not a CA bundle ({exc})") from None
 
 
 def _build(cls: type, raw: Any, prefix: str, base: Path):

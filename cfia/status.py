@@ -90,7 +90,7 @@ def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> st
         _metric("cfia_store_ignored_total", "counter", "Non-mammogram C-STOREs ignored since start.",
                 [("", listener_counts.get("ignored", 0))]),
         _metric("cfia_associations_rejected_total", "counter",
-                "Associations rejected since start, by reason (calling_ae, called_ae, busy, other).",
+                "Associations rejected since start, by reason (calling_ae, called_ae, busy, tls, other).",
                 [(f'{{reason="{cause}"}}', listener_counts.get(f"rejected_{cause}", 0)) for cause in REJECTION_REASONS]),
         _metric("cfia_workers_alive", "gauge", "Worker processes alive with their processor built.",
                 [("", workers_alive)]),

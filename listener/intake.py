@@ -74,6 +74,7 @@ REJECTION_REASONS = {
     "called_ae": "called AE title is not listener.ae_title",
     "calling_ae": "calling AE title is not in listener.allowed_calling_ae_titles",
     "other": "refused by the DICOM library (e.g. user identity)",
+    "tls": "TLS handshake failed (no or an untrusted client certificate, not TLS at all)",
 }
 
 

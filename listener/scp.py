@@ -30,10 +30,75 @@ class ListenerSettings:
     max_associations: int = 10  # open at once; more are rejected (transient: the sender retries)
 
 
-def tls_context(certificate: str, key: str, ca: Optional[str]) -> ssl.SSLContext:
-    """Server-side TLS; with a CA bundle, callers must present a certificate it signed."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+class _HandshakeOnFirstUse(ssl.SSLSocket):
+    """Does the handshake on the first read or write (the association's thread), and says
+    who failed it: socketserver dropped a failed handshake in the accept loop unlogged."""
+
+    _handshaken = False
+
+    def _handshake(self) -> None:
+        if self._handshaken:
+            return
+        self._handshaken = True
+        try:
+            self.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("TLS handshake failed", extra={"peer": _peer(self), "reason": f"{type(exc).__name__}: {exc}"})
+            self.context.on_handshake_failure()
+            raise
+
+    def recv(self, *args, **kwargs):
+        self._handshake()
+        return super().recv(*args, **kwargs)
+
+    def recv_into(self, *args, **kwargs):
+        self._handshake()
+        return super().recv_into(*args, **kwargs)
+
+    def send(self, *args, **kwargs):
+        self._handshake()
+        return super().send(*args, **kwargs)
+
+    def sendall(self, *args, **kwargs):
+        self._handshake()
+        return super().sendall(*args, **kwargs)
+
+
+class HandshakeOnTheAssociationThread(ssl.SSLContext):
+    """Works around pynetdicom 3.0 doing the TLS handshake in its accept loop
+    (transport.AssociationServer.get_request wraps the accepted socket, which has no
+    timeout): one TCP connection that sends nothing stopped the listener accepting anyone,
+    and a clean stop waited on it. Sockets are wrapped without the handshake, which is
+    done on the association thread's first read, under `handshake_timeout`."""
+
+    sslsocket_class = _HandshakeOnFirstUse
+    handshake_timeout = 60.0
+
+    def on_handshake_failure(self) -> None:
+        """Set by listener.start: counts the refusal."""
+
+    def wrap_socket(self, sock, server_side=False, **kwargs):
+        sock.settimeout(self.handshake_timeout)
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, server_side=server_side, **kwargs)
+
+
+def _peer(sock) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"
+
+
+def tls_context(certificate: str, key: str, ca: Optional[str], timeout: float = 60.0) -> ssl.SSLContext:
+    """Server-side TLS (1.2 and later); with a CA bundle, callers must present a certificate it signed."""
+    ctx = HandshakeOnTheAssociationThread(ssl.PROTOCOL_TLS_SERVER)
+    ctx.handshake_timeout = timeout
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(certificate, key)
+    if ca:
+        ctx.load_verify_locations(cafile=ca)
     ctx.verify_mode = ssl.CERT_REQUIRED if ca else ssl.CERT_NONE
     return ctx
 
@@ -55,6 +120,7 @@ class Server:
 
     def __init__(self, inner, unrestricted: bool):
         self._inner, self._unrestricted = inner, unrestricted
+        self._stopped = False
 
     @property
     def server_address(self):
@@ -68,13 +134,20 @@ class Server:
         """Stop accepting; let open associations finish for `drain_seconds`, abort the rest
         (their acknowledged images are queued, the unacknowledged one the sender resends).
         `ignore`'s switch goes off last: pynetdicom reads it on every C-STORE, so an open
-        association's private-class store would otherwise find no service and abort it."""
+        association's private-class store would otherwise find no service and abort it.
+        A second call does nothing (pynetdicom's shutdown is not idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._inner.shutdown()
         deadline = time.monotonic() + drain_seconds
         while self._inner.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in self._inner.active_associations:
-            assoc.abort()
+            if assoc.is_established:
+                assoc.abort()
+            elif assoc.dul.socket is not None:  # connected, no request sent: pynetdicom 3.0 cannot
+                assoc.dul.socket.close()  # abort there (InvalidEventError 'Evt15' in 'Sta2'); hang up
         if self._unrestricted:
             _config.UNRESTRICTED_STORAGE_SERVICE = False
 
@@ -95,6 +168,8 @@ def start(settings: ListenerSettings, intake: Intake) -> Server:
     # (pynetdicom._config), which is one listener per `cfia serve`; the intake refuses a
     # mammogram whose negotiated syntax it cannot decode (0xC005).
     _config.UNRESTRICTED_STORAGE_SERVICE = settings.ignore_other_sop_classes
+    if isinstance(settings.ssl_context, HandshakeOnTheAssociationThread):
+        settings.ssl_context.on_handshake_failure = lambda: intake.count("rejected_tls")
     ae = make_ae(settings)
     server = Server(ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers,
                                     ssl_context=settings.ssl_context), settings.ignore_other_sop_classes)

@@ -28,6 +28,27 @@ def test_without_config_commands_read_and_name_the_shipped_file(tmp_path):
     assert config_file(str(tmp_path / "site.yaml")) == tmp_path / "site.yaml"
 
 
+def test_tls_files_that_are_missing_or_do_not_fit_are_named(tmp_path):
+    """Read at start-up: exit 78 (not restarted) naming the key, not a bare FileNotFoundError
+    or SSLError from `cfia serve` (exit 1, restarted every 5 s)."""
+    import subprocess
+
+    def pair(name):
+        cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+        return str(cert), str(key)
+
+    (cert, key), (_, other_key) = pair("a"), pair("b")
+    assert config.from_dict({"listener": {"tls": {"enabled": True, "certificate": cert, "key": key}}})
+    cases = [({"certificate": str(tmp_path / "missing.pem"), "key": key}, "listener.tls.certificate: "),
+             ({"certificate": cert, "key": other_key}, "cannot be used together"),
+             ({"certificate": cert, "key": key, "ca": key}, "listener.tls.ca: ")]
+    for tls, message in cases:
+        with pytest.raises(config.ConfigError, match=message):
+            config.from_dict({"listener": {"tls": {"enabled": True, **tls}}})
+
+
 def test_config_objects_are_frozen():
     cfg = config.from_dict({})
     with pytest.raises(Exception):

@@ -332,6 +332,56 @@ def test_tls(start_listener, tmp_path):
     assert echo(port) is None  # plain DICOM is not spoken on a TLS port
 
 
+def _self_signed(tmp_path, name: str):
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_silent_connection_does_not_hold_up_tls_callers_and_refusals_are_logged(tmp_path, caplog):
+    """pynetdicom did the handshake in its accept loop: one TCP connection that sent nothing
+    stopped the listener accepting anyone, and a refused handshake left no trace."""
+    import socket
+    import threading
+
+    require_programs("openssl")
+    cert, key = _self_signed(tmp_path, "server")
+    client_cert, client_key = _self_signed(tmp_path, "client")  # its own CA: the one the node trusts
+    spool = Spool(tmp_path / "spool").create()
+    intake = Intake(spool, JobQueue(spool.queue_file), False)
+    context = listener.tls_context(str(cert), str(key), str(client_cert))
+    server = listener.start(ListenerSettings(port=0, ssl_context=context), intake)
+    port = server.server_address[1]
+    silent = socket.create_connection(("127.0.0.1", port))
+    try:
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        client.load_cert_chain(str(client_cert), str(client_key))
+        done = []
+        caller = threading.Thread(target=lambda: done.append(echo(port, tls_args=(client, "localhost"))))
+        caller.start()
+        caller.join(20)
+        assert done == [0x0000]
+        without = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        with caplog.at_level(logging.WARNING, logger="cfia.listener"):
+            try:
+                assert echo(port, tls_args=(without, "localhost")) is None
+            except (OSError, RuntimeError):
+                pass  # the client may see the refusal as a broken connection
+            poll(lambda: intake.counts["rejected_tls"] == 1, what="the refused handshake counted")
+        assert any(r.getMessage() == "TLS handshake failed" and r.peer.startswith("127.0.0.1:")
+                   for r in caplog.records)
+        # A stop with the silent connection still open ends (it is hung up: pynetdicom cannot
+        # abort an association that sent no request).
+        stopping = threading.Thread(target=server.shutdown, args=(1,))
+        stopping.start()
+        stopping.join(30)
+        assert not stopping.is_alive()
+    finally:
+        silent.close()
+        server.shutdown(0)
+
+
 def test_a_job_requeued_twice_within_a_second_keeps_both_reasons(tmp_path):
     from listener import Spool
 
