@@ -24,7 +24,8 @@ class Mammogram:
     laterality: str               # "L" or "R"
     view: str                     # "CC" or "MLO"
     spacing_mm: float
-    # [(kind, row, col, contrast, scale)]: scale = contrast / the breast's tissue s.d.
+    # [(kind, row, col, contrast, scale)]: scale = contrast / the breast's tissue s.d.; (row, col)
+    # the lesion's centre in `pixels`' frame (displayed: mirrored for a right breast, as `mask`)
     lesions: list = field(default_factory=list)
     beta: float = 3.0
     # What the generator drew, in the canonical frame (chest wall left), for reference
@@ -103,6 +104,8 @@ def as_displayed(mg: Mammogram) -> Mammogram:
     """The canonical frame (chest wall left) mirrored for a right breast, chest wall on the right."""
     if mg.laterality == "R":
         mg.pixels, mg.mask, mg.breast = mg.pixels[:, ::-1].copy(), mg.mask[:, ::-1].copy(), mg.breast[:, ::-1].copy()
+        cols = mg.pixels.shape[1]
+        mg.lesions = [(kind, row, cols - 1 - col, *rest) for kind, row, col, *rest in mg.lesions]
     return mg
 
 

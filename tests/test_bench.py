@@ -225,3 +225,85 @@ def test_ideal_scores_the_folders_own_files(folders, clf, kind, tmp_path):
         with torch.no_grad():
             own = float(clf.probability(pre.image[None])[0])
         assert case["classifier"][0] == pytest.approx(own, abs=1e-6), case["file"]
+
+
+# 6. A bad --out / --json stops a command before its work (a one-line error, exit 2), and the
+# summary is printed before the report is written.
+
+def _status(main, args) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("module, args", [
+    ("observer", ["--data", "x", "--out"]),
+    ("ideal", ["--data", "x", "--seed", "1", "--size", SIZE, "--out"]),
+    ("robustness", ["--data", "x", "--json"]),
+    ("classifiers", ["--models", "a.ts", "b.ts", "--data", "x", "--json"]),
+    ("counterfactual", ["--data", "x", "--json"]),
+    ("inpainter", ["--data", "x", "--json"]),
+    ("compare", ["r.json", "--json"]),
+    ("node", ["--out"]),
+])
+def test_bench_commands_check_the_output_before_the_work(module, args, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    bench = importlib.import_module(f"cfia.bench.{module}")
+    if module == "node":  # its work is minutes of benchmarks: it must not start
+        monkeypatch.setattr(bench, "ack_benchmark", lambda *a: pytest.fail("the benchmark started"))
+    (tmp_path / "file").write_text("")
+    out = tmp_path / ("file" if module == "node" else "missing") / "out.json"  # node makes a missing folder
+    assert _status(bench.main, args + [str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {args[-1]} {out}"), err
+
+
+def test_finish_report_prints_the_summary_before_writing(tmp_path, capsys):
+    from cfia.bench import finish_report
+
+    assert finish_report({"auc": 0.9, "cases": [1]}, "cfia.bench.observer", [], str(tmp_path), 0.0) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["auc"] == 0.9 and err.startswith(f"error: {tmp_path}")
+
+
+# 7. compare --against the reference itself is refused.
+
+def test_compare_refuses_against_the_reference(tmp_path, capsys):
+    from cfia.bench import compare
+    from cfia.evaluate import PAIRED_METRICS
+
+    report = tmp_path / "r.json"
+    cases = [{"file": f"{i}", "methods": {m: {k: 0.5 for k in PAIRED_METRICS} for m in ("cf", "blur")}}
+             for i in range(3)]
+    report.write_text(json.dumps({"methods": ["cf", "blur"], "cases": cases}))
+    assert compare.main([str(report), "--against", "cf"]) == 2
+    assert capsys.readouterr().err.startswith("error: --against cf")
+
+
+# 8. Bad input: a one-line error and exit 2, no traceback.
+
+@pytest.mark.parametrize("module, args, why", [
+    ("explain", ["--size", "abc"], "expected ROWSxCOLS"),
+    ("explain", ["--size", "10x10", "--count", "1"], "size 10x10 is out of range"),
+    ("explain", ["--size", SIZE, "--count", "1", "--method", "foo"], "invalid choice: 'foo'"),
+    ("explain", ["--size", SIZE, "--count", "1", "--variants", "cpu:float16"], "explainer.precision: 'float16'"),
+    ("explain", ["--size", SIZE, "--count", "1", "--config", "nothere.yaml"], "nothere.yaml"),
+    ("counterfactual", ["--data", "DATA", "--config", "nothere.yaml"], "nothere.yaml"),
+    ("observer", ["--data", "EMPTY"], "no manifest.csv"),
+    ("ideal", ["--data", "EMPTY", "--seed", "1", "--size", SIZE], "no manifest.csv"),
+    ("ideal", ["--data", "DATA", "--seed", "1", "--size", SIZE, "--model", "nothere.ts"], "nothere.ts"),
+    ("robustness", ["--data", "DATA", "--model", "nothere.ts"], "nothere.ts"),
+    ("inpainter", ["--data", "DATA", "--model", "nothere.pt"], "nothere.pt"),
+    ("inpainter", ["--data", "DATA", "--window", "0"], "must be at least 1"),
+    ("inpainter", ["--data", "DATA", "--window", "1000"], "--window 1000: larger than the images"),
+])
+def test_bench_commands_refuse_bad_input_in_one_line(folders, tmp_path, module, args, why, capsys):
+    import importlib
+
+    bench = importlib.import_module(f"cfia.bench.{module}")
+    args = [{"DATA": str(folders["m2"]), "EMPTY": str(tmp_path)}.get(a, a) for a in args]
+    assert _status(bench.main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "error: " in err[-1] and why in err[-1] and "Traceback" not in "\n".join(err), err

@@ -109,7 +109,8 @@ def test_masks_lie_inside_the_breast_and_lesions_stand_out():
         px = mg.pixels.astype(float)
         tissue_std = px[mg.breast & ~ndimage.binary_dilation(mg.mask, iterations=10)].std()
         for kind, row, col, *_ in mg.lesions:
-            lesion = labels == labels[row, col] if labels[row, col] else mg.mask
+            assert labels[row, col], (i, kind, mg.laterality)  # the centre lies on its own lesion
+            lesion = labels == labels[row, col]
             ring = ndimage.binary_dilation(lesion, iterations=8) & ~ndimage.binary_dilation(lesion, iterations=3)
             ring &= mg.breast
             # Lesions add attenuation: brighter than their surroundings.
@@ -334,3 +335,14 @@ def test_every_generator_draws_a_lesion_at_the_extreme_sizes_allowed(generator):
     for size in ((129, 64), (64, 129)):  # just outside
         with pytest.raises(ValueError, match="columns/rows from 0.5 to 2"):
             PhantomOptions(size=size).check()
+
+
+@pytest.mark.parametrize("generator", ["standard", "compartments", "trabecular"])
+def test_lesion_centres_lie_on_their_lesion_in_either_breast(generator):
+    """Mammogram.lesions' (row, col) is in the displayed frame, mirrored for a right breast as the mask is."""
+    opts = PhantomOptions(size=(256, 208), positive_fraction=1.0, generator=generator)
+    mgs = [make_one(5, i, opts) for i in range(8)]
+    assert {mg.laterality for mg in mgs} == {"L", "R"}
+    for mg in mgs:
+        for kind, row, col, *_ in mg.lesions:
+            assert mg.mask[row, col], (mg.laterality, kind, row, col)

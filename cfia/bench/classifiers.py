@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..training.classifier import report, roc_auc, score, stratified_resamples
+from . import check_output
 from .inpainter import _size
 
 
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--input-size", type=_size, default=DEFAULT_CLASSIFIER_INPUT, help="ROWSxCOLS (default 512x352)")
     ap.add_argument("--json", help="write the rows here as JSON")
     args = ap.parse_args(argv)
+    check_output(args.json, "--json")
     rows = []
     print("folder | n | AUC A | AUC B | B - A (paired 95 % interval) | spec. A / B | sens. A / B")
     for folder in args.data:

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from ..evaluate import paired, table_paired
+from . import check_output, refuse
 
 ROW_METRICS = ("pointing_game", "energy_inside", "iou")
 
@@ -65,6 +66,9 @@ def main(argv=None) -> int:
     if len(args.reports) > 1 and not args.against:
         print("error: several reports need --against METHOD (one row per report)", file=sys.stderr)
         return 2
+    if args.against == args.reference:
+        return refuse(f"--against {args.against}: that is the reference method; name another one")
+    check_output(args.json, "--json")
     reports = {}
     needed = [args.reference, args.against] if args.against else [args.reference]
     for path in args.reports:

@@ -1,6 +1,6 @@
 """How well each counterfactual removes a lesion, and how healthy it looks itself.
 
-    python -m cfia.bench.counterfactual --data FOLDER [--limit 40] [--tiles 16,32,48] [--tilings 1,3]
+    python -m cfia.bench.counterfactual --data FOLDER [--limit 40] [--tiles 16,24,48] [--tilings 1,5]
         [--grow 0,2,8] [--config PATH]
 
 The explainer can only find a lesion whose replacement lowers the classifier's score,
@@ -13,8 +13,9 @@ whole image is C. For the first --limit negatives: the probability of C, against
 of the image, and the change in probability when --regions random regions (holes of the
 inpainter's training kind in a square of 96 px at a 512-row input, inside the breast) are
 replaced by C one at a time: a counterfactual of healthy tissue should leave it alone.
-C is the learned inpainter's tiled fill at each --tiles size (the explainer's `tile`)
-and each --tilings count (the explainer's `tilings`: shifted grids, median), the blur
+C is the learned inpainter's tiled fill at each --tiles size (default: the config's
+explainer `tile`) and each --tilings count (default: the config's explainer `tilings`:
+shifted grids, median), so by default the fill the explainer uses, the blur
 perturbation (`blur_sigma`), and, as the ideal, the inpainter's fill of the lesion
 itself as one hole (needs the mask, so the explainer cannot use it).
 """
@@ -121,31 +122,46 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cfia.bench.counterfactual", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="cfia phantom folder (manifest.csv with lesion masks)")
     p.add_argument("--limit", type=int, default=40, help="positive-called images and negatives, each (default 40)")
-    p.add_argument("--tiles", default="32", help="comma-separated tile sizes of the tiled fill (default 32)")
-    p.add_argument("--tilings", default="1", help="comma-separated odd counts of shifted grids (default 1)")
+    p.add_argument("--tiles", help="comma-separated tile sizes of the tiled fill (default: the config's "
+                                   "explainer.tile)")
+    p.add_argument("--tilings", help="comma-separated odd counts of shifted grids (default: the config's "
+                                     "explainer.tilings)")
     p.add_argument("--regions", type=int, default=4, help="random regions per negative (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random regions (default 0)")
     p.add_argument("--grow", default="2", help="comma-separated px the lesion is grown by (default 2)")
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.add_argument("--json", help="also write the per-image probabilities as JSON")
     args = p.parse_args(argv)
+    from cfia.bench import check_output, refuse
     from cfia.cli import load_config
+    from cfia.config import ConfigError
     from cfia.manifest import DataError
     from cfia.pipeline import Pipeline
 
-    tiles = [int(t) for t in args.tiles.split(",") if t.strip()]
-    grows = [int(g) for g in args.grow.split(",") if g.strip()]
-    tilings = [int(n) for n in args.tilings.split(",") if n.strip()]
+    check_output(args.json, "--json")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return refuse(exc)
+
+    def numbers(flag, text):
+        try:
+            return [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            p.error(f"{flag} {text!r}: expected comma-separated whole numbers")
+
+    tiles = numbers("--tiles", args.tiles) if args.tiles else [cfg.explainer.tile]
+    grows = numbers("--grow", args.grow)
+    tilings = numbers("--tilings", args.tilings) if args.tilings else [cfg.explainer.tilings]
     if any(g < 0 for g in grows):
         p.error(f"--grow {args.grow!r}: pixels must be >= 0")
     if any(n < 1 or n % 2 == 0 for n in tilings):
         p.error(f"--tilings {args.tilings!r}: counts must be odd and >= 1")
-    pipeline = Pipeline(load_config(args.config))
+    pipeline = Pipeline(cfg)
     try:
         res = measure(pipeline, Path(args.data), args.limit, tiles, grows, tilings, args.regions, args.seed)
     except DataError as exc:
-        print(f"counterfactual: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     n_pos, n_neg = len(res["positives"]["image"]["whole"]), len(res["negatives"]["image"]["whole"])
     print(f"probability, mean (median); {n_pos} positive-called images, {n_neg} negatives")
     print(table(res, grows))

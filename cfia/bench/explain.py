@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cfia.cli import _positive
+from cfia.bench import refuse
+from cfia.cli import _positive, _size
 
 
 def write_phantoms(folder: Path, size, count, seed=123) -> list[Path]:
@@ -38,12 +39,24 @@ def write_phantoms(folder: Path, size, count, seed=123) -> list[Path]:
     return sorted(folder.glob("img*.dcm"))
 
 
+def allowed(key: str) -> tuple:
+    """The values a config file may give explainer.`key`."""
+    from cfia.config import ExplainerConfig
+
+    return next(f.metadata["choices"] for f in dataclasses.fields(ExplainerConfig) if f.name == key)
+
+
 def load(config, device=None, precision=None):
-    """The config file (default: the shipped one), explainer device/precision overridden."""
+    """The config file (default: the shipped one), explainer device/precision overridden
+    (ConfigError for a value the config file could not give)."""
     from cfia.cli import load_config
+    from cfia.config import ConfigError
 
     cfg = load_config(config)
     changes = {k: v for k, v in (("device", device), ("precision", precision)) if v}
+    for key, value in changes.items():
+        if value not in allowed(key):
+            raise ConfigError(f"explainer.{key}: {value!r} is not allowed; expected one of {', '.join(allowed(key))}")
     return dataclasses.replace(cfg, explainer=dataclasses.replace(cfg.explainer, **changes)) if changes else cfg
 
 
@@ -97,9 +110,9 @@ def variants(files, method, config, names) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="2294x1914", help="ROWSxCOLS of the phantoms (default 2294x1914)")
+    p.add_argument("--size", type=_size, default="2294x1914", help="ROWSxCOLS of the phantoms (default 2294x1914)")
     p.add_argument("--count", type=_positive, default=5, help="images, at least 1 (default 5)")
-    p.add_argument("--method", default="cf")
+    p.add_argument("--method", default="cf", choices=allowed("method"))
     p.add_argument("--config", default=None, help="config file (default: the shipped config.yaml)")
     p.add_argument("--memory", action="store_true", help="one image in a fresh process; report its peak RSS")
     p.add_argument("--variants", help="comma-separated DEVICE[:PRECISION] (e.g. cuda,cuda:bf16,cpu): "
@@ -109,9 +122,17 @@ def main(argv=None) -> int:
     if args.files:
         print(json.dumps(run([Path(f) for f in args.files], args.method, load(args.config))))
         return 0
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    from phantom.generate import PhantomOptions
+
+    try:  # bad input stops the command before the phantoms are made or a model is loaded
+        PhantomOptions(size=args.size).check()
+        for name in (args.variants.split(",") if args.variants else []):
+            load(args.config, *name.partition(":")[::2])
+        load(args.config)
+    except ValueError as exc:  # ConfigError, or a --size the phantom cannot draw
+        return refuse(exc)
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_phantoms(Path(tmp), size, 1 if args.memory else args.count)
+        files = write_phantoms(Path(tmp), args.size, 1 if args.memory else args.count)
         if args.memory:
             cmd = [sys.executable, "-m", "cfia.bench.explain", "--method", args.method, "--files", *map(str, files)]
             cmd += ["--config", args.config] if args.config else []

@@ -51,9 +51,9 @@ from phantom.texture import clustered_lumpy, power_law_noise
 
 from ..cli import _size
 from ..dicom_io import from_dataset, read_file
-from ..manifest import read_manifest
+from ..manifest import DataError, read_manifest
 from ..training.classifier import CONTRAST_EDGES, contrast_bins, roc_auc
-from . import finish_report
+from . import check_output, finish_report, refuse
 
 
 @dataclass
@@ -312,6 +312,13 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="the folder's first N images only (default: all)")
     ap.add_argument("--out", help="write the full report (per case) as JSON here")
     args = ap.parse_args(argv)
+    check_output(args.out)
+    try:  # a bad folder or classifier file stops the command now, not minutes in
+        read_manifest(args.data)
+        if args.model:
+            classifier(args.model, args.input_size)
+    except ValueError as exc:  # DataError; a classifier file missing or unreadable
+        return refuse(exc)
     torch.set_num_threads(2)
     t0 = time.time()
     result = observe(args.data, args.seed, args.size, args.model, args.input_size, args.groups, args.bank, args.limit,

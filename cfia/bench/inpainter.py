@@ -33,7 +33,9 @@ import torch
 
 from explain.inpaint import TEXTURE_BAND_SIGMAS, Inpainter, make_inpainter
 
+from ..cli import _positive, _size  # noqa: F401  (robustness and classifiers import _size from here)
 from ..config import DEFAULT_CLASSIFIER_INPUT
+from . import check_output, refuse
 from .inpaint_metrics import hole_metrics, summarise
 
 QUALITY_METHODS = ("learned", "telea", "navier_stokes", "blur", "noise")  # + learned_noise0
@@ -187,11 +189,6 @@ def torchscript_classifier(path: str, class_index: int = 1, output: str = "logit
     return f
 
 
-def _size(text: str) -> tuple[int, int]:
-    rows, cols = (int(v) for v in text.lower().split("x"))
-    return rows, cols
-
-
 def markdown(table: dict, columns: tuple[str, ...]) -> str:
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, row in table.items():
@@ -227,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="models/inpainter.pt", help="learned inpainter checkpoint")
     p.add_argument("--size", type=_size, default=None, help="resize images to ROWSxCOLS first (default: as stored)")
     p.add_argument("--holes", type=int, default=2, help="random holes per image (default 2)")
-    p.add_argument("--window", type=int, default=96, help="square the hole is drawn in, pixels (default 96)")
+    p.add_argument("--window", type=_positive, default=96, help="square the hole is drawn in, pixels (default 96)")
     p.add_argument("--limit", type=int, default=None, help="use the first N lesion-free images only")
     p.add_argument("--seed", type=int, default=0, help="seed of the holes (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -242,22 +239,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the learned fill with its texture matched to the ring's, and energy per band")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    check_output(args.json, "--json")
     torch.set_num_threads(args.threads)
 
-    from cfia.manifest import DataError, read_manifest
+    from cfia.manifest import read_manifest
     from cfia.training.mammo_io import load_folder
 
-    try:
+    try:  # DataError (the folder), InpainterError (--model), a classifier file that does not load
         images, skipped = load_folder(args.data, lesion_free_only=True)
         records = [r for r in read_manifest(args.data) if not r.label and str(r.path) not in skipped]
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        inpainters = {k: make_inpainter(k, args.model if k == "learned" else None) for k in QUALITY_METHODS}
+        # The same network with its noise input off: what texture costs in MAE / SSIM.
+        inpainters["learned_noise0"] = make_inpainter("learned", args.model, noise_scale=0.0)
+        clf = torchscript_classifier(args.classifier, args.class_index, args.output) if args.classifier else None
+    except (ValueError, RuntimeError) as exc:
+        return refuse(exc)
     images = images[: args.limit] if args.limit else images
     records = records[: args.limit] if args.limit else records
-    inpainters = {k: make_inpainter(k, args.model if k == "learned" else None) for k in QUALITY_METHODS}
-    # The same network with its noise input off: what texture costs in MAE / SSIM.
-    inpainters["learned_noise0"] = make_inpainter("learned", args.model, noise_scale=0.0)
+    smallest = min((min(args.size or m.image.shape) for m in images), default=args.window)
+    if args.window > smallest:
+        return refuse(f"--window {args.window}: larger than the images ({smallest} px on their shorter side)")
     shift_methods = SHIFT_METHODS
     if args.texture_match:
         inpainters["learned_texture_match"] = make_inpainter("learned", args.model, texture_match=True)
@@ -278,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         result["bounds"] = bounds_table(cases)
         print()
         print(markdown(result["bounds"], ("mae", "ssim", "texture")))
-    if args.classifier:
-        clf = torchscript_classifier(args.classifier, args.class_index, args.output)
+    if clf is not None:
         shift_cases = classifier_input_cases(records, args.input_size, args.holes,
                                              max(8, args.window * args.input_size[0] // 512), args.seed + 1)
         result["classifier_shift"] = classifier_shift(clf, {k: inpainters[k] for k in shift_methods}, shift_cases)

@@ -31,6 +31,7 @@ from pathlib import Path
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 
+from cfia.bench import check_output
 from cfia.local_node import LocalNode, wait_for
 from listener import JobQueue
 from phantom.dicom import to_dataset
@@ -315,6 +316,7 @@ def main(argv=None) -> int:
     p.add_argument("--burst-images", type=int, default=200)
     p.add_argument("--associations", type=int, default=8)
     args = p.parse_args(argv)
+    check_output(args.out, create=True)
     with tempfile.TemporaryDirectory(prefix="cfia-bench-") as tmp:
         ack = ack_benchmark(Path(tmp), args.ack_images, args.workers, args.busy_seconds)
         print(json.dumps({"ack": ack}), flush=True)
@@ -324,7 +326,6 @@ def main(argv=None) -> int:
     parts[TRANSPORT] = transport_floor()
     print(json.dumps({"handler_components_ms": parts}), flush=True)
     command = "python -m cfia.bench.node " + " ".join(argv if argv is not None else sys.argv[1:])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report(ack, burst, parts, command.strip()))
     return 0
 

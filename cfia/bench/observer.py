@@ -34,10 +34,10 @@ from scipy import ndimage
 
 from phantom.texture import radial_power_spectrum
 
-from ..manifest import read_manifest
+from ..manifest import DataError, read_manifest
 from ..training.classifier import CONTRAST_EDGES, contrast_bins
 from ..training.mammo_io import load_record
-from . import finish_report
+from . import check_output, finish_report, refuse
 
 
 def ring_kernel(lesion: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
@@ -182,8 +182,12 @@ def main(argv=None) -> int:
                     help="also the prewhitening matched filter (known location and scan)")
     ap.add_argument("--out", help="write the full report (per case) as JSON here")
     args = ap.parse_args(argv)
+    check_output(args.out)
     t0 = time.time()
-    result = observe(args.data, limit_normals=args.limit_normals, prewhitened=args.prewhiten)
+    try:
+        result = observe(args.data, limit_normals=args.limit_normals, prewhitened=args.prewhiten)
+    except DataError as exc:  # no or a malformed manifest.csv, a missing file
+        return refuse(exc)
     return finish_report(result, "cfia.bench.observer", argv, args.out, t0)
 
 

@@ -28,6 +28,7 @@ import torch
 from scipy import ndimage
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
+from . import check_output, refuse
 from .inpainter import _size
 
 
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated alterations, spaces as hyphens (e.g. as-stored,strands); "
                                   "default all")
     args = p.parse_args(argv)
+    check_output(args.json, "--json")
     torch.set_num_threads(args.threads)
 
     from explain.classifier import load_classifier
@@ -256,9 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     from cfia.training.classifier import report
 
     size = args.input_size
-    records = read_manifest(args.data)[: args.limit] if args.limit else read_manifest(args.data)
+    try:
+        records = read_manifest(args.data)[: args.limit] if args.limit else read_manifest(args.data)
+        clf = load_classifier("torchscript", args.model, input_size=size)
+    except ValueError as exc:  # DataError; a classifier file missing or unreadable
+        return refuse(exc)
     labels = np.array([r.label for r in records])
-    clf = load_classifier("torchscript", args.model, input_size=size)
     named = {name.replace(" ", "-"): name for name in ALTERATIONS}
     wanted = [w.strip() for w in args.only.split(",")] if args.only else list(named)
     unknown = [w for w in wanted if w not in named]
