@@ -65,6 +65,9 @@ class ListenerConfig:
     study_quiet_seconds: float = field(default=30.0, metadata=_range(0, None))
     # Associations open at once; more are rejected as transient (busy), and senders retry.
     max_associations: int = field(default=10, metadata=_range(1, 1000))
+    # One received dataset (an 8192 x 8192 16-bit image, the largest taken, is 128 MB): the
+    # association of a larger one is aborted before it is all in memory.
+    max_dataset_mb: float = field(default=256.0, metadata=_range(1, None))
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def listener_settings(cfg) -> ListenerSettings:
         ae_title=lc.ae_title, host=lc.host, port=lc.port,
         allowed_calling_ae_titles=tuple(lc.allowed_calling_ae_titles),
         ignore_other_sop_classes=lc.other_sop_classes == "ignore", ssl_context=ctx,
-        max_associations=lc.max_associations,
+        max_associations=lc.max_associations, max_dataset_bytes=int(lc.max_dataset_mb * (1 << 20)),
     )
 
 

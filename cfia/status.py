@@ -90,8 +90,9 @@ def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> st
         _metric("cfia_store_ignored_total", "counter", "Non-mammogram C-STOREs ignored since start.",
                 [("", listener_counts.get("ignored", 0))]),
         _metric("cfia_associations_rejected_total", "counter",
-                "Associations rejected since start, by reason (calling_ae, called_ae, busy, tls, other).",
-                [(f'{{reason="{cause}"}}', listener_counts.get(f"rejected_{cause}", 0)) for cause in REJECTION_REASONS]),
+                "Associations rejected or ended since start, by reason (" + ", ".join(REJECTION_REASONS) + ").",
+                [(f'{{reason="{cause}"}}', listener_counts.get(f"rejected_{cause}", 0))
+                 for cause in REJECTION_REASONS]),
         _metric("cfia_workers_alive", "gauge", "Worker processes alive with their processor built.",
                 [("", workers_alive)]),
         _histogram("cfia_explain_seconds", "Seconds the processor took per image.", histogram),

@@ -75,6 +75,7 @@ REJECTION_REASONS = {
     "calling_ae": "calling AE title is not in listener.allowed_calling_ae_titles",
     "other": "refused by the DICOM library (e.g. user identity)",
     "tls": "TLS handshake failed (no or an untrusted client certificate, not TLS at all)",
+    "too_large": "a dataset larger than listener.max_dataset_mb; the association was aborted",
 }
 
 

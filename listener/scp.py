@@ -4,13 +4,15 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import Verification
 
-from .intake import Intake, handle_association_end, handle_echo, handle_rejected, handle_store
+from .intake import REJECTION_REASONS, Intake, handle_association_end, handle_echo, handle_rejected, handle_store
 from .syntaxes import decodable_transfer_syntaxes, supported_contexts
 
 log = logging.getLogger("cfia.listener")
@@ -28,6 +30,7 @@ class ListenerSettings:
     maximum_pdu_size: int = 0
     network_timeout: float = 60.0
     max_associations: int = 10  # open at once; more are rejected (transient: the sender retries)
+    max_dataset_bytes: int = 256 << 20  # one received dataset; beyond it the association is aborted
 
 
 class _HandshakeOnFirstUse(ssl.SSLSocket):
@@ -152,6 +155,39 @@ class Server:
             _config.UNRESTRICTED_STORAGE_SERVICE = False
 
 
+class DatasetSizeLimit:
+    """pynetdicom gathers a received dataset whole in memory (and does not hold peers to the
+    PDU size it offers), and the intake checks only the pixel data's length: a peer could
+    send gigabytes in one C-STORE. EVT_PDU_RECV counts each dataset's bytes as they come
+    and aborts the association past the limit, before it is all in memory."""
+
+    COMMAND = 0x01  # message control header bit: the fragment belongs to a command set
+
+    def __init__(self, limit: int, intake: Intake):
+        self.limit, self.intake = limit, intake
+        self._received: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
+        self._ended: "weakref.WeakSet[object]" = weakref.WeakSet()
+
+    def __call__(self, event) -> None:
+        pdu = event.pdu
+        if not isinstance(pdu, P_DATA_TF):
+            return
+        assoc, total = event.assoc, self._received.get(event.assoc, 0)
+        for item in pdu.presentation_data_value_items:
+            header = item.presentation_data_value[0]
+            total = 0 if header & self.COMMAND else total + len(item.presentation_data_value) - 1
+        self._received[assoc] = total
+        if total > self.limit and assoc not in self._ended:
+            self._ended.add(assoc)
+            self.intake.count("rejected_too_large")
+            log.warning("association aborted", extra={
+                "reason": REJECTION_REASONS["too_large"], "calling_ae": assoc.requestor.ae_title,
+                "peer": f"{assoc.requestor.address}:{assoc.requestor.port}", "limit_bytes": self.limit})
+            # Hung up at once: an A-ABORT queued from a handler goes out only after pynetdicom
+            # has read (and gathered) the rest of the dataset and handed it to the C-STORE handler.
+            assoc.dul.socket.close()
+
+
 def start(settings: ListenerSettings, intake: Intake) -> Server:
     """Start serving in background threads; returns the server (`.server_address`,
     `.shutdown()`)."""
@@ -161,6 +197,7 @@ def start(settings: ListenerSettings, intake: Intake) -> Server:
         (evt.EVT_RELEASED, handle_association_end, [intake]),
         (evt.EVT_ABORTED, handle_association_end, [intake]),
         (evt.EVT_REJECTED, handle_rejected, [intake]),
+        (evt.EVT_PDU_RECV, DatasetSizeLimit(settings.max_dataset_bytes, intake)),
     ]
     # `ignore` promises that a PACS pushing a whole study sees no failure, but pynetdicom
     # accepts only the abstract syntaxes it lists, and a study may hold vendors' private

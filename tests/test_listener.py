@@ -332,6 +332,21 @@ def test_tls(start_listener, tmp_path):
     assert echo(port) is None  # plain DICOM is not spoken on a TLS port
 
 
+def test_a_dataset_beyond_the_size_limit_ends_its_association_and_nothing_is_stored(start_listener, caplog):
+    """pynetdicom gathers a dataset whole in memory and the intake checks only the pixel
+    data's length: a 700 MB private element was taken, held in memory twice and spooled."""
+    port, intake = start_listener(max_dataset_bytes=2 << 20)
+    big = mammogram(2)
+    big.add_new(0x00090010, "LO", "BIG")
+    big.add_new(0x00091000, "OB", bytes(8 << 20))
+    with caplog.at_level(logging.WARNING, logger="cfia.listener"):
+        assert push(port, [big]) == [None]  # no status: the association was aborted
+    assert intake.counts["rejected_too_large"] == 1 and sum(intake.queue.counts().values()) == 0
+    assert list(intake.spool.incoming.iterdir()) == []
+    assert any("max_dataset_mb" in getattr(r, "reason", "") for r in caplog.records)
+    assert push(port, [mammogram(3)]) == [0x0000]  # the next association is served
+
+
 def _self_signed(tmp_path, name: str):
     cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
