@@ -38,6 +38,7 @@ class _HandshakeOnFirstUse(ssl.SSLSocket):
     who failed it: socketserver dropped a failed handshake in the accept loop unlogged."""
 
     _handshaken = False
+    peer = "?"  # set on wrapping: once a handshake fails the socket may no longer say
 
     def _handshake(self) -> None:
         if self._handshaken:
@@ -46,7 +47,7 @@ class _HandshakeOnFirstUse(ssl.SSLSocket):
         try:
             self.do_handshake()
         except (ssl.SSLError, OSError) as exc:
-            log.warning("TLS handshake failed", extra={"peer": _peer(self), "reason": f"{type(exc).__name__}: {exc}"})
+            log.warning("TLS handshake failed", extra={"peer": self.peer, "reason": f"{type(exc).__name__}: {exc}"})
             self.context.on_handshake_failure()
             raise
 
@@ -83,7 +84,10 @@ class HandshakeOnTheAssociationThread(ssl.SSLContext):
     def wrap_socket(self, sock, server_side=False, **kwargs):
         sock.settimeout(self.handshake_timeout)
         kwargs["do_handshake_on_connect"] = False
-        return super().wrap_socket(sock, server_side=server_side, **kwargs)
+        peer = _peer(sock)
+        wrapped = super().wrap_socket(sock, server_side=server_side, **kwargs)
+        wrapped.peer = peer
+        return wrapped
 
 
 def _peer(sock) -> str:
@@ -156,26 +160,28 @@ class Server:
 
 
 class DatasetSizeLimit:
-    """pynetdicom gathers a received dataset whole in memory (and does not hold peers to the
+    """pynetdicom gathers a received message whole in memory (and does not hold peers to the
     PDU size it offers), and the intake checks only the pixel data's length: a peer could
-    send gigabytes in one C-STORE. EVT_PDU_RECV counts each dataset's bytes as they come
-    and aborts the association past the limit, before it is all in memory."""
-
-    COMMAND = 0x01  # message control header bit: the fragment belongs to a command set
+    send gigabytes in one C-STORE. Every P-DATA byte (command and dataset fragments alike:
+    pynetdicom takes command fragments in the middle of a dataset) counts toward the message
+    being received, until pynetdicom has decoded it whole (EVT_DIMSE_RECV); past the limit
+    the association is hung up, before the message is all in memory."""
 
     def __init__(self, limit: int, intake: Intake):
         self.limit, self.intake = limit, intake
         self._received: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
         self._ended: "weakref.WeakSet[object]" = weakref.WeakSet()
 
+    def message_done(self, event) -> None:
+        self._received[event.assoc] = 0
+
     def __call__(self, event) -> None:
         pdu = event.pdu
         if not isinstance(pdu, P_DATA_TF):
             return
-        assoc, total = event.assoc, self._received.get(event.assoc, 0)
-        for item in pdu.presentation_data_value_items:
-            header = item.presentation_data_value[0]
-            total = 0 if header & self.COMMAND else total + len(item.presentation_data_value) - 1
+        assoc = event.assoc
+        total = self._received.get(assoc, 0) + sum(len(item.presentation_data_value) - 1
+                                                   for item in pdu.presentation_data_value_items)
         self._received[assoc] = total
         if total > self.limit and assoc not in self._ended:
             self._ended.add(assoc)
@@ -197,8 +203,9 @@ def start(settings: ListenerSettings, intake: Intake) -> Server:
         (evt.EVT_RELEASED, handle_association_end, [intake]),
         (evt.EVT_ABORTED, handle_association_end, [intake]),
         (evt.EVT_REJECTED, handle_rejected, [intake]),
-        (evt.EVT_PDU_RECV, DatasetSizeLimit(settings.max_dataset_bytes, intake)),
     ]
+    limit = DatasetSizeLimit(settings.max_dataset_bytes, intake)
+    handlers += [(evt.EVT_PDU_RECV, limit), (evt.EVT_DIMSE_RECV, limit.message_done)]
     # `ignore` promises that a PACS pushing a whole study sees no failure, but pynetdicom
     # accepts only the abstract syntaxes it lists, and a study may hold vendors' private
     # SOP classes. Its documented switch for accepting every storage class is process-wide

@@ -347,6 +347,57 @@ def test_a_dataset_beyond_the_size_limit_ends_its_association_and_nothing_is_sto
     assert push(port, [mammogram(3)]) == [0x0000]  # the next association is served
 
 
+def test_command_fragments_inside_a_dataset_do_not_reset_the_size_limit(start_listener):
+    """pynetdicom takes command fragments in the middle of a dataset; counting only dataset
+    fragments, reset at each command fragment, let a peer send any size."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.dsutils import encode
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.pdu_items import PresentationDataValueItem
+
+    port, intake = start_listener(max_dataset_bytes=2 << 20)
+    big = mammogram(2)
+    big.add_new(0x00090010, "LO", "BIG")
+    big.add_new(0x00091000, "OB", bytes(8 << 20))
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(big.SOPClassUID, big.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CFIA")
+    assert assoc.is_established
+    context = assoc.accepted_contexts[0].context_id
+    request = C_STORE()
+    request.MessageID, request.Priority = 1, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = big.SOPClassUID, big.SOPInstanceUID
+    data = DicomBytesIO()
+    data.is_little_endian, data.is_implicit_VR = True, big.file_meta.TransferSyntaxUID.is_implicit_VR
+    write_dataset(data, big)
+    request.DataSet = BytesIO(data.getvalue())
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+
+    def send(value: bytes) -> None:
+        item = PresentationDataValueItem()
+        item.presentation_context_id, item.presentation_data_value = context, value
+        pdu = P_DATA_TF()
+        pdu.presentation_data_value_items = [item]
+        assoc.dul.socket.socket.sendall(pdu.encode())
+
+    try:
+        send(b"\x03" + encode(message.command_set, True, True))
+        dataset, chunk = data.getvalue(), 1 << 20
+        for start in range(0, len(dataset), chunk):
+            last = start + chunk >= len(dataset)
+            send((b"\x02" if last else b"\x00") + dataset[start:start + chunk])
+            if not last:
+                send(b"\x01")  # an empty command fragment
+    except OSError:
+        pass  # hung up on: what the limit does
+    poll(lambda: intake.counts["rejected_too_large"] == 1, what="the dataset refused as too large")
+    assert intake.counts["received"] == 0 and list(intake.spool.incoming.iterdir()) == []
+
+
 def _self_signed(tmp_path, name: str):
     cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
@@ -384,8 +435,10 @@ def test_a_silent_connection_does_not_hold_up_tls_callers_and_refusals_are_logge
             except (OSError, RuntimeError):
                 pass  # the client may see the refusal as a broken connection
             poll(lambda: intake.counts["rejected_tls"] == 1, what="the refused handshake counted")
-        assert any(r.getMessage() == "TLS handshake failed" and r.peer.startswith("127.0.0.1:")
-                   for r in caplog.records)
+            socket.create_connection(("127.0.0.1", port)).close()  # a port probe: connect, hang up
+            poll(lambda: intake.counts["rejected_tls"] == 2, what="the probe counted")
+        failed = [r for r in caplog.records if r.getMessage() == "TLS handshake failed"]
+        assert len(failed) == 2 and all(r.peer.startswith("127.0.0.1:") for r in failed)  # the probe's too
         # A stop with the silent connection still open ends (it is hung up: pynetdicom cannot
         # abort an association that sent no request).
         stopping = threading.Thread(target=server.shutdown, args=(1,))
