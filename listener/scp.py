@@ -51,21 +51,14 @@ class _HandshakeOnFirstUse(ssl.SSLSocket):
             self.context.on_handshake_failure()
             raise
 
+    # The two calls pynetdicom 3.0's AssociationSocket makes.
     def recv(self, *args, **kwargs):
         self._handshake()
         return super().recv(*args, **kwargs)
 
-    def recv_into(self, *args, **kwargs):
-        self._handshake()
-        return super().recv_into(*args, **kwargs)
-
     def send(self, *args, **kwargs):
         self._handshake()
         return super().send(*args, **kwargs)
-
-    def sendall(self, *args, **kwargs):
-        self._handshake()
-        return super().sendall(*args, **kwargs)
 
 
 class HandshakeOnTheAssociationThread(ssl.SSLContext):
