@@ -90,6 +90,15 @@ def read_image(path: Path) -> Dataset:
     return ds
 
 
+@dataclass
+class _HoldOff:
+    """A destination a worker found unavailable: not tried again before `until` (its clock)."""
+    until: float
+    why: str
+    failures: int  # in a row: the hold-off doubles with them
+    logged: bool = False  # the skip is logged once per hold-off
+
+
 class Worker:
     def __init__(self, queue: JobQueue, spool: Spool, processor: Processor, routing: Routing,
                  calling_ae: str = "CFIA", max_retries: int = 3, backoff: Backoff = Backoff(),
@@ -102,11 +111,11 @@ class Worker:
         self.sender = sender
         self.owner = owner or f"pid{os.getpid()}"
         self.clock = clock
-        # Destinations found unavailable: key -> [skip until (clock), skip logged, why, failures].
-        # A send to one that hangs costs a timeout, so other jobs skip it for the send backoff
-        # (base, doubling while it stays unavailable, and no shorter than the failed send took:
-        # a hold-off shorter than an explanation would let every new image pay the timeout again).
-        self._held: dict[str, list] = {}
+        # Destinations found unavailable. A send to one that hangs costs a timeout, so other
+        # jobs skip it for the send backoff (base, doubling while it stays unavailable, and no
+        # shorter than the failed send took: a hold-off shorter than an explanation would let
+        # every new image pay the timeout again).
+        self._held: dict[str, _HoldOff] = {}
         # The queue write still owed for a job in hand whose outcome the queue could not record.
         self._owed: Optional[Callable[[], object]] = None
 
@@ -271,12 +280,12 @@ class Worker:
         where = {**fields, "destination": dest.name}
         key, now = destination_key(dest), self.clock()
         held = self._held.get(key)
-        if held is not None and now < held[0]:
-            if not held[1]:  # once per hold-off, not once per job
-                held[1] = True
+        if held is not None and now < held.until:
+            if not held.logged:  # once per hold-off, not once per job
+                held.logged = True
                 log.warning("destination unavailable a moment ago, not tried for now; results kept",
-                            extra={**where, "retry_in_s": round(held[0] - now, 2)})
-            return "held", f"{held[2]} (not tried again for {held[0] - now:.1f} s)"
+                            extra={**where, "retry_in_s": round(held.until - now, 2)})
+            return "held", f"{held.why} (not tried again for {held.until - now:.1f} s)"
         self._held.pop(key, None)  # hold-off over: try it; still down, it starts a longer one
         try:
             replies = self.sender(files, dest, calling_ae=self.calling_ae) if files else {}
@@ -284,10 +293,10 @@ class Worker:
             log.warning("destination aborted the first store", extra={**where, "reason": str(exc)})
             return "refused", f"{exc} (calling AE {self.calling_ae})"
         except DestinationUnavailable as exc:
-            failures, took = (held[3] + 1 if held else 1), self.clock() - now
+            failures, took = (held.failures + 1 if held else 1), self.clock() - now
             hold = min(self.backoff.max_seconds, self.backoff.base_seconds * 2 ** (failures - 1))
             hold = max(hold, took)  # a send that ran into its timeout: at most half the time goes to it
-            self._held[key] = [now + took + hold, False, str(exc), failures]
+            self._held[key] = _HoldOff(until=now + took + hold, why=str(exc), failures=failures)
             log.warning("destination unavailable, results kept", extra={**where, "reason": str(exc)})
             return "down", str(exc)
         except DestinationRejected as exc:
