@@ -230,6 +230,8 @@ MIN_PADDING_REGION = 0.01  # of the image: the air's padding; smaller patches ma
 
 
 def _lossy(ds) -> bool:
+    """Said lossy, or in a syntax that may be: JPEG baseline and extended, JPEG-LS
+    near-lossless, JPEG 2000 (parts 1 and 2), HTJ2K."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     lossy_syntaxes = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
                       "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203"}
