@@ -10,10 +10,16 @@ from typing import Callable
 log = logging.getLogger("cfia.http")
 
 
-def start(host: str, port: int, health: Callable[[], tuple[bool, dict]], metrics: Callable[[], str]):
+IDLE_TIMEOUT_SECONDS = 10.0
+
+
+def start(host: str, port: int, health: Callable[[], tuple[bool, dict]], metrics: Callable[[], str],
+          idle_timeout: float = IDLE_TIMEOUT_SECONDS):
     """Serve in a daemon thread; returns the server (`.server_address`, `.shutdown()`)."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = idle_timeout  # a client that connects and sends nothing would hold a thread for ever
+
         def do_GET(self):  # noqa: N802 (http.server's naming)
             try:
                 if self.path == "/healthz":

@@ -383,3 +383,25 @@ def test_status_and_requeue_on_a_spool_they_cannot_use_answer_in_one_line(tmp_pa
     for command in (["status"], ["requeue", "1"]):
         assert cli.main([*command, "--config", str(config)]) == 2
         assert "not a database" in one_error_line()
+
+
+def test_an_idle_http_client_does_not_hold_a_thread_for_ever():
+    """A client that connects to /metrics' port and sends nothing held a handler thread
+    for as long as it stayed connected; now it is dropped after the idle timeout."""
+    import socket
+    import threading
+
+    from cfia import http
+
+    server = http.start("127.0.0.1", 0, lambda: (True, {}), lambda: "", idle_timeout=0.5)
+    try:
+        before = threading.active_count()
+        idle = [socket.create_connection(server.server_address[:2]) for _ in range(5)]
+        poll(lambda: threading.active_count() >= before + 5, what="a thread per idle client")
+        poll(lambda: threading.active_count() <= before, timeout=10, what="the idle clients' threads ended")
+        assert all(s.recv(1) == b"" for s in idle)  # the server hung up on them
+        assert _http_get(server.server_address[1], "/healthz")[0] == 200
+        for s in idle:
+            s.close()
+    finally:
+        server.shutdown()
