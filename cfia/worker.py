@@ -264,7 +264,7 @@ class Worker:
                 self.queue.add_delivered(job.id, key)
                 delivered.add(key)
             else:
-                problems["down" if problem[0] == "held" else problem[0]].append((key, problem[1]))
+                problems[problem[0]].append((key, problem[1]))
         if any(problems.values()) or given_up:
             self._retry_delivery(job, problems, given_up, sent, folder, fields,
                                  [d.name for d in destinations if destination_key(d) in delivered])
@@ -274,8 +274,8 @@ class Worker:
         log.info("delivered", extra={**fields, "objects": len(files), "destinations": len(destinations)})
 
     def _send_to(self, dest: Destination, files: Sequence[Path], fields: dict) -> Optional[tuple[str, str]]:
-        """None when `dest` stored every file, else ("down" | "held" | "refused" | "rejected", why);
-        held: down, and not tried (its hold-off); rejected: it accepts not even the SOP class
+        """None when `dest` stored every file, else ("down" | "refused" | "rejected", why);
+        down also when not tried (its hold-off); rejected: it accepts not even the SOP class
         of what it refused, which no retry mends."""
         where = {**fields, "destination": dest.name}
         key, now = destination_key(dest), self.clock()
@@ -285,7 +285,7 @@ class Worker:
                 held.logged = True
                 log.warning("destination unavailable a moment ago, not tried for now; results kept",
                             extra={**where, "retry_in_s": round(held.until - now, 2)})
-            return "held", f"{held.why} (not tried again for {held.until - now:.1f} s)"
+            return "down", f"{held.why} (not tried again for {held.until - now:.1f} s)"
         self._held.pop(key, None)  # hold-off over: try it; still down, it starts a longer one
         try:
             replies = self.sender(files, dest, calling_ae=self.calling_ae) if files else {}
