@@ -255,21 +255,22 @@ class JobQueue:
     def give_up(self, job_id: int, destination: str, reason: str) -> None:
         """`destination` will not take the results (rejected, or refusals exhausted): it is
         not sent them again; the job still goes to the destinations that are down."""
-        with self._tx() as db:
-            row = db.execute("SELECT given_up FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            given_up = {**json.loads(row["given_up"]), destination: reason}
-            db.execute("UPDATE jobs SET given_up = ?, updated_at = ? WHERE id = ?",
-                       (json.dumps(given_up, sort_keys=True), self._clock(), job_id))
+        self._update_per_destination(job_id, "given_up", destination, lambda _: reason)
 
     def count_refusal(self, job_id: int, destination: str) -> int:
         """One more failure-status answer from `destination` for this job; returns its count.
         Each destination gets its own max_retries: the job's `refusals` is only their total."""
+        return self._update_per_destination(job_id, "refused_by", destination, lambda n: (n or 0) + 1)
+
+    def _update_per_destination(self, job_id: int, column: str, destination: str, new):
+        """Set `destination`'s entry of a JSON map column (given_up, refused_by) to new(old);
+        returns it."""
         with self._tx() as db:
-            row = db.execute("SELECT refused_by FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            counts = json.loads(row["refused_by"])
-            counts[destination] = counts.get(destination, 0) + 1
-            db.execute("UPDATE jobs SET refused_by = ? WHERE id = ?", (json.dumps(counts, sort_keys=True), job_id))
-            return counts[destination]
+            values = json.loads(db.execute(f"SELECT {column} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+            values[destination] = new(values.get(destination))
+            db.execute(f"UPDATE jobs SET {column} = ?, updated_at = ? WHERE id = ?",
+                       (json.dumps(values, sort_keys=True), self._clock(), job_id))
+            return values[destination]
 
     def finish(self, job_id: int) -> None:
         now = self._clock()
@@ -324,8 +325,9 @@ class JobQueue:
         with self._tx() as db:
             requeued = db.execute(
                 "UPDATE jobs SET state = 'queued', path = ?, attempts = 0, send_attempts = 0, refusals = 0, "
-                "given_up = '{}', refused_by = '{}', results = NULL, owner = NULL, not_before = 0, error = NULL, finished_at = NULL, "
-                "updated_at = ? WHERE id = ? AND state = 'failed'", (path, self._clock(), job_id)).rowcount == 1
+                "given_up = '{}', refused_by = '{}', results = NULL, owner = NULL, not_before = 0, error = NULL, "
+                "finished_at = NULL, updated_at = ? WHERE id = ? AND state = 'failed'",
+                (path, self._clock(), job_id)).rowcount == 1
             if requeued:  # the failure still happened: cfia_failed_total must not go down
                 db.execute("INSERT INTO pruned_totals (key, value) VALUES ('requeued', 1) "
                            "ON CONFLICT (key) DO UPDATE SET value = value + 1")
@@ -374,15 +376,16 @@ class JobQueue:
 
     def paths(self) -> set[str]:
         """Source files of jobs that still own one (everything not done or failed)."""
-        with self._lock:
-            rows = self._db.execute("SELECT path FROM jobs WHERE state NOT IN ('done', 'failed')").fetchall()
-        return {row["path"] for row in rows}
+        return self._of_live_jobs("path")
 
     def live_ids(self) -> set[int]:
         """Jobs that may still write, send or dead-letter results (everything not done or failed)."""
+        return self._of_live_jobs("id")
+
+    def _of_live_jobs(self, column: str) -> set:
         with self._lock:
-            rows = self._db.execute("SELECT id FROM jobs WHERE state NOT IN ('done', 'failed')").fetchall()
-        return {row["id"] for row in rows}
+            rows = self._db.execute(f"SELECT {column} FROM jobs WHERE state NOT IN ('done', 'failed')").fetchall()
+        return {row[0] for row in rows}
 
     def recent_errors(self, limit: int = 5) -> list[dict]:
         with self._lock:
