@@ -18,6 +18,8 @@ from typing import Any, Optional
 
 import yaml
 
+# The shipped models, wherever the config file is: a key left out of a site's file must
+# not resolve against the working directory (under systemd, /).
 from .install import SHIPPED_MODELS
 
 # Rows, columns of the shipped default classifier (models/classifier.json): the default of
@@ -103,11 +105,6 @@ class WorkersConfig:
     nice: int = field(default=10, metadata=_range(0, 19))
 
 
-# The shipped models, wherever the config file is: a key left out of a site's file must
-# not resolve against the working directory (under systemd, /).
-INSTALL_MODELS = SHIPPED_MODELS
-
-
 @dataclass(frozen=True)
 class ClassifierConfig:
     # torchscript: a TorchScript file; monai_bundle: a bundle folder;
@@ -137,7 +134,7 @@ class ClassifierConfig:
                 raise ConfigError("models.classifier.path: none given; a path to the bundle folder is required "
                                   "when kind is monai_bundle")
             name = "classifier.ts" if self.kind == "torchscript" else "classifier.pt"
-            object.__setattr__(self, "path", str(INSTALL_MODELS / name))
+            object.__setattr__(self, "path", str(SHIPPED_MODELS / name))
         low, high = self.input_range
         if high <= low:
             raise ConfigError(f"models.classifier.input_range: {list(self.input_range)!r} is not allowed; "
@@ -151,7 +148,7 @@ class ClassifierConfig:
 @dataclass(frozen=True)
 class InpainterConfig:
     kind: str = field(default="learned", metadata=_choice("learned", "telea", "navier_stokes"))
-    path: str = field(default=str(INSTALL_MODELS / "inpainter.pt"), metadata=_path())
+    path: str = field(default=str(SHIPPED_MODELS / "inpainter.pt"), metadata=_path())
     # learned only: scale the fill's texture to the tissue's around the hole (tried: cf localises worse).
     texture_match: bool = False
     # learned only: the noise input's scale (1 = as trained; 0 = the network's smooth fill).

@@ -29,9 +29,8 @@ import yaml
 
 from . import config as config_mod
 from . import status
+from .install import CHECKOUT as PACKAGE_ROOT
 from .install import SHIPPED_CONFIG
-
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 class NodeError(RuntimeError):

@@ -15,7 +15,6 @@ import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 
 import listener
 from listener import Intake, JobQueue, ListenerSettings, Spool

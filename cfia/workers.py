@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional
 
 from dicom_out import Backoff
 from listener import JobQueue, Spool

@@ -20,7 +20,7 @@ import numpy as np
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..training.classifier import report, roc_auc, score, stratified_resamples
 from . import check_output
-from .inpainter import _size
+from ..cli import _size
 
 
 def paired_auc_difference(a, b, labels, resamples: int = 2000, seed: int = 0) -> dict:

@@ -51,7 +51,7 @@ from phantom.texture import clustered_lumpy, power_law_noise
 
 from ..cli import _size
 from ..dicom_io import from_dataset, read_file
-from ..manifest import DataError, read_manifest
+from ..manifest import read_manifest
 from ..training.classifier import CONTRAST_EDGES, contrast_bins, roc_auc
 from . import check_output, finish_report, refuse
 

@@ -33,7 +33,7 @@ import torch
 
 from explain.inpaint import TEXTURE_BAND_SIGMAS, Inpainter, make_inpainter
 
-from ..cli import _positive, _size  # noqa: F401  (robustness and classifiers import _size from here)
+from ..cli import _positive, _size
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from . import check_output, refuse
 from .inpaint_metrics import hole_metrics, summarise

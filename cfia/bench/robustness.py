@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from . import check_output, refuse
-from .inpainter import _size
+from ..cli import _size
 
 
 def _gamma(g):
