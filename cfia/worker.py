@@ -167,9 +167,11 @@ class Worker:
         """A job in the dead-letter folder the queue never marked failed (the worker stopped
         or died while the queue could not be written): its files are gone from the spool, so
         it is recorded failed with its own reason, not processed again (which would overwrite
-        that reason with "source missing")."""
+        that reason with "source missing"). A reason beside a source still in the spool is
+        not that: a crash between writing the reason and moving the source, or a requeue
+        not yet done retiring the old folder. That job is processed."""
         letter = self.spool.dead_letter / str(job.id) / "reason.json"
-        if not letter.is_file():
+        if not letter.is_file() or self.spool.locate(job.path).exists():
             return False
         try:
             reason = str(json.loads(letter.read_text()).get("reason") or "dead-lettered")

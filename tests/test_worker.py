@@ -644,3 +644,25 @@ def test_each_destination_is_given_up_on_after_its_own_refusals(tmp_path):
     assert worker.run_once()
     job = queue.get(1)
     assert job.state == "failed" and "delivered to B" in job.error and sender.got["B"]
+
+
+def test_a_reason_beside_a_source_still_in_the_spool_is_processed_not_failed(tmp_path, dest):
+    """reason.json is written before the source moves to dead-letter/, and `cfia requeue`
+    commits the job before it retires the old folder: in either gap the source is still in
+    the spool. Taking the job for dead-lettered failed it, and the next start deleted the
+    source as an orphan."""
+    from listener.spool import encode
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    source = spool.write_incoming(encode(mammogram(3)))
+    job = queue.add(str(source), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    letter = spool.dead_letter / str(job)
+    letter.mkdir()
+    (letter / "reason.json").write_text(json.dumps({"reason": "an earlier failure"}))
+    worker = Worker(queue, spool, blob(Config()), Routing(fixed=(_to(dest),)),
+                    backoff=Backoff(base_seconds=0, jitter=0))
+    assert worker.run_once()
+    assert queue.get(job).state == "done" and len(dest.received) == len(OBJECT_TYPES)
+    queue.close()
