@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dicom_out import AlgorithmInfo, Explanation, UnsupportedSource, build_results, check_source
+from dicom_out.model import LO_MAX
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
 from explain.classifier import load_classifier
@@ -76,6 +77,7 @@ class Pipeline:
             self.inpainter = make_inpainter(i.kind, device=self.device)
         self.model_version = content_digest(c.path)[:16] if Path(c.path).exists() else "unversioned"
         self.settings = settings_digest(cfg)
+        self.algorithm(e.method).check()  # fails at start-up, not after every image's explanation
         self.explainer(e.method)  # a method the models cannot serve (gradcam's layer) fails now, not per study
 
     # -- scores ---------------------------------------------------------------
@@ -203,12 +205,23 @@ class Pipeline:
 
     def build_objects(self, ds, result: Result) -> dict:
         enabled = [k for k, on in vars(self.cfg.outputs).items() if on]
-        info = AlgorithmInfo(model_name=Path(self.cfg.models.classifier.path).name,
-                             model_version=self.model_version, method=result.method, settings=self.settings)
+        info = self.algorithm(result.method)
         expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
                            score_after_deletion=result.score_after_deletion,
                            positive=bool(result.score >= CALL_THRESHOLD))
         return build_results(ds, expl, info, enabled)
+
+    def algorithm(self, method: str) -> AlgorithmInfo:
+        return AlgorithmInfo(model_name=model_name(self.cfg.models.classifier.path),
+                             model_version=self.model_version, method=method, settings=self.settings)
+
+
+def model_name(path: str) -> str:
+    """The classifier's file (or bundle folder) name as the objects' model name. It goes
+    into a DICOM LO, which holds 64 characters and no backslash: a longer name is cut
+    (the weights' digest, model_version, is what identifies the model)."""
+    name = Path(path).name.replace("\\", "_")
+    return name if len(name) <= LO_MAX else name[:LO_MAX - 3] + "..."
 
 
 def settings_digest(cfg: Config) -> str:

@@ -906,3 +906,22 @@ def test_a_mask_marks_the_lesion_with_any_nonzero_value(tmp_path):
     mask[2:4, 2:4] = -1
     np.save(tmp_path / "m.npy", mask)
     assert read_mask(tmp_path / "m.npy", (8, 8)).sum() == 4
+
+
+def test_a_model_file_name_longer_than_a_dicom_long_string_is_cut_in_the_objects(tmp_path):
+    """The file name is the objects' model name, a 64-character LO: a longer one made every
+    image's objects fail to build after its explanation, and the job was dead-lettered
+    with a reason that blamed the image's header."""
+    from cfia.config import from_dict
+    from cfia.pipeline import Pipeline
+    from node_helpers import mammogram
+
+    path = tmp_path / ("site-densenet-finetuned-on-our-2026-screening-cohort-epoch-37-" + "x" * 20 + ".ts")
+    torch.jit.trace(small_net(), torch.zeros(1, 1, *SIZE)).save(str(path))
+    pipeline = Pipeline(from_dict({"models": {"inpainter": {"kind": "telea"},
+                                              "classifier": {"kind": "torchscript", "path": str(path),
+                                                             "input_size": list(SIZE)}},
+                                   "explainer": {"method": "occlusion", "occlusion_size": 16}}))
+    objects = pipeline.process(mammogram(1))
+    names = {ds.ManufacturerModelName for ds in objects.values() if "ManufacturerModelName" in ds}
+    assert names == {path.name[:61] + "..."}
