@@ -11,6 +11,7 @@ from __future__ import annotations
 from copy import deepcopy
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 import highdicom as hd
 
@@ -68,23 +69,32 @@ def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
     A SEG's or PM's Pixel Spacing is a distance in the patient; highdicom reads only
     PixelSpacing, so callers pass this on.
     """
+    malformed = []  # skipped as cfia.dicom_io._spacing skips them (one value, as some exports write)
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = source.get(keyword)
         if value is None:
             continue
-        try:
-            spacing = [float(v) for v in value]
-        except (TypeError, ValueError):
-            raise ValueError(f"source {keyword} {value!r} is not two numbers") from None
-        if len(spacing) != 2 or min(spacing) <= 0:
-            raise ValueError(f"source {keyword} {value!r} is not two positive numbers")
+        spacing = _two_positive(value)
+        if spacing is None:
+            malformed.append(f"{keyword} {value!r}")
+            continue
         if keyword == "PixelSpacing":
             return spacing, "calibrated PixelSpacing"
         factor = _magnification(source)
         if factor is None:
             return spacing, "at the detector"
         return [s / factor for s in spacing], f"at the detector / magnification {factor:g}, in the patient"
+    if malformed:
+        raise ValueError(f"source {' and '.join(malformed)}: not two positive numbers")
     raise ValueError("source has neither PixelSpacing nor ImagerPixelSpacing")
+
+
+def _two_positive(value) -> list[float] | None:
+    try:
+        spacing = [float(v) for v in (value if isinstance(value, MultiValue) else [value])]
+    except (TypeError, ValueError):
+        return None
+    return spacing if len(spacing) == 2 and min(spacing) > 0 else None
 
 
 def _magnification(source: Dataset):
@@ -144,9 +154,13 @@ def with_pixel_measures(source: Dataset) -> Dataset:
     """`source`, or, when it has patient geometry (Image Orientation (Patient), which an MG
     image may carry), a copy sharing its elements with the PixelSpacing and SliceThickness
     that highdicom 0.28's Segmentation then reads from it instead of the pixel measures it
-    is given (AttributeError without them; a mammogram rarely has either)."""
+    is given (AttributeError without them; a mammogram rarely has either). Without patient
+    geometry highdicom reads a PixelSpacing too: a malformed one, which pixel_spacing()
+    skips, is left out of the copy (TypeError on one value)."""
     if "ImageOrientationPatient" not in source:
-        return source
+        if "PixelSpacing" not in source or _two_positive(source.PixelSpacing) is not None:
+            return source
+        return shallow_copy(source, without=(0x00280030,))
     copy = shallow_copy(source, without=(0x00280030, 0x00180050))  # PixelSpacing, SliceThickness: replaced
     copy.PixelSpacing = pixel_spacing(source)[0]
     copy.SliceThickness = nominal_thickness(source)

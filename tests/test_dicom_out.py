@@ -594,6 +594,23 @@ def test_source_without_spacing_raises_value_error():
         build_results(source, make_explanation(), ALGORITHM)
 
 
+def test_a_single_valued_pixel_spacing_falls_back_to_the_imager_spacing():
+    """As the reader does (cfia.dicom_io._spacing): one value is no row and column spacing.
+    The builders raised on it, so the node explained an image and then dead-lettered it."""
+    def seg_spacing(source):
+        seg = build_results(source, make_explanation(), ALGORITHM)["binary_seg"]
+        return [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing]
+
+    source = make_source()
+    assert "PixelSpacing" not in source
+    imager = seg_spacing(source)
+    source.PixelSpacing = "0.1"
+    assert seg_spacing(source) == imager
+    del source.ImagerPixelSpacing
+    with pytest.raises(ValueError, match="PixelSpacing '0.1': not two positive numbers"):
+        build_results(source, make_explanation(), ALGORITHM)
+
+
 def test_bad_algorithm_and_object_type_raise_value_error():
     with pytest.raises(ValueError, match="'lime'"):
         build_results(make_source(), make_explanation(), dataclasses.replace(ALGORITHM, method="lime"))
