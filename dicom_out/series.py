@@ -35,7 +35,8 @@ def add_series_laterality(result: Dataset, source: Dataset) -> None:
     """Laterality is Type 2C in General Series for a paired body part (the breast);
     result objects have no ImageLaterality to stand in for it, so carry the source's.
     Laterality allows R and L only: a source's B (both) or U (unpaired) leaves it empty."""
-    laterality = str(source.get("ImageLaterality", source.get("Laterality", "")) or "").strip().upper()
+    values = (str(source.get(key, "") or "").strip().upper() for key in ("ImageLaterality", "Laterality"))
+    laterality = next((v for v in values if v), "")  # an empty ImageLaterality (Type 1 yet seen) is skipped
     result.Laterality = laterality if laterality in ("R", "L") else ""
 
 

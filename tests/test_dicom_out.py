@@ -155,10 +155,11 @@ def test_names_in_every_standard_character_set_reach_the_results(tmp_path, chars
         assert str(pydicom.dcmread(path).PatientName) == name, (object_type, charset)
 
 
-@pytest.mark.parametrize("laterality, carried", [("B", ""), ("U", ""), ("R", "R")])
+@pytest.mark.parametrize("laterality, carried", [("B", ""), ("U", ""), ("R", "R"), ("", "L")])
 def test_only_r_or_l_laterality_is_carried_into_the_result_series(tmp_path, laterality, carried):
     source = make_source()
     source.ImageLaterality = laterality
+    source.Laterality = "L"  # the series' own: read only where the image's is empty, as the reader does
     results = build_results(source, make_explanation(), ALGORITHM)
     for object_type, ds in results.items():
         path = tmp_path / f"{object_type}.dcm"
