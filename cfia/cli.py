@@ -296,6 +296,18 @@ def cmd_serve(args) -> int:
     return serve(cfg, str(source) if source else None)
 
 
+def _check_queue_file(spool) -> None:
+    """One line, exit 2, when the spool has no queue or cannot be looked into: the unit
+    makes the spool 0700 for its own user, so an operator's own account cannot."""
+    try:
+        there = spool.queue_file.exists()
+    except OSError as exc:
+        raise UsageError(f"cannot read the job queue {spool.queue_file}: {exc.strerror or exc} "
+                         "(run as the node's user, e.g. sudo -u cfia)") from None
+    if not there:
+        raise UsageError(f"no job queue at {spool.queue_file}: has cfia serve run with this config?")
+
+
 def cmd_status(args) -> int:
     import sqlite3
 
@@ -305,8 +317,7 @@ def cmd_status(args) -> int:
 
     cfg = load_config(args.config)
     spool = Spool(cfg.spool.folder)
-    if not spool.queue_file.exists():
-        raise UsageError(f"no job queue at {spool.queue_file}: has cfia serve run with this config?")
+    _check_queue_file(spool)
     try:  # read-only: status must work on a spool it cannot write (read-only file system, other user)
         queue = JobQueue(spool.queue_file, read_only=True)
         try:
@@ -332,8 +343,7 @@ def cmd_requeue(args) -> int:
 
     cfg = load_config(args.config)
     spool = Spool(cfg.spool.folder)
-    if not spool.queue_file.exists():
-        raise UsageError(f"no job queue at {spool.queue_file}: has cfia serve run with this config?")
+    _check_queue_file(spool)
     if bool(args.jobs) == args.all_failed:
         raise UsageError("name the job ids to requeue, or --all-failed (not both)")
     problems = 0

@@ -383,6 +383,13 @@ def test_status_and_requeue_on_a_spool_they_cannot_use_answer_in_one_line(tmp_pa
     for command in (["status"], ["requeue", "1"]):
         assert cli.main([*command, "--config", str(config)]) == 2
         assert "not a database" in one_error_line()
+    # A spool that cannot be looked into (another user's, 0700) raised from the existence
+    # check, a traceback. Tests run as root, who may look anywhere: a name too long to look
+    # up is the same OSError from the same call.
+    config.write_text(f"spool:\n  folder: {tmp_path / ('x' * 300)}\n")
+    for command in (["status"], ["requeue", "1"]):
+        assert cli.main([*command, "--config", str(config)]) == 2
+        assert "cannot read the job queue" in one_error_line()
 
 
 def test_an_idle_http_client_does_not_hold_a_thread_for_ever():
