@@ -467,11 +467,20 @@ def cmd_train_average(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("cfia")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfia",
         description="Explain a mammography classifier by counterfactual impact analysis, as a DICOM node.",
     )
+    parser.add_argument("--version", action="version", version=f"cfia {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_phantom(sub)

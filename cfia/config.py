@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import ssl
 import typing
@@ -381,6 +382,8 @@ def _check_tls(tls: TLSConfig) -> None:
         path = getattr(tls, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"listener.tls.{key}: {path} is not a file")
+        if path and not os.access(path, os.R_OK):  # a key 0600 for root, the node running as cfia
+            raise ConfigError(f"listener.tls.{key}: {path} cannot be read by this user")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(tls.certificate, tls.key)

@@ -7,6 +7,7 @@ hand within workers.stop_timeout_seconds, requeue whatever is still running, exi
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -33,6 +34,11 @@ ASSOCIATION_DRAIN_SECONDS = 10.0
 # A supervisor step failing again the same way (the queue's disk full) is logged with its
 # traceback the first time, then as one short line at most this often.
 REPEATED_FAILURE_LOG_SECONDS = 60.0
+
+
+# A start that fails with one of these is the config's or the install's fault (a spool folder
+# the service user cannot create, a port below 1024): a restart cannot help, so EX_CONFIG.
+CONFIG_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG)
 
 
 class SpoolBusy(RuntimeError):
@@ -62,7 +68,11 @@ class Node:
         self._lock_fd: int | None = None
 
     def start(self) -> None:
-        self.spool.create()
+        try:
+            self.spool.create()
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot create the spool folder {self.spool.root} (spool.folder): "
+                                     f"{exc.strerror or exc}") from exc
         self._take_lock()
         self.queue = JobQueue(self.spool.queue_file, quiet_seconds=self.cfg.listener.study_quiet_seconds)
         self._recover()
@@ -208,6 +218,10 @@ def serve(cfg, config_path: str | None = None) -> int:
     logs.setup(cfg.logging.format, cfg.logging.level)
     log.info("effective config", extra={"config_file": config_path or "(built-in defaults)",
                                         "config": json.dumps(config_mod.to_dict(cfg), sort_keys=True)})
+    if not any(vars(cfg.outputs).values()):
+        log.error("cannot start", extra={"reason": "outputs: every output is off, so images would be "
+                                                   "explained and nothing sent; turn at least one on"})
+        return EXIT_CONFIG
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.set())
@@ -217,10 +231,10 @@ def serve(cfg, config_path: str | None = None) -> int:
     except SpoolBusy as exc:
         log.error(str(exc))
         return 1
-    except OSError as exc:  # port in use, spool not writable, TLS files missing
+    except OSError as exc:  # port in use or not allowed, spool folder not writable
         log.error("cannot start", extra={"reason": f"{type(exc).__name__}: {exc}"})
         node.stop()
-        return 1
+        return EXIT_CONFIG if exc.errno in CONFIG_ERRNOS else 1
     try:
         return node.run(stop)
     finally:  # an error in the supervisor must not leave workers (non-daemon) holding the process

@@ -1,6 +1,7 @@
 """config.yaml: the shipped file loads; bad values stop with a message naming the key."""
 from __future__ import annotations
 
+import re
 import dataclasses
 import subprocess
 import sys
@@ -127,6 +128,23 @@ def test_serve_exits_78_on_a_bad_config_so_systemd_does_not_restart_it(tmp_path)
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 78 and "unknown key listener.colour" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_exits_78_when_a_restart_cannot_help(tmp_path):
+    """A spool folder that cannot be created (the shipped relative folder under a read-only
+    /etc/cfia) exited 1, which systemd restarts every 5 s for ever; every output off
+    explained every image and sent nothing."""
+    (tmp_path / "a-file").write_text("")
+    cases = [({"spool": {"folder": str(tmp_path / "a-file" / "spool")}}, "cannot create the spool folder"),
+             ({"outputs": {k: False for k in ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")},
+               "spool": {"folder": str(tmp_path / "spool")}}, "every output is off")]
+    for raw, message in cases:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({**raw, "listener": {"port": 0}}))
+        out = subprocess.run([sys.executable, "-m", "cfia.cli", "serve", "--config", str(path)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert out.returncode == 78 and message in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_return_to_sender_answers_the_caller_under_its_own_ae_title():
@@ -317,3 +335,13 @@ def test_intensity_handling_reaches_the_classifier_and_is_checked(tmp_path):
                        ({"std": [0]}, r"models.classifier.std\[0\]")):
         with pytest.raises(config.ConfigError, match=match):
             config.from_dict({"models": {"classifier": bad}})
+
+
+def test_version_names_the_installed_release(capsys):
+    """operations.md's upgrade notes refer to versions: the installer must be able to read it."""
+    from cfia import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert re.fullmatch(r"cfia \d+\.\d+\.\d+\n", capsys.readouterr().out)
