@@ -283,7 +283,6 @@ class Config:
     http: HttpConfig = HttpConfig()
 
 
-SECRET_KEYS = {"password", "passphrase"}
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -491,18 +490,13 @@ def _describe_range(lo, hi) -> str:
     return f">= {lo}" if lo is not None else f"<= {hi}"
 
 
-def to_dict(cfg: Any, hide_secrets: bool = True) -> Any:
-    """The effective config as plain data, for `cfia config show` and the start-up log."""
+def to_dict(cfg: Any) -> Any:
+    """The effective config as plain data, for `cfia config show` and the start-up log
+    (no key holds a secret: TLS keys are named by their files)."""
     if dataclasses.is_dataclass(cfg):
-        out = {}
-        for f in dataclasses.fields(cfg):
-            value = to_dict(getattr(cfg, f.name), hide_secrets)
-            if hide_secrets and f.name in SECRET_KEYS and value:
-                value = "<hidden>"
-            out[f.name] = value
-        return out
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, tuple):
-        return [to_dict(v, hide_secrets) for v in cfg]
+        return [to_dict(v) for v in cfg]
     if isinstance(cfg, dict):
-        return {k: to_dict(v, hide_secrets) for k, v in cfg.items()}
+        return {k: to_dict(v) for k, v in cfg.items()}
     return cfg

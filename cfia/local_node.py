@@ -59,7 +59,7 @@ def effective_config(base: Optional[Path], overrides: dict) -> dict:
     else:
         base = SHIPPED_CONFIG
         cfg = config_mod.load(base) if base.exists() else config_mod.Config()
-    raw = config_mod.to_dict(cfg, hide_secrets=False)
+    raw = config_mod.to_dict(cfg)
     merged = merge(raw, overrides)
     config_mod.from_dict(merged, base=base.parent)  # raises ConfigError naming a bad override
     return merged

@@ -76,7 +76,7 @@ class Node:
         self._take_lock()
         self.queue = JobQueue(self.spool.queue_file, quiet_seconds=self.cfg.listener.study_quiet_seconds)
         self._recover()
-        self.intake = Intake(self.spool, self.queue, self.cfg.listener.other_sop_classes == "ignore")
+        self.intake = Intake(self.spool, self.queue)
         # Ports first: a busy one stops the start before any worker loads its models (stop() closes
         # what was opened). /healthz answers 503 until the listener and the workers are up.
         hc, lc = self.cfg.http, self.cfg.listener

@@ -17,8 +17,9 @@ passes plain values. Steps, in order:
 5. crop: bounding box of the breast plus a margin, widened where the whole breast (its
    fatty periphery included) reaches beyond it.
 6. resize: aspect-preserving (one physical scale for both axes, non-square pixels
-   included) so lesion shapes are not distorted, then zero padding (= air) on the right / bottom to `input_size`.
-   The chest wall stays flush left; the breast is vertically centred.
+   included) so lesion shapes are not distorted, then zero padding (= air) to `input_size`:
+   the chest wall stays flush left, so on the right; the breast is vertically centred, so
+   above and below.
 
 `Geometry` records every step so a map computed on the input grid goes back to the
 source grid (`to_source`) and a source-grid mask comes to the input grid
@@ -130,10 +131,6 @@ class Geometry:
         out = BorderPad(spatial_border=(r0, rows - r1, c0, cols - c1), value=float(fill))(part[None])
         out = Flip(spatial_axis=1)(out) if self.flipped else out
         return torch.as_tensor(out)[0].numpy()
-
-    def to_dict(self) -> dict:
-        return {"source_shape": list(self.source_shape), "flipped": self.flipped, "crop": list(self.crop),
-                "resized": list(self.resized), "pad": list(self.pad), "input_size": list(self.input_size)}
 
 
 @dataclass

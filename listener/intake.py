@@ -30,12 +30,12 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Intake:
-    """What the handlers need: the spool, the queue and the policy for other SOP classes."""
+    """What the handlers need: the spool and the queue (the policy for other SOP classes is
+    ListenerSettings')."""
 
-    def __init__(self, spool: Spool, queue: JobQueue, ignore_other_sop_classes: bool = False):
+    def __init__(self, spool: Spool, queue: JobQueue):
         self.spool = spool
         self.queue = queue
-        self.ignore_other_sop_classes = ignore_other_sop_classes
         self.counts: Counter[str] = Counter()  # received, ignored, echo, refused_0xC002, rejected, ...
         self.decodable = frozenset(decodable_transfer_syntaxes())
         self._lock = threading.Lock()

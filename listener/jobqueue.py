@@ -435,12 +435,6 @@ class JobQueue:
                 "count": len(values) + int(pruned.get("explain_count", 0)),
                 "sum": sum(values) + pruned.get("explain_sum", 0.0)}
 
-    def states_of(self, sop_instance_uid: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT state FROM jobs WHERE sop_instance_uid = ? ORDER BY id",
-                                    (sop_instance_uid,)).fetchall()
-        return [row[0] for row in rows]
-
 
 def _explain_totals(seconds: list[float]) -> dict[str, float]:
     """Explain times as the all-time totals' keys: count, sum and one count per bucket."""

@@ -33,7 +33,7 @@ def start_listener(tmp_path):
     def start(spool_cls=Spool, quiet_seconds=60.0, **settings):
         spool = spool_cls(tmp_path / "spool").create()
         queue = JobQueue(spool.queue_file, quiet_seconds=quiet_seconds)
-        intake = Intake(spool, queue, settings.get("ignore_other_sop_classes", False))
+        intake = Intake(spool, queue)
         server = listener.start(ListenerSettings(port=0, **settings), intake)
         servers.append(server)
         return server.server_address[1], intake
@@ -190,7 +190,7 @@ def test_an_association_open_at_shutdown_may_finish_its_private_class_stores(tmp
     import threading
 
     spool = Spool(tmp_path / "spool").create()
-    intake = Intake(spool, JobQueue(spool.queue_file), True)
+    intake = Intake(spool, JobQueue(spool.queue_file))
     server = listener.start(ListenerSettings(port=0, ignore_other_sop_classes=True), intake)
     private = Dataset()
     private.SOPClassUID, private.SOPInstanceUID = "1.2.840.113543.6.6.1.3.10002", generate_uid()
@@ -415,7 +415,7 @@ def test_a_silent_connection_does_not_hold_up_tls_callers_and_refusals_are_logge
     cert, key = _self_signed(tmp_path, "server")
     client_cert, client_key = _self_signed(tmp_path, "client")  # its own CA: the one the node trusts
     spool = Spool(tmp_path / "spool").create()
-    intake = Intake(spool, JobQueue(spool.queue_file), False)
+    intake = Intake(spool, JobQueue(spool.queue_file))
     context = listener.tls_context(str(cert), str(key), str(client_cert))
     server = listener.start(ListenerSettings(port=0, ssl_context=context), intake)
     port = server.server_address[1]
