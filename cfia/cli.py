@@ -126,8 +126,15 @@ def _pipeline(cfg, methods=()):
 CALL_THRESHOLD = config_mod.CALL_THRESHOLD  # cfia explain; cfia evaluate's default
 
 
+def _warn_no_objects(file: str, why: str) -> None:
+    print(f"cfia: warning: {file}: no DICOM result objects ({why}); writing saliency.npy and overlay.png only",
+          file=sys.stderr)
+
+
 def cmd_explain(args) -> int:
     import numpy as np
+
+    from dicom_out import UnsupportedSource
 
     from . import overlay
     from .dicom_io import ImageReadError, from_dataset, read_dataset
@@ -140,12 +147,17 @@ def cmd_explain(args) -> int:
         raise UsageError(str(exc)) from None
     no_objects = _why_no_result_objects(source)
     if no_objects:  # e.g. a Secondary Capture mammogram (CBIS-DDSM): the maps are still worth having
-        print(f"cfia: warning: {args.file}: no DICOM result objects ({no_objects}); "
-              "writing saliency.npy and overlay.png only", file=sys.stderr)
+        _warn_no_objects(args.file, no_objects)
     out = _output_folder(args.out)
     pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
     result = pipeline.explain(src, args.method)
-    objects = {} if no_objects else pipeline.build_objects(source, result)
+    objects = {}
+    if not no_objects:
+        try:
+            objects = pipeline.result_objects(source, result)
+        except UnsupportedSource as exc:  # a header the builders cannot carry: the maps are written
+            no_objects = str(exc)
+            _warn_no_objects(args.file, no_objects)
     try:  # e.g. a folder named saliency.npy in --out, or the disk full
         np.save(out / "saliency.npy", result.saliency)
         outputs = [str(out / "saliency.npy"), str(overlay.save(out / "overlay.png", result.display,

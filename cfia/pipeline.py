@@ -195,7 +195,10 @@ class Pipeline:
         A source that cannot carry them raises dicom_out.UnsupportedSource before any
         explaining is spent on it."""
         check_source(ds)
-        result = self.explain(from_dataset(ds))
+        return self.result_objects(ds, self.explain(from_dataset(ds)))
+
+    def result_objects(self, ds, result: Result) -> dict:
+        """build_objects; any failure as UnsupportedSource, whose text quotes no header value."""
         try:
             return self.build_objects(ds, result)
         except UnsupportedSource:

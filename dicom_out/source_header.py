@@ -96,11 +96,22 @@ def _valid(kind, value: str) -> bool:
     return True
 
 
+# highdicom refuses a multi-valued set whose first value is one of these (ValueError).
+MULTI_BYTE_EXTENSIONS = ("ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149")
+
+
 def _charset_accepted(value) -> bool:
-    values = list(value) if isinstance(value, MultiValue) else [value]
-    if len(values) == 1 and str(values[0]).startswith("ISO 2022"):
-        return False  # one code-extension set alone: highdicom refuses it (ValueError)
-    return value is None or all(_valid(hd.SpecificCharacterSetValues, v) for v in values)
+    """Whether highdicom 0.28 takes the set as it is: each value one it knows; one ISO 2022
+    set alone refused; several values (real headers write 'ISO_IR 100\\ISO 2022 IR 144',
+    which pydicom reads) only if all are ISO 2022 sets, the first not a multi-byte one."""
+    if value is None:
+        return True
+    values = [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
+    if not all(_valid(hd.SpecificCharacterSetValues, v) for v in values):
+        return False
+    if len(values) == 1:
+        return not values[0].startswith("ISO 2022")
+    return all(v.startswith("ISO 2022") for v in values) and values[0] not in MULTI_BYTE_EXTENSIONS
 
 
 def _charset_holds(charset, texts: Iterable[str]) -> bool:
