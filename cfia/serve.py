@@ -109,9 +109,19 @@ class Node:
             stale = self.spool.stale_results(self.queue.live_ids())
             for folder in stale:
                 shutil.rmtree(folder, ignore_errors=True)
+            self._drop_requeued_sources()
         log.info("spool recovered", extra={"jobs_requeued": requeued, "batches_released": released,
                                            "unacknowledged_files_removed": len(orphans),
                                            "finished_results_removed": len(stale), **self.queue.counts()})
+
+    def _drop_requeued_sources(self) -> None:
+        """A requeue that crashed after its commit left a copy of the source in the retired
+        folder: dropped once the job is no longer failed, or failed again with its own dead
+        letter. One that crashed before its commit left the only copy: kept for the next."""
+        for job_id, source in self.spool.retired_sources():
+            job = self.queue.get(job_id)
+            if job is None or job.state != "failed" or (self.spool.dead_letter / str(job_id) / "source.dcm").is_file():
+                source.unlink(missing_ok=True)
 
     def _write_info(self) -> None:
         host, port = self.server.server_address[:2]

@@ -9,6 +9,7 @@ power cut, and a reader never sees half a file.
       results/<job id>/<type>.dcm  built result objects waiting to be sent
       dead-letter/<job id>/     source, results and reason.json of a failed job
       dead-letter/<job id>.requeued-<time>[-n]/  reason.json of a failed job sent back to the queue
+                                (and its source while the requeue runs)
       queue.sqlite              the job queue (listener.jobqueue)
 """
 from __future__ import annotations
@@ -121,23 +122,15 @@ class Spool:
         fsync_folder(folder)
         return folder
 
-    def restore_from_dead_letter(self, job_id: int) -> Path:
-        """A hard link of a failed job's source in incoming/, made durable; returns it.
-        The dead-letter copy stays until retire_dead_letter(), so a crash at any
-        point loses nothing (an unclaimed link is an orphan, removed at start-up)."""
-        source = self.dead_letter / str(job_id) / "source.dcm"
-        if not source.is_file():
-            raise FileNotFoundError(f"job {job_id} has no source in {source.parent}")
-        path = self.incoming / f"{uuid.uuid4().hex}.dcm"
-        os.link(source, path)
-        fsync_folder(self.incoming)
-        return path
-
     def retire_dead_letter(self, job_id: int, stamp: str) -> Path:
-        """After a requeue: drop the dead-letter copy of the source (incoming/ has it)
-        and keep the reason as dead-letter/<job id>.requeued-<stamp>/."""
+        """First step of a requeue, before the job can be claimed: dead-letter/<job id>/
+        becomes dead-letter/<job id>.requeued-<stamp>/, the source still in it (results
+        dropped). A worker that fails the requeued job again makes a new dead-letter/<job id>/
+        that the rest of the requeue does not touch. A requeue that crashed after this step
+        left the source in the retired folder: the next one takes it from there."""
         folder = self.dead_letter / str(job_id)
-        (folder / "source.dcm").unlink(missing_ok=True)
+        if not (folder / "source.dcm").is_file():
+            return self._retired_with_source(job_id, folder)
         shutil.rmtree(folder / "results", ignore_errors=True)
         kept = folder.with_name(f"{job_id}.requeued-{stamp}")
         n = 1
@@ -147,6 +140,30 @@ class Spool:
         os.rename(folder, kept)
         fsync_folder(self.dead_letter)
         return kept
+
+    def _retired_with_source(self, job_id: int, folder: Path) -> Path:
+        retired = sorted(self.dead_letter.glob(f"{job_id}.requeued-*/source.dcm"), key=lambda p: p.stat().st_mtime)
+        if not retired:
+            raise FileNotFoundError(f"job {job_id} has no source in {folder}")
+        return retired[-1].parent
+
+    def restore_from_dead_letter(self, retired: Path) -> Path:
+        """A hard link of a retired dead letter's source in incoming/, made durable; returns
+        it. The retired copy stays until drop_retired_source(), so a crash at any point loses
+        nothing (an unclaimed link is an orphan, removed at start-up)."""
+        path = self.incoming / f"{uuid.uuid4().hex}.dcm"
+        os.link(retired / "source.dcm", path)
+        fsync_folder(self.incoming)
+        return path
+
+    def drop_retired_source(self, retired: Path) -> None:
+        """Last step of a requeue, once the job is committed: incoming/ has the source."""
+        (retired / "source.dcm").unlink(missing_ok=True)
+        fsync_folder(retired)
+
+    def retired_sources(self) -> list[tuple[int, Path]]:
+        """(job id, source) left in retired dead letters by a requeue that crashed."""
+        return [(int(p.parent.name.partition(".")[0]), p) for p in self.dead_letter.glob("*.requeued-*/source.dcm")]
 
     def remove(self, source: Path, results: Path | None) -> None:
         """Delete a finished job's files: called only after its results were sent."""

@@ -482,3 +482,70 @@ def test_results_written_again_leave_no_object_of_the_earlier_run(tmp_path):
     spool.write_results(7, {"sr": obj("1.2.3"), "gsps": obj("1.2.4")})
     folder = spool.write_results(7, {"sr": obj("1.2.3")})
     assert [p.name for p in spool.result_files(folder)] == ["sr.dcm"]
+
+
+class FailsAgainAtOnce(JobQueue):
+    """A queue whose requeued job a worker takes and fails again before `cfia requeue` has
+    finished: what a running `cfia serve` does with an image that fails at once."""
+
+    def __init__(self, path, spool):
+        super().__init__(path)
+        self.spool = spool
+
+    def requeue_failed(self, job_id: int, path: str) -> bool:
+        requeued = super().requeue_failed(job_id, path)
+        job = self.claim("worker")
+        self.spool.move_to_dead_letter(job.id, self.spool.locate(job.path), None, {"reason": "failed again"})
+        self.fail(job.id, "failed again")
+        return requeued
+
+
+def test_a_requeued_job_failed_again_before_the_requeue_ends_keeps_its_source(tmp_path):
+    """The requeue dropped the dead-letter copy by name after its commit: the new dead
+    letter's source had been renamed onto that very name (a no-op between two links of one
+    file), so it was deleted, and the next start swept the last link as an orphan."""
+    from cfia.requeue import requeue
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = FailsAgainAtOnce(spool.queue_file, spool)
+    job = dead_letter_job(spool, queue)
+    requeue(spool, queue, job)
+    assert queue.get(job).state == "failed"
+    assert (spool.dead_letter / str(job) / "source.dcm").read_bytes() == b"image"
+    assert list(spool.incoming.iterdir()) == []
+    plain = JobQueue(spool.queue_file)
+    requeue(spool, plain, job)  # and it can be requeued again
+    assert spool.locate(plain.get(job).path).read_bytes() == b"image"
+    queue.close()
+    plain.close()
+
+
+def test_a_requeue_killed_at_any_step_loses_nothing_and_leaves_no_copy(tmp_path):
+    from cfia.config import from_dict
+    from cfia.requeue import RequeueError, requeue
+    from cfia.serve import Node
+    from listener import Spool
+
+    def start_up(spool, queue):  # what `cfia serve` does with the spool at start
+        node = Node(from_dict({"spool": {"folder": str(spool.root)}}))
+        node.queue = queue
+        node._recover()
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = dead_letter_job(spool, queue)
+    kept = spool.retire_dead_letter(job, "20261207T000000")  # killed before its commit
+    spool.restore_from_dead_letter(kept)
+    start_up(spool, queue)
+    assert queue.get(job).state == "failed" and list(spool.incoming.iterdir()) == []
+    assert (kept / "source.dcm").read_bytes() == b"image"  # the only copy: kept
+    again = spool.retire_dead_letter(job, "20261207T000001")  # the next requeue finds it there
+    assert again == kept
+    queue.requeue_failed(job, str(spool.restore_from_dead_letter(again)))  # killed after its commit
+    start_up(spool, queue)
+    assert queue.get(job).state == "queued" and not (kept / "source.dcm").exists()
+    assert spool.locate(queue.get(job).path).read_bytes() == b"image"
+    with pytest.raises(RequeueError, match="is queued, not failed"):
+        requeue(spool, queue, job)
+    queue.close()
