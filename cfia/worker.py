@@ -174,9 +174,13 @@ class Worker:
         if not letter.is_file() or self.spool.locate(job.path).exists():
             return False
         try:
-            reason = str(json.loads(letter.read_text()).get("reason") or "dead-lettered")
-        except (OSError, ValueError):
-            reason = "dead-lettered (its reason.json cannot be read)"
+            letter_data = json.loads(letter.read_text())
+            reason = str(letter_data.get("reason") or "dead-lettered")
+        except (OSError, ValueError, AttributeError):
+            letter_data, reason = None, "dead-lettered (its reason.json cannot be read)"
+        results = self.spool.results / str(job.id)
+        if letter_data is not None and results.is_dir():  # moved after the source: stopped in between
+            self.spool.move_to_dead_letter(job.id, self.spool.locate(job.path), results, letter_data)
         self.queue.fail(job.id, reason)
         log.error("job failed, moved to dead-letter (recorded late)", extra={**fields, "reason": reason})
         return True

@@ -666,3 +666,25 @@ def test_a_reason_beside_a_source_still_in_the_spool_is_processed_not_failed(tmp
     assert worker.run_once()
     assert queue.get(job).state == "done" and len(dest.received) == len(OBJECT_TYPES)
     queue.close()
+
+
+def test_a_dead_letter_stopped_between_its_source_and_its_results_gets_its_results(tmp_path):
+    """The results stayed in results/ (for the next start to delete) and the dead letter
+    lacked the results/ that operations.md says it holds."""
+    from listener.spool import encode
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    (spool.results / str(job)).mkdir()
+    (spool.results / str(job) / "sr.dcm").write_bytes(b"result")
+    letter = spool.dead_letter / str(job)
+    letter.mkdir()
+    (letter / "reason.json").write_text(json.dumps({"reason": "refused"}))
+    spool.locate(queue.get(job).path).rename(letter / "source.dcm")  # stopped here
+    assert Worker(queue, spool, blob(Config()), Routing(), backoff=Backoff(base_seconds=0, jitter=0)).run_once()
+    assert queue.get(job).state == "failed" and queue.get(job).error == "refused"
+    assert (letter / "results" / "sr.dcm").read_bytes() == b"result" and not (spool.results / str(job)).exists()
+    assert json.loads((letter / "reason.json").read_text())["reason"] == "refused"
+    queue.close()
