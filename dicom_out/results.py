@@ -18,6 +18,7 @@ from .pm import build_parametric_map
 from .seg import build_binary_seg, build_fractional_seg
 from .series import OBJECT_TYPES
 from .sr import build_sr
+from .times import in_source_time_zone
 
 log = logging.getLogger("cfia.dicom_out")
 
@@ -58,6 +59,8 @@ def build_results(
             built["sr"] = build_sr(source, explanation, algorithm, seg)
         elif object_type in wanted:
             built[object_type] = _BUILDERS[object_type](source, explanation, algorithm)
+    for ds in built.values():
+        in_source_time_zone(ds, source)
     return built
 
 
