@@ -110,6 +110,7 @@ class Spool:
         """Keep a failed job's files with the reason; nothing is deleted."""
         folder = self.dead_letter / str(job_id)
         folder.mkdir(exist_ok=True, mode=DIR_MODE)
+        fsync_folder(self.dead_letter)  # the new folder's entry is durable before the source moves into it
         write_durably(folder / "reason.json", json.dumps(reason, indent=2).encode())
         if source.exists():
             os.rename(source, folder / "source.dcm")
