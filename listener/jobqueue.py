@@ -172,18 +172,21 @@ class JobQueue:
 
     def add(self, path: str, sop_instance_uid: str, study_instance_uid: str, sop_class_uid: str,
             calling_ae: str, batch: str) -> tuple[int, Optional[str]]:
-        """Record a received image. A resend of an image that is still waiting
-        replaces it (same job, new file); returns (job id, the replaced file or None)."""
+        """Record a received image. A resend of an image that is still waiting, by the
+        same caller, replaces it (same job, new file); returns (job id, the replaced file
+        or None). Another caller's copy is a job of its own: the results go back to each
+        caller that sent it (return_to_sender), not only to the last."""
         now = self._clock()
         with self._tx() as db:
             row = db.execute(
-                "SELECT id, path FROM jobs WHERE sop_instance_uid = ? AND state IN ('pending', 'queued')",
-                (sop_instance_uid,),
+                "SELECT id, path FROM jobs WHERE sop_instance_uid = ? AND calling_ae = ? "
+                "AND state IN ('pending', 'queued')",
+                (sop_instance_uid, calling_ae),
             ).fetchone()
             if row is not None:
-                db.execute("UPDATE jobs SET path = ?, batch = ?, state = 'pending', calling_ae = ?, "
+                db.execute("UPDATE jobs SET path = ?, batch = ?, state = 'pending', "
                            "received_at = ?, updated_at = ? WHERE id = ?",
-                           (path, batch, calling_ae, now, now, row["id"]))
+                           (path, batch, now, now, row["id"]))
                 return row["id"], row["path"]
             cur = db.execute(
                 "INSERT INTO jobs (state, batch, path, sop_instance_uid, study_instance_uid, sop_class_uid, "

@@ -48,6 +48,17 @@ def test_resend_while_waiting_replaces_the_file(queue):
     assert sum(queue.counts().values()) == 1
 
 
+def test_the_same_image_from_another_caller_waits_as_a_job_of_its_own(queue):
+    """A workstation's push and a PACS's forward of the same image within the quiet time:
+    the second took the first's job over, so its results went to the PACS only (or, for a
+    caller without a destination, to the dead-letter folder)."""
+    first = _add(queue)
+    job, replaced = queue.add("/spool/forwarded.dcm", "1.2.3", "1.2", "x", "PACS", "b")
+    assert job != first and replaced is None
+    assert (queue.get(first).calling_ae, queue.get(job).calling_ae) == ("MOD", "PACS")
+    assert queue.get(first).path == "/spool/1.2.3.dcm"
+
+
 def test_crash_recovery_resumes_at_the_right_step(queue):
     a, b = _add(queue, "1.1"), _add(queue, "1.2")
     queue.close_all_batches()
