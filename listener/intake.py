@@ -11,6 +11,7 @@ import logging
 import threading
 import uuid
 import weakref
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -95,26 +96,30 @@ def rejection_cause(assoc) -> str:
     return "other"
 
 
-def handle_store(event, intake: Intake) -> Dataset | int:
+def handle_store(event, intake: Intake, max_dataset_bytes: int = 256 << 20) -> Dataset | int:
     """EVT_C_STORE: returns a status within milliseconds; the model never runs here."""
     request = event.request
     uid = str(request.AffectedSOPInstanceUID)
     calling = event.assoc.requestor.ae_title
     try:
-        return _store(event, intake, uid, calling)
+        return _store(event, intake, uid, calling, max_dataset_bytes)
     except Exception as exc:  # a bug here must not take the association down
         log.exception("C-STORE handler error", extra={"sop_instance_uid": uid, "calling_ae": calling})
         intake.count(f"refused_{statuses.UNEXPECTED_ERROR:#06x}")
         return statuses.status(statuses.UNEXPECTED_ERROR, f"internal error: {type(exc).__name__}")
 
 
-def _store(event, intake: Intake, uid: str, calling: str) -> Dataset | int:
+def _store(event, intake: Intake, uid: str, calling: str, max_dataset_bytes: int) -> Dataset | int:
     sop_class = str(event.request.AffectedSOPClassUID)
     fields = {"sop_instance_uid": uid, "sop_class_uid": sop_class, "calling_ae": calling}
     if sop_class not in MAMMOGRAPHY_SOP_CLASSES:  # only negotiated when configured to ignore
         intake.count("ignored")
         log.info("ignored non-mammogram instance", extra=fields)
         return statuses.SUCCESS
+    # The wire bytes were bounded as they arrived (scp.DatasetSizeLimit); a deflated dataset
+    # is inflated whole by pynetdicom, and a few MB of it can hold gigabytes.
+    if UID(event.context.transfer_syntax).is_deflated and inflates_beyond(event.request.DataSet, max_dataset_bytes):
+        return _refuse(intake, statuses.TOO_LARGE, "deflated dataset inflates beyond listener.max_dataset_mb", fields)
     try:
         ds = event.dataset
         ds.get("Rows")  # parse the top level now: a truncated stream fails here
@@ -127,6 +132,26 @@ def _store(event, intake: Intake, uid: str, calling: str) -> Dataset | int:
     if refusal is not None:
         return _refuse(intake, refusal.code, refusal.reason, fields)
     return _spool(event, intake, ds, fields)
+
+
+def inflates_beyond(stream, limit: int, chunk: int = 1 << 20) -> bool:
+    """Whether a Deflated Explicit VR Little Endian stream (raw deflate, PS3.5 A.5) inflates
+    to more than `limit` bytes; found holding one chunk of the output at a time. A stream
+    that is no deflate data is left to the decoder to refuse."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with stream.getbuffer() as data:
+        for start in range(0, len(data), chunk):
+            pending = data[start:start + chunk]
+            while pending:
+                try:
+                    total += len(inflater.decompress(pending, chunk))
+                except zlib.error:
+                    return False
+                if total > limit:
+                    return True
+                pending = inflater.unconsumed_tail
+    return False
 
 
 def _spool(event, intake: Intake, ds: Dataset, fields: dict) -> Dataset | int:

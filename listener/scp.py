@@ -191,7 +191,7 @@ def start(settings: ListenerSettings, intake: Intake) -> Server:
     """Start serving in background threads; returns the server (`.server_address`,
     `.shutdown()`)."""
     handlers = [
-        (evt.EVT_C_STORE, handle_store, [intake]),
+        (evt.EVT_C_STORE, handle_store, [intake, settings.max_dataset_bytes]),
         (evt.EVT_C_ECHO, handle_echo, [intake]),
         (evt.EVT_RELEASED, handle_association_end, [intake]),
         (evt.EVT_ABORTED, handle_association_end, [intake]),

@@ -347,6 +347,22 @@ def test_a_dataset_beyond_the_size_limit_ends_its_association_and_nothing_is_sto
     assert push(port, [mammogram(3)]) == [0x0000]  # the next association is served
 
 
+def test_a_deflated_dataset_that_inflates_beyond_the_size_limit_is_refused(start_listener):
+    """The limit counted wire bytes only: 385 kB of deflated zeros inflated to 300 MB in the
+    listener, were spooled and inflated once more by the worker."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    port, intake = start_listener(max_dataset_bytes=2 << 20)
+    small, bomb = mammogram(2), mammogram(3)
+    bomb.add_new(0x00090010, "LO", "BIG")
+    bomb.add_new(0x00091000, "OB", bytes(8 << 20))
+    for ds in (small, bomb):
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    contexts = [(str(small.SOPClassUID), [DeflatedExplicitVRLittleEndian])]
+    assert push(port, [bomb, small], contexts=contexts) == [statuses.TOO_LARGE, 0x0000]
+    assert sum(intake.queue.counts().values()) == 1 and len(list(intake.spool.incoming.iterdir())) == 1
+
+
 def test_command_fragments_inside_a_dataset_do_not_reset_the_size_limit(start_listener):
     """pynetdicom takes command fragments in the middle of a dataset; counting only dataset
     fragments, reset at each command fragment, let a peer send any size."""
