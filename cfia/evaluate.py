@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 from explain import metrics
 
 from . import overlay
-from .dicom_io import read_file
+from .dicom_io import ImageReadError, read_file
 from .manifest import DataError, read_manifest, read_mask
 from .pipeline import Pipeline
 
@@ -98,27 +98,37 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
 
 
 def require_masks(records: list) -> list:
-    """The records, once every lesion image among them has a mask that marks something on
-    its image's grid; else DataError naming them (before any image is explained)."""
-    import pydicom
-
+    """The records, once every lesion image among them decodes and has a mask that marks
+    something on its grid; else DataError naming each unreadable image and unusable mask
+    (before any image is explained: each positive is decoded here once more)."""
     unmasked = [str(r.path) for r in records if r.label == 1 and r.mask is None]
     if unmasked:
         raise DataError(f"{len(unmasked)} lesion image(s) without a mask in the manifest (evaluation needs "
                         f"one): {', '.join(unmasked[:5])}")
-    bad = []
+    bad_images, bad_masks = [], []
     for r in (r for r in records if r.label == 1):
         try:
-            header = pydicom.dcmread(r.path, stop_before_pixels=True)
-            mask = read_mask(r.mask, (int(header.Rows), int(header.Columns)))
-        except Exception as exc:  # noqa: BLE001 - each unusable pair is listed, not the first one only
-            bad.append(f"{r.mask} ({type(exc).__name__}: {exc})")
+            shape = read_file(r.path).pixels.shape
+        except ImageReadError as exc:  # the message names the file
+            bad_images.append(str(exc))
             continue
-        if not mask.any():
-            bad.append(f"{r.mask} (marks nothing)")
-    if bad:
-        raise DataError(f"{len(bad)} lesion mask(s) unusable: {'; '.join(bad[:5])}")
+        problem = _mask_problem(r.mask, shape)
+        if problem:
+            bad_masks.append(f"{r.mask} ({problem})")
+    found = [f"{len(bad)} {what}: {'; '.join(bad[:5])}" for what, bad in
+             (("lesion image(s) unreadable", bad_images), ("lesion mask(s) unusable", bad_masks)) if bad]
+    if found:
+        raise DataError("; ".join(found))
     return records
+
+
+def _mask_problem(path: Path, shape) -> str | None:
+    """Why a positive's mask cannot be scored against, or None."""
+    try:
+        mask = read_mask(path, shape)
+    except Exception as exc:  # noqa: BLE001 - each unusable mask is listed, not the first one only
+        return f"{type(exc).__name__}: {exc}"
+    return None if mask.any() else "marks nothing"
 
 
 def _name(path: Path, folder: Path) -> str:

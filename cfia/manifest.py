@@ -65,10 +65,15 @@ def read_manifest(folder: str | Path) -> list[Record]:
 
 def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
     """A lesion mask as bool, whatever it was saved as (bool, 0/1 or 0/255 integers, float);
-    ValueError when it is not its image's `shape`. OSError / ValueError when unreadable."""
+    ValueError when it is not its image's `shape` or not a .npy array. OSError / ValueError
+    when unreadable."""
     import numpy as np
 
-    mask = np.load(path) != 0  # any nonzero value (README): a 0/255 mask saved as int8 holds -1
+    loaded = np.load(path)
+    if not isinstance(loaded, np.ndarray):  # np.savez's archive: `!= 0` would give one bool
+        getattr(loaded, "close", lambda: None)()
+        raise ValueError(f"np.load gave {type(loaded).__name__}, not a .npy array (an .npz archive?)")
+    mask = loaded != 0  # any nonzero value (README): a 0/255 mask saved as int8 holds -1
     if shape is not None and mask.shape != tuple(shape):
         raise ValueError(f"shape {mask.shape}, its image {tuple(shape)}")
     return mask

@@ -13,6 +13,8 @@ the model is put in eval mode: this is inference; gradients flow to the input on
 """
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -24,6 +26,7 @@ __all__ = ["Classifier", "load_classifier", "load_torchscript", "load_monai_bund
            "build_network", "KINDS"]
 
 KINDS = ("torchscript", "monai_bundle", "monai_network")
+_log = logging.getLogger("cfia.explain")
 
 
 class Classifier(nn.Module):
@@ -293,11 +296,36 @@ def load_monai_bundle(path, device: str = "cpu", network_key: str = "network_def
                      f"or models/model.ts, in the bundle folder")
 
 
+def trained_input_size(model_path) -> Optional[tuple]:
+    """The input size in the card training wrote beside a model file (MODEL.json, else
+    classifier.json in its folder); None without one."""
+    path = Path(model_path)
+    card = next((c for c in (path.with_suffix(".json"), path.parent / "classifier.json") if c.is_file()), None)
+    if not path.is_file() or card is None:  # a bundle's folder carries its own config
+        return None
+    try:
+        size = tuple(int(v) for v in json.loads(card.read_text())["input_size"])
+    except (OSError, ValueError, KeyError, TypeError):  # not a training card
+        return None
+    return size if len(size) == 2 else None
+
+
+def warn_other_input_size(model_path, input_size) -> None:
+    """A model run at another input size than it was trained at scores images it was never
+    shown (its card says which); warn, naming both sizes."""
+    trained = trained_input_size(model_path)
+    if trained is not None and trained != tuple(input_size):
+        _log.warning("%s was trained at input size %dx%d (its card says so); it is run at %dx%d: "
+                    "set models.classifier.input_size (or --input-size) to %dx%d", model_path, *trained,
+                    *input_size, *trained)
+
+
 def load_classifier(kind: str, path, network: Optional[str] = None, network_args: Optional[dict] = None,
                     class_index: int = 1, input_size: tuple[int, int] = (512, 352), output: str = "logits",
                     in_channels: int = 1, device: str = "cpu", input_range: tuple[float, float] = (0.0, 1.0),
                     mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> Classifier:
     """Load and validate a classifier; ValueError with the model path on any problem."""
+    warn_other_input_size(path, input_size)
     kw = dict(class_index=class_index, input_size=tuple(input_size), output=output, in_channels=in_channels,
               input_range=tuple(input_range), mean=tuple(mean), std=tuple(std))
     if kind == "torchscript":

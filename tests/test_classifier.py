@@ -410,7 +410,8 @@ def test_training_data_a_site_may_have(phantom_dir, tmp_path, capsys, caplog, mo
         rows[i] = ",".join(cells)
     np.save(data / "bad.npy", np.zeros((10, 10), bool))  # not the image's shape
     (data / "manifest.csv").write_text("\n".join(rows) + "\n")
-    images, masks, labels, files = load_images(data, (64, 48), tmp_path / "cache", workers=1, progress=False)
+    images, masks, labels, files = load_images(data, (64, 48), tmp_path / "cache", workers=1, progress=False,
+                                               training=True)
     assert len(files) == 7 and not any(rows[bad_mask].split(",")[0] in f for f in files)
     assert any("bad.npy: unreadable lesion mask" in r.getMessage() for r in caplog.records)
     unknown = masks.flatten(1).amin(1) < 0
@@ -606,8 +607,10 @@ def test_training_logs_say_what_the_data_is_used_for(phantom_dir, tmp_path, capl
     trains on its label only: said of training data, not of validation data."""
     import shutil
 
-    data = tmp_path / "data"
-    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache"))
+    from cfia.cli import main
+
+    data = tmp_path / "data"  # other images: a copy of phantom_dir would not be held apart
+    assert main(["phantom", "--out", str(data), "--count", "8", "--seed", "8", "--size", "128x104", "--quiet"]) == 0
     rows = (data / "manifest.csv").read_text().splitlines()
     header = rows[0].split(",")
     positive = next(i for i, r in enumerate(rows[1:], 1) if r.split(",")[header.index("label")] == "1")

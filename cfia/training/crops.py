@@ -1,9 +1,13 @@
 """Lesion-free training crops of breast tissue, with augmentation.
 
-Crops come from every image at several scales (1 = as loaded, 0.5 = half size, so the
-inpainter sees the texture of both classifier input sizes). A fraction `edge_fraction`
-of crops straddle the skin line; the rest lie inside the breast. Crops never touch a
-lesion mask dilated by `lesion_margin` pixels, so positives contribute healthy tissue.
+Crops come from every image at several scales of its stored pixels (1 = as stored, 0.5 =
+half size). The node inpaints on the classifier's input grid (by default 512 rows over the
+breast's crop), so these crops match its pixel scale only for images of about 512 rows (or
+1024, at 0.5): a 2048-row detector image's 96-pixel crop covers about a quarter (at 0.5, a
+half) of the tissue it covers at the node (docs/models.md, "Training your own").
+A fraction `edge_fraction` of crops straddle the skin line; the rest lie inside the breast.
+Crops never touch a lesion mask dilated by `lesion_margin` pixels, so positives contribute
+healthy tissue.
 """
 from __future__ import annotations
 

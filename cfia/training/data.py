@@ -1,12 +1,14 @@
 """Manifest-described image folders -> cached, preprocessed classifier inputs.
 
 A manifest (manifest.csv: file,label[,mask,laterality,view]) that names missing
-files stops with the list of them. An unreadable DICOM, or an unreadable lesion mask,
-is reported by path and its image skipped. A positive without a mask has an unknown
-lesion map (UNKNOWN_MASK): trained on its label only. Preprocessed images
-(explain.preprocess, the same path the node uses at run time) are cached as float16 in
-a cache folder outside git, keyed by the manifest contents, each image's and mask's
-size and modification time, the input size and the preprocessing version.
+files stops with the list of them. An unreadable DICOM is reported by path and its image
+skipped; so, for training only, is an image whose lesion mask cannot be read (named by
+the mask; validation and evaluation do not use masks). A positive without a mask, or whose
+mask marks nothing inside the breast's crop, has an unknown lesion map (UNKNOWN_MASK):
+trained on its label only. A label-0 image's mask that marks a lesion is ignored, with a
+warning. Preprocessed images (explain.preprocess, the same path the node uses at run time)
+are cached as float16 in a cache folder outside git, keyed by the manifest contents, each
+image's and mask's size and modification time, the input size and the preprocessing version.
 """
 from __future__ import annotations
 
@@ -25,15 +27,17 @@ log = logging.getLogger("cfia.training")
 
 # Bump when explain.preprocess or cfia.dicom_io changes what it returns, or the cache's layout
 # changes (7: kept manifest rows and unknown masks; 8: the crop keeps the whole breast; 9: non-square
-# pixels resized to their physical aspect).
-PREPROCESS_VERSION = "10"
+# pixels resized to their physical aspect; 11: masks that contradict their label, mask_issues).
+PREPROCESS_VERSION = "11"
 
 
 MASK_STRIDE = 8  # lesion masks are cached at 1/8 of the input size (coverage fraction)
-UNKNOWN_MASK = -1.0  # a positive's coverage when the manifest gives no mask: no lesion-map target
+UNKNOWN_MASK = -1.0  # a positive's coverage without a usable mask: no lesion-map target
 
 
 def _load_one(args):
+    """(image, coverage) or None, the error that skipped the image, and its mask's issue:
+    None or (skip, message), skip when training must leave the image out (an unreadable mask)."""
     path, mask_path, label, input_size = args
 
     from ..dicom_io import ImageReadError, read_file
@@ -42,37 +46,88 @@ def _load_one(args):
         src = read_file(path)
         pre = src.to_input(input_size)
     except ImageReadError as exc:
-        return None, str(exc)
+        return None, str(exc), None
     except Exception as exc:  # a file that decodes but cannot be preprocessed
-        return None, f"{path}: cannot preprocess ({type(exc).__name__}: {exc})"
+        return None, f"{path}: cannot preprocess ({type(exc).__name__}: {exc})", None
     rows, cols = input_size
     small = (max(1, rows // MASK_STRIDE), max(1, cols // MASK_STRIDE))
-    cover = torch.full((1, *small), UNKNOWN_MASK if label == 1 else 0.0)
-    if mask_path is not None:
-        try:
-            lesion = read_mask(mask_path, src.pixels.shape)
-        except (OSError, ValueError) as exc:
-            return None, f"{mask_path}: unreadable lesion mask ({type(exc).__name__}: {exc}); {path} skipped"
-        m = pre.geometry.to_input(lesion.astype(np.float32), mode="area")
-        cover = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(m)[None, None], small)[0]
-    return (pre.image.to(torch.float16), cover.to(torch.float16)), None
+    image = pre.image.to(torch.float16)
+    by_label = torch.full((1, *small), UNKNOWN_MASK if label == 1 else 0.0).to(torch.float16)
+    if mask_path is None:
+        return (image, by_label), None, None
+    try:
+        lesion = read_mask(mask_path, src.pixels.shape)
+    except (OSError, ValueError) as exc:
+        return (image, by_label), None, (True, f"{mask_path}: unreadable lesion mask "
+                                               f"({type(exc).__name__}: {exc}); {path} skipped")
+    cover, issue = _label_cover(pre, lesion, label, small, mask_path, path)
+    return (image, by_label if cover is None else cover.to(torch.float16)), None, issue
+
+
+def _label_cover(pre, lesion: np.ndarray, label: int, small, mask_path, path):
+    """(coverage or None for unknown, issue) of a readable mask, checked against its label:
+    a positive's lesion target that marks nothing would teach 'no lesion anywhere'."""
+    if label == 0:
+        if lesion.any():
+            return torch.zeros((1, *small)), (False, f"{mask_path}: marks a lesion, but {path} is labelled 0: "
+                                                     "its mask is ignored")
+        return torch.zeros((1, *small)), None
+    m = pre.geometry.to_input(lesion.astype(np.float32), mode="area")
+    cover = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(m)[None, None], small)[0]
+    if float(cover.max()) > 0:  # a lesion wholly outside the breast's crop leaves nothing
+        return cover, None
+    where = ("on its image" if not lesion.any() else
+             f"on the {pre.image.shape[-2]}x{pre.image.shape[-1]} input (all outside the breast crop)")
+    return None, (False, f"{mask_path}: marks no lesion {where}, but {path} is labelled 1: "
+                         "trained on its label only")
 
 
 def check_held_apart(data: list, val_data: list, val_lesion_free: bool = False) -> None:
     """Validation images that are also training images would make the selection and the
-    held-out report training figures: stop. A file listed twice only weighs double: warn.
-    Checked on the manifests, before the images are read. val_lesion_free: only the
-    held-out folders' lesion-free rows are used (the inpainter's report)."""
-    train = [str(r.path.resolve()) for folder in data for r in read_manifest(folder)]
-    val = {str(r.path.resolve()) for folder in val_data for r in read_manifest(folder)
-           if not (val_lesion_free and r.label)}
-    shared = sorted(set(train) & val)
+    held-out report training figures: stop, naming both files. The same image is the same
+    path or the same SOPInstanceUID (a copy under another name). A file listed twice only
+    weighs double: warn. Checked on the manifests and headers, before the pixels are read.
+    val_lesion_free: only the held-out folders' lesion-free rows are used (the inpainter's report)."""
+    train = [r.path for folder in data for r in read_manifest(folder)]
+    val = [r.path for folder in val_data for r in read_manifest(folder) if not (val_lesion_free and r.label)]
+    shared = _same_images(train, val) if val else []
     if shared:
-        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {shared[0]}): "
+        a, b = shared[0]
+        example = str(a.resolve()) if a.resolve() == b.resolve() else f"{a} and {b}, the same SOPInstanceUID"
+        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {example}): "
                         "validation must be held apart")
-    twice = len(train) - len(set(train))
+    paths = [str(p.resolve()) for p in train]
+    twice = len(paths) - len(set(paths))
     if twice:
         log.warning("%d training image(s) are listed more than once: they weigh more", twice)
+
+
+def _same_images(train: list[Path], val: list[Path]) -> list[tuple[Path, Path]]:
+    """(training file, validation file) for each validation image found among the training
+    images, by resolved path, else by SOPInstanceUID."""
+    by_path = {str(p.resolve()): p for p in train}
+    by_uid = {}
+    for p in train:
+        by_uid.setdefault(_instance_uid(p), p)
+    by_uid.pop(None, None)
+    pairs = []
+    for v in val:
+        match = by_path.get(str(v.resolve())) or by_uid.get(_instance_uid(v))
+        if match is not None:
+            pairs.append((match, v))
+    return pairs
+
+
+def _instance_uid(path: Path):
+    """The file's SOPInstanceUID from its header; None when it has none or is not DICOM
+    (an unreadable file is reported when the images are read)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        return str(ds.SOPInstanceUID) or None
+    except Exception:  # noqa: BLE001 - whatever a non-DICOM file raises
+        return None
 
 
 def _stamp(path) -> str:
@@ -118,12 +173,12 @@ def load_images(folder: str | Path, input_size, cache_dir: str | Path | None = N
                 progress: bool = True, training: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """(images (N,1,H,W) float16, lesion coverage (N,1,H/8,W/8) float16, labels (N,) long,
-    files) for one data folder; cached. training: the folder is trained on (says so of
-    positives without a mask)."""
+    files) for one data folder; cached. training: the folder is trained on (its masks are
+    used: an unreadable one skips its image, and what else is wrong with them is said)."""
     folder = Path(folder)
     items = read_manifest(folder)
     cache_dir = Path(cache_dir) if cache_dir else folder / ".cfia-cache"
-    key = _cache_key(items, input_size)
+    key = _cache_key(items, input_size)  # the cache holds every readable image, whatever `training`
     cache = cache_dir / f"classifier-{input_size[0]}x{input_size[1]}-{key}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=True)
@@ -132,34 +187,54 @@ def load_images(folder: str | Path, input_size, cache_dir: str | Path | None = N
     else:
         data = _preprocess(folder, items, input_size, workers, progress)
         _save_cache(cache, data)
-    unknown = int((data["masks"].flatten(1).amin(1) < 0).sum())
+    n = len(data["kept"])
+    keep = _mask_checked(data["mask_issues"], n) if training else list(range(n))
+    if not keep:
+        raise DataError(f"{folder}: none of the {len(items)} images could be used for training")
+    images, masks, labels = data["images"], data["masks"], data["labels"]
+    if len(keep) < n:  # a copy, so only when an image is left out
+        images, masks, labels = images[keep], masks[keep], labels[keep]
+    unknown = int((masks.flatten(1).amin(1) < 0).sum())
     if unknown and training:  # validation and evaluation do not use the masks
         log.warning("%s: %d positive(s) without a lesion mask: trained on their label only", folder, unknown)
     # The manifest's own paths, as given this time (the cache may have been written
     # from another working directory): reports look records up by them.
-    return data["images"], data["masks"], data["labels"], [str(items[i].path) for i in data["kept"]]
+    return images, masks, labels, [str(items[data["kept"][i]].path) for i in keep]
+
+
+def _mask_checked(issues: list, n: int) -> list[int]:
+    """The cached images training keeps: all but those whose mask is unreadable; every
+    issue with a mask is logged, named by the mask."""
+    dropped = set()
+    for position, skip, msg in issues:
+        if skip:
+            log.warning("skipped: %s", msg)
+            dropped.add(position)
+        else:
+            log.warning("%s", msg)
+    return [i for i in range(n) if i not in dropped]
 
 
 def _preprocess(folder: Path, items: list[Record], input_size, workers: int, progress: bool) -> dict:
     from tqdm import tqdm
 
     jobs = [(it.path, it.mask, it.label, tuple(input_size)) for it in items]
-    images, masks, labels, kept, skipped = [], [], [], [], []
+    out = {"images": [], "masks": [], "labels": [], "kept": [], "skipped": [], "mask_issues": []}
     bar = tqdm(total=len(jobs), desc=f"preprocess {folder.name}", unit="img", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            for i, (img, err) in enumerate(pool.map(_load_one, jobs, chunksize=8)):
-                _collect(i, items[i], img, err, images, masks, labels, kept, skipped)
+            for i, result in enumerate(pool.map(_load_one, jobs, chunksize=8)):
+                _collect(i, items[i], *result, out)
                 bar.update(1)
     else:
         for i, job in enumerate(jobs):
-            _collect(i, items[i], *_load_one(job), images, masks, labels, kept, skipped)
+            _collect(i, items[i], *_load_one(job), out)
             bar.update(1)
     bar.close()
-    if not images:
+    if not out["images"]:
         raise DataError(f"{folder}: none of the {len(items)} images could be read")
-    return {"images": torch.stack(images), "masks": torch.stack(masks), "labels": torch.tensor(labels, dtype=torch.long),
-            "kept": kept, "skipped": skipped}
+    return dict(out, images=torch.stack(out["images"]), masks=torch.stack(out["masks"]),
+                labels=torch.tensor(out["labels"], dtype=torch.long))
 
 
 def _save_cache(cache: Path, data: dict) -> None:
@@ -174,15 +249,17 @@ def _save_cache(cache: Path, data: dict) -> None:
         log.warning("cannot write the preprocessing cache %s (%s); continuing without it", cache, exc.strerror)
 
 
-def _collect(index, item, img, err, images, masks, labels, kept, skipped):
+def _collect(index, item, img, err, issue, out: dict) -> None:
     if img is None:
         log.warning("skipped: %s", err)
-        skipped.append(err)
+        out["skipped"].append(err)
         return
-    images.append(img[0])
-    masks.append(img[1])
-    labels.append(item.label)
-    kept.append(index)
+    if issue is not None:  # [position among the kept images, skip when training, message]
+        out["mask_issues"].append([len(out["kept"]), *issue])
+    out["images"].append(img[0])
+    out["masks"].append(img[1])
+    out["labels"].append(item.label)
+    out["kept"].append(index)
 
 
 def load_many(folders, input_size, cache_dir=None, workers=2, progress=True, training=False):

@@ -134,15 +134,15 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     ckpt_path = out / "inpainter.ckpt"
     # What can be checked without the images is checked before they are read.
     fingerprints = {"data": [folder_fingerprint(data)], "val_data": [folder_fingerprint(val_data)] if val_data else []}
-    if val_data is not None:
-        check_held_apart([data], [val_data], val_lesion_free=True)
     ck = None
-    if resume:
+    if resume:  # first: a resumed run with other data says which
         if not ckpt_path.is_file():
             raise DataError(f"--resume: no checkpoint {str(ckpt_path)!r}")
         ck = torch.load(ckpt_path, map_location=opts.device, weights_only=True)
         _check_resumable(json.loads(ck["options"]), json.loads(json.dumps(asdict(opts))),  # tuples as lists
                          json.loads(ck.get("data", "{}")), fingerprints)
+    if val_data is not None:
+        check_held_apart([data], [val_data], val_lesion_free=True)
     images, skipped = load_folder(data, lesion_free_only=False)
     if val_data is not None:
         val_images, skipped_val = load_folder(val_data, lesion_free_only=True)

@@ -28,9 +28,11 @@ class Mammo:
 def normalise_mammogram(pixels: np.ndarray, photometric: str, for_processing: bool) -> tuple[np.ndarray, np.ndarray]:
     """Stored pixels -> (image in [0, 1] with tissue bright, breast mask), at full resolution.
 
-    The node's own normalisation (explain.preprocess: polarity, -log for For Processing,
-    breast mask, breast percentiles to [0, 1]) without its crop and resize, so the
-    inpainter trains on the intensities it will be given when explaining.
+    Part of the node's normalisation (explain.preprocess: polarity, -log for For Processing,
+    breast mask, breast percentiles to [0, 1]), so the breast's intensities match what the
+    inpainter is given when explaining. Not the rest: the air beyond the skin line is not
+    zeroed (labels and collimated strips stay bright), and there is no crop or resize, so
+    the pixel scale is the stored one (docs/models.md, "Training your own").
     """
     from explain.preprocess import breast_mask, display_values, normalise_intensity
 
@@ -40,7 +42,8 @@ def normalise_mammogram(pixels: np.ndarray, photometric: str, for_processing: bo
 
 
 class UnreadableMask(ValueError):
-    """A lesion mask that cannot be read or has another shape than its image."""
+    """A lesion mask that cannot be read, has another shape than its image, or marks
+    nothing though its image is labelled 1 (its lesion would be taken for healthy tissue)."""
 
 
 def load_record(rec: Record) -> Mammo:
@@ -53,15 +56,29 @@ def load_record(rec: Record) -> Mammo:
 
     src = read_file(rec.path)
     img, breast = normalise_mammogram(src.pixels, src.photometric, src.for_processing)
-    try:
-        lesion = read_mask(rec.mask, src.pixels.shape) if rec.mask is not None else None
-    except (OSError, ValueError) as exc:
-        raise UnreadableMask(f"{rec.mask}: unreadable lesion mask ({type(exc).__name__}: {exc}); "
-                             f"{rec.path} skipped") from None
+    lesion = _lesion(rec, src.pixels.shape)
     if _chest_wall_on_right(breast, src.laterality or rec.laterality):
         img, breast = img[:, ::-1].copy(), breast[:, ::-1].copy()
         lesion = lesion[:, ::-1].copy() if lesion is not None else None
     return Mammo(img, breast, lesion, str(rec.path))
+
+
+def _lesion(rec: Record, shape) -> np.ndarray | None:
+    """The record's lesion mask checked against its label: UnreadableMask when it cannot be
+    read or a positive's marks nothing; a lesion-free image's mask is ignored, with a warning."""
+    if rec.mask is None:
+        return None
+    try:
+        lesion = read_mask(rec.mask, shape)
+    except (OSError, ValueError) as exc:
+        raise UnreadableMask(f"{rec.mask}: unreadable lesion mask ({type(exc).__name__}: {exc}); "
+                             f"{rec.path} skipped") from None
+    if rec.label and not lesion.any():
+        raise UnreadableMask(f"{rec.mask}: marks no lesion, but its image is labelled 1; {rec.path} skipped")
+    if not rec.label and lesion.any():
+        log.warning("%s: marks a lesion, but %s is labelled 0: its mask is ignored", rec.mask, rec.path)
+        return None
+    return lesion
 
 
 def load_folder(folder: str | Path, lesion_free_only: bool = False, progress=None) -> tuple[list[Mammo], list[str]]:
