@@ -13,12 +13,13 @@ from typing import Optional
 import numpy as np
 from pydicom.multival import MultiValue
 
-from listener.checks import too_large_image
+from listener.checks import inflates_beyond, larger_codestream, too_large_image
 
 
 # Modalities a mammogram can come as: MG, a CR or DX acquisition, a secondary capture (OT).
 MAMMOGRAM_MODALITIES = ("MG", "CR", "DX", "OT", "")
 MIN_SIDE = 32  # pixels: below this an image holds no breast to explain
+MAX_INFLATED_BYTES = 256 << 20  # a deflated file's dataset, as listener.max_dataset_mb's default
 
 
 class ImageReadError(ValueError):
@@ -56,10 +57,34 @@ def read_dataset(path: str | Path):
     from pydicom.errors import InvalidDicomError
 
     try:
+        if _deflated_beyond(path, MAX_INFLATED_BYTES):  # pydicom inflates it whole: a few MB may hold GB
+            raise ImageReadError(f"{path}: its deflated dataset inflates beyond {MAX_INFLATED_BYTES >> 20} MB")
         return pydicom.dcmread(str(path))
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, struct.error) as exc:
-        # struct.error: a file cut short inside an element's header (a partial transfer)
-        raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, struct.error,
+            RecursionError) as exc:
+        if isinstance(exc, ImageReadError):
+            raise
+        # struct.error: a file cut short inside an element's header (a partial transfer);
+        # RecursionError: sequences nested thousands deep
+        raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: "
+                             f"{_one_line(str(exc))})") from None
+
+
+def _deflated_beyond(path, limit: int) -> bool:
+    """Whether a Deflated Explicit VR Little Endian file's dataset inflates beyond `limit`
+    bytes. Its file meta (group 2, uncompressed) ends where its group length says."""
+    import io
+
+    from pydicom.filereader import read_file_meta_info
+
+    with open(path, "rb") as f:
+        head = f.read(144)
+        if head[128:136] != b"DICM\x02\x00\x00\x00":  # preamble, then (0002,0000) group length
+            return False
+        if not read_file_meta_info(path).TransferSyntaxUID.is_deflated:
+            return False
+        f.seek(144 + struct.unpack("<I", head[140:144])[0])
+        return inflates_beyond(io.BytesIO(f.read()), limit)
 
 
 def from_dataset(ds, where: str = "dataset") -> SourceImage:
@@ -75,13 +100,17 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageReadError(f"{where}: PhotometricInterpretation {photometric!r} is not supported; "
                              "expected MONOCHROME1 or MONOCHROME2")
-    too_large = too_large_image(ds)
+    too_large = too_large_image(ds) or pixel_data_problem(ds)
     if too_large:  # before decoding: a small compressed file may declare gigabytes
         raise ImageReadError(f"{where}: {too_large}; not a mammogram")
     try:
         pixels = ds.pixel_array
-    except Exception as exc:  # codec missing, truncated data, bad attributes
-        raise ImageReadError(f"{where}: cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # codec missing, truncated data, bad attributes; a decoder's
+        # panic (pylibjpeg-rle raises pyo3's PanicException, a BaseException) killed the worker
+        raise ImageReadError(f"{where}: cannot decode pixel data ({type(exc).__name__}: "
+                             f"{_one_line(str(exc))})") from None
     if pixels.ndim == 3 and pixels.shape[0] == 1:
         pixels = pixels[0]
     if pixels.ndim != 2:
@@ -104,6 +133,25 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     laterality = _first(ds, "ImageLaterality", "Laterality")
     view = _first(ds, "ViewPosition")
     return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing, _aspect(ds))
+
+
+def pixel_data_problem(ds) -> Optional[str]:
+    """What the listener refuses before decoding (listener.checks), for files read here."""
+    element = ds["PixelData"] if "PixelData" in ds else None
+    if element is None:
+        return None
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_encapsulated:
+        return larger_codestream(ds)
+    if element.is_undefined_length:  # pydicom reads it as native data shifted by the item headers
+        return "encapsulated pixel data under an uncompressed syntax"
+    return None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A decoder's message as one line of bounded length (some list each plugin's failure)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def _spacing(ds) -> Optional[tuple[float, float]]:

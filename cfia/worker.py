@@ -41,7 +41,7 @@ from dicom_out.sender import CONTEXT_REJECTED, StoreRefused
 from listener import Job, JobQueue, Spool
 
 from . import logs
-from .dicom_io import ImageReadError
+from .dicom_io import ImageReadError, pixel_data_problem
 from .processors import Processor
 
 log = logging.getLogger("cfia.worker")
@@ -81,11 +81,24 @@ def describe(exc: BaseException) -> str:
 
 
 def read_image(path: Path) -> Dataset:
-    """Read and fully decode the source: the check the listener could not afford."""
-    ds = pydicom.dcmread(path)
+    """Read and fully decode the source: the check the listener could not afford. The spool's
+    file system failing is retried; a dataset that does not parse or decode is not."""
+    try:
+        ds = pydicom.dcmread(path)
+        for _ in ds:  # pydicom converts elements when first touched: a malformed one fails here, not later
+            pass
+    except OSError:
+        raise
+    except Exception as exc:
+        raise UndecodableImage(f"dataset cannot be parsed: {describe(exc)}") from None
+    problem = pixel_data_problem(ds)  # before decoding: a few kB may declare gigabytes
+    if problem:
+        raise UndecodableImage(f"pixel data cannot be decoded: {problem}")
     try:
         ds.pixel_array  # pydicom caches the array, so the processor does not decode again
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # a decoder's panic is a BaseException (pyo3): it killed the worker
         raise UndecodableImage(f"pixel data cannot be decoded: {describe(exc)}") from None
     return ds
 

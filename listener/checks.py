@@ -9,6 +9,8 @@ there is moved to the dead-letter folder with the decoder's reason.
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -57,7 +59,10 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID,
     if transfer_syntax.is_encapsulated:
         if not _looks_encapsulated(ds.PixelData):
             return Refusal(statuses.NOT_ENCAPSULATED, "pixel data is not encapsulated")
-        return None
+        larger = larger_codestream(ds)
+        return Refusal(statuses.TOO_LARGE, larger) if larger else None
+    if ds["PixelData"].is_undefined_length:  # PS3.5 A.4: only compressed data is encapsulated
+        return Refusal(statuses.PIXEL_LENGTH_MISMATCH, "encapsulated pixel data under an uncompressed syntax")
     expected = _native_length(ds)
     actual = len(ds.PixelData)
     # Odd lengths are padded to even, and some writers add a few bytes more, which the
@@ -77,6 +82,76 @@ def too_large_image(ds: Dataset) -> Optional[str]:
     if max(rows, columns) > MAX_SIDE or frames > 1:
         return f"{rows}x{columns}x{frames} pixels; at most one frame of {MAX_SIDE}x{MAX_SIDE}"
     return None
+
+
+def larger_codestream(ds: Dataset) -> Optional[str]:
+    """Why an encapsulated image's codestream declares more pixels than Rows x Columns, or
+    None. The decoders believe the codestream: a few kB declaring 24000x24000 made the worker
+    allocate gigabytes. JPEG, JPEG-LS and JPEG 2000 say their size; RLE does not."""
+    size = codestream_size(_first_fragment(ds.PixelData))
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if size is not None and (size[0] > rows or size[1] > columns):
+        return f"compressed image {size[0]}x{size[1]} pixels, larger than the header's {rows}x{columns}"
+    return None
+
+
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
+J2K_START = b"\xff\x4f\xff\x51"  # SOC, then SIZ (ISO 15444-1 A.5.1)
+# JPEG's start-of-frame markers (ISO 10918-1 B.1.1.3: C0-CF but C4, C8, CC) and JPEG-LS's SOF55.
+JPEG_SOF = {bytes([0xFF, m]) for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)} | {b"\xff\xf7"}
+
+
+def codestream_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(rows, columns) a JPEG, JPEG-LS or JPEG 2000 codestream's header declares; None when
+    it is none of these, is cut short, or leaves its height to later (JPEG's DNL)."""
+    try:
+        if data.startswith(JP2_SIGNATURE):  # a JP2 file: the codestream is in its jp2c box
+            data = data[data.index(b"jp2c") + 4:]
+        if data.startswith(J2K_START):  # Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz
+            xsiz, ysiz, xo, yo = struct.unpack(">IIII", data[8:24])
+            return ysiz - yo, xsiz - xo
+        if data.startswith(b"\xff\xd8"):
+            offset = 2
+            while data[offset:offset + 1] == b"\xff":
+                if data[offset:offset + 2] in JPEG_SOF:  # length, precision, then height, width
+                    rows, columns = struct.unpack(">HH", data[offset + 5:offset + 9])
+                    return (rows, columns) if rows else None
+                offset += 2 + struct.unpack(">H", data[offset + 2:offset + 4])[0]
+    except (ValueError, struct.error):
+        pass
+    return None
+
+
+def _first_fragment(pixel_data: bytes) -> bytes:
+    """The first fragment after the Basic Offset Table (b"" when the items do not parse)."""
+    offset, fragment = 0, b""
+    for _ in range(2):
+        if pixel_data[offset:offset + 4] != b"\xfe\xff\x00\xe0" or len(pixel_data) < offset + 8:
+            return b""
+        length = struct.unpack("<I", pixel_data[offset + 4:offset + 8])[0]
+        fragment = pixel_data[offset + 8:offset + 8 + length]
+        offset += 8 + length
+    return fragment
+
+
+def inflates_beyond(stream, limit: int, chunk: int = 1 << 20) -> bool:
+    """Whether a Deflated Explicit VR Little Endian stream (raw deflate, PS3.5 A.5) inflates
+    to more than `limit` bytes; found holding one chunk of the output at a time. A stream
+    that is no deflate data is left to the decoder to refuse."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with stream.getbuffer() as data:
+        for start in range(0, len(data), chunk):
+            pending = data[start:start + chunk]
+            while pending:
+                try:
+                    total += len(inflater.decompress(pending, chunk))
+                except zlib.error:
+                    return False
+                if total > limit:
+                    return True
+                pending = inflater.unconsumed_tail
+    return False
 
 
 def _is_uid(value: str) -> bool:

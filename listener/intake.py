@@ -11,7 +11,6 @@ import logging
 import threading
 import uuid
 import weakref
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pydicom.uid import UID
 from pynetdicom.dsutils import encode_file_meta
 
 from . import statuses
-from .checks import check_mammogram
+from .checks import check_mammogram, inflates_beyond
 from .jobqueue import JobQueue
 from .spool import Spool
 from .syntaxes import MAMMOGRAPHY_SOP_CLASSES, decodable_transfer_syntaxes
@@ -132,26 +131,6 @@ def _store(event, intake: Intake, uid: str, calling: str, max_dataset_bytes: int
     if refusal is not None:
         return _refuse(intake, refusal.code, refusal.reason, fields)
     return _spool(event, intake, ds, fields)
-
-
-def inflates_beyond(stream, limit: int, chunk: int = 1 << 20) -> bool:
-    """Whether a Deflated Explicit VR Little Endian stream (raw deflate, PS3.5 A.5) inflates
-    to more than `limit` bytes; found holding one chunk of the output at a time. A stream
-    that is no deflate data is left to the decoder to refuse."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    with stream.getbuffer() as data:
-        for start in range(0, len(data), chunk):
-            pending = data[start:start + chunk]
-            while pending:
-                try:
-                    total += len(inflater.decompress(pending, chunk))
-                except zlib.error:
-                    return False
-                if total > limit:
-                    return True
-                pending = inflater.unconsumed_tail
-    return False
 
 
 def _spool(event, intake: Intake, ds: Dataset, fields: dict) -> Dataset | int:

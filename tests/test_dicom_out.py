@@ -612,6 +612,10 @@ def test_a_single_valued_pixel_spacing_falls_back_to_the_imager_spacing():
     del source.ImagerPixelSpacing
     with pytest.raises(ValueError, match="PixelSpacing '0.1': not two positive numbers"):
         build_results(source, make_explanation(), ALGORITHM)
+    source.PixelSpacing = [0.1] * 200_000  # quoted in the log and reason.json: bounded
+    with pytest.raises(ValueError) as info:
+        build_results(source, make_explanation(), ALGORITHM)
+    assert len(str(info.value)) < 200
 
 
 def test_bad_algorithm_and_object_type_raise_value_error():

@@ -489,3 +489,150 @@ def test_a_long_instance_uid_cut_by_the_sender_is_refused_as_an_invalid_uid():
     ds.SOPInstanceUID = "1.2." + "3" * 70
     refusal = check_mammogram(ds, MG, ExplicitVRLittleEndian, sop_instance=ds.SOPInstanceUID[:64])
     assert refusal is not None and refusal.code == statuses.INVALID_UID
+
+
+def _declaring(ds, syntax, rows: int, columns: int):
+    """`ds` compressed in `syntax`, its codestream's header then rewritten to declare
+    rows x columns: a few kB that a decoder would take for a huge image."""
+    import struct
+
+    from pydicom.encaps import encapsulate
+
+    from listener.checks import _first_fragment
+
+    ds.compress(syntax)
+    data = bytearray(_first_fragment(ds.PixelData))
+    if data.startswith(b"\xff\x4f\xff\x51"):  # JPEG 2000 SIZ: Xsiz, Ysiz
+        data[8:16] = struct.pack(">II", columns, rows)
+    else:  # JPEG-LS SOF55: after marker, length and precision, height then width
+        at = data.index(b"\xff\xf7")
+        data[at + 5:at + 9] = struct.pack(">HH", rows, columns)
+    ds.PixelData = encapsulate([bytes(data)])
+    return ds
+
+
+@pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless])
+def test_a_codestream_declaring_more_pixels_than_the_header_is_refused_before_decoding(start_listener, tmp_path,
+                                                                                       syntax):
+    """The decoders believe the codestream: a 24000x24000 one in a 256x208 header made the
+    worker allocate 3 GB before it failed."""
+    from cfia.dicom_io import ImageReadError, read_file
+    from cfia.worker import UndecodableImage, read_image
+
+    port, intake = start_listener()
+    honest, bomb = mammogram(1), _declaring(mammogram(2), syntax, 24000, 24000)
+    honest.compress(syntax)
+    assert push(port, [honest, bomb]) == [0x0000, statuses.TOO_LARGE]
+    path = write(bomb, tmp_path / "bomb.dcm")
+    with pytest.raises(ImageReadError, match="compressed image 24000x24000 pixels"):
+        read_file(path)
+    with pytest.raises(UndecodableImage, match="compressed image 24000x24000 pixels"):
+        read_image(path)
+
+
+def test_native_pixel_data_wrapped_as_encapsulated_is_refused(start_listener, tmp_path):
+    """Under an uncompressed syntax pydicom reads it as native pixels shifted by the item
+    headers: the image was explained on a grid 8 pixels off and its results delivered."""
+    import struct
+
+    from pydicom.filewriter import dcmwrite
+
+    from cfia.dicom_io import ImageReadError, read_file
+
+    port, intake = start_listener()
+    ds = mammogram(2)
+    pixels = ds.PixelData
+    del ds.PixelData
+    path = tmp_path / "wrapped.dcm"
+    dcmwrite(path, ds, enforce_file_format=True)  # Explicit VR Little Endian
+    item = lambda data: struct.pack("<HHI", 0xFFFE, 0xE000, len(data)) + data  # noqa: E731
+    with open(path, "ab") as f:  # PixelData of undefined length: an empty offset table, one fragment
+        f.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, 0xFFFFFFFF) + item(b"") + item(pixels)
+                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    assert push(port, [path]) == [statuses.PIXEL_LENGTH_MISMATCH]
+    with pytest.raises(ImageReadError, match="encapsulated pixel data under an uncompressed syntax"):
+        read_file(path)
+
+
+def test_a_decoder_panic_is_an_unreadable_image_not_a_dead_worker(tmp_path):
+    """pylibjpeg-rle panics (pyo3's PanicException, a BaseException) on runs past the frame:
+    no `except Exception` caught it, so each attempt killed the worker, and `cfia explain`
+    printed a traceback."""
+    from cfia.dicom_io import ImageReadError, read_file
+    from cfia.worker import UndecodableImage, read_image
+
+    ds = mammogram(1)
+    ds.compress(RLELossless)
+    ds.Rows, ds.Columns = 128, 104  # the runs hold four times the pixels
+    path = write(ds, tmp_path / "overrun.dcm")
+    with pytest.raises(ImageReadError, match="cannot decode pixel data"):
+        read_file(path)
+    with pytest.raises(UndecodableImage, match="pixel data cannot be decoded"):
+        read_image(path)
+
+
+def test_files_that_would_exhaust_the_reader_are_unreadable_images(tmp_path, monkeypatch):
+    """`cfia explain`, evaluate and training read files with dicom_io: a deflated file was
+    inflated whole (3 GB for a 1 MB file), and sequences nested thousands deep gave a
+    RecursionError traceback instead of one line."""
+    import struct
+
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from cfia.dicom_io import ImageReadError, read_file
+
+    monkeypatch.setattr("cfia.dicom_io.MAX_INFLATED_BYTES", 2 << 20)
+    small, bomb = mammogram(2), mammogram(3)
+    bomb.add_new(0x00090010, "LO", "BIG")
+    bomb.add_new(0x00091000, "OB", bytes(8 << 20))
+    for name, ds in (("small", small), ("bomb", bomb)):
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        dcmwrite(tmp_path / f"{name}.dcm", ds, enforce_file_format=True)
+    assert read_file(tmp_path / "small.dcm").pixels.shape == (small.Rows, small.Columns)
+    with pytest.raises(ImageReadError, match="inflates beyond 2 MB"):
+        read_file(tmp_path / "bomb.dcm")
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    deep, after = mammogram(4), Dataset()
+    for element in [e for e in deep if e.tag > 0x00091001]:  # written after the nested sequence
+        after.add(element)
+        del deep[element.tag]
+    path = tmp_path / "deep.dcm"
+    dcmwrite(path, deep, enforce_file_format=True)
+    tail = DicomBytesIO()
+    tail.is_little_endian, tail.is_implicit_VR = True, False
+    write_dataset(tail, after)
+    opening = struct.pack("<HH2sHI", 0x0009, 0x1001, b"SQ", 0, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    with open(path, "ab") as f:
+        f.write(struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"DEEP" + opening * 3000 + closing * 3000
+                + tail.getvalue())
+    with pytest.raises(ImageReadError, match="RecursionError"):
+        read_file(path)
+
+
+def test_a_dataset_that_fails_to_parse_past_its_pixels_is_undecodable_not_retried(tmp_path):
+    """A stray sequence delimiter at the top level parsed lazily: the worker read and decoded
+    the image, then the builders met it, and the job was retried max_retries times."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import dcmwrite, write_dataset
+    from pydicom.dataset import Dataset
+
+    from cfia.worker import UndecodableImage, read_image
+
+    ds, tail = mammogram(4), Dataset()
+    tail.PixelData = ds.PixelData
+    tail["PixelData"].VR = "OW"
+    del ds.PixelData
+    path = tmp_path / "stray.dcm"
+    dcmwrite(path, ds, enforce_file_format=True)
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    write_dataset(encoded, tail)
+    with open(path, "ab") as f:
+        f.write(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00" + encoded.getvalue())
+    with pytest.raises(UndecodableImage, match="cannot be parsed"):
+        read_image(path)
