@@ -89,6 +89,9 @@ def prometheus(queue: JobQueue, listener_counts: dict, workers_alive: int) -> st
                  if k.startswith("refused_")]),
         _metric("cfia_store_ignored_total", "counter", "Non-mammogram C-STOREs ignored since start.",
                 [("", listener_counts.get("ignored", 0))]),
+        _metric("cfia_contexts_not_accepted_total", "counter",
+                "Associations since start with presentation contexts not accepted (SOP classes named in the log).",
+                [("", listener_counts.get("contexts_not_accepted", 0))]),
         _metric("cfia_associations_rejected_total", "counter",
                 "Associations rejected or ended since start, by reason (" + ", ".join(REJECTION_REASONS) + ").",
                 [(f'{{reason="{cause}"}}', listener_counts.get(f"rejected_{cause}", 0))

@@ -170,6 +170,18 @@ def _refuse(intake: Intake, code: int, reason: str, fields: dict) -> Dataset:
     return statuses.status(code, reason)
 
 
+def handle_accepted(event, intake: Intake) -> None:
+    """EVT_ACCEPTED: name the SOP classes whose presentation contexts were not accepted. A
+    PACS whose push of a study fails (other_sop_classes: reject) sees the cause only on its
+    side otherwise."""
+    refused = sorted({str(cx.abstract_syntax) for cx in event.assoc.rejected_contexts})
+    if refused:
+        intake.count("contexts_not_accepted")
+        log.info("presentation contexts not accepted", extra={
+            "calling_ae": event.assoc.requestor.ae_title, "sop_classes": ",".join(refused),
+            "accepted": len(event.assoc.accepted_contexts)})
+
+
 def handle_echo(event, intake: Intake) -> int:
     """EVT_C_ECHO: answers success; an association with only echoes makes no job."""
     intake.count("echo")

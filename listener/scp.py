@@ -12,7 +12,8 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import Verification
 
-from .intake import REJECTION_REASONS, Intake, handle_association_end, handle_echo, handle_rejected, handle_store
+from .intake import (REJECTION_REASONS, Intake, handle_accepted, handle_association_end, handle_echo,
+                     handle_rejected, handle_store)
 from .syntaxes import decodable_transfer_syntaxes, supported_contexts
 
 log = logging.getLogger("cfia.listener")
@@ -196,6 +197,7 @@ def start(settings: ListenerSettings, intake: Intake) -> Server:
         (evt.EVT_RELEASED, handle_association_end, [intake]),
         (evt.EVT_ABORTED, handle_association_end, [intake]),
         (evt.EVT_REJECTED, handle_rejected, [intake]),
+        (evt.EVT_ACCEPTED, handle_accepted, [intake]),
     ]
     limit = DatasetSizeLimit(settings.max_dataset_bytes, intake)
     handlers += [(evt.EVT_PDU_RECV, limit), (evt.EVT_DIMSE_RECV, limit.message_done)]

@@ -636,3 +636,25 @@ def test_a_dataset_that_fails_to_parse_past_its_pixels_is_undecodable_not_retrie
         f.write(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00" + encoded.getvalue())
     with pytest.raises(UndecodableImage, match="cannot be parsed"):
         read_image(path)
+
+
+def test_sop_classes_refused_at_negotiation_are_named_in_the_log(start_listener, caplog):
+    """Under `reject` a PACS's push of a CT or an SR failed with nothing in cfia's log."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import BasicTextSRStorage, CTImageStorage
+
+    port, intake = start_listener()
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(BasicTextSRStorage)
+    ae.add_requested_context(MG)
+    with caplog.at_level(logging.INFO, logger="cfia.listener"):
+        assoc = ae.associate("127.0.0.1", port, ae_title="CFIA")
+        assert assoc.is_established
+        assoc.release()
+    logged = [r for r in caplog.records if r.getMessage() == "presentation contexts not accepted"]
+    assert len(logged) == 1 and logged[0].sop_classes == ",".join(sorted([CTImageStorage, BasicTextSRStorage]))
+    assert intake.counts["contexts_not_accepted"] == 1
+    from cfia.status import prometheus
+
+    assert "cfia_contexts_not_accepted_total 1" in prometheus(intake.queue, intake.counts, 1).splitlines()
