@@ -274,7 +274,7 @@ def cmd_train_inpainter(args) -> int:
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
-        aug_texture=args.aug_texture,
+        aug_texture=args.aug_texture, input_size=args.input_size,
     )
     try:
         report = train(args.data, args.out, opts, val_data=args.val_data, resume=args.resume, progress=not args.quiet)
@@ -596,6 +596,11 @@ def _add_train_inpainter(tsub) -> None:
     t.add_argument("--aug-texture", type=float, default=0.0,
                    help="fraction of the crops given extra tissue texture (a power-law field or glandular "
                         "islands, 0.3-2 x the crop's pixel s.d.; default 0)")
+    t.add_argument("--input-size", type=_size, default=None,
+                   help="ROWSxCOLS: take the crops from the images as the node gives them to the inpainter, "
+                        "the classifier's input of this size (e.g. 512x352, the default classifier's: breast "
+                        "crop, resize, air zeroed); for detector-size images. Default: the stored pixels, at "
+                        "scales 1 and 0.5 (how the shipped inpainter was trained, on 512-row phantoms)")
     t.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
     t.add_argument("--device", default="cpu", help="torch device (default cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -417,3 +417,25 @@ def test_bench_command_with_classifier(tiny_data, tmp_path, capsys):
     assert b["hidden low-pass (sigma 2)"]["ssim"] > b["hidden low-pass (sigma 2) + texture"]["ssim"]
     assert b["hidden low-pass (sigma 2) + texture"]["texture"] > 10 * b["hidden low-pass (sigma 2)"]["texture"]
     assert "| learned |" in capsys.readouterr().out
+
+
+def test_input_size_trains_on_the_grid_the_node_inpaints_on(tiny_data, tmp_path, capsys):
+    """The node inpaints on the classifier's input: a detector-size image reaches it about six
+    times reduced, its air zeroed. Crops of the stored pixels have another scale (docs/models.md,
+    "Training your own"); with --input-size the crops come from that input."""
+    import torch
+
+    from cfia.dicom_io import read_file
+    from cfia.manifest import read_manifest
+    from cfia.training.mammo_io import load_record
+
+    records = read_manifest(tiny_data)
+    positive = next(r for r in records if r.label == 1)
+    node = read_file(positive.path).to_input((128, 96))
+    loaded = load_record(positive, (128, 96))
+    assert loaded.image.shape == (128, 96)
+    assert torch.equal(torch.from_numpy(loaded.image), node.image[0])  # what the node's inpainter is given, air zeroed
+    assert loaded.lesion is not None and loaded.lesion.any() and loaded.lesion.shape == (128, 96)
+    assert _train(tiny_data, tmp_path / "m", "--input-size", "128x96") == 0
+    report = json.loads((tmp_path / "m" / "inpainter.report.json").read_text())
+    assert report["options"]["input_size"] == [128, 96], report.get("options")

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ class TrainOptions:
     batch_size: int = 8
     crop_size: int = 96                # training crop side in pixels
     scales: tuple = (1.0, 0.5)         # image scales crops are taken at
+    input_size: Optional[tuple] = None  # crops from the classifier's input of this size (the node's grid)
     edge_fraction: float = 0.2         # crops straddling the skin line
     coverage: tuple = (0.05, 0.4)      # hole fraction of a crop
     lr: float = 5e-4                   # Adam learning rate of epoch 1
@@ -143,9 +145,9 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
                          json.loads(ck.get("data", "{}")), fingerprints)
     if val_data is not None:
         check_held_apart([data], [val_data], val_lesion_free=True)
-    images, skipped = load_folder(data, lesion_free_only=False)
+    images, skipped = load_folder(data, lesion_free_only=False, input_size=opts.input_size)
     if val_data is not None:
-        val_images, skipped_val = load_folder(val_data, lesion_free_only=True)
+        val_images, skipped_val = load_folder(val_data, lesion_free_only=True, input_size=opts.input_size)
         skipped += skipped_val
     else:
         n_val = max(1, int(round(len(images) * opts.val_fraction))) if len(images) > 1 else 0
@@ -207,6 +209,6 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     opts_cpu = TrainOptions(**{**asdict(opts), "device": "cpu"})
     report = {"model": str(final), "sha256": sha256(final), "parameters": sum(p.numel() for p in net.parameters()),
               "train_images": len(images), "heldout_images": len(val_images), "skipped": skipped,
-              "history": history, "heldout": heldout_report(net, val_sampler, opts_cpu)}
+              "options": asdict(opts), "history": history, "heldout": heldout_report(net, val_sampler, opts_cpu)}
     (out / "inpainter.report.json").write_text(json.dumps(report, indent=2))
     return report

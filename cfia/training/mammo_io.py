@@ -46,21 +46,33 @@ class UnreadableMask(ValueError):
     nothing though its image is labelled 1 (its lesion would be taken for healthy tissue)."""
 
 
-def load_record(rec: Record) -> Mammo:
+def load_record(rec: Record, input_size: tuple[int, int] | None = None) -> Mammo:
     """One normalised image in canonical orientation, chest wall on the left, decided as
     the node decides it (from the image; the header's, else the manifest's, laterality
-    when the image does not say)."""
+    when the image does not say). With `input_size`, the image as the node gives it to
+    the inpainter: the classifier's input of that size (breast crop, resize, air zeroed)."""
+    from dataclasses import replace
+
     from explain.preprocess import _chest_wall_on_right
 
     from ..dicom_io import read_file
 
     src = read_file(rec.path)
-    img, breast = normalise_mammogram(src.pixels, src.photometric, src.for_processing)
     lesion = _lesion(rec, src.pixels.shape)
+    if input_size is not None:
+        return _as_node_input(replace(src, laterality=src.laterality or rec.laterality), lesion, input_size,
+                              str(rec.path))
+    img, breast = normalise_mammogram(src.pixels, src.photometric, src.for_processing)
     if _chest_wall_on_right(breast, src.laterality or rec.laterality):
         img, breast = img[:, ::-1].copy(), breast[:, ::-1].copy()
         lesion = lesion[:, ::-1].copy() if lesion is not None else None
     return Mammo(img, breast, lesion, str(rec.path))
+
+
+def _as_node_input(src, lesion: np.ndarray | None, input_size: tuple[int, int], source: str) -> Mammo:
+    pre = src.to_input(tuple(input_size))
+    mapped = None if lesion is None else pre.geometry.to_input(lesion.astype(np.float32), mode="area") > 0
+    return Mammo(pre.image[0].numpy().astype(np.float32), pre.breast[0].numpy() > 0.5, mapped, source)
 
 
 def _lesion(rec: Record, shape) -> np.ndarray | None:
@@ -81,10 +93,12 @@ def _lesion(rec: Record, shape) -> np.ndarray | None:
     return lesion
 
 
-def load_folder(folder: str | Path, lesion_free_only: bool = False, progress=None) -> tuple[list[Mammo], list[str]]:
+def load_folder(folder: str | Path, lesion_free_only: bool = False, progress=None,
+                input_size: tuple[int, int] | None = None) -> tuple[list[Mammo], list[str]]:
     """All readable images of a folder; unreadable files are logged by path and skipped.
 
-    Returns (images, skipped paths). lesion_free_only drops label-1 rows."""
+    Returns (images, skipped paths). lesion_free_only drops label-1 rows; input_size: see
+    load_record."""
     images, skipped = [], []
     for rec in read_manifest(folder):
         if lesion_free_only and rec.label:
@@ -94,7 +108,7 @@ def load_folder(folder: str | Path, lesion_free_only: bool = False, progress=Non
             skipped.append(f"{rec.path} (a positive without a lesion mask)")
             continue
         try:
-            images.append(load_record(rec))
+            images.append(load_record(rec, input_size))
         except UnreadableMask as exc:  # named by the mask, as the classifier's loader does
             log.warning("skipped: %s", exc)
             skipped.append(str(exc))
