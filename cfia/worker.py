@@ -116,8 +116,9 @@ class Worker:
     def __init__(self, queue: JobQueue, spool: Spool, processor: Processor, routing: Routing,
                  calling_ae: str = "CFIA", max_retries: int = 3, backoff: Backoff = Backoff(),
                  sender: Sender = dicom_send, owner: Optional[str] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, outputs: Optional[Sequence[str]] = None):
         self.queue, self.spool, self.processor, self.routing = queue, spool, processor, routing
+        self.outputs = None if outputs is None else frozenset(outputs)  # object types sent; None: every file
         self.calling_ae = calling_ae
         self.max_retries = max_retries
         self.backoff = backoff
@@ -212,8 +213,9 @@ class Worker:
     # -- processing ------------------------------------------------------------
 
     def _process(self, job: Job, fields: dict) -> None:
-        if job.attempts > self.max_retries + 1:  # earlier attempts killed their worker
-            self._dead_letter(job, f"worker died while processing ({job.attempts - 1} attempts)", fields)
+        if job.attempts > self.max_retries + 1:  # earlier attempts killed their worker (or max_retries was lowered)
+            why = f"retries used up, last error: {job.error}" if job.error else "worker died while processing"
+            self._dead_letter(job, f"{why} ({job.attempts - 1} attempts)", fields)
             return
         try:
             ds = read_image(self.spool.locate(job.path))
@@ -269,8 +271,13 @@ class Worker:
         if not destinations:
             self._dead_letter(job, f"no destination for calling AE {job.calling_ae!r}", fields, folder)
             return
-        files = self.spool.result_files(folder)
-        delivered, given_up = set(job.delivered), dict(job.given_up)
+        files = self._files_to_send(job, folder, fields)
+        if files is None:
+            return
+        # Destinations no longer configured (removed, or fixed under another address) are not
+        # waited for: a job given up on for one of them would be dead-lettered though delivered.
+        current = {destination_key(d) for d in destinations}
+        delivered, given_up = set(job.delivered), {k: v for k, v in dict(job.given_up).items() if k in current}
         problems = {"down": [], "refused": [], "rejected": []}  # every destination is tried:
         sent = False                                             # one that fails must not starve the rest
         for dest in destinations:
@@ -291,6 +298,19 @@ class Worker:
         self.queue.finish(job.id)
         self.spool.remove(self.spool.locate(job.path), folder)
         log.info("delivered", extra={**fields, "objects": len(files), "destinations": len(destinations)})
+
+    def _files_to_send(self, job: Job, folder: Path, fields: dict) -> Optional[list[Path]]:
+        """The result files of the enabled outputs; None, the job explained again, when results
+        built under other outputs (a restart with `outputs:` changed) lack one of them."""
+        files = self.spool.result_files(folder)
+        if self.outputs is None:
+            return files
+        missing = sorted(self.outputs - {f.stem for f in files})
+        if missing:
+            log.warning("results lack enabled outputs, explaining again", extra={**fields, "missing": ",".join(missing)})
+            self.queue.drop_results(job.id, f"results lack {', '.join(missing)} (outputs changed)")
+            return None
+        return [f for f in files if f.stem in self.outputs]
 
     def _send_to(self, dest: Destination, files: Sequence[Path], fields: dict) -> Optional[tuple[str, str]]:
         """None when `dest` stored every file, else ("down" | "refused" | "rejected", why);

@@ -74,7 +74,7 @@ def worker_main(cfg, parent_pid: int, stop_event, slot: int = 0, ready=None) -> 
     spool = Spool(cfg.spool.folder)
     queue = JobQueue(spool.queue_file, quiet_seconds=cfg.listener.study_quiet_seconds)
     worker = Worker(queue, spool, processor, routing_from_config(cfg), calling_ae=cfg.listener.ae_title,
-                    max_retries=cfg.spool.max_retries,
+                    max_retries=cfg.spool.max_retries, outputs=[k for k, on in vars(cfg.outputs).items() if on],
                     backoff=Backoff(cfg.spool.send_backoff_seconds, cfg.spool.send_backoff_max_seconds))
     if ready is not None:
         ready.set()

@@ -688,3 +688,69 @@ def test_a_dead_letter_stopped_between_its_source_and_its_results_gets_its_resul
     assert (letter / "results" / "sr.dcm").read_bytes() == b"result" and not (spool.results / str(job)).exists()
     assert json.loads((letter / "reason.json").read_text())["reason"] == "refused"
     queue.close()
+
+
+def _sending_job(spool, queue, results) -> int:
+    """A job whose results are on disk and whose destinations were down: `sending`."""
+    from listener.spool import encode
+
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    queue.claim("w")
+    queue.set_results(job, str(spool.write_results(job, results)), 1.0)
+    queue.retry_later(job, "down", 0, sending=True)
+    return job
+
+
+def test_results_built_under_other_outputs_are_not_sent_as_they_are(tmp_path, dest):
+    """Restarted with an output turned off (a PACS that takes no GSPS), jobs in `sending` sent
+    the objects built before, and were dead-lettered for the output the operator had turned off;
+    with an output turned on, they lacked it."""
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    some = ["binary_seg", "sr"]
+    fewer = _sending_job(spool, queue, blob(Config())(mammogram(3)))
+    worker = Worker(queue, spool, blob(Config()), Routing(fixed=(_to(dest),)), outputs=some,
+                    backoff=Backoff(base_seconds=0, jitter=0))
+    assert worker.run_once() and queue.get(fewer).state == "done"
+    assert sorted(str(ds.SeriesDescription) for ds in dest.received) == [
+        "cfia explanation report (SR)", "cfia salient region (BINARY SEG)"]
+    dest.received.clear()
+    off = {k: False for k in OBJECT_TYPES if k not in some}
+    more = _sending_job(spool, queue, blob(Config(outputs=OutputsConfig(**off)))(mammogram(3)))
+    worker.outputs = frozenset(OBJECT_TYPES)
+    assert worker.run_once() and queue.get(more).state == "queued"  # explained again, with every output
+    assert worker.run_once() and queue.get(more).state == "done" and len(dest.received) == len(OBJECT_TYPES)
+    queue.close()
+
+
+def test_a_destination_given_up_on_and_then_fixed_or_removed_does_not_fail_a_delivered_job(tmp_path, dest):
+    """Given up on under a wrong AE title, fixed in config.yaml as the reason says, restarted:
+    the job reached every configured destination and was dead-lettered all the same."""
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = _sending_job(spool, queue, blob(Config())(mammogram(3)))
+    queue.give_up(job, "pacs:WRONG@127.0.0.1:1", "rejected the association permanently")
+    worker = Worker(queue, spool, blob(Config()), Routing(fixed=(_to(dest),)), backoff=Backoff(base_seconds=0, jitter=0))
+    assert worker.run_once()
+    assert queue.get(job).state == "done" and len(dest.received) == len(OBJECT_TYPES)
+    queue.close()
+
+
+def test_retries_used_up_under_a_lowered_max_retries_keep_the_error(tmp_path):
+    """max_retries lowered below a job's attempts: it was dead-lettered as "worker died"
+    though none had, and the error it had failed with was lost."""
+    from listener.spool import encode
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    for _ in range(2):
+        queue.claim("w")
+        queue.retry_later(job, "RuntimeError: transient GPU error", 0)
+    Worker(queue, spool, blob(Config()), Routing(), max_retries=0, backoff=Backoff(base_seconds=0, jitter=0)).run_once()
+    failed = queue.get(job)
+    assert failed.state == "failed" and "RuntimeError: transient GPU error" in failed.error, failed.error
+    assert "worker died" not in failed.error
+    queue.close()
