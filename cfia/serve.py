@@ -110,6 +110,7 @@ class Node:
             for folder in stale:
                 shutil.rmtree(folder, ignore_errors=True)
             self._drop_requeued_sources()
+            self._retire_letters_of_live_jobs()
         log.info("spool recovered", extra={"jobs_requeued": requeued, "batches_released": released,
                                            "unacknowledged_files_removed": len(orphans),
                                            "finished_results_removed": len(stale), **self.queue.counts()})
@@ -122,6 +123,20 @@ class Node:
             job = self.queue.get(job_id)
             if job is None or job.state != "failed" or (self.spool.dead_letter / str(job_id) / "source.dcm").is_file():
                 source.unlink(missing_ok=True)
+
+    def _retire_letters_of_live_jobs(self) -> None:
+        """A requeue by a version before 0.2.0 committed the job before it retired its dead-letter
+        folder: one that stopped in between left the folder, the image in it, beside a job that
+        then went on. Retired now, its copy of the source dropped once the job no longer needs it."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for folder in self.spool.dead_letter.iterdir():
+            job = self.queue.get(int(folder.name)) if folder.name.isdigit() and folder.is_dir() else None
+            if job is None or job.state == "failed":
+                continue
+            if job.state != "done" and not self.spool.locate(job.path).exists():
+                continue  # the dead letter may hold its only copy
+            self.spool.retire_leftover_letter(job.id, stamp)
+            log.info("dead letter of a job that went on retired", extra={"job": job.id, "state": job.state})
 
     def _write_info(self) -> None:
         host, port = self.server.server_address[:2]

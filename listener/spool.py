@@ -133,6 +133,17 @@ class Spool:
         if not (folder / "source.dcm").is_file():
             return self._retired_with_source(job_id, folder)
         shutil.rmtree(folder / "results", ignore_errors=True)
+        return self._renamed_retired(folder, job_id, stamp)
+
+    def retire_leftover_letter(self, job_id: int, stamp: str) -> Path:
+        """dead-letter/<job id>/ of a job that went on without it: retired like a requeue's,
+        its source and results dropped (the job has its own)."""
+        folder = self.dead_letter / str(job_id)
+        (folder / "source.dcm").unlink(missing_ok=True)
+        shutil.rmtree(folder / "results", ignore_errors=True)
+        return self._renamed_retired(folder, job_id, stamp)
+
+    def _renamed_retired(self, folder: Path, job_id: int, stamp: str) -> Path:
         kept = folder.with_name(f"{job_id}.requeued-{stamp}")
         n = 1
         while kept.exists():  # requeued again within the same second: keep both reasons

@@ -1,6 +1,7 @@
 """listener.jobqueue: states, quiet period, crash recovery, resends."""
 from __future__ import annotations
 
+import os
 import pytest
 
 from listener import JobQueue
@@ -559,4 +560,28 @@ def test_a_requeue_killed_at_any_step_loses_nothing_and_leaves_no_copy(tmp_path)
     assert spool.locate(queue.get(job).path).read_bytes() == b"image"
     with pytest.raises(RequeueError, match="is queued, not failed"):
         requeue(spool, queue, job)
+    queue.close()
+
+
+def test_a_dead_letter_left_by_an_older_requeue_is_retired_at_start(tmp_path):
+    """Before 0.2.0 `cfia requeue` committed the job, then retired the folder: one stopped in
+    between left dead-letter/<job>/, the image in it, beside a job that was then delivered;
+    no start removed it."""
+    from cfia.config import from_dict
+    from cfia.serve import Node
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = dead_letter_job(spool, queue)
+    letter = spool.dead_letter / str(job)
+    source = spool.incoming / "restored.dcm"
+    os.link(letter / "source.dcm", source)  # the old requeue's steps, up to its commit
+    queue.requeue_failed(job, str(source))
+    node = Node(from_dict({"spool": {"folder": str(spool.root)}}))
+    node.queue = queue
+    node._recover()
+    assert not letter.exists() and source.read_bytes() == b"image"
+    kept, = spool.dead_letter.glob(f"{job}.requeued-*")
+    assert sorted(p.name for p in kept.iterdir()) == ["reason.json"]
     queue.close()
