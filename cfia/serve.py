@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import threading
 import time
 
@@ -121,7 +122,9 @@ class Node:
         letter. One that crashed before its commit left the only copy: kept for the next."""
         for job_id, source in self.spool.retired_sources():
             job = self.queue.get(job_id)
-            if job is None or job.state != "failed" or (self.spool.dead_letter / str(job_id) / "source.dcm").is_file():
+            if not _letter_of(source.parent, job):
+                continue
+            if job.state != "failed" or (self.spool.dead_letter / str(job_id) / "source.dcm").is_file():
                 source.unlink(missing_ok=True)
 
     def _retire_letters_of_live_jobs(self) -> None:
@@ -131,7 +134,7 @@ class Node:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for folder in self.spool.dead_letter.iterdir():
             job = self.queue.get(int(folder.name)) if folder.name.isdigit() and folder.is_dir() else None
-            if job is None or job.state == "failed":
+            if not _letter_of(folder, job) or job.state == "failed":
                 continue
             if job.state != "done" and not self.spool.locate(job.path).exists():
                 continue  # the dead letter may hold its only copy
@@ -231,6 +234,17 @@ class _RepeatedFailure:
             self.what, self.count = None, 0
 
 
+def _letter_of(folder, job) -> bool:
+    """Whether a dead-letter folder is this job's: its reason.json names the job's instance.
+    Folder names are job ids, which a restored backup or a new queue may give to other images."""
+    if job is None:
+        return False
+    try:
+        return json.loads((folder / "reason.json").read_text()).get("sop_instance_uid") == job.sop_instance_uid
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _bind(which: str, host: str, port: int, start):
     """`start()`, its OSError (port in use, address not available) naming the server and address."""
     try:
@@ -260,6 +274,10 @@ def serve(cfg, config_path: str | None = None) -> int:
         log.error("cannot start", extra={"reason": f"{type(exc).__name__}: {exc}"})
         node.stop()
         return EXIT_CONFIG if exc.errno in CONFIG_ERRNOS else 1
+    except sqlite3.Error as exc:  # the queue file (or its -wal) another user's, or read-only
+        log.error("cannot start", extra={"reason": f"queue {node.spool.queue_file}: {type(exc).__name__}: {exc}"})
+        node.stop()
+        return EXIT_CONFIG if any(s in str(exc) for s in ("unable to open", "readonly")) else 1
     try:
         return node.run(stop)
     finally:  # an error in the supervisor must not leave workers (non-daemon) holding the process

@@ -171,15 +171,20 @@ def _refuse(intake: Intake, code: int, reason: str, fields: dict) -> Dataset:
 
 
 def handle_accepted(event, intake: Intake) -> None:
-    """EVT_ACCEPTED: name the SOP classes whose presentation contexts were not accepted. A
-    PACS whose push of a study fails (other_sop_classes: reject) sees the cause only on its
-    side otherwise."""
-    refused = sorted({str(cx.abstract_syntax) for cx in event.assoc.rejected_contexts})
-    if refused:
+    """EVT_ACCEPTED: name the SOP classes proposed that no presentation context was accepted
+    for. Said (and counted) when nothing can be stored, or a mammogram cannot (a syntax cfia
+    cannot decode): a push that fails then shows its cause only on the sender's side.
+    Otherwise only at DEBUG: dcmtk's storescu proposes some 64 classes on every association."""
+    assoc = event.assoc
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    refused = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts} - accepted)
+    if not refused:
+        return
+    telling = not accepted or any(sop in MAMMOGRAPHY_SOP_CLASSES for sop in refused)
+    if telling:
         intake.count("contexts_not_accepted")
-        log.info("presentation contexts not accepted", extra={
-            "calling_ae": event.assoc.requestor.ae_title, "sop_classes": ",".join(refused),
-            "accepted": len(event.assoc.accepted_contexts)})
+    log.log(logging.INFO if telling else logging.DEBUG, "presentation contexts not accepted", extra={
+        "calling_ae": assoc.requestor.ae_title, "sop_classes": ",".join(refused), "accepted": len(accepted)})
 
 
 def handle_echo(event, intake: Intake) -> int:

@@ -337,10 +337,13 @@ class JobQueue:
             return requeued
 
     def drop_results(self, job_id: int, error: str) -> None:
-        """The job's results folder is gone: back to `queued`, to be explained again."""
+        """The job's results are gone or built under other outputs: back to `queued`, to be
+        explained again. Not the job's failure: the claim that explains it again is refunded
+        here (a job whose explanation had used its retries was dead-lettered as poison)."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET state = 'queued', results = NULL, owner = NULL, not_before = 0, "
-                       "error = ?, updated_at = ? WHERE id = ?", (error, self._clock(), job_id))
+                       "attempts = max(attempts - 1, 0), error = ?, updated_at = ? WHERE id = ?",
+                       (error, self._clock(), job_id))
 
     def failed_ids(self) -> list[int]:
         with self._lock:
@@ -356,8 +359,10 @@ class JobQueue:
         with self._tx() as db:
             return db.execute(
                 "UPDATE jobs SET state = CASE WHEN results IS NULL THEN 'queued' ELSE 'sending' END, "
-                f"owner = NULL, not_before = 0, {_REFUND}, updated_at = ? WHERE {where}",
-                (refund_attempt, self._clock(), *args),
+                f"owner = NULL, not_before = 0, {_REFUND}, "
+                "error = CASE WHEN ? THEN error ELSE 'worker died while processing' END, updated_at = ? "
+                f"WHERE {where}",
+                (refund_attempt, refund_attempt, self._clock(), *args),
             ).rowcount
 
     # -- reading -------------------------------------------------------------

@@ -63,7 +63,8 @@ def dead_letter_job(spool, queue, sop_class: str = "x") -> int:
     job = queue.add(str(spool.write_incoming(b"image")), "1.2.3", "1.2", sop_class, "MOD", "a")[0]
     queue.close_batch("a")
     queue.claim("w")
-    spool.move_to_dead_letter(job, spool.locate(queue.get(job).path), None, {"reason": "test"})
+    spool.move_to_dead_letter(job, spool.locate(queue.get(job).path), None,
+                              {"reason": "test", "job": job, "sop_instance_uid": "1.2.3"})
     queue.fail(job, "test")
     return job
 

@@ -135,7 +135,14 @@ def test_serve_exits_78_when_a_restart_cannot_help(tmp_path):
     /etc/cfia) exited 1, which systemd restarts every 5 s for ever; every output off
     explained every image and sent nothing."""
     (tmp_path / "a-file").write_text("")
+    from listener import JobQueue
+
+    (tmp_path / "odd-spool").mkdir()
+    JobQueue(tmp_path / "odd-spool" / "queue.sqlite").close()
+    (tmp_path / "odd-spool" / "queue.sqlite-wal").unlink(missing_ok=True)
+    (tmp_path / "odd-spool" / "queue.sqlite-wal").mkdir()  # stands for another user's -wal file
     cases = [({"spool": {"folder": str(tmp_path / "a-file" / "spool")}}, "cannot create the spool folder"),
+             ({"spool": {"folder": str(tmp_path / "odd-spool")}}, "unable to open database file"),
              ({"outputs": {k: False for k in ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")},
                "spool": {"folder": str(tmp_path / "spool")}}, "every output is off")]
     for raw, message in cases:

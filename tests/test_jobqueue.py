@@ -1,6 +1,7 @@
 """listener.jobqueue: states, quiet period, crash recovery, resends."""
 from __future__ import annotations
 
+import json
 import os
 import pytest
 
@@ -585,3 +586,51 @@ def test_a_dead_letter_left_by_an_older_requeue_is_retired_at_start(tmp_path):
     kept, = spool.dead_letter.glob(f"{job}.requeued-*")
     assert sorted(p.name for p in kept.iterdir()) == ["reason.json"]
     queue.close()
+
+
+def test_a_dead_letter_of_another_image_under_a_reused_job_id_is_kept(tmp_path):
+    """A restored backup of dead-letter/ beside a newer queue: the folder's job id names another
+    image now, one that was delivered. Start-up took the folder for that job's and deleted the
+    failed image in it."""
+    from cfia.config import from_dict
+    from cfia.serve import Node
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    letter = spool.dead_letter / "1"
+    letter.mkdir()
+    (letter / "source.dcm").write_bytes(b"failed image")
+    (letter / "reason.json").write_text(json.dumps({"job": 1, "sop_instance_uid": "9.9.9", "reason": "refused"}))
+    retired = spool.dead_letter / "1.requeued-20261201T000000"
+    retired.mkdir()
+    (retired / "source.dcm").write_bytes(b"another failed image")
+    (retired / "reason.json").write_text(json.dumps({"job": 1, "sop_instance_uid": "8.8.8", "reason": "refused"}))
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(b"image")), "1.2.3", "1.2", "x", "MOD", "a")[0]
+    assert job == 1
+    queue.close_batch("a")
+    queue.claim("w")
+    queue.finish(job)
+    node = Node(from_dict({"spool": {"folder": str(spool.root)}}))
+    node.queue = queue
+    node._recover()
+    assert (letter / "source.dcm").read_bytes() == b"failed image"
+    assert (retired / "source.dcm").read_bytes() == b"another failed image"
+    queue.close()
+
+
+def test_a_dead_workers_job_says_so_and_a_stopped_ones_keeps_its_error(queue):
+    """A poison job's reason read the error of an earlier attempt: the attempts after it that
+    killed their worker recorded nothing."""
+    job = _add(queue)
+    queue.close_all_batches()
+    queue.claim("w1")
+    queue.retry_later(job, "RuntimeError: CUDA out of memory", 0)
+    queue.claim("w1")
+    assert queue.requeue_running("w1") == 1
+    assert queue.get(job).error == "worker died while processing"
+    queue.claim("w2")
+    queue.retry_later(job, "RuntimeError: CUDA out of memory", 0)
+    queue.claim("w2")
+    assert queue.requeue_running("w2", refund_attempt=True) == 1  # stopped, not killed by the job
+    assert queue.get(job).error == "RuntimeError: CUDA out of memory"

@@ -639,22 +639,29 @@ def test_a_dataset_that_fails_to_parse_past_its_pixels_is_undecodable_not_retrie
 
 
 def test_sop_classes_refused_at_negotiation_are_named_in_the_log(start_listener, caplog):
-    """Under `reject` a PACS's push of a CT or an SR failed with nothing in cfia's log."""
+    """Under `reject` a PACS's push of a CT, or of a mammogram in a syntax cfia cannot decode,
+    failed with nothing in cfia's log. A sender proposing every storage class (dcmtk's
+    storescu) is not reported on each association."""
     from pynetdicom import AE
     from pynetdicom.sop_class import BasicTextSRStorage, CTImageStorage
 
-    port, intake = start_listener()
-    ae = AE(ae_title="PACS")
-    ae.add_requested_context(CTImageStorage)
-    ae.add_requested_context(BasicTextSRStorage)
-    ae.add_requested_context(MG)
-    with caplog.at_level(logging.INFO, logger="cfia.listener"):
-        assoc = ae.associate("127.0.0.1", port, ae_title="CFIA")
-        assert assoc.is_established
-        assoc.release()
-    logged = [r for r in caplog.records if r.getMessage() == "presentation contexts not accepted"]
-    assert len(logged) == 1 and logged[0].sop_classes == ",".join(sorted([CTImageStorage, BasicTextSRStorage]))
-    assert intake.counts["contexts_not_accepted"] == 1
     from cfia.status import prometheus
 
-    assert "cfia_contexts_not_accepted_total 1" in prometheus(intake.queue, intake.counts, 1).splitlines()
+    port, intake = start_listener()
+
+    def associate(*contexts):
+        ae = AE(ae_title="PACS")
+        for sop, syntaxes in contexts:
+            ae.add_requested_context(sop, syntaxes)
+        assoc = ae.associate("127.0.0.1", port, ae_title="CFIA")
+        if assoc.is_established:
+            assoc.release()
+
+    plain = [ExplicitVRLittleEndian]
+    with caplog.at_level(logging.INFO, logger="cfia.listener"):
+        associate((CTImageStorage, plain), (BasicTextSRStorage, plain))  # nothing storable
+        associate((MG, ["1.2.840.10008.1.2.4.100"]))                     # MPEG2 only: cannot decode
+        associate((MG, ["1.2.840.10008.1.2.4.100"]), (MG, plain), (CTImageStorage, plain))  # MG taken
+    logged = [r.sop_classes for r in caplog.records if r.getMessage() == "presentation contexts not accepted"]
+    assert logged == [",".join(sorted([CTImageStorage, BasicTextSRStorage])), MG]
+    assert "cfia_contexts_not_accepted_total 2" in prometheus(intake.queue, intake.counts, 1).splitlines()
