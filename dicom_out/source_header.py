@@ -98,6 +98,8 @@ def _valid(kind, value: str) -> bool:
 
 # highdicom refuses a multi-valued set whose first value is one of these (ValueError).
 MULTI_BYTE_EXTENSIONS = ("ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149")
+# ... and one holding this (GB2312 is not among its code extensions).
+NOT_AN_EXTENSION_TO_HIGHDICOM = "ISO 2022 IR 58"
 
 
 def _charset_accepted(value) -> bool:
@@ -111,7 +113,8 @@ def _charset_accepted(value) -> bool:
         return False
     if len(values) == 1:
         return not values[0].startswith("ISO 2022")
-    return all(v.startswith("ISO 2022") for v in values) and values[0] not in MULTI_BYTE_EXTENSIONS
+    return (all(v.startswith("ISO 2022") and v != NOT_AN_EXTENSION_TO_HIGHDICOM for v in values)
+            and values[0] not in MULTI_BYTE_EXTENSIONS)
 
 
 def _charset_holds(charset, texts: Iterable[str]) -> bool:

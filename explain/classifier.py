@@ -297,11 +297,12 @@ def load_monai_bundle(path, device: str = "cpu", network_key: str = "network_def
 
 
 def trained_input_size(model_path) -> Optional[tuple]:
-    """The input size in the card training wrote beside a model file (MODEL.json, else
-    classifier.json in its folder); None without one."""
+    """The input size in the card training wrote beside a model file (classifier.pt, .ts ->
+    classifier.json); None without one. Only the model's own name: another model's card in
+    the same folder (the shipped one's, beside a site's model) says nothing of it."""
     path = Path(model_path)
-    card = next((c for c in (path.with_suffix(".json"), path.parent / "classifier.json") if c.is_file()), None)
-    if not path.is_file() or card is None:  # a bundle's folder carries its own config
+    card = path.with_suffix(".json")
+    if not path.is_file() or not card.is_file():  # a bundle's folder carries its own config
         return None
     try:
         size = tuple(int(v) for v in json.loads(card.read_text())["input_size"])

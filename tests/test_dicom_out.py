@@ -139,6 +139,7 @@ def test_header_values_sites_send_are_mended_not_fatal(tmp_path, keyword):
     ("ISO 2022 IR 100", "Müller^Jürgen"),  # one code-extension set alone
     (["ISO_IR 100", "ISO 2022 IR 144"], "Müller^Jürgen"),  # several values, not all ISO 2022: seen in the wild
     (["ISO_IR 192", "ISO_IR 192"], "Müller^Jürgen"),
+    (["ISO 2022 IR 6", "ISO 2022 IR 58"], "Zhang^XiaoDong"),  # GB2312: not a code extension to highdicom
 ])
 def test_names_in_every_standard_character_set_reach_the_results(tmp_path, charset, name):
     """highdicom 0.28 refuses all but ISO_IR 100 here; the results declare UTF-8 then."""

@@ -212,3 +212,12 @@ def test_the_node_warns_when_its_model_was_trained_at_another_input_size(tmp_pat
                             "explainer": {"method": "occlusion", "occlusion_size": 16}}))
     warned = [m for m in _messages(caplog) if "trained at input size" in m]
     assert len(warned) == 1 and "64x48" in warned[0] and "run at 96x64" in warned[0], _messages(caplog)
+    # Another model in the same folder: the card is not its own, so it says nothing of it.
+    (tmp_path / "m" / "classifier.ts").rename(tmp_path / "m" / "mine.ts")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Pipeline(from_dict({"models": {"inpainter": {"kind": "telea"},
+                                       "classifier": {"kind": "torchscript", "path": str(tmp_path / "m" / "mine.ts"),
+                                                      "input_size": [96, 64]}},
+                            "explainer": {"method": "occlusion", "occlusion_size": 16}}))
+    assert not any("trained at input size" in m for m in _messages(caplog))
