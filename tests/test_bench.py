@@ -290,6 +290,8 @@ def test_compare_refuses_against_the_reference(tmp_path, capsys):
     ("explain", ["--size", SIZE, "--count", "1", "--method", "foo"], "invalid choice: 'foo'"),
     ("explain", ["--size", SIZE, "--count", "1", "--variants", "cpu:float16"], "explainer.precision: 'float16'"),
     ("explain", ["--size", SIZE, "--count", "1", "--config", "nothere.yaml"], "nothere.yaml"),
+    pytest.param("explain", ["--size", SIZE, "--count", "1", "--variants", "cuda,cpu"], "no CUDA device",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")),
     ("counterfactual", ["--data", "DATA", "--config", "nothere.yaml"], "nothere.yaml"),
     ("observer", ["--data", "EMPTY"], "no manifest.csv"),
     ("ideal", ["--data", "EMPTY", "--seed", "1", "--size", SIZE], "no manifest.csv"),

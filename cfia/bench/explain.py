@@ -122,14 +122,15 @@ def main(argv=None) -> int:
     if args.files:
         print(json.dumps(run([Path(f) for f in args.files], args.method, load(args.config))))
         return 0
+    from cfia.pipeline import resolve_device
     from phantom.generate import PhantomOptions
 
     try:  # bad input stops the command before the phantoms are made or a model is loaded
         PhantomOptions(size=args.size).check()
         for name in (args.variants.split(",") if args.variants else []):
-            load(args.config, *name.partition(":")[::2])
+            resolve_device(load(args.config, *name.partition(":")[::2]).explainer.device)  # cuda without a GPU
         load(args.config)
-    except ValueError as exc:  # ConfigError, or a --size the phantom cannot draw
+    except ValueError as exc:  # ConfigError, a --size the phantom cannot draw, a device not here
         return refuse(exc)
     with tempfile.TemporaryDirectory() as tmp:
         files = write_phantoms(Path(tmp), args.size, 1 if args.memory else args.count)
