@@ -30,6 +30,9 @@ class ListenerSettings:
     # Unlimited: a 9 MB mammogram in 16 kB PDUs costs pynetdicom hundreds of ms.
     maximum_pdu_size: int = 0
     network_timeout: float = 60.0
+    # A connection holds one of max_associations until its association request comes: pynetdicom
+    # keeps one its peer closed unasked (a TCP port check) until this runs out (its default 30 s).
+    acse_timeout: float = 10.0
     max_associations: int = 10  # open at once; more are rejected (transient: the sender retries)
     max_dataset_bytes: int = 256 << 20  # one received dataset; beyond it the association is aborted
 
@@ -112,6 +115,7 @@ def make_ae(settings: ListenerSettings) -> AE:
     ae.require_called_aet = True  # a caller set up with another AE title is told so, not served
     ae.maximum_pdu_size = settings.maximum_pdu_size
     ae.network_timeout = settings.network_timeout
+    ae.acse_timeout = settings.acse_timeout
     ae.maximum_associations = settings.max_associations
     return ae
 

@@ -665,3 +665,17 @@ def test_sop_classes_refused_at_negotiation_are_named_in_the_log(start_listener,
     logged = [r.sop_classes for r in caplog.records if r.getMessage() == "presentation contexts not accepted"]
     assert logged == [",".join(sorted([CTImageStorage, BasicTextSRStorage])), MG]
     assert "cfia_contexts_not_accepted_total 2" in prometheus(intake.queue, intake.counts, 1).splitlines()
+
+
+def test_tcp_connections_closed_unasked_free_their_association_slot_soon(start_listener):
+    """A port check's connect-and-close held one of max_associations for pynetdicom's ACSE
+    timeout (30 s): a few of them made the node refuse real pushes as busy."""
+    import socket
+    import time
+
+    port, intake = start_listener(max_associations=2, acse_timeout=1.0)
+    for _ in range(3):
+        socket.create_connection(("127.0.0.1", port)).close()
+    start = time.monotonic()
+    poll(lambda: echo(port) == 0x0000, timeout=15, what="an association accepted after the closed connections")
+    assert time.monotonic() - start < 10
