@@ -435,13 +435,18 @@ class JobQueue:
                 self._db.execute("COMMIT")
 
     def _explain_histogram(self) -> dict:
-        values = [r[0] for r in self._db.execute(
-            "SELECT explain_seconds FROM jobs WHERE explain_seconds IS NOT NULL").fetchall()]
+        """One aggregate in SQLite: fetching every row's time and counting in Python took
+        0.4-1.3 s at 300,000 rows, under the lock the C-STORE handler waits on."""
+        count, total, *le = self._db.execute(_HISTOGRAM_SQL).fetchone()
         pruned = self._pruned_totals()
-        return {"buckets": [(b, sum(v <= b for v in values) + int(pruned.get(f"explain_le_{b}", 0)))
-                            for b in EXPLAIN_BUCKETS],
-                "count": len(values) + int(pruned.get("explain_count", 0)),
-                "sum": sum(values) + pruned.get("explain_sum", 0.0)}
+        return {"buckets": [(b, int(n) + int(pruned.get(f"explain_le_{b}", 0))) for b, n in zip(EXPLAIN_BUCKETS, le)],
+                "count": int(count) + int(pruned.get("explain_count", 0)),
+                "sum": float(total) + pruned.get("explain_sum", 0.0)}
+
+
+_HISTOGRAM_SQL = ("SELECT count(*), total(explain_seconds), "
+                  + ", ".join(f"total(explain_seconds <= {b})" for b in EXPLAIN_BUCKETS)
+                  + " FROM jobs WHERE explain_seconds IS NOT NULL")
 
 
 def _explain_totals(seconds: list[float]) -> dict[str, float]:
