@@ -511,23 +511,27 @@ def _declaring(ds, syntax, rows: int, columns: int):
     return ds
 
 
+def _unreadable_to_reader_and_worker(path, reader_says: str, worker_says: str | None = None) -> None:
+    """`cfia explain`'s reader and the node's worker both refuse `path`, saying why."""
+    from cfia.dicom_io import ImageReadError, read_file
+    from cfia.worker import UndecodableImage, read_image
+
+    with pytest.raises(ImageReadError, match=reader_says):
+        read_file(path)
+    with pytest.raises(UndecodableImage, match=worker_says or reader_says):
+        read_image(path)
+
+
 @pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless])
 def test_a_codestream_declaring_more_pixels_than_the_header_is_refused_before_decoding(start_listener, tmp_path,
                                                                                        syntax):
     """The decoders believe the codestream: a 24000x24000 one in a 256x208 header made the
     worker allocate 3 GB before it failed."""
-    from cfia.dicom_io import ImageReadError, read_file
-    from cfia.worker import UndecodableImage, read_image
-
     port, intake = start_listener()
     honest, bomb = mammogram(1), _declaring(mammogram(2), syntax, 24000, 24000)
     honest.compress(syntax)
     assert push(port, [honest, bomb]) == [0x0000, statuses.TOO_LARGE]
-    path = write(bomb, tmp_path / "bomb.dcm")
-    with pytest.raises(ImageReadError, match="compressed image 24000x24000 pixels"):
-        read_file(path)
-    with pytest.raises(UndecodableImage, match="compressed image 24000x24000 pixels"):
-        read_image(path)
+    _unreadable_to_reader_and_worker(write(bomb, tmp_path / "bomb.dcm"), "compressed image 24000x24000 pixels")
 
 
 def test_native_pixel_data_wrapped_as_encapsulated_is_refused(start_listener, tmp_path):
@@ -558,17 +562,11 @@ def test_a_decoder_panic_is_an_unreadable_image_not_a_dead_worker(tmp_path):
     """pylibjpeg-rle panics (pyo3's PanicException, a BaseException) on runs past the frame:
     no `except Exception` caught it, so each attempt killed the worker, and `cfia explain`
     printed a traceback."""
-    from cfia.dicom_io import ImageReadError, read_file
-    from cfia.worker import UndecodableImage, read_image
-
     ds = mammogram(1)
     ds.compress(RLELossless)
     ds.Rows, ds.Columns = 128, 104  # the runs hold four times the pixels
-    path = write(ds, tmp_path / "overrun.dcm")
-    with pytest.raises(ImageReadError, match="cannot decode pixel data"):
-        read_file(path)
-    with pytest.raises(UndecodableImage, match="pixel data cannot be decoded"):
-        read_image(path)
+    _unreadable_to_reader_and_worker(write(ds, tmp_path / "overrun.dcm"), "cannot decode pixel data",
+                                     "pixel data cannot be decoded")
 
 
 def test_files_that_would_exhaust_the_reader_are_unreadable_images(tmp_path, monkeypatch):
