@@ -277,7 +277,8 @@ def serve(cfg, config_path: str | None = None) -> int:
     except sqlite3.Error as exc:  # the queue file (or its -wal) another user's, or read-only
         log.error("cannot start", extra={"reason": f"queue {node.spool.queue_file}: {type(exc).__name__}: {exc}"})
         node.stop()
-        return EXIT_CONFIG if any(s in str(exc) for s in ("unable to open", "readonly")) else 1
+        permanent = ("unable to open", "readonly", "not a database", "malformed")  # "locked" may pass
+        return EXIT_CONFIG if any(s in str(exc) for s in permanent) else 1
     try:
         return node.run(stop)
     finally:  # an error in the supervisor must not leave workers (non-daemon) holding the process

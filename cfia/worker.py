@@ -265,7 +265,7 @@ class Worker:
     def _deliver(self, job: Job, folder: Path, fields: dict) -> None:
         if not folder.is_dir():  # lost (e.g. a crash while dead-lettering): never count it as sent
             log.warning("results folder missing, explaining again", extra={**fields, "folder": str(folder)})
-            self.queue.drop_results(job.id, f"results folder missing: {folder}")
+            self.queue.drop_results(job.id, f"results folder missing: {folder}", refund_attempt=job.results is not None)
             return
         destinations = self.routing.destinations_for(job.calling_ae)
         if not destinations:
@@ -308,7 +308,8 @@ class Worker:
         missing = sorted(self.outputs - {f.stem for f in files})
         if missing:
             log.warning("results lack enabled outputs, explaining again", extra={**fields, "missing": ",".join(missing)})
-            self.queue.drop_results(job.id, f"results lack {', '.join(missing)} (outputs changed)")
+            self.queue.drop_results(job.id, f"results lack {', '.join(missing)} (outputs changed)",
+                                    refund_attempt=job.results is not None)  # built by an earlier claim
             return None
         return [f for f in files if f.stem in self.outputs]
 

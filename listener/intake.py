@@ -27,6 +27,7 @@ from .syntaxes import MAMMOGRAPHY_SOP_CLASSES, decodable_transfer_syntaxes
 log = logging.getLogger("cfia.listener")
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 class Intake:
@@ -180,7 +181,8 @@ def handle_accepted(event, intake: Intake) -> None:
     refused = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts} - accepted)
     if not refused:
         return
-    telling = not accepted or any(sop in MAMMOGRAPHY_SOP_CLASSES for sop in refused)
+    storable = accepted - {VERIFICATION}  # an echo stores nothing
+    telling = not storable or any(sop in MAMMOGRAPHY_SOP_CLASSES for sop in refused)
     if telling:
         intake.count("contexts_not_accepted")
     log.log(logging.INFO if telling else logging.DEBUG, "presentation contexts not accepted", extra={

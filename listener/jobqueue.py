@@ -336,14 +336,16 @@ class JobQueue:
                            "ON CONFLICT (key) DO UPDATE SET value = value + 1")
             return requeued
 
-    def drop_results(self, job_id: int, error: str) -> None:
+    def drop_results(self, job_id: int, error: str, refund_attempt: bool = False) -> None:
         """The job's results are gone or built under other outputs: back to `queued`, to be
-        explained again. Not the job's failure: the claim that explains it again is refunded
-        here (a job whose explanation had used its retries was dead-lettered as poison)."""
+        explained again. `refund_attempt` when they were built by an earlier claim (the job was
+        taken to be sent): not the job's failure, so the claim that explains it again is
+        refunded (one whose explanation had used its retries was dead-lettered as poison). Not
+        for results this claim built: a processor that never builds an output would loop."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET state = 'queued', results = NULL, owner = NULL, not_before = 0, "
-                       "attempts = max(attempts - 1, 0), error = ?, updated_at = ? WHERE id = ?",
-                       (error, self._clock(), job_id))
+                       "attempts = attempts - (CASE WHEN ? AND attempts > 0 THEN 1 ELSE 0 END), error = ?, "
+                       "updated_at = ? WHERE id = ?", (refund_attempt, error, self._clock(), job_id))
 
     def failed_ids(self) -> list[int]:
         with self._lock:
@@ -360,7 +362,8 @@ class JobQueue:
             return db.execute(
                 "UPDATE jobs SET state = CASE WHEN results IS NULL THEN 'queued' ELSE 'sending' END, "
                 f"owner = NULL, not_before = 0, {_REFUND}, "
-                "error = CASE WHEN ? THEN error ELSE 'worker died while processing' END, updated_at = ? "
+                "error = CASE WHEN ? OR results IS NOT NULL THEN error ELSE 'worker died while processing' END, "
+                "updated_at = ? "
                 f"WHERE {where}",
                 (refund_attempt, refund_attempt, self._clock(), *args),
             ).rowcount

@@ -115,7 +115,9 @@ def make_ae(settings: ListenerSettings) -> AE:
     ae.require_called_aet = True  # a caller set up with another AE title is told so, not served
     ae.maximum_pdu_size = settings.maximum_pdu_size
     ae.network_timeout = settings.network_timeout
-    ae.acse_timeout = settings.acse_timeout
+    # Under TLS the handshake runs inside the wait for the association request: its own time too.
+    handshake = getattr(settings.ssl_context, "handshake_timeout", 0.0) if settings.ssl_context else 0.0
+    ae.acse_timeout = max(settings.acse_timeout, handshake)
     ae.maximum_associations = settings.max_associations
     return ae
 

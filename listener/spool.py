@@ -10,6 +10,7 @@ power cut, and a reader never sees half a file.
       dead-letter/<job id>/     source, results and reason.json of a failed job
       dead-letter/<job id>.requeued-<time>[-n]/  reason.json of a failed job sent back to the queue
                                 (and its source while the requeue runs)
+      dead-letter/<job id>.other-<time>/  a dead letter of another image under a reused job id
       queue.sqlite              the job queue (listener.jobqueue)
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from io import BytesIO
@@ -109,6 +111,7 @@ class Spool:
     def move_to_dead_letter(self, job_id: int, source: Path, results: Path | None, reason: dict) -> Path:
         """Keep a failed job's files with the reason; nothing is deleted."""
         folder = self.dead_letter / str(job_id)
+        self._set_aside_another_image(folder, job_id, reason.get("sop_instance_uid"))
         folder.mkdir(exist_ok=True, mode=DIR_MODE)
         fsync_folder(self.dead_letter)  # the new folder's entry is durable before the source moves into it
         write_durably(folder / "reason.json", json.dumps(reason, indent=2).encode())
@@ -143,12 +146,22 @@ class Spool:
         shutil.rmtree(folder / "results", ignore_errors=True)
         return self._renamed_retired(folder, job_id, stamp)
 
-    def _renamed_retired(self, folder: Path, job_id: int, stamp: str) -> Path:
-        kept = folder.with_name(f"{job_id}.requeued-{stamp}")
+    def _set_aside_another_image(self, folder: Path, job_id: int, sop_instance_uid) -> None:
+        """A dead letter of another image under this job id (a restored backup of dead-letter/
+        beside a newer queue) is renamed <job id>.other-<time>/, not overwritten."""
+        try:
+            theirs = json.loads((folder / "reason.json").read_text()).get("sop_instance_uid")
+        except (OSError, ValueError, AttributeError):
+            return
+        if sop_instance_uid and theirs and theirs != sop_instance_uid:
+            self._renamed_retired(folder, job_id, time.strftime("%Y%m%dT%H%M%S"), "other")
+
+    def _renamed_retired(self, folder: Path, job_id: int, stamp: str, label: str = "requeued") -> Path:
+        kept = folder.with_name(f"{job_id}.{label}-{stamp}")
         n = 1
         while kept.exists():  # requeued again within the same second: keep both reasons
             n += 1
-            kept = folder.with_name(f"{job_id}.requeued-{stamp}-{n}")
+            kept = folder.with_name(f"{job_id}.{label}-{stamp}-{n}")
         os.rename(folder, kept)
         fsync_folder(self.dead_letter)
         return kept

@@ -309,3 +309,14 @@ def test_bench_commands_refuse_bad_input_in_one_line(folders, tmp_path, module, 
     assert _status(bench.main, args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "error: " in err[-1] and why in err[-1] and "Traceback" not in "\n".join(err), err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")
+def test_explain_bench_refuses_a_configured_cuda_device_without_a_gpu(tmp_path, capsys):
+    """Only --variants was checked: a config asking for cuda made the phantoms, then a traceback."""
+    from cfia.bench import explain as bench
+
+    config = tmp_path / "cuda.yaml"
+    config.write_text("explainer:\n  device: cuda\n")
+    assert _status(bench.main, ["--size", SIZE, "--count", "1", "--config", str(config)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

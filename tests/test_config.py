@@ -141,8 +141,11 @@ def test_serve_exits_78_when_a_restart_cannot_help(tmp_path):
     JobQueue(tmp_path / "odd-spool" / "queue.sqlite").close()
     (tmp_path / "odd-spool" / "queue.sqlite-wal").unlink(missing_ok=True)
     (tmp_path / "odd-spool" / "queue.sqlite-wal").mkdir()  # stands for another user's -wal file
+    (tmp_path / "corrupt-spool").mkdir()
+    (tmp_path / "corrupt-spool" / "queue.sqlite").write_bytes(bytes(range(256)) * 64)
     cases = [({"spool": {"folder": str(tmp_path / "a-file" / "spool")}}, "cannot create the spool folder"),
              ({"spool": {"folder": str(tmp_path / "odd-spool")}}, "unable to open database file"),
+             ({"spool": {"folder": str(tmp_path / "corrupt-spool")}}, "file is not a database"),
              ({"outputs": {k: False for k in ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")},
                "spool": {"folder": str(tmp_path / "spool")}}, "every output is off")]
     for raw, message in cases:

@@ -634,3 +634,30 @@ def test_a_dead_workers_job_says_so_and_a_stopped_ones_keeps_its_error(queue):
     queue.claim("w2")
     assert queue.requeue_running("w2", refund_attempt=True) == 1  # stopped, not killed by the job
     assert queue.get(job).error == "RuntimeError: CUDA out of memory"
+
+
+def test_a_job_failing_under_a_reused_id_sets_the_older_dead_letter_aside(tmp_path):
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    letter = spool.dead_letter / "1"
+    letter.mkdir()
+    (letter / "source.dcm").write_bytes(b"failed image of the old queue")
+    (letter / "reason.json").write_text(json.dumps({"job": 1, "sop_instance_uid": "9.9.9"}))
+    spool.move_to_dead_letter(1, spool.write_incoming(b"new image"), None, {"job": 1, "sop_instance_uid": "1.2.3"})
+    assert (letter / "source.dcm").read_bytes() == b"new image"
+    aside, = spool.dead_letter.glob("1.other-*")
+    assert (aside / "source.dcm").read_bytes() == b"failed image of the old queue"
+
+
+def test_a_crash_keeps_the_send_error_of_a_job_waiting_to_be_sent(queue):
+    """A job whose results are on disk did not die with its worker's explanation: its last
+    send error (what `cfia status` shows) stays."""
+    job = _add(queue)
+    queue.close_all_batches()
+    queue.claim("w")
+    queue.set_results(job, "/spool/results/1", 1.0)
+    queue.retry_later(job, "PACS: connection refused", 0, sending=True)
+    queue.claim("w")
+    assert queue.requeue_running() == 1
+    assert (queue.get(job).state, queue.get(job).error) == ("sending", "PACS: connection refused")

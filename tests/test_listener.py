@@ -660,9 +660,26 @@ def test_sop_classes_refused_at_negotiation_are_named_in_the_log(start_listener,
         associate((CTImageStorage, plain), (BasicTextSRStorage, plain))  # nothing storable
         associate((MG, ["1.2.840.10008.1.2.4.100"]))                     # MPEG2 only: cannot decode
         associate((MG, ["1.2.840.10008.1.2.4.100"]), (MG, plain), (CTImageStorage, plain))  # MG taken
+        associate(("1.2.840.10008.1.1", plain), (CTImageStorage, plain))  # an echo stores nothing
     logged = [r.sop_classes for r in caplog.records if r.getMessage() == "presentation contexts not accepted"]
-    assert logged == [",".join(sorted([CTImageStorage, BasicTextSRStorage])), MG]
-    assert "cfia_contexts_not_accepted_total 2" in prometheus(intake.queue, intake.counts, 1).splitlines()
+    assert logged == [",".join(sorted([CTImageStorage, BasicTextSRStorage])), MG, CTImageStorage]
+    assert "cfia_contexts_not_accepted_total 3" in prometheus(intake.queue, intake.counts, 1).splitlines()
+
+
+def test_under_tls_the_association_request_waits_as_long_as_the_handshake(tmp_path):
+    """The handshake runs inside the wait for the association request: a 10 s ACSE timeout
+    cut a slow handshake short, silently."""
+    import subprocess
+
+    from listener.scp import make_ae
+
+    require_programs("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    context = listener.tls_context(str(cert), str(key), None, timeout=60.0)
+    assert make_ae(ListenerSettings(ssl_context=context, acse_timeout=10.0)).acse_timeout == 60.0
+    assert make_ae(ListenerSettings(acse_timeout=10.0)).acse_timeout == 10.0
 
 
 def test_tcp_connections_closed_unasked_free_their_association_slot_soon(start_listener):

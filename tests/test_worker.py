@@ -754,3 +754,21 @@ def test_retries_used_up_under_a_lowered_max_retries_keep_the_error(tmp_path):
     assert failed.state == "failed" and "RuntimeError: transient GPU error" in failed.error, failed.error
     assert "worker died" not in failed.error
     queue.close()
+
+
+def test_a_processor_that_never_builds_an_enabled_output_uses_up_its_retries(tmp_path, dest):
+    """Re-explaining for a missing output is free only for results an earlier claim built:
+    results this claim built and lack one would re-explain for ever."""
+    from listener.spool import encode
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    no_gsps = blob(Config(outputs=OutputsConfig(gsps=False)))
+    worker = Worker(queue, spool, no_gsps, Routing(fixed=(_to(dest),)), outputs=OBJECT_TYPES, max_retries=1,
+                    backoff=Backoff(base_seconds=0, jitter=0))
+    for _ in range(6):
+        worker.run_once()
+    assert queue.get(job).state == "failed" and "results lack gsps" in queue.get(job).error
+    queue.close()

@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         PhantomOptions(size=args.size).check()
         for name in (args.variants.split(",") if args.variants else []):
             resolve_device(load(args.config, *name.partition(":")[::2]).explainer.device)  # cuda without a GPU
-        load(args.config)
+        resolve_device(load(args.config).explainer.device)
     except ValueError as exc:  # ConfigError, a --size the phantom cannot draw, a device not here
         return refuse(exc)
     with tempfile.TemporaryDirectory() as tmp:
