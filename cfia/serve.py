@@ -201,7 +201,11 @@ class Node:
             self.http.shutdown()
             self.http = None
         if self.queue is not None:
-            log.info("stopped", extra=self.queue.counts())
+            try:
+                counts = self.queue.counts()
+            except sqlite3.Error:  # a corrupt queue, the reason this start failed: said there
+                counts = {}
+            log.info("stopped", extra=counts)
             self.queue.close()
             self.queue = None
         if self._lock_fd is not None:

@@ -308,7 +308,8 @@ class Worker:
         missing = sorted(self.outputs - {f.stem for f in files})
         if missing:
             log.warning("results lack enabled outputs, explaining again", extra={**fields, "missing": ",".join(missing)})
-            self.queue.drop_results(job.id, f"results lack {', '.join(missing)} (outputs changed)",
+            self.queue.drop_results(job.id, f"results lack {', '.join(missing)} (outputs changed, or the processor "
+                                            "does not build it)",
                                     refund_attempt=job.results is not None)  # built by an earlier claim
             return None
         return [f for f in files if f.stem in self.outputs]

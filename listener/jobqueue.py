@@ -245,7 +245,7 @@ class JobQueue:
             earlier = db.execute("SELECT explain_seconds FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if earlier is not None and earlier[0] is not None:
                 _add_to_totals(db, _explain_totals([earlier[0]]))
-            db.execute("UPDATE jobs SET results = ?, explain_seconds = ?, updated_at = ? WHERE id = ?",
+            db.execute("UPDATE jobs SET results = ?, explain_seconds = ?, error = NULL, updated_at = ? WHERE id = ?",
                        (results, explain_seconds, self._clock(), job_id))
 
     def add_delivered(self, job_id: int, destination: str) -> None:

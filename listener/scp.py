@@ -32,6 +32,7 @@ class ListenerSettings:
     network_timeout: float = 60.0
     # A connection holds one of max_associations until its association request comes: pynetdicom
     # keeps one its peer closed unasked (a TCP port check) until this runs out (its default 30 s).
+    # Under TLS the handshake and the request must both come within it.
     acse_timeout: float = 10.0
     max_associations: int = 10  # open at once; more are rejected (transient: the sender retries)
     max_dataset_bytes: int = 256 << 20  # one received dataset; beyond it the association is aborted
@@ -115,9 +116,9 @@ def make_ae(settings: ListenerSettings) -> AE:
     ae.require_called_aet = True  # a caller set up with another AE title is told so, not served
     ae.maximum_pdu_size = settings.maximum_pdu_size
     ae.network_timeout = settings.network_timeout
-    # Under TLS the handshake runs inside the wait for the association request: its own time too.
-    handshake = getattr(settings.ssl_context, "handshake_timeout", 0.0) if settings.ssl_context else 0.0
-    ae.acse_timeout = max(settings.acse_timeout, handshake)
+    # Also bounds a TLS handshake, which runs inside the wait for the association request: a
+    # longer timer for it would let a port check's failed handshake hold a slot as long.
+    ae.acse_timeout = settings.acse_timeout
     ae.maximum_associations = settings.max_associations
     return ae
 

@@ -143,9 +143,18 @@ def test_serve_exits_78_when_a_restart_cannot_help(tmp_path):
     (tmp_path / "odd-spool" / "queue.sqlite-wal").mkdir()  # stands for another user's -wal file
     (tmp_path / "corrupt-spool").mkdir()
     (tmp_path / "corrupt-spool" / "queue.sqlite").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "malformed-spool").mkdir()
+    queue = JobQueue(tmp_path / "malformed-spool" / "queue.sqlite")
+    for i in range(200):
+        queue.add(f"/spool/{i}.dcm", f"1.2.{i}", "1.2", "x", "MOD", "b")
+    queue.close()
+    data = bytearray((tmp_path / "malformed-spool" / "queue.sqlite").read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # every page but the first
+    (tmp_path / "malformed-spool" / "queue.sqlite").write_bytes(bytes(data))
     cases = [({"spool": {"folder": str(tmp_path / "a-file" / "spool")}}, "cannot create the spool folder"),
              ({"spool": {"folder": str(tmp_path / "odd-spool")}}, "unable to open database file"),
              ({"spool": {"folder": str(tmp_path / "corrupt-spool")}}, "file is not a database"),
+             ({"spool": {"folder": str(tmp_path / "malformed-spool")}}, "malformed"),
              ({"outputs": {k: False for k in ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")},
                "spool": {"folder": str(tmp_path / "spool")}}, "every output is off")]
     for raw, message in cases:

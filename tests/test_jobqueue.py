@@ -661,3 +661,14 @@ def test_a_crash_keeps_the_send_error_of_a_job_waiting_to_be_sent(queue):
     queue.claim("w")
     assert queue.requeue_running() == 1
     assert (queue.get(job).state, queue.get(job).error) == ("sending", "PACS: connection refused")
+
+
+def test_results_on_disk_clear_the_error_of_an_earlier_attempt(queue):
+    """`cfia status` showed a failed first explanation's error against a job explained fine."""
+    job = _add(queue)
+    queue.close_all_batches()
+    queue.claim("w")
+    queue.retry_later(job, "RuntimeError: transient GPU error", 0)
+    queue.claim("w")
+    queue.set_results(job, "/spool/results/1", 1.0)
+    assert queue.get(job).error is None

@@ -666,20 +666,28 @@ def test_sop_classes_refused_at_negotiation_are_named_in_the_log(start_listener,
     assert "cfia_contexts_not_accepted_total 3" in prometheus(intake.queue, intake.counts, 1).splitlines()
 
 
-def test_under_tls_the_association_request_waits_as_long_as_the_handshake(tmp_path):
-    """The handshake runs inside the wait for the association request: a 10 s ACSE timeout
-    cut a slow handshake short, silently."""
+def test_under_tls_a_port_check_also_frees_its_association_slot_soon(start_listener, tmp_path):
+    """The handshake runs inside the wait for the association request: a timer raised to the
+    handshake's 60 s let each failed handshake of a port check hold a slot that long."""
+    import socket
+    import ssl
     import subprocess
-
-    from listener.scp import make_ae
+    import time
 
     require_programs("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
-    context = listener.tls_context(str(cert), str(key), None, timeout=60.0)
-    assert make_ae(ListenerSettings(ssl_context=context, acse_timeout=10.0)).acse_timeout == 60.0
-    assert make_ae(ListenerSettings(acse_timeout=10.0)).acse_timeout == 10.0
+    port, _ = start_listener(ssl_context=listener.tls_context(str(cert), str(key), None), max_associations=2,
+                             acse_timeout=1.0)
+    for _ in range(3):
+        socket.create_connection(("127.0.0.1", port)).close()
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    start = time.monotonic()
+    poll(lambda: echo(port, tls_args=(client, "localhost")) == 0x0000, timeout=30,
+         what="a TLS association accepted after the closed connections")
+    assert time.monotonic() - start < 10
+
 
 
 def test_tcp_connections_closed_unasked_free_their_association_slot_soon(start_listener):

@@ -129,7 +129,8 @@ def main(argv=None) -> int:
         PhantomOptions(size=args.size).check()
         for name in (args.variants.split(",") if args.variants else []):
             resolve_device(load(args.config, *name.partition(":")[::2]).explainer.device)  # cuda without a GPU
-        resolve_device(load(args.config).explainer.device)
+        if not args.variants:  # each variant names its own device
+            resolve_device(load(args.config).explainer.device)
     except ValueError as exc:  # ConfigError, a --size the phantom cannot draw, a device not here
         return refuse(exc)
     with tempfile.TemporaryDirectory() as tmp:
