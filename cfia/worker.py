@@ -192,6 +192,8 @@ class Worker:
             reason = str(letter_data.get("reason") or "dead-lettered")
         except (OSError, ValueError, AttributeError):
             letter_data, reason = None, "dead-lettered (its reason.json cannot be read)"
+        if letter_data is not None and letter_data.get("sop_instance_uid") not in (None, job.sop_instance_uid):
+            return False  # another image's, under a reused job id: this job goes on (and is set aside by it)
         results = self.spool.results / str(job.id)
         if letter_data is not None and results.is_dir():  # moved after the source: stopped in between
             self.spool.move_to_dead_letter(job.id, self.spool.locate(job.path), results, letter_data)

@@ -772,3 +772,22 @@ def test_a_processor_that_never_builds_an_enabled_output_uses_up_its_retries(tmp
         worker.run_once()
     assert queue.get(job).state == "failed" and "results lack gsps" in queue.get(job).error
     queue.close()
+
+
+def test_another_images_dead_letter_under_the_jobs_id_is_not_taken_for_its_own(tmp_path):
+    """A dead-letter/ restored beside a newer queue: job 1's source missing (a retry case)
+    was recorded failed with the other image's reason."""
+    from listener.spool import encode
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    job = queue.add(str(spool.write_incoming(encode(mammogram(3)))), "1.2.3", "1.2", MG, "MOD", "a")[0]
+    queue.close_batch("a")
+    spool.locate(queue.get(job).path).unlink()  # its source gone (retried, then dead-lettered)
+    letter = spool.dead_letter / str(job)
+    letter.mkdir()
+    (letter / "reason.json").write_text(json.dumps({"job": job, "sop_instance_uid": "9.9.9", "reason": "theirs"}))
+    Worker(queue, spool, blob(Config()), Routing(), backoff=Backoff(base_seconds=0, jitter=0)).run_once()
+    assert queue.get(job).error != "theirs" and "cannot read source" in queue.get(job).error
+    assert json.loads((letter / "reason.json").read_text())["reason"] == "theirs"
+    queue.close()
