@@ -29,6 +29,8 @@ def start(host: str, port: int, health: Callable[[], tuple[bool, dict]], metrics
                     self._reply(200, "text/plain; version=0.0.4", metrics())
                 else:
                     self._reply(404, "text/plain", "not found\n")
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting: nothing to tell
+                pass
             except Exception:
                 log.exception("http handler error")
                 self._reply(500, "text/plain", "internal error\n")

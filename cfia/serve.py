@@ -32,6 +32,11 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 
 ASSOCIATION_DRAIN_SECONDS = 10.0
 
+# The C-STORE handlers record jobs on the server's connection, one at a time: a queue another
+# process holds locked is answered 0xA700 after this, before senders' timeouts (and the
+# listener's own 60 s network timeout) abort them, which then left their images half-accepted.
+LISTENER_QUEUE_BUSY_SECONDS = 10.0
+
 # A supervisor step failing again the same way (the queue's disk full) is logged with its
 # traceback the first time, then as one short line at most this often.
 REPEATED_FAILURE_LOG_SECONDS = 60.0
@@ -62,6 +67,7 @@ class Node:
         self.cfg = cfg
         self.spool = Spool(cfg.spool.folder)
         self.queue: JobQueue | None = None
+        self._reader: JobQueue | None = None  # /healthz and /metrics: not behind a C-STORE's wait
         self.intake: Intake | None = None
         self.server = None
         self.http = None
@@ -75,7 +81,9 @@ class Node:
             raise OSError(exc.errno, f"cannot create the spool folder {self.spool.root} (spool.folder): "
                                      f"{exc.strerror or exc}") from exc
         self._take_lock()
-        self.queue = JobQueue(self.spool.queue_file, quiet_seconds=self.cfg.listener.study_quiet_seconds)
+        self.queue = JobQueue(self.spool.queue_file, quiet_seconds=self.cfg.listener.study_quiet_seconds,
+                              busy_seconds=LISTENER_QUEUE_BUSY_SECONDS)
+        self._reader = JobQueue(self.spool.queue_file, read_only=True)
         self._recover()
         self.intake = Intake(self.spool, self.queue)
         # Ports first: a busy one stops the start before any worker loads its models (stop() closes
@@ -149,13 +157,13 @@ class Node:
 
     def health(self) -> tuple[bool, dict]:
         alive = self.pool.alive() if self.pool else 0
-        counts = self.queue.counts()
+        counts = self._reader.counts()
         ok = alive == self.cfg.workers.count and self.server is not None
         return ok, {"status": "ok" if ok else "degraded", "workers_alive": alive,
                     "workers_configured": self.cfg.workers.count, "queue": counts}
 
     def metrics(self) -> str:
-        return status.prometheus(self.queue, dict(self.intake.counts), self.pool.alive() if self.pool else 0)
+        return status.prometheus(self._reader, dict(self.intake.counts), self.pool.alive() if self.pool else 0)
 
     def prune(self) -> int:
         """Delete queue rows of jobs delivered more than spool.keep_done_days ago."""
@@ -188,7 +196,7 @@ class Node:
     def stop(self) -> None:
         """Idempotent: serve() calls it again on the way out, whatever happened; a call with
         nothing left to stop logs nothing (a part that failed to stop is retried)."""
-        if all(part is None for part in (self.server, self.pool, self.http, self.queue, self._lock_fd)):
+        if all(part is None for part in (self.server, self.pool, self.http, self.queue, self._reader, self._lock_fd)):
             return
         log.info("stopping: no new associations")
         if self.server is not None:
@@ -208,6 +216,9 @@ class Node:
             log.info("stopped", extra=counts)
             self.queue.close()
             self.queue = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -122,9 +122,11 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, path: str | Path, quiet_seconds: float = 30.0, clock=time.time, read_only: bool = False):
+    def __init__(self, path: str | Path, quiet_seconds: float = 30.0, clock=time.time, read_only: bool = False,
+                 busy_seconds: float = 60.0):
         """`read_only` (`cfia status`): open an existing queue without writing anything,
-        so a spool on a read-only file system can still be read."""
+        so a spool on a read-only file system can still be read. `busy_seconds`: how long
+        a write waits for another process's write lock before it fails."""
         self.path = Path(path)
         self.quiet_seconds = quiet_seconds
         self._clock = clock
@@ -136,7 +138,7 @@ class JobQueue:
         # Owner-only, like the spooled images (UIDs and AE titles are in it); SQLite gives
         # its -wal and -shm files the database file's mode.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, timeout=busy_seconds, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged image survives a power cut

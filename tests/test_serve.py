@@ -412,3 +412,58 @@ def test_an_idle_http_client_does_not_hold_a_thread_for_ever():
             s.close()
     finally:
         server.shutdown()
+
+
+def test_health_and_metrics_answer_while_a_store_waits_on_a_locked_queue(tmp_path):
+    """/healthz and /metrics read through the C-STORE handlers' connection: while one waited on
+    a queue another process held locked, the monitor got no answer at all."""
+    import sqlite3
+    import threading
+
+    from cfia.config import from_dict
+    from cfia.serve import Node
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    node = Node(from_dict({"spool": {"folder": str(spool.root)}, "listener": {"port": 0}}))
+    node.queue = JobQueue(spool.queue_file, busy_seconds=30)
+    node._reader = JobQueue(spool.queue_file, read_only=True)
+    node.intake = type("Intake", (), {"counts": {}})()
+    other = sqlite3.connect(spool.queue_file, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write lock
+    store = threading.Thread(target=node.queue.add, args=("/spool/a.dcm", "1.2.3", "1.2", "x", "MOD", "b"), daemon=True)
+    store.start()  # waits for SQLite while holding the connection's lock, as a C-STORE handler would
+    answers = []
+    probe = threading.Thread(target=lambda: answers.append((node.health(), node.metrics())), daemon=True)
+    probe.start()
+    probe.join(5)
+    other.execute("ROLLBACK")
+    store.join(30)
+    assert answers and answers[0][0][1]["queue"]["pending"] == 0 and "cfia_received_total" in answers[0][1]
+    node.queue.close()
+    node._reader.close()
+
+
+def test_a_store_on_a_queue_locked_longer_than_its_busy_time_is_refused_not_held(tmp_path):
+    """The listener's connection waited 60 s, longer than senders' timeouts and its own network
+    timeout: senders were aborted, and their images were queued after all."""
+    import sqlite3
+    import time
+
+    import listener
+    from listener import Intake, ListenerSettings, Spool, statuses
+    from node_helpers import mammogram, push
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file, busy_seconds=0.5)
+    server = listener.start(ListenerSettings(port=0), Intake(spool, queue))
+    other = sqlite3.connect(spool.queue_file, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        start = time.monotonic()
+        assert push(server.server_address[1], [mammogram(1)]) == [statuses.OUT_OF_RESOURCES]
+        assert time.monotonic() - start < 10 and list(spool.incoming.iterdir()) == []
+    finally:
+        other.execute("ROLLBACK")
+        server.shutdown()
+        queue.close()
