@@ -12,8 +12,9 @@ from typing import Optional
 
 import numpy as np
 from pydicom.multival import MultiValue
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from listener.checks import inflates_beyond, larger_codestream, too_large_image
+from listener.checks import inflates_beyond, pixel_data_refusal, too_large_image
 
 
 # Modalities a mammogram can come as: MG, a CR or DX acquisition, a secondary capture (OT).
@@ -136,16 +137,13 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
 
 
 def pixel_data_problem(ds) -> Optional[str]:
-    """What the listener refuses before decoding (listener.checks), for files read here."""
-    element = ds["PixelData"] if "PixelData" in ds else None
-    if element is None:
+    """What the listener refuses before decoding (listener.checks), for files read here; a
+    file without a transfer syntax is taken as uncompressed."""
+    if "PixelData" not in ds:
         return None
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_encapsulated:
-        return larger_codestream(ds)
-    if element.is_undefined_length:  # pydicom reads it as native data shifted by the item headers
-        return "encapsulated pixel data under an uncompressed syntax"
-    return None
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) or ExplicitVRLittleEndian
+    refusal = pixel_data_refusal(ds, UID(syntax))
+    return refusal.reason if refusal else None
 
 
 def _one_line(text: str, limit: int = 300) -> str:

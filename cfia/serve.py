@@ -250,14 +250,8 @@ class _RepeatedFailure:
 
 
 def _letter_of(folder, job) -> bool:
-    """Whether a dead-letter folder is this job's: its reason.json names the job's instance.
-    Folder names are job ids, which a restored backup or a new queue may give to other images."""
-    if job is None:
-        return False
-    try:
-        return json.loads((folder / "reason.json").read_text()).get("sop_instance_uid") == job.sop_instance_uid
-    except (OSError, ValueError, AttributeError):
-        return False
+    """Whether a dead-letter folder is this job's: its reason.json names the job's instance."""
+    return job is not None and Spool.letter_instance(folder) == job.sop_instance_uid
 
 
 def _bind(which: str, host: str, port: int, start):

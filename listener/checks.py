@@ -56,13 +56,11 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID,
     too_large = too_large_image(ds)
     if too_large:
         return Refusal(statuses.TOO_LARGE, too_large)
-    if transfer_syntax.is_encapsulated:
-        if not _looks_encapsulated(ds.PixelData):
-            return Refusal(statuses.NOT_ENCAPSULATED, "pixel data is not encapsulated")
-        larger = larger_codestream(ds)
-        return Refusal(statuses.TOO_LARGE, larger) if larger else None
-    if ds["PixelData"].is_undefined_length:  # PS3.5 A.4: only compressed data is encapsulated
-        return Refusal(statuses.PIXEL_LENGTH_MISMATCH, "encapsulated pixel data under an uncompressed syntax")
+    if transfer_syntax.is_encapsulated and not _looks_encapsulated(ds.PixelData):
+        return Refusal(statuses.NOT_ENCAPSULATED, "pixel data is not encapsulated")
+    refusal = pixel_data_refusal(ds, transfer_syntax)
+    if refusal is not None or transfer_syntax.is_encapsulated:
+        return refusal
     expected = _native_length(ds)
     actual = len(ds.PixelData)
     # Odd lengths are padded to even, and some writers add a few bytes more, which the
@@ -81,6 +79,17 @@ def too_large_image(ds: Dataset) -> Optional[str]:
         return "Rows, Columns or NumberOfFrames is not a number"
     if max(rows, columns) > MAX_SIDE or frames > 1:
         return f"{rows}x{columns}x{frames} pixels; at most one frame of {MAX_SIDE}x{MAX_SIDE}"
+    return None
+
+
+def pixel_data_refusal(ds: Dataset, transfer_syntax: UID) -> Optional[Refusal]:
+    """What a decoder would get wrong, found without decoding (here and in cfia.dicom_io for
+    files): a codestream declaring more pixels than the header, native data wrapped in items."""
+    if transfer_syntax.is_encapsulated:
+        larger = larger_codestream(ds)
+        return Refusal(statuses.TOO_LARGE, larger) if larger else None
+    if ds["PixelData"].is_undefined_length:  # PS3.5 A.4: only compressed data is encapsulated
+        return Refusal(statuses.PIXEL_LENGTH_MISMATCH, "encapsulated pixel data under an uncompressed syntax")
     return None
 
 

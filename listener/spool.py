@@ -24,7 +24,7 @@ import uuid
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -146,13 +146,20 @@ class Spool:
         shutil.rmtree(folder / "results", ignore_errors=True)
         return self._renamed_retired(folder, job_id, stamp)
 
+    @staticmethod
+    def letter_instance(folder: Path) -> Optional[str]:
+        """The SOP Instance UID a dead letter's reason.json names; None when it names none or
+        cannot be read. Folder names are job ids, which a restored backup or a new queue may
+        give to other images."""
+        try:
+            return json.loads((folder / "reason.json").read_text()).get("sop_instance_uid")
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def _set_aside_another_image(self, folder: Path, job_id: int, sop_instance_uid) -> None:
         """A dead letter of another image under this job id (a restored backup of dead-letter/
         beside a newer queue) is renamed <job id>.other-<time>/, not overwritten."""
-        try:
-            theirs = json.loads((folder / "reason.json").read_text()).get("sop_instance_uid")
-        except (OSError, ValueError, AttributeError):
-            return
+        theirs = self.letter_instance(folder)
         if sop_instance_uid and theirs and theirs != sop_instance_uid:
             self._renamed_retired(folder, job_id, time.strftime("%Y%m%dT%H%M%S"), "other")
 
