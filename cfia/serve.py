@@ -208,6 +208,9 @@ class Node:
         if self.http is not None:
             self.http.shutdown()
             self.http = None
+        if self._reader is not None:  # before the writer: the last connection closed removes the WAL
+            self._reader.close()
+            self._reader = None
         if self.queue is not None:
             try:
                 counts = self.queue.counts()
@@ -216,9 +219,6 @@ class Node:
             log.info("stopped", extra=counts)
             self.queue.close()
             self.queue = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

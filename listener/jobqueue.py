@@ -128,6 +128,7 @@ class JobQueue:
         so a spool on a read-only file system can still be read. `busy_seconds`: how long
         a write waits for another process's write lock before it fails."""
         self.path = Path(path)
+        self.read_only = read_only
         self.quiet_seconds = quiet_seconds
         self._clock = clock
         self._lock = threading.Lock()  # one connection, shared by the SCP's threads
@@ -156,7 +157,15 @@ class JobQueue:
             self._db.execute("ALTER TABLE jobs ADD COLUMN refused_by TEXT NOT NULL DEFAULT '{}'")
 
     def close(self) -> None:
+        """A writer moves the WAL into the database file first, so that a stopped node's
+        queue.sqlite alone holds every job (the documented backup copies only that file);
+        a reader still open elsewhere may keep it from finishing, which loses nothing."""
         with self._lock:
+            if not self.read_only:
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass
             self._db.close()
 
     @contextmanager

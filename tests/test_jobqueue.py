@@ -140,6 +140,27 @@ def test_status_reads_a_queue_without_writing_it(tmp_path):
         ro.close()
 
 
+def test_a_closed_writer_leaves_every_job_in_the_database_file(tmp_path):
+    """The backup copies queue.sqlite of a stopped node: the jobs were left in queue.sqlite-wal
+    when a reader (/healthz's, or a `cfia status`) was still open as the writer closed."""
+    import shutil
+    import sqlite3
+
+    q = JobQueue(tmp_path / "q.sqlite")
+    reader = JobQueue(tmp_path / "q.sqlite", read_only=True)
+    q.add("/spool/a.dcm", "1.2.3", "1.2", "x", "MOD", "b")
+    assert reader.counts()["pending"] == 1
+    q.close()
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "q.sqlite", tmp_path / "copy" / "q.sqlite")  # the database file alone
+    reader.close()
+    db = sqlite3.connect(tmp_path / "copy" / "q.sqlite")
+    try:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+    finally:
+        db.close()
+
+
 def test_retry_later_waits_and_finish_counts(queue):
     a = _add(queue)
     queue.close_batch("a")

@@ -444,6 +444,23 @@ def test_health_and_metrics_answer_while_a_store_waits_on_a_locked_queue(tmp_pat
     node._reader.close()
 
 
+def test_a_stopped_node_leaves_no_write_ahead_log(tmp_path):
+    """Node.stop closed the writer before /healthz's reader: the last connection, read-only,
+    could not remove queue.sqlite-wal, and a stopped node's spool looked half-written."""
+    from cfia.config import from_dict
+    from cfia.serve import Node
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    node = Node(from_dict({"spool": {"folder": str(spool.root)}, "listener": {"port": 0}}))
+    node.queue = JobQueue(spool.queue_file)
+    node._reader = JobQueue(spool.queue_file, read_only=True)
+    node.queue.add("/spool/a.dcm", "1.2.3", "1.2", "x", "MOD", "b")
+    node._reader.counts()
+    node.stop()
+    assert sorted(p.name for p in spool.root.iterdir() if p.name.startswith("queue")) == [spool.queue_file.name]
+
+
 def test_a_store_on_a_queue_locked_longer_than_its_busy_time_is_refused_not_held(tmp_path):
     """The listener's connection waited 60 s, longer than senders' timeouts and its own network
     timeout: senders were aborted, and their images were queued after all."""
