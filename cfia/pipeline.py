@@ -234,7 +234,9 @@ def settings_digest(cfg: Config) -> str:
     instead of overwriting those of the old one."""
     fed = {k: v for k, v in config_mod.to_dict(cfg.models.classifier).items() if k not in ("kind", "path", "network", "network_args")}
     inpainter = config_mod.to_dict(cfg.models.inpainter)
-    if cfg.models.inpainter.kind == "learned" and Path(cfg.models.inpainter.path).exists():
+    if cfg.models.inpainter.kind != "learned":  # the path and the learned-only keys are not read
+        inpainter = {"kind": cfg.models.inpainter.kind}
+    elif Path(cfg.models.inpainter.path).exists():
         inpainter["path"] = content_digest(cfg.models.inpainter.path)
     explainer = {k: v for k, v in config_mod.to_dict(cfg.explainer).items() if k != "device"}
     text = json.dumps({"classifier": fed, "inpainter": inpainter, "explainer": explainer}, sort_keys=True)

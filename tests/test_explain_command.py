@@ -563,6 +563,10 @@ def test_result_uids_follow_the_inpainter_and_explainer_settings_and_a_bundle_is
         assert settings_digest(from_dict(changed)) != digest, fed  # another reading of the same weights
     weights.write_bytes(b"two")
     assert settings_digest(from_dict(base)) != digest
+    # A classical inpainter reads no file: where the install or the config lies must not matter.
+    telea = [settings_digest(from_dict({"models": {"inpainter": {"kind": "telea", "path": str(tmp_path / where)}}}))
+             for where in ("a.pt", "b.pt")]
+    assert telea[0] == telea[1]
     bundle = tmp_path / "bundle"
     (bundle / "models").mkdir(parents=True)
     (bundle / "models" / "model.pt").write_bytes(b"weights")
