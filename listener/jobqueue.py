@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 CREATE INDEX IF NOT EXISTS jobs_uid ON jobs (sop_instance_uid, state);
+-- claim() finds rows stamped in the future (a wall clock stepped back) without a scan.
+CREATE INDEX IF NOT EXISTS jobs_changed ON jobs (state, updated_at);
 -- What pruned done rows (and requeued failed ones) contributed to the all-time
 -- metrics, so they never go down.
 CREATE TABLE IF NOT EXISTS pruned_totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
@@ -228,6 +230,7 @@ class JobQueue:
         so a steady stream of new images does not hold it back for ever."""
         now = self._clock()
         with self._tx() as db:
+            _undo_clock_step_back(db, now)
             self._promote_quiet_batches(db, now)
             row = db.execute(
                 "SELECT * FROM jobs WHERE state IN ('queued', 'sending') AND not_before <= ? "
@@ -456,6 +459,21 @@ class JobQueue:
         return {"buckets": [(b, int(n) + int(pruned.get(f"explain_le_{b}", 0))) for b, n in zip(EXPLAIN_BUCKETS, le)],
                 "count": int(count) + int(pruned.get("explain_count", 0)),
                 "sum": float(total) + pruned.get("explain_sum", 0.0)}
+
+
+def _undo_clock_step_back(db: sqlite3.Connection, now: float) -> None:
+    """Undo a backward step of the wall clock (NTP, `date -s`) for the rows still waiting.
+    Stamps written before the step lie in the future: a retry's not_before held its job, and
+    a pending image's received_at its study's quiet period, back by the size of the step,
+    across restarts too. A row last changed after `now` can only come from such a step: its
+    retry waits its delay again from now (retry_later writes not_before and updated_at
+    together), and its quiet period restarts (add writes received_at and updated_at together)."""
+    db.execute(
+        "UPDATE jobs SET received_at = min(received_at, ?), "
+        "not_before = CASE WHEN not_before > ? THEN ? + max(0, not_before - updated_at) ELSE not_before END, "
+        "updated_at = ? WHERE state IN ('pending', 'queued', 'sending') AND updated_at > ?",
+        (now, now, now, now, now),
+    )
 
 
 _HISTOGRAM_SQL = ("SELECT count(*), total(explain_seconds), "

@@ -180,6 +180,38 @@ def test_retry_later_waits_and_finish_counts(queue):
     assert queue.recent_errors() == []  # finishing clears the error
 
 
+STEP_BACK = 3 * 3600.0  # an NTP step: the wall clock set back 3 hours
+
+
+def test_a_clock_stepped_back_holds_a_retry_no_longer_than_its_delay(queue):
+    """The retry times were stamped before the step: they waited 3 h more, across restarts."""
+    resend, reprocess = _add(queue, "1.1"), _add(queue, "1.2")
+    queue.close_batch("a")
+    for _ in range(2):
+        queue.claim("w")
+    queue.set_results(resend, "/r", 2.0)
+    queue.retry_later(resend, "destination down", 300, sending=True)
+    queue.retry_later(reprocess, "RuntimeError: transient GPU error", 60)
+    queue.clock.now -= STEP_BACK
+    assert queue.claim("w") is None  # each still waits its delay, from now
+    queue.clock.now += 61
+    assert queue.claim("w").id == reprocess
+    assert queue.claim("w") is None
+    queue.clock.now += 240
+    assert queue.claim("w").id == resend
+
+
+def test_a_clock_stepped_back_restarts_an_open_associations_quiet_period(queue):
+    """The images' receipt times lay 3 h ahead: the study stayed pending for 3 h."""
+    _add(queue, "1.1", "a")
+    queue.clock.now -= STEP_BACK
+    assert queue.claim("w") is None
+    queue.clock.now += 29
+    assert queue.claim("w") is None
+    queue.clock.now += 2  # quiet for 31 s since the step
+    assert queue.claim("w").sop_instance_uid == "1.1"
+
+
 def test_prune_done_deletes_only_old_delivered_jobs(queue):
     old, recent, failed, waiting = (_add(queue, uid) for uid in ("1.1", "1.2", "1.3", "1.4"))
     queue.close_batch("a")
