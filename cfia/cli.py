@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -58,6 +59,22 @@ def _output_folder(path: str, flag: str = "--out", create: bool = True) -> Path:
         except OSError as exc:
             raise UsageError(f"{flag} {out}: cannot write in the output folder ({exc.strerror})") from None
     return out
+
+
+def _check_creatable(out: Path, *also: Path) -> None:
+    """Before the work: --out's folder made and each file creatable in it (a name longer
+    than the file system's NAME_MAX, a folder that cannot be written); an earlier run's file
+    is left as it is, to be replaced at the end."""
+    _output_folder(str(out.parent))
+    for path in (out, *also):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot create {path.name} ({exc.strerror})") from None
+        os.close(fd)
+        os.unlink(path)
 
 
 MODEL_FILES = ("classifier.pt", "classifier.ts", "classifier.json")
@@ -220,8 +237,10 @@ def cmd_evaluate(args) -> int:
             raise UsageError(f"--alter: {args.alter!r} is not one of {', '.join(named)}")
         alter = named[args.alter]
     out = Path(args.out)
-    if out.suffix.lower() == ".png" or out.is_dir():
+    if out.suffix.lower() == ".png" or os.path.isdir(out):  # isdir: a name too long is no folder, said below
         raise UsageError(f"--out {out}: the report's JSON file (its figure goes beside it as .png)")
+    figure = ev.figure_path(out)
+    _check_creatable(out, figure)
     pipeline = _pipeline(cfg, methods)
     if args.passes is not None:
         pipeline = ev.with_passes(pipeline, args.passes)
@@ -235,7 +254,7 @@ def cmd_evaluate(args) -> int:
 
     def checkpoint(partial):
         if not partial["cases"]:  # the run has started (its data passed the checks): drop the earlier figure
-            out.with_suffix(".png").unlink(missing_ok=True)
+            figure.unlink(missing_ok=True)
         ev.write_report(partial, out, command)
 
     with tqdm(total=total, desc="evaluate", unit="img") as bar:
@@ -250,7 +269,6 @@ def cmd_evaluate(args) -> int:
             raise UsageError(f"stopped; the cases done so far are in {out} (\"complete\": false), "
                              "a new run starts over") from None
     ev.write_report(report, out, command)
-    figure = out.with_suffix(".png")
     figure_note = f"figure {figure}" if ev.save_figure(rows, figure) else "no figure (no case)"
     print(ev.table(report["summary"]))
     if report.get("summary_by_kind"):
@@ -310,7 +328,13 @@ def cmd_serve(args) -> int:
 
 def _check_queue_file(spool) -> None:
     """One line, exit 2, when the spool has no queue or cannot be looked into: the unit
-    makes the spool 0700 for its own user, so an operator's own account cannot."""
+    makes the spool 0700 for its own user, so an operator's own account cannot; or when the
+    queue's full path is too long for SQLite."""
+    from .files import sqlite_path_problem
+
+    too_long = sqlite_path_problem(spool.queue_file)
+    if too_long:
+        raise UsageError(f"cannot read the job queue {too_long}: choose a shorter spool.folder")
     try:
         there = spool.queue_file.exists()
     except OSError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -285,14 +286,29 @@ def machine() -> str:
             f"{torch.__version__}, {torch.get_num_threads()} threads, Python {sys.version.split()[0]}")
 
 
+def figure_path(out: Path) -> Path:
+    """The report's figure beside it: a `.json` suffix replaced by `.png`, any other name with
+    `.png` appended (with_suffix made eval-2026.12.07 and eval-2026.12.08 share eval-2026.12.png)."""
+    if out.suffix.lower() == ".json":
+        return out.with_suffix(".png")
+    return out.with_name(out.name + ".png")
+
+
 def write_report(report: dict, out: Path, command: str) -> None:
     """Written whole, then renamed (a stop mid-write keeps the last one); NaN and infinity,
     which JSON has not, as null."""
     report = dict(report, command=command, machine=machine())
+    text = json.dumps(_finite(report), indent=1, default=float, allow_nan=False)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(report), indent=1, default=float, allow_nan=False))
-    tmp.replace(out)
+    # A short name of its own, not out.name + ".tmp": --out may already be as long as a name can be.
+    tmp = out.with_name(f".cfia-report-{secrets.token_hex(8)}.tmp")
+    try:
+        with open(tmp, "x") as fh:
+            fh.write(text)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _number(value) -> float:

@@ -23,6 +23,7 @@ from listener import Intake, JobQueue, ListenerSettings, Spool
 
 from . import config as config_mod
 from . import http, logs, status
+from .files import sqlite_path_problem
 from .workers import EXIT_CONFIG, WorkerPool
 
 log = logging.getLogger("cfia.serve")
@@ -75,6 +76,9 @@ class Node:
         self._lock_fd: int | None = None
 
     def start(self) -> None:
+        too_long = sqlite_path_problem(self.spool.queue_file)
+        if too_long:  # before the folder is made: SQLite's own error would say only "unable to open"
+            raise OSError(errno.ENAMETOOLONG, f"the job queue {too_long}: choose a shorter spool.folder")
         try:
             self.spool.create()
         except OSError as exc:

@@ -595,3 +595,43 @@ def test_overlay_is_drawn_at_display_size_and_keeps_a_small_region_visible(tmp_p
     parts = (image[:100, :100], saliency[:100, :100], region[1950:2050, 1450:1550], None)
     small = overlay.shrink(*parts, overlay.MAX_SIDE)             # smaller than the display: as it is
     assert all(a is b for a, b in zip(small, parts))
+
+
+def _one_positive_evaluate(tmp_path, small_config) -> list:
+    """`cfia evaluate` arguments but --out: Grad-CAM on one positive phantom."""
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "1", "--seed", "31", "--size", "256x208",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    return ["evaluate", "--data", str(data), "--methods", "gradcam", "--limit", "1", "--threshold", "0",
+            "--config", str(small_config)]
+
+
+def test_evaluate_gives_a_dated_report_its_own_figure(tmp_path, small_config):
+    """A dated --out keeps its whole name in the figure's: with_suffix gave eval-2026.12.07 and
+    eval-2026.12.08 one eval-2026.12.png."""
+    common = _one_positive_evaluate(tmp_path, small_config)
+    evd = tmp_path / "evd"
+    for day in ("07", "08"):
+        assert main([*common, "--out", str(evd / f"eval-2026.12.{day}")]) == 0
+    assert sorted(p.name for p in evd.iterdir()) == ["eval-2026.12.07", "eval-2026.12.07.png",
+                                                     "eval-2026.12.08", "eval-2026.12.08.png"]
+
+
+def test_evaluate_takes_an_out_name_as_long_as_allowed_and_refuses_longer_before_the_work(
+        tmp_path, small_config, capsys):
+    """A 255-byte name works to the end (its temporary file, the name plus .tmp, could not be
+    made: a traceback once the run had started); a name whose report or figure cannot be made
+    stops in one line before any image is explained."""
+    common = _one_positive_evaluate(tmp_path, small_config)
+    evd = tmp_path / "evd"
+    longest = evd / ("r" * 250 + ".json")
+    assert main([*common, "--out", str(longest)]) == 0
+    assert "gradcam" in json.loads(longest.read_text())["summary"]
+    assert (evd / ("r" * 250 + ".png")).stat().st_size > 1000
+    capsys.readouterr()
+    for name, bad in (("s" * 255, "s" * 255 + ".png"), ("t" * 300, "t" * 300)):
+        assert main([*common, "--out", str(evd / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cfia: error: ") and err.count("\n") == 1, err  # no progress bar: nothing explained
+        assert f"cannot create {bad} (File name too long)" in err
+    assert len(list(evd.iterdir())) == 2  # no probe, no temporary file left
