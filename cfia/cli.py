@@ -155,6 +155,7 @@ def cmd_explain(args) -> int:
 
     from . import overlay
     from .dicom_io import ImageReadError, from_dataset, read_dataset
+    from .pipeline import WITHHELD_NOT_LOWER, presented
 
     cfg = load_config(args.config)
     try:
@@ -167,7 +168,8 @@ def cmd_explain(args) -> int:
         _warn_no_objects(args.file, no_objects)
     out = _output_folder(args.out)
     pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
-    result = pipeline.explain(src, args.method)
+    found = pipeline.explain(src, args.method)
+    result = presented(found)  # what the objects show: no region for a negative call
     objects = {}
     if not no_objects:
         try:
@@ -192,17 +194,23 @@ def cmd_explain(args) -> int:
     }
     if no_objects:
         line["dicom_objects_skipped"] = no_objects
+    if result.withheld:
+        line["region_withheld"] = result.withheld
     # A positive call that survives the region's deletion does not rest on that region
     # (e.g. evidence spread over tissue unlike the training data): say so, not only in numbers.
     # No region (e.g. IG's scattered pixels, all below min_region_pixels): nothing was deleted.
     line["call_survives_deletion"] = (bool(min(result.score, result.score_after_deletion) >= CALL_THRESHOLD)
                                       if result.region.any() else None)
-    if not result.region.any() and result.score >= CALL_THRESHOLD:
+    if result.withheld == WITHHELD_NOT_LOWER:
+        print(f"cfia: warning: {args.file}: no salient region: replacing the {result.method} region did not lower "
+              f"the score (p {found.score:.2f} -> {found.score_after_deletion:.2f}): it holds none of the evidence",
+              file=sys.stderr)
+    elif not result.region.any() and result.score >= CALL_THRESHOLD:
         print(f"cfia: warning: {args.file}: no salient region: no part of the {result.method} map above its "
               "threshold is as large as explainer.min_region_pixels", file=sys.stderr)
     elif line["call_survives_deletion"]:
         print(f"cfia: warning: {args.file}: still called positive (p {result.score_after_deletion:.2f}) with the "
-              "salient region replaced: the classifier's evidence is not in that region", file=sys.stderr)
+              "salient region replaced: the region does not hold all of the classifier's evidence", file=sys.stderr)
     print(json.dumps(line))
     return 0
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -48,6 +48,27 @@ class Result:
     display: np.ndarray         # the source as float [0,1] display values (for overlays)
     input_saliency: np.ndarray  # the map on the classifier input grid
     region_forwards: int = 0    # forward-only passes spent keeping the sufficient region
+    withheld: str = ""          # why the region is not shown (see presented); region then empty
+
+
+# Why presented() shows no region; the GSPS note and `cfia explain` say it.
+WITHHELD_NEGATIVE = "the classifier's call is negative"
+WITHHELD_NOT_LOWER = "replacing the region did not lower the score"
+
+
+def presented(result: Result) -> Result:
+    """The result as the objects, the overlay and `cfia explain` show it: no region for a
+    negative call (nothing was found, and an outline reads as a finding), nor for a region
+    whose replacement does not lower the score (it holds none of the evidence). The map is
+    kept; `cfia evaluate` measures the method's own region, before this."""
+    if result.score < CALL_THRESHOLD:
+        reason = WITHHELD_NEGATIVE
+    elif result.region.any() and result.score_after_deletion >= result.score:
+        reason = WITHHELD_NOT_LOWER
+    else:
+        return result
+    return replace(result, region=np.zeros_like(result.region), score_after_deletion=result.score,
+                               withheld=reason)
 
 
 def resolve_device(name: str) -> str:
@@ -195,7 +216,7 @@ class Pipeline:
         A source that cannot carry them raises dicom_out.UnsupportedSource before any
         explaining is spent on it."""
         check_source(ds)
-        return self.result_objects(ds, self.explain(from_dataset(ds)))
+        return self.result_objects(ds, presented(self.explain(from_dataset(ds))))
 
     def result_objects(self, ds, result: Result) -> dict:
         """build_objects; any failure as UnsupportedSource, whose text quotes no header value."""
@@ -211,7 +232,7 @@ class Pipeline:
         info = self.algorithm(result.method)
         expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
                            score_after_deletion=result.score_after_deletion,
-                           positive=bool(result.score >= CALL_THRESHOLD))
+                           positive=bool(result.score >= CALL_THRESHOLD), withheld=result.withheld)
         return build_results(ds, expl, info, enabled)
 
     def algorithm(self, method: str) -> AlgorithmInfo:

@@ -13,7 +13,7 @@ import highdicom as hd
 from . import provenance
 from .geometry import pixel_spacing
 from .model import AlgorithmInfo, Explanation
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, uids_for
+from .series import SERIES_NUMBERS, series_description, add_series_laterality, instance_number, uids_for
 
 LAYER = "CFIA_REGION"
 OUTLINE_COLOR = hd.color.CIELabColor(97.1, -21.6, 94.5)  # yellow, as the BINARY SEG
@@ -49,7 +49,7 @@ def build_gsps(
         graphic_annotations=[annotation],
         graphic_layers=[layer],
         contributing_equipment=[provenance.contributing_equipment(algorithm)],
-        series_description=SERIES_DESCRIPTIONS["gsps"],
+        series_description=series_description("gsps", explanation),
         presentation_lut_transformation=_presentation_lut(source),
     )
     add_series_laterality(gsps, source)
@@ -103,11 +103,17 @@ def region_outlines(region: np.ndarray) -> list[np.ndarray]:
 
 
 def _note(source: Dataset, explanation: Explanation, algorithm: AlgorithmInfo) -> hd.pr.TextObject:
+    text = f"{algorithm.name} {algorithm.method}: {explanation.class_name} score {explanation.score:.2f}"
+    if explanation.positive is False:
+        text += " (classifier negative)"
     if explanation.region.any():
-        text = (f"{algorithm.name} {algorithm.method}: {explanation.class_name} score "
-                f"{explanation.score:.2f}, {explanation.score_after_deletion:.2f} without outlined region")
+        text += f", {explanation.score_after_deletion:.2f} without outlined region"
+    elif explanation.positive is False:
+        text += ", no region outlined"
+    elif explanation.withheld:
+        text += f", no region outlined: {explanation.withheld}"
     else:
-        text = f"{algorithm.name} {algorithm.method}: {explanation.class_name} score {explanation.score:.2f}, no salient region"
+        text += ", no salient region"
     rows, cols = int(source.Rows), int(source.Columns)
     # Top band of the image, full width: viewers clip or wrap text to the box.
     box = (1.0, 1.0, float(cols - 1), float(max(2, min(rows - 1, rows // 12))))

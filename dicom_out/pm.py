@@ -10,7 +10,7 @@ from . import codes, provenance
 from .geometry import nominal_geometry_note, with_nominal_geometry
 from .model import AlgorithmInfo, Explanation
 from .series import (
-    SERIES_DESCRIPTIONS, SERIES_NUMBERS, add_series_laterality, instance_number, stable_dimension_organization, uids_for,
+    SERIES_NUMBERS, series_description, add_series_laterality, instance_number, stable_dimension_organization, uids_for,
 )
 from .uids import derived_uid
 
@@ -38,7 +38,7 @@ def build_parametric_map(source: Dataset, explanation: Explanation, algorithm: A
         # ImagerPixelSpacing if need be): highdicom prefers the source's over an argument.
         image_flavor="STATIC",  # one 2D projection, not a VOLUME
         contributing_equipment=[provenance.contributing_equipment(algorithm)],
-        series_description=SERIES_DESCRIPTIONS["parametric_map"],
+        series_description=series_description("parametric_map", explanation),
     )
     _declare_nominal_geometry(pm, source)
     add_series_laterality(pm, source)
@@ -49,7 +49,7 @@ def build_parametric_map(source: Dataset, explanation: Explanation, algorithm: A
 def _value_mapping(algorithm: AlgorithmInfo) -> hd.pm.RealWorldValueMapping:
     return hd.pm.RealWorldValueMapping(
         lut_label=LUT_LABEL,
-        lut_explanation=f"{algorithm.name} saliency ({algorithm.method}): 1 = region drives the score"[:64],
+        lut_explanation=f"{algorithm.name} saliency ({algorithm.method}): 1 = strongest in this image"[:64],
         unit=codes.NO_UNITS,
         value_range=(0.0, 1.0),
         slope=1.0,
@@ -59,7 +59,8 @@ def _value_mapping(algorithm: AlgorithmInfo) -> hd.pm.RealWorldValueMapping:
 
 
 def _windows(saliency: np.ndarray) -> hd.VOILUTTransformation:
-    """Full range first (comparable across images), then the map's own range.
+    """Full range first, then the map's own range. Every map is scaled to its own strongest
+    value, so 1 means the strongest in this image, not a given effect on the score.
 
     LINEAR_EXACT because LINEAR's "-0.5" and "width-1" terms assume integer pixels and
     collapse a window of width 1 over float data to black-and-white.

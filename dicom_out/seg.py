@@ -11,7 +11,7 @@ from . import codes, provenance
 from .geometry import add_segmentation_display_geometry, pixel_measures, with_pixel_measures
 from .model import AlgorithmInfo, Explanation
 from .uids import derived_uid
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, stable_dimension_organization, uids_for
+from .series import SERIES_NUMBERS, series_description, instance_number, stable_dimension_organization, uids_for
 
 SEGMENT_NUMBER = 1
 MAX_FRACTIONAL_VALUE = 255  # 8-bit quantisation: saliency error <= 1/510
@@ -24,7 +24,7 @@ def build_fractional_seg(source: Dataset, explanation: Explanation, algorithm: A
     segment = _segment(source, algorithm, "saliency", codes.SALIENCY, SALIENCY_COLOR)
     return _segmentation(
         source, explanation.saliency.astype(np.float32), "FRACTIONAL", segment, algorithm,
-        "fractional_seg", "CFIA_SALIENCY",
+        "fractional_seg", "CFIA_SALIENCY", explanation,
     )
 
 
@@ -32,7 +32,7 @@ def build_binary_seg(source: Dataset, explanation: Explanation, algorithm: Algor
     """The salient region as a BINARY segmentation; an empty region gives an empty frame."""
     segment = _segment(source, algorithm, "salient region", codes.SALIENT_REGION, REGION_COLOR)
     return _segmentation(
-        source, explanation.region, "BINARY", segment, algorithm, "binary_seg", "CFIA_REGION",
+        source, explanation.region, "BINARY", segment, algorithm, "binary_seg", "CFIA_REGION", explanation,
     )
 
 
@@ -64,6 +64,7 @@ def _segmentation(
     algorithm: AlgorithmInfo,
     object_type: str,
     content_label: str,
+    explanation: Explanation,
 ) -> hd.seg.Segmentation:
     uids = uids_for(source, object_type, algorithm)
     seg = hd.seg.Segmentation(
@@ -86,7 +87,7 @@ def _segmentation(
         # Keep the one frame even if it is empty, so frame 1 always exists for references.
         omit_empty_frames=False,
         contributing_equipment=[provenance.contributing_equipment(algorithm)],
-        series_description=SERIES_DESCRIPTIONS[object_type],
+        series_description=series_description(object_type, explanation),
         coding_schemes=codes.coding_schemes() if _uses_local_codes(segment) else None,
     )
     # No series Laterality here: a SEG carries no BodyPartExamined, so dciodvfy forbids it.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
-from .model import AlgorithmInfo
+from .model import AlgorithmInfo, Explanation
 from .uids import ObjectUIDs, derived_uid, object_uids
 
 OBJECT_TYPES = ("fractional_seg", "binary_seg", "parametric_map", "sr", "gsps")
@@ -15,8 +15,15 @@ SERIES_DESCRIPTIONS = {
     "sr": "cfia explanation report (SR)",
     "gsps": "cfia salient region outline (GSPS)",
 }
+NEGATIVE_CALL = ", classifier negative"  # so a series list says so before anything is displayed
 # Fixed numbers, one per type, so the result series sort together after the source's.
 SERIES_NUMBERS = {"fractional_seg": 9101, "binary_seg": 9102, "parametric_map": 9103, "sr": 9104, "gsps": 9105}
+
+
+def series_description(object_type: str, explanation: Explanation) -> str:
+    """The type's description, marked when the classifier called the image negative: a map of
+    a negative call peaks at 1 like any other and must not be read as a finding."""
+    return SERIES_DESCRIPTIONS[object_type] + (NEGATIVE_CALL if explanation.positive is False else "")
 
 
 def uids_for(source: Dataset, object_type: str, algorithm: AlgorithmInfo) -> ObjectUIDs:

@@ -17,7 +17,7 @@ import highdicom as hd
 from . import codes, provenance
 from .model import AlgorithmInfo, Explanation
 from .seg import SEGMENT_NUMBER, tracking_uid
-from .series import SERIES_DESCRIPTIONS, SERIES_NUMBERS, instance_number, uids_for
+from .series import SERIES_NUMBERS, series_description, instance_number, uids_for
 
 SEG_FRAME = 1  # the BINARY SEG has exactly one frame, kept even when empty
 REFERENCED_SEGMENTATION_FRAME = "121214"  # DCM concept name of TID 1410's segment reference
@@ -66,10 +66,15 @@ def build_sr(
         is_final=False,   # unverified machine output
         is_verified=False,
         contributing_equipment=[provenance.contributing_equipment(algorithm)],
-        series_description=SERIES_DESCRIPTIONS["sr"],
+        series_description=series_description("sr", explanation),
         coding_schemes=codes.coding_schemes(),
     )
     _reference_whole_segment(sr)
+    # highdicom's SR takes only the manufacturer; the other equipment fields, as every object has them.
+    equipment = provenance.equipment_args(algorithm)
+    sr.ManufacturerModelName = equipment["manufacturer_model_name"]
+    sr.SoftwareVersions = equipment["software_versions"]
+    sr.DeviceSerialNumber = equipment["device_serial_number"]
     return sr
 
 

@@ -79,6 +79,48 @@ def test_empty_region_gives_valid_objects(tmp_path):
     assert "no salient region" in annotation.TextObjectSequence[0].UnformattedTextValue
 
 
+def test_a_negative_call_says_so_and_outlines_nothing(tmp_path):
+    """A negative call's objects read like a finding: an outlined region, and maps whose series
+    names did not say the classifier had called the image negative."""
+    from dataclasses import replace
+
+    source = make_source()
+    empty = np.zeros(SIZE, bool)
+    explanation = replace(make_explanation(), region=empty, score=0.08, score_after_deletion=0.08, positive=False,
+                          withheld="the classifier's call is negative")
+    results = build_results(source, explanation, ALGORITHM)
+    for object_type, ds in results.items():
+        assert ds.SeriesDescription.endswith(", classifier negative"), object_type
+        path = tmp_path / f"{object_type}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], object_type
+    note = results["gsps"].GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue
+    assert "classifier negative" in note and "no region outlined" in note
+    assert "GraphicObjectSequence" not in results["gsps"].GraphicAnnotationSequence[0]
+    positive = build_results(source, make_explanation(), ALGORITHM, enabled=["gsps"])["gsps"]
+    assert "negative" not in positive.SeriesDescription
+    with pytest.raises(ValueError, match="withheld region must be empty"):
+        build_results(source, replace(make_explanation(), withheld="why"), ALGORITHM)
+
+
+def test_a_withheld_region_of_a_positive_call_is_explained_in_the_note():
+    from dataclasses import replace
+
+    explanation = replace(make_explanation(region_empty=True), withheld="replacing the region did not lower the score",
+                          positive=True)
+    gsps = build_results(make_source(), explanation, ALGORITHM, enabled=["gsps"])["gsps"]
+    note = gsps.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue
+    assert note.endswith("no region outlined: replacing the region did not lower the score")
+
+
+def test_every_object_names_the_model_in_its_equipment(built):
+    """The SR had only the Manufacturer: a study browser's model column was empty for it."""
+    for object_type, ds in built["default"][2].items():
+        assert ds.ManufacturerModelName == ALGORITHM.model_name, object_type
+        assert ds.DeviceSerialNumber == ALGORITHM.model_version[:64], object_type
+        assert list(ds.SoftwareVersions)[1] == f"model {ALGORITHM.model_version}", object_type
+
+
 # What de-identifying exports strip (deleted, not emptied), one at a time and all at once.
 STRIPPED = {"PatientBirthDate": ["PatientBirthDate"], "StudyDate": ["StudyDate"],
             "PatientOrientation": ["PatientOrientation"],

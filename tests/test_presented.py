@@ -1,0 +1,49 @@
+"""cfia.pipeline.presented: what the objects, the overlay and `cfia explain` show of a result.
+A negative call's region, or one whose replacement does not lower the score, read like a
+finding (an outline on a normal breast, or beside a missed lesion): neither is shown."""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+
+from cfia.pipeline import WITHHELD_NEGATIVE, WITHHELD_NOT_LOWER, Result, presented
+from phantom.dicom import to_dataset
+from phantom.generate import PhantomOptions, make_one
+from test_explain_command import _explain, small_config  # noqa: F401 (a fixture)
+
+
+def _result(score: float, after: float) -> Result:
+    region = np.zeros((8, 8), bool)
+    region[2:5, 2:5] = True
+    saliency = region.astype(np.float32)
+    return Result("cf", saliency, region, score, after, 5, 0.1, saliency, saliency)
+
+
+def test_a_positive_call_keeps_a_region_that_lowers_its_score():
+    result = _result(0.9, 0.2)
+    assert presented(result) is result
+
+
+def test_a_negative_call_shows_no_region_and_deletes_nothing():
+    shown = presented(_result(0.3, 0.1))
+    assert not shown.region.any() and shown.score_after_deletion == 0.3 and shown.withheld == WITHHELD_NEGATIVE
+    assert shown.saliency.any()  # the map is kept
+
+
+def test_a_region_whose_replacement_raises_the_score_is_not_shown():
+    shown = presented(_result(0.6, 0.7))
+    assert not shown.region.any() and shown.score_after_deletion == 0.6 and shown.withheld == WITHHELD_NOT_LOWER
+
+
+def test_explain_outlines_nothing_on_an_image_called_negative(tmp_path, small_config):  # noqa: F811
+    src = tmp_path / "mg.dcm"
+    to_dataset(make_one(2000, 1, PhantomOptions(size=(512, 416), positive_fraction=0.0)), "t:n", 1).save_as(
+        src, enforce_file_format=True)
+    _, line = _explain(src, tmp_path / "out", small_config)
+    assert line["score"] < 0.5  # the case this test is about
+    assert line["region_pixels"] == 0 and line["region_withheld"] == WITHHELD_NEGATIVE
+    assert line["score_after_deletion"] == line["score"]
+    gsps = pydicom.dcmread(tmp_path / "out" / "gsps.dcm")
+    assert "GraphicObjectSequence" not in gsps.GraphicAnnotationSequence[0]
+    assert gsps.SeriesDescription.endswith(", classifier negative")
+    assert np.load(tmp_path / "out" / "saliency.npy").max() > 0
