@@ -320,3 +320,27 @@ def test_explain_bench_refuses_a_configured_cuda_device_without_a_gpu(tmp_path, 
     config.write_text("explainer:\n  device: cuda\n")
     assert _status(bench.main, ["--size", SIZE, "--count", "1", "--config", str(config)]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_sanity_randomises_the_classifier_and_gives_its_trained_weights_back(tmp_path):
+    """python -m cfia.bench.sanity: the map with the trained classifier, then with it fully
+    re-initialised; the pipeline's classifier is the trained one again afterwards."""
+    import torch
+
+    from cfia.bench import sanity
+    from cfia.cli import DEFAULT_CONFIG, load_config, main
+    from cfia.pipeline import Pipeline
+
+    folder = tmp_path / "calcs"
+    assert main(["phantom", "--out", str(folder), "--count", "3", "--seed", "7", "--size", "512x416", "--quiet",
+                 "--positive-fraction", "1", "--lesion-kinds", "calcifications"]) == 0
+    pipeline = Pipeline(load_config(str(DEFAULT_CONFIG)))
+    before = {k: v.clone() for k, v in pipeline.classifier.model.state_dict().items()}
+    report = sanity.run(pipeline, folder, 1, ["gradcam"], 1, 0, 4, 0, progress=lambda s: None)
+    assert len(report["cases"]) == 1
+    assert report["groups"] == [report["blocks_top_down"]]  # one step: every block re-initialised
+    trained, random = report["cases"][0]["steps"]
+    assert trained["p"] >= 0.5 and random["p"] != trained["p"]
+    assert "spearman" in random["maps"]["gradcam"] and "spearman" not in trained["maps"]["gradcam"]
+    after = pipeline.classifier.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
