@@ -155,6 +155,8 @@ def cmd_explain(args) -> int:
 
     from . import overlay
     from .dicom_io import ImageReadError, from_dataset, read_dataset
+    from explain.counterfactual import NoGradient
+
     from .pipeline import WITHHELD_NOT_LOWER, presented
 
     cfg = load_config(args.config)
@@ -168,7 +170,10 @@ def cmd_explain(args) -> int:
         _warn_no_objects(args.file, no_objects)
     out = _output_folder(args.out)
     pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
-    found = pipeline.explain(src, args.method)
+    try:
+        found = pipeline.explain(src, args.method)
+    except NoGradient as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
     result = presented(found)  # what the objects show: no region for a negative call
     objects = {}
     if not no_objects:

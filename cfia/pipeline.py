@@ -22,7 +22,7 @@ from dicom_out.model import LO_MAX
 from explain import metrics
 from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
 from explain.classifier import load_classifier
-from explain.counterfactual import CounterfactualExplainer
+from explain.counterfactual import CounterfactualExplainer, MaskResult, NoGradient
 from explain.inpaint import make_inpainter
 from explain.perturbation import BlurPerturbation, InpaintPerturbation
 from explain.preprocess import display_values
@@ -88,7 +88,7 @@ class Pipeline:
         self.device = resolve_device(e.device)
         self.classifier = load_classifier(c.kind, c.path, c.network, c.network_args, c.class_index,
                                           c.input_size, c.output, in_channels=c.channels, device=self.device,
-                                          input_range=c.input_range, mean=c.mean, std=c.std).validate()
+                                          input_range=c.input_range, mean=c.mean, std=c.std)
         self.classifier.set_precision(e.precision)
         i = cfg.models.inpainter
         if i.kind == "learned":
@@ -121,6 +121,9 @@ class Pipeline:
     # -- explainers -----------------------------------------------------------
     def explainer(self, method: str, e: Optional[ExplainerConfig] = None):
         e = e or self.cfg.explainer
+        if self.classifier.no_gradient and method != "occlusion":  # see Classifier._check_gradient
+            raise ValueError(f"classifier {self.cfg.models.classifier.path}: its output has no gradient with "
+                             f"respect to the image; the {method} method explains by it (occlusion does not)")
         if method in ("cf", "blur"):
             if method == "cf":
                 pert = InpaintPerturbation(self.inpainter, tile=e.tile, refresh_every=e.refresh_every,
@@ -161,7 +164,14 @@ class Pipeline:
         pre = self._preprocess(src)
         x = pre.image[None].to(self.device)
         breast = (pre.breast[None] > 0.5).float().to(self.device)
-        out = self.explainer(method)(x, breast)
+        try:
+            out = self.explainer(method)(x, breast)
+        except NoGradient:
+            p = self.probability(x)
+            if p >= CALL_THRESHOLD:
+                raise
+            # A negative call so sure that its score is flat: no evidence anywhere, a map of zeros.
+            out = MaskResult(mask=torch.zeros_like(x[0, 0]), score=p, score_after=p, passes=1, seconds=0.0)
         input_map = (out.mask if out.saliency is None else out.saliency).detach().float().cpu().numpy()
         saliency = on_source(pre.geometry, input_map)
         region = metrics.salient_region(saliency, self.cfg.explainer.map_region_threshold(method),
@@ -216,7 +226,11 @@ class Pipeline:
         A source that cannot carry them raises dicom_out.UnsupportedSource before any
         explaining is spent on it."""
         check_source(ds)
-        return self.result_objects(ds, presented(self.explain(from_dataset(ds))))
+        try:
+            result = self.explain(from_dataset(ds))
+        except NoGradient as exc:  # the same every time: not one to retry
+            raise UnsupportedSource(f"{exc} (and the classifier calls it positive)") from None
+        return self.result_objects(ds, presented(result))
 
     def result_objects(self, ds, result: Result) -> dict:
         """build_objects; any failure as UnsupportedSource, whose text quotes no header value."""

@@ -8,8 +8,11 @@ MONAI networks + state dicts.
 Every loader validates the model at load time with a dummy forward at input_size:
 a model that wants other input channels, or returns the wrong shape, stops with a
 ValueError naming the model path, what was expected and what it got, instead of
-failing in the middle of a study. Parameters are frozen (requires_grad False) and
-the model is put in eval mode: this is inference; gradients flow to the input only.
+failing in the middle of a study; so does one random at inference (dropout traced in
+training mode), seen on a fixed noisy image, and one without any gradient there nor on a
+blank image (rounded, sign) is warned of and marked `no_gradient`. Parameters are frozen
+(requires_grad False) and the model is put in eval mode: this is inference; gradients
+flow to the input only.
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ class Classifier(nn.Module):
         self.in_channels = int(in_channels)
         self.source = str(source)
         self.num_classes: Optional[int] = None
+        self.no_gradient = False  # validate: no gradient on its probe nor on a blank image
         self.autocast: Optional[torch.dtype] = None  # set_precision
         self._intensity = _intensity(self.in_channels, input_range, mean, std, self.source)
 
@@ -105,11 +109,26 @@ class Classifier(nn.Module):
         """(B,) the logit of class_index (log-odds for a single output): an unbounded score."""
         out = self._run(x)
         if self.output == "probabilities":
-            p = self._probability(out).clamp(1e-6, 1 - 1e-6)
-            return torch.log(p) - torch.log1p(-p)
+            return self._log_odds(out)
         if out.shape[1] == 1:
             return out[:, 0] if self.class_index == 1 else -out[:, 0]
         return out[:, self.class_index]
+
+    def _log_odds(self, out: torch.Tensor) -> torch.Tensor:
+        """log p_c - log(1 - p_c) of a probability output. Over C > 1 classes, 1 - p_c is the
+        sum of the other columns, taken as such: a sure model's p_c rounds to 1 (and a clamp
+        below 1 passes no gradient) while the other classes' probabilities are still far
+        from 0, so the score keeps its slope until those underflow."""
+        if out.shape[1] == 1:
+            p = self._probability(out).clamp(1e-6, 1 - 1e-6)
+            return torch.log(p) - torch.log1p(-p)
+        c, tiny = self.class_index, torch.finfo(out.dtype).tiny  # tiny: log(0) would give nan gradients
+        rest = torch.cat([out[:, :c], out[:, c + 1:]], dim=1).sum(dim=1)
+        return torch.log(out[:, c].clamp(min=tiny)) - torch.log(rest.clamp(min=tiny))
+
+    def _column(self, out: torch.Tensor) -> torch.Tensor:
+        """(B,) the network's own output for the explained class, before any clamp."""
+        return out[:, 0] if out.shape[1] == 1 else out[:, self.class_index]
 
     @property
     def device(self) -> torch.device:
@@ -145,20 +164,59 @@ class Classifier(nn.Module):
             raise ValueError(f"classifier {self.source}: output is configured as probabilities but "
                              f"values are outside [0, 1] (min {out.min().item():.3g}, max {out.max().item():.3g})")
         self.num_classes = int(c)
-        self._check_gradient(rows, cols)
+        probe = self._probe(rows, cols)
+        self._check_repeatable(probe, self._check_gradient(probe))
         return self
 
-    def _check_gradient(self, rows: int, cols: int) -> None:
-        """Every explainer but occlusion differentiates the score with respect to the image:
-        a model that detaches its output would fail mid-study, so fail here instead."""
-        x = torch.zeros(1, 1, rows, cols, device=self.device, requires_grad=True)
+    def _probe(self, rows: int, cols: int) -> torch.Tensor:
+        """(1, 1, rows, cols) mid-grey noise, the same on every start (its own generator, so
+        loading leaves torch's seed alone): unlike zeros, it passes a ReLU's threshold, a
+        breast-mask gate and dropout."""
+        noise = torch.rand(1, 1, rows, cols, generator=torch.Generator().manual_seed(0))
+        return (0.25 + 0.5 * noise).to(self.device)
+
+    def _input_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """d(the explained column)/dx at x, and the output there; ValueError when there is none."""
+        x = x.detach().clone().requires_grad_(True)
         try:
-            self.score(x).sum().backward()
+            out = self._run(x)
+            self._column(out).sum().backward()
         except RuntimeError as exc:
             raise ValueError(f"classifier {self.source}: its score cannot be differentiated with respect to "
                              f"the image ({str(exc).splitlines()[0]})") from None
         if x.grad is None:
             raise ValueError(f"classifier {self.source}: its score does not depend on the image differentiably")
+        return x.grad, out.detach()
+
+    def _check_gradient(self, probe: torch.Tensor) -> torch.Tensor:
+        """Every explainer but occlusion differentiates the score with respect to the image:
+        a model that detaches its output would fail mid-study, so fail here instead. One whose
+        gradient is exactly zero on the probe and on a blank image (a rounded or sign output;
+        a working model's gradient, dead on one of them, a ReLU below its threshold or a gate
+        closed on air, lives on the other) is only warned of and marked `no_gradient`: scoring
+        (--eval-only) and occlusion do not need a gradient, and cf and blur refuse each image
+        where it is nil (explain.counterfactual.NO_GRADIENT); the caller, knowing the method,
+        may refuse it. The raw output is tested, not the clamped score, so a model merely sure
+        of both images is not taken for one without a gradient. Returns the output at the probe."""
+        grad, out = self._input_gradient(probe)
+        self.no_gradient = not grad.any() and not self._input_gradient(torch.zeros_like(probe))[0].any()
+        if self.no_gradient:
+            _log.warning("classifier %s: its output has no gradient with respect to the image, neither on a "
+                         "blank image nor on a noisy mid-grey one (exactly zero: a rounded, thresholded or sign "
+                         "output?); cf and blur will stop on an image where it has none, gradcam and ig come out "
+                         "empty there; occlusion needs no gradient", self.source)
+        return out
+
+    def _check_repeatable(self, probe: torch.Tensor, out: torch.Tensor) -> None:
+        """A second forward of the probe must repeat the first: a model random at inference
+        explains noise. Dropout traced in training mode stays on, eval() cannot reach into a
+        trace; zeros pass dropout unchanged, hence the probe. One forward more at start-up."""
+        with torch.no_grad():
+            again = self._run(probe)
+        if not torch.allclose(out, again, rtol=1e-4, atol=1e-6, equal_nan=True):
+            raise ValueError(f"classifier {self.source}: two forwards of the same image differ (by up to "
+                             f"{(out - again).abs().max().item():.3g}): it is random at inference, e.g. dropout "
+                             "left in training mode; call model.eval() before torch.jit.trace")
 
 
 def _intensity(channels: int, input_range, mean, std, source: str):

@@ -27,6 +27,13 @@ SALIENCY = ("mask", "change")
 # Each map's value above which it forms the region: the change map is scaled to a largest
 # value of 1 and falls off steeply from it (docs/evaluation.md, "The region from the change map").
 REGION_THRESHOLDS = {"mask": 0.5, "change": 0.05}
+class NoGradient(ValueError):
+    """The classifier's score has no gradient at this image (NO_GRADIENT says why it matters)."""
+
+
+NO_GRADIENT = ("the classifier's score has no gradient at this image (exactly zero: a rounded or thresholded "
+               "score, or a probability saturated at 0 or 1, has none); explanations by cf, blur, gradcam and ig "
+               "need one, occlusion does not")
 
 
 @dataclass
@@ -39,6 +46,10 @@ class MaskResult:
     seconds: float
     history: list = field(default_factory=list)  # objective per step
     saliency: Optional[torch.Tensor] = None  # (H,W) the map to report, when it is not the mask
+
+
+def _nonzero(grad: Optional[torch.Tensor]) -> bool:
+    return grad is not None and bool(grad.any())
 
 
 def total_variation(m: torch.Tensor) -> torch.Tensor:
@@ -200,7 +211,9 @@ class CounterfactualExplainer:
         self.images_per_step = 2 if objective == "deletion_preservation" else 1
 
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
-        """x: (1,1,H,W) classifier input; breast: optional (1,1,H,W) {0,1} where M may be non-zero."""
+        """x: (1,1,H,W) classifier input; breast: optional (1,1,H,W) {0,1} where M may be non-zero.
+        NoGradient when the score's gradient is exactly zero at the start: the mask
+        could not move, and its map would be the whole breast."""
         start = time.perf_counter()
         torch.manual_seed(self.seed)
         with torch.no_grad():
@@ -214,9 +227,14 @@ class CounterfactualExplainer:
         while passes + self.images_per_step <= self.max_passes:
             mask = self._upsample(logits, x.shape[-2:], breast)
             counterfactual = self.perturbation.refresh(x, mask.detach(), counterfactual, step)
-            loss = self._loss(x, mask, counterfactual, breast)
+            # A constant start has no pass of its own to check the gradient on: the first step's
+            # gradient reaching the image is that check, at no extra pass.
+            image = x.detach().clone().requires_grad_(True) if step == 0 and self.init_mode == "constant" else x
+            loss = self._loss(image, mask, counterfactual, breast)
             opt.zero_grad()
             loss.backward()
+            if image is not x and not _nonzero(image.grad):
+                raise NoGradient(NO_GRADIENT)
             opt.step()
             if schedule is not None:
                 schedule.step()
@@ -278,7 +296,7 @@ class CounterfactualExplainer:
         if self.init_mode == "constant":
             value = torch.full((1, 1, h, w), self.init, dtype=x.dtype, device=x.device)
             return torch.logit(value).requires_grad_(True), 0
-        value = self._effect_init(x, torch.zeros_like(x), counterfactual, breast, (h, w))
+        value = self._effect_init(x, torch.zeros_like(x), counterfactual, breast, (h, w), start=True)
         return self._logit(value).detach().requires_grad_(True), 1
 
     @staticmethod
@@ -286,17 +304,31 @@ class CounterfactualExplainer:
         """Mask values -> logits, kept finite."""
         return torch.logit(value.clamp(1e-4, 1 - 1e-4))
 
-    def _effect_init(self, x, mask, counterfactual, breast, size, outside=None) -> torch.Tensor:
+    def _effect_init(self, x, mask, counterfactual, breast, size, outside=None, start=False) -> torch.Tensor:
         """Mask values (low resolution) from the first-order effect of deleting each pixel
-        beyond `mask`: init where it is largest, init_floor where it is nil. One pass."""
+        beyond `mask`: init where it is largest, init_floor where it is nil. One pass; at the
+        start, a second one when that effect is nil everywhere, to tell why (_require_gradient)."""
         m = mask.detach().clone().requires_grad_(True)
         grad, = torch.autograd.grad(self.score_fn(self.perturbation.apply(x, m, counterfactual)).sum(), m)
+        if start and not grad.any():
+            self._require_gradient(x)
         effect = (-grad).clamp(min=0)
         for weight in (breast, outside):
             effect = effect if weight is None else effect * weight
         effect = F.adaptive_avg_pool2d(effect, size)
         effect = (effect / effect.max().clamp(min=1e-12)) ** self.init_power
         return self.init_floor + (self.init - self.init_floor) * effect
+
+    def _require_gradient(self, x) -> None:
+        """NoGradient when the score's gradient with respect to the image is zero at x: the mask
+        would never leave its start, and the change map, scaled to its own largest value, would
+        paint the whole breast. (A nil deletion effect with a gradient, a counterfactual equal to
+        the image, is left as it was.)"""
+        image = x.detach().clone().requires_grad_(True)
+        score = self.score_fn(image).sum()
+        grad = torch.autograd.grad(score, image, allow_unused=True)[0] if score.requires_grad else None
+        if not _nonzero(grad):
+            raise NoGradient(NO_GRADIENT)
 
     @staticmethod
     def _upsample(logits, size, breast):

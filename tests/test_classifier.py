@@ -928,3 +928,103 @@ def test_a_model_file_name_longer_than_a_dicom_long_string_is_cut_in_the_objects
     objects = pipeline.process(mammogram(1))
     names = {ds.ManufacturerModelName for ds in objects.values() if "ManufacturerModelName" in ds}
     assert names == {path.name[:61] + "..."}
+
+
+class _SoftmaxPair(nn.Module):
+    """Two softmax probabilities whose log-odds is k * (mean - 0.5)."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        odds = self.k * (x.mean(dim=(1, 2, 3))[:, None] - 0.5)
+        return torch.softmax(torch.cat([-odds / 2, odds / 2], dim=1), dim=1)
+
+
+def test_a_sure_softmax_probability_model_keeps_its_score_and_gradient(tmp_path):
+    """output: probabilities over two classes: the score is log p1 - log p0, the clamped
+    log-odds it was where p is not saturated; where p1 rounds to 1 (log-odds 20) it is still
+    20 and still has a gradient (a clamp below 1 gave 13.8 and none: an empty map)."""
+    x = torch.full((2, 1, *SIZE), 0.525) + 0.01 * torch.rand(2, 1, *SIZE)
+    odds = x.mean(dim=(1, 2, 3)) - 0.5
+    for k in (4.0, 800.0):
+        path = tmp_path / f"softmax{int(k)}.ts"
+        torch.jit.trace(_SoftmaxPair(k), torch.zeros(1, 1, *SIZE)).save(str(path))
+        clf = load_classifier("torchscript", path, input_size=SIZE, output="probabilities")
+        xg = x.clone().requires_grad_(True)
+        score = clf.score(xg)
+        torch.testing.assert_close(score, k * odds, rtol=1e-4, atol=1e-4)
+        if k == 4.0:  # not saturated: what the clamped form gave
+            p = clf.probability(x)
+            torch.testing.assert_close(score.detach(), torch.log(p) - torch.log1p(-p), rtol=1e-5, atol=1e-5)
+        else:
+            assert bool((clf.probability(x) == 1.0).all())  # p1 rounds to 1 in float32
+        grad, = torch.autograd.grad(score.sum(), xg)
+        torch.testing.assert_close(grad, torch.full_like(x, k / x[0].numel()), rtol=1e-3, atol=0)
+
+
+class _Rounded(nn.Module):
+    def forward(self, x):
+        return torch.round(8 * x.mean(dim=(1, 2, 3))[:, None] - 4)
+
+
+class _Sign(nn.Module):
+    def forward(self, x):
+        return torch.sign(x.mean(dim=(1, 2, 3))[:, None] - 0.5) * 3
+
+
+class _Gated(nn.Module):
+    """No gradient on a blank image (its ReLU is below threshold there), one on tissue."""
+
+    def forward(self, x):
+        return torch.relu(x - 0.1).mean(dim=(1, 2, 3))[:, None] * 8 - 2
+
+
+class _Dark(nn.Module):
+    """A gradient on a blank image, none on mid-grey tissue."""
+
+    def forward(self, x):
+        return torch.relu(0.1 - x).mean(dim=(1, 2, 3))[:, None] * 8 - 2
+
+
+def test_a_model_whose_gradient_is_zero_everywhere_is_marked_and_warned_of_at_load(tmp_path, caplog):
+    """A rounded or sign score differentiates to exactly zero: it loaded silently, and cf or blur
+    then reported the whole breast. It still loads (scoring and occlusion need no gradient), with
+    a warning naming it and `no_gradient` set for a caller that explains by the gradient. A model
+    whose gradient is dead on one of the two test images (blank, noisy mid-grey) but not the
+    other is neither."""
+    for name, model in (("rounded", _Rounded()), ("sign", _Sign()), ("gated", _Gated()), ("dark", _Dark())):
+        torch.jit.trace(model, torch.rand(1, 1, *SIZE)).save(str(tmp_path / f"{name}.ts"))
+    for name, none in (("rounded", True), ("sign", True), ("gated", False), ("dark", False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="cfia.explain"):
+            clf = load_classifier("torchscript", tmp_path / f"{name}.ts", input_size=SIZE)
+        warned = [r.getMessage() for r in caplog.records if "has no gradient" in r.getMessage()]
+        assert [f"{name}.ts" in w for w in warned] == ([True] if none else []), name
+        assert clf.no_gradient is none
+
+
+class _Dropped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(x).mean(dim=(1, 2, 3))[:, None] * 4 - 2
+
+
+def test_a_model_random_at_inference_is_refused_at_load(tmp_path):
+    """Dropout traced in training mode stays on in the trace (eval() cannot reach it), so
+    every forward differs; on the all-zero dummy input it did not show. Traced in eval mode,
+    or scripted (eval() reaches a script), the same network loads."""
+    x = torch.rand(1, 1, *SIZE)
+    torch.jit.trace(_Dropped().train(), x, check_trace=False).save(str(tmp_path / "train.ts"))
+    torch.jit.trace(_Dropped().eval(), x).save(str(tmp_path / "eval.ts"))
+    torch.jit.script(_Dropped().train()).save(str(tmp_path / "script.ts"))
+    with pytest.raises(ValueError, match=r"train\.ts: two forwards of the same image differ.*"
+                                         r"model\.eval\(\) before torch\.jit\.trace"):
+        load_classifier("torchscript", tmp_path / "train.ts", input_size=SIZE)
+    for name in ("eval", "script"):
+        clf = load_classifier("torchscript", tmp_path / f"{name}.ts", input_size=SIZE)
+        assert torch.equal(clf(x), clf(x))

@@ -544,3 +544,24 @@ def test_a_mask_that_settles_with_the_call_standing_is_reseeded():
     assert plain.score_after > 0.5
     assert settled.passes > plain.passes and all(float(settled.mask[c]) > 0.5 for c in centres)
     assert settled.score_after < 0.5
+
+
+class RoundedBlobDetector(BlobDetector):
+    """The detector's logits rounded: a score whose gradient is exactly zero everywhere."""
+
+    def forward(self, x):
+        return torch.round(super().forward(x))
+
+
+@pytest.mark.parametrize("perturbation", [InpaintPerturbation(mean_fill, tile=16), BlurPerturbation(sigma=6.0)])
+@pytest.mark.parametrize("init_mode", ["constant", "gradient"])
+def test_a_score_without_gradient_at_the_image_stops_the_explainer(planted, perturbation, init_mode):
+    """The mask never left its start and the change map, scaled to its own largest value, showed
+    the whole breast as the explanation: now a ValueError that says why. A rounded score has no
+    gradient anywhere; the plain detector has none on a blank image (its ReLU is dead there)."""
+    x, _ = planted
+    for model, image in ((RoundedBlobDetector(), x), (BlobDetector(), torch.zeros_like(x))):
+        explainer = CounterfactualExplainer(score_fn(model), perturbation, mask_scale=4, max_passes=10,
+                                            init_mode=init_mode, init=0.9, saliency="change")
+        with pytest.raises(ValueError, match="the classifier's score has no gradient at this image"):
+            explainer(image)

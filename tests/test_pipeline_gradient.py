@@ -1,0 +1,63 @@
+"""A classifier whose score is flat at an image (a rounded output, a saturated probability):
+cf and blur cannot move their mask there, and their map had been the whole breast."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cfia.config import from_dict
+from cfia.dicom_io import from_dataset
+from cfia.pipeline import Pipeline
+from dicom_out import UnsupportedSource
+from phantom.dicom import to_dataset
+from phantom.generate import PhantomOptions, make_one
+
+SIZE = (64, 48)
+
+
+class Gated(torch.nn.Module):
+    """Logit `base`, plus a slope only where the input's mean is above 0.45: flat on a
+    mammogram (mostly air and padding), not on the loader's mid-grey probe."""
+
+    def __init__(self, base: float):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        return (self.base + 40.0 * torch.relu(x.mean(dim=(2, 3)) - 0.45)).reshape(-1, 1)
+
+
+class Rounded(torch.nn.Module):
+    def forward(self, x):
+        return torch.round(x.mean(dim=(2, 3)) * 4.0).reshape(-1, 1)
+
+
+def _pipeline(tmp_path, net, method="cf") -> Pipeline:
+    path = tmp_path / "net.ts"
+    torch.jit.script(net).save(str(path))
+    return Pipeline(from_dict({
+        "models": {"classifier": {"kind": "torchscript", "path": str(path), "input_size": list(SIZE)},
+                   "inpainter": {"kind": "telea"}},
+        "explainer": {"method": method, "max_passes": 4}}))
+
+
+def _mammogram():
+    ds = to_dataset(make_one(3, 0, PhantomOptions(size=(256, 208), positive_fraction=0.0)), "t:g", 0)
+    return ds, from_dataset(ds)
+
+
+def test_a_negative_call_with_a_flat_score_has_an_empty_map(tmp_path):
+    result = _pipeline(tmp_path, Gated(-20.0)).explain(_mammogram()[1])
+    assert result.score < 0.5 and result.saliency.max() == 0 and not result.region.any()
+
+
+def test_a_positive_call_with_a_flat_score_is_a_permanent_failure_that_says_why(tmp_path):
+    with pytest.raises(UnsupportedSource, match="no gradient at this image"):
+        _pipeline(tmp_path, Gated(20.0)).process(_mammogram()[0])
+
+
+def test_a_model_without_any_gradient_is_refused_for_the_methods_that_need_one(tmp_path):
+    with pytest.raises(ValueError, match="no gradient with respect to the image; the cf method"):
+        _pipeline(tmp_path, Rounded())
+    pipeline = _pipeline(tmp_path, Rounded(), method="occlusion")
+    assert pipeline.explain(_mammogram()[1]).saliency.shape == (256, 208)
