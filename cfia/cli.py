@@ -199,8 +199,9 @@ def cmd_explain(args) -> int:
     }
     if no_objects:
         line["dicom_objects_skipped"] = no_objects
-    if result.withheld:
-        line["region_withheld"] = result.withheld
+    if result.withheld:  # what the method's own region was, and what deleting it did
+        line.update(region_withheld=result.withheld, method_region_pixels=int(found.region.sum()),
+                    method_score_after_deletion=round(found.score_after_deletion, 6))
     # A positive call that survives the region's deletion does not rest on that region
     # (e.g. evidence spread over tissue unlike the training data): say so, not only in numbers.
     # No region (e.g. IG's scattered pixels, all below min_region_pixels): nothing was deleted.

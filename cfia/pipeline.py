@@ -49,6 +49,8 @@ class Result:
     input_saliency: np.ndarray  # the map on the classifier input grid
     region_forwards: int = 0    # forward-only passes spent keeping the sufficient region
     withheld: str = ""          # why the region is not shown (see presented); region then empty
+    logit: float = float("nan")        # the explained class's log-odds before, and with the whole
+    logit_after: float = float("nan")  # region deleted: p saturates at 1.0 long before they do
 
 
 # Why presented() shows no region; the GSPS note and `cfia explain` say it.
@@ -63,8 +65,8 @@ def presented(result: Result) -> Result:
     kept; `cfia evaluate` measures the method's own region, before this."""
     if result.score < CALL_THRESHOLD:
         reason = WITHHELD_NEGATIVE
-    elif result.region.any() and result.score_after_deletion >= result.score:
-        reason = WITHHELD_NOT_LOWER
+    elif result.region.any() and result.score_after_deletion >= result.score and not result.logit_after < result.logit:
+        reason = WITHHELD_NOT_LOWER  # by the log-odds where given: a sure model's p is 1.0 either side
     else:
         return result
     return replace(result, region=np.zeros_like(result.region), score_after_deletion=result.score,
@@ -115,8 +117,7 @@ class Pipeline:
         return lambda x: clf.probability(x)
 
     def probability(self, x: torch.Tensor) -> float:
-        with torch.no_grad():
-            return float(self.classifier.probability(x)[0])
+        return self._scores(x)[0]
 
     # -- explainers -----------------------------------------------------------
     def explainer(self, method: str, e: Optional[ExplainerConfig] = None):
@@ -177,23 +178,26 @@ class Pipeline:
         region = metrics.salient_region(saliency, self.cfg.explainer.map_region_threshold(method),
                                         self._min_region_source(pre.geometry))
         # One measure for every method (blur's own deletion, a blurred region, is not it).
-        region, after, forwards = self._region_deleted(x, pre.geometry, region)
+        (region, after, forwards), logit_after = self._region_deleted(x, pre.geometry, region)
         # Always report the probability, whatever score the method explained.
-        return Result(method, saliency, region, self.probability(x), float(after), out.passes,
-                      time.perf_counter() - start, display_image(src), input_map, forwards)
+        p, logit = self._scores(x)
+        return Result(method, saliency, region, p, float(after), out.passes, time.perf_counter() - start,
+                      display_image(src), input_map, forwards, logit=logit, logit_after=logit_after)
 
-    def _region_deleted(self, x, geometry, region: np.ndarray) -> tuple[np.ndarray, float, int]:
-        """The region to report (source grid), the probability once it is deleted, and the
-        forward passes spent choosing it (its sufficient components, when configured)."""
+    def _region_deleted(self, x, geometry, region: np.ndarray) -> tuple[tuple[np.ndarray, float, int], float]:
+        """(The region to report (source grid), the probability once it is deleted, the forward
+        passes spent choosing it (its sufficient components, when configured)), and the
+        log-odds with the whole region deleted (the one reported unless the deletion took the
+        call away)."""
         def without(r: np.ndarray) -> float:
             return self._score_without(x, geometry, r)
 
-        after = without(region)
+        after, logit_after = self._scores_without(x, geometry, region)
         e = self.cfg.explainer
         if not e.sufficient_region:
-            return region, after, 0
+            return (region, after, 0), logit_after
         kept = sufficient_region(region, after, without, CALL_THRESHOLD, e.sufficient_margin, e.sufficient_forwards)
-        return kept.region, kept.score_after, kept.forwards
+        return (kept.region, kept.score_after, kept.forwards), logit_after
 
     def _preprocess(self, src: SourceImage):
         return src.to_input(self.cfg.models.classifier.input_size)
@@ -210,16 +214,25 @@ class Pipeline:
         return self._score_without(pre.image[None].to(self.device), pre.geometry, region)
 
     def _score_without(self, x: torch.Tensor, geometry, region_source: np.ndarray) -> float:
-        """The source-grid region mapped to the input grid; exactly its pixels take the
-        inpainter's fill (the hole it fills is the region grown by 2 px, for context); every
-        other pixel is the image's."""
+        return self._scores_without(x, geometry, region_source)[0]
+
+    def _scores_without(self, x: torch.Tensor, geometry, region_source: np.ndarray) -> tuple[float, float]:
+        """The probability and log-odds with the region deleted: the source-grid region mapped
+        to the input grid; exactly its pixels take the inpainter's fill (the hole it fills is
+        the region grown by 2 px, for context); every other pixel is the image's."""
         region_in = geometry.to_input(region_source.astype(np.float32)) > 0.5
         region = torch.from_numpy(region_in)[None, None].to(x.device)
         if not region.any():
-            return self.probability(x)
+            return self._scores(x)
         perturbation = InpaintPerturbation(self.inpainter)
         filled = perturbation.fill_region(x, region, x)
-        return self.probability(perturbation.apply(x, region.float(), filled))
+        return self._scores(perturbation.apply(x, region.float(), filled))
+
+    def _scores(self, x: torch.Tensor) -> tuple[float, float]:
+        """The explained class's probability and log-odds, from one forward pass."""
+        with torch.no_grad():
+            out = self.classifier(x)
+            return float(self.classifier.probability_of(out)[0]), float(self.classifier.logit_of(out)[0])
 
     def process(self, ds) -> dict:
         """A pydicom Dataset -> the enabled DICOM result objects (object type -> Dataset).

@@ -49,7 +49,7 @@ def build_parametric_map(source: Dataset, explanation: Explanation, algorithm: A
 def _value_mapping(algorithm: AlgorithmInfo) -> hd.pm.RealWorldValueMapping:
     return hd.pm.RealWorldValueMapping(
         lut_label=LUT_LABEL,
-        lut_explanation=f"{algorithm.name} saliency ({algorithm.method}): 1 = strongest in this image"[:64],
+        lut_explanation=f"{algorithm.name} saliency ({algorithm.method}): relative within this image"[:64],
         unit=codes.NO_UNITS,
         value_range=(0.0, 1.0),
         slope=1.0,
@@ -59,8 +59,8 @@ def _value_mapping(algorithm: AlgorithmInfo) -> hd.pm.RealWorldValueMapping:
 
 
 def _windows(saliency: np.ndarray) -> hd.VOILUTTransformation:
-    """Full range first, then the map's own range. Every map is scaled to its own strongest
-    value, so 1 means the strongest in this image, not a given effect on the score.
+    """Full range first, then the map's own range. A map is relative within its image (most are
+    scaled to peak near 1): a value is no given effect on the score.
 
     LINEAR_EXACT because LINEAR's "-0.5" and "width-1" terms assume integer pixels and
     collapse a window of width 1 over float data to black-and-white.

@@ -95,9 +95,10 @@ class Classifier(nn.Module):
         return self._run(x)
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
-        return self._probability(self._run(x))
+        return self.probability_of(self._run(x))
 
-    def _probability(self, out: torch.Tensor) -> torch.Tensor:
+    def probability_of(self, out: torch.Tensor) -> torch.Tensor:
+        """(B,) the explained class's probability, from the network's output."""
         if out.shape[1] == 1:
             p = out[:, 0] if self.output == "probabilities" else torch.sigmoid(out[:, 0])
             return p if self.class_index == 1 else 1.0 - p
@@ -107,7 +108,10 @@ class Classifier(nn.Module):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) the logit of class_index (log-odds for a single output): an unbounded score."""
-        out = self._run(x)
+        return self.logit_of(self._run(x))
+
+    def logit_of(self, out: torch.Tensor) -> torch.Tensor:
+        """score() from the network's output."""
         if self.output == "probabilities":
             return self._log_odds(out)
         if out.shape[1] == 1:
@@ -120,7 +124,7 @@ class Classifier(nn.Module):
         below 1 passes no gradient) while the other classes' probabilities are still far
         from 0, so the score keeps its slope until those underflow."""
         if out.shape[1] == 1:
-            p = self._probability(out).clamp(1e-6, 1 - 1e-6)
+            p = self.probability_of(out).clamp(1e-6, 1 - 1e-6)
             return torch.log(p) - torch.log1p(-p)
         c, tiny = self.class_index, torch.finfo(out.dtype).tiny  # tiny: log(0) would give nan gradients
         rest = torch.cat([out[:, :c], out[:, c + 1:]], dim=1).sum(dim=1)

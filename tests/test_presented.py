@@ -3,6 +3,8 @@ A negative call's region, or one whose replacement does not lower the score, rea
 finding (an outline on a normal breast, or beside a missed lesion): neither is shown."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pydicom
 
@@ -35,6 +37,14 @@ def test_a_region_whose_replacement_raises_the_score_is_not_shown():
     assert not shown.region.any() and shown.score_after_deletion == 0.6 and shown.withheld == WITHHELD_NOT_LOWER
 
 
+def test_a_sure_models_region_that_lowers_its_log_odds_is_shown_though_p_stays_1():
+    """p is 1.0 in float32 once the logit passes about 17: a region that took the logit from 19
+    to 17 was withheld as one that did not lower the score."""
+    result = _result(1.0, 1.0)
+    assert presented(replace(result, logit=19.0, logit_after=17.3)).region.any()
+    assert presented(replace(result, logit=19.0, logit_after=19.5)).withheld == WITHHELD_NOT_LOWER
+
+
 def test_explain_outlines_nothing_on_an_image_called_negative(tmp_path, small_config):  # noqa: F811
     src = tmp_path / "mg.dcm"
     to_dataset(make_one(2000, 1, PhantomOptions(size=(512, 416), positive_fraction=0.0)), "t:n", 1).save_as(
@@ -43,6 +53,7 @@ def test_explain_outlines_nothing_on_an_image_called_negative(tmp_path, small_co
     assert line["score"] < 0.5  # the case this test is about
     assert line["region_pixels"] == 0 and line["region_withheld"] == WITHHELD_NEGATIVE
     assert line["score_after_deletion"] == line["score"]
+    assert line["method_region_pixels"] >= 0 and 0 <= line["method_score_after_deletion"] <= 1
     gsps = pydicom.dcmread(tmp_path / "out" / "gsps.dcm")
     assert "GraphicObjectSequence" not in gsps.GraphicAnnotationSequence[0]
     assert gsps.SeriesDescription.endswith(", classifier negative")
