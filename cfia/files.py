@@ -56,9 +56,10 @@ def _files(folder: Path, above: frozenset = frozenset()) -> Iterator[Path]:
 
 
 def sqlite_path_problem(path: str | Path) -> Optional[str]:
-    """Why SQLite cannot open a database at `path` (its full path, symlinks resolved, too long),
-    or None."""
-    length = len(os.fsencode(os.path.realpath(path)))
+    """Why SQLite cannot open a database at `path` (its full path, as written or with its
+    symlinks resolved, too long), or None."""
+    # SQLite builds the path as written and resolves each symlink as it reaches it: both count.
+    length = max(len(os.fsencode(os.path.abspath(path))), len(os.fsencode(os.path.realpath(path))))
     if length <= SQLITE_PATH_LIMIT:
         return None
     return (f"{path}: its full path is {length} bytes; SQLite opens a database at most {SQLITE_PATH_LIMIT} "

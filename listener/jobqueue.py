@@ -165,6 +165,9 @@ class JobQueue:
         with self._lock:
             if not self.read_only:
                 try:
+                    # TRUNCATE holds the write lock while it waits for readers: with a busy timeout
+                    # of 0 it gives up at once instead of making the listener's stores wait.
+                    self._db.execute("PRAGMA busy_timeout = 0")
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error:
                     pass

@@ -120,3 +120,17 @@ def test_status_and_requeue_name_the_sqlite_path_limit(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("cfia: error: ") and err.count("\n") == 1, err
         assert f"at most {SQLITE_PATH_LIMIT} bytes" in err and "unable to open" not in err
+
+
+def test_a_long_written_path_to_a_short_folder_is_too_long_as_well(tmp_path):
+    """SQLite builds the path as written and resolves a symlink only when it reaches it: a
+    long path ending in a link to a short folder fails to open too."""
+    short = tmp_path / "short"
+    short.mkdir()
+    link = _long_folder(tmp_path / "l", SQLITE_PATH_LIMIT + 40)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(short)
+    assert len(os.fsencode(str(link / "queue.sqlite"))) > SQLITE_PATH_LIMIT
+    assert sqlite_path_problem(link / "queue.sqlite") is not None
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        JobQueue(link / "queue.sqlite")

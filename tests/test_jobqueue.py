@@ -161,6 +161,31 @@ def test_a_closed_writer_leaves_every_job_in_the_database_file(tmp_path):
         db.close()
 
 
+def test_closing_a_queue_does_not_hold_the_listeners_stores_behind_a_reader(tmp_path):
+    """The checkpoint on close waited, holding the write lock, for a reader's transaction (an
+    operator's sqlite3 session, a backup): a C-STORE meanwhile was refused after its 10 s."""
+    import sqlite3
+    import threading
+    import time
+
+    listener = JobQueue(tmp_path / "q.sqlite", busy_seconds=2)
+    worker = JobQueue(tmp_path / "q.sqlite", busy_seconds=30)
+    _add(worker, "1.1")
+    reader = sqlite3.connect(tmp_path / "q.sqlite", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM jobs").fetchone()  # holds a read transaction
+    closing = threading.Thread(target=worker.close)
+    closing.start()
+    time.sleep(0.2)  # the close is under way (with the fix it is over already)
+    try:
+        _add(listener, "1.2")  # refused with "database is locked" while the close held the lock
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+        closing.join(60)
+        listener.close()
+
+
 def test_retry_later_waits_and_finish_counts(queue):
     a = _add(queue)
     queue.close_batch("a")
