@@ -128,9 +128,6 @@ class Pipeline:
     # -- explainers -----------------------------------------------------------
     def explainer(self, method: str, e: Optional[ExplainerConfig] = None):
         e = e or self.cfg.explainer
-        if self.classifier.no_gradient and method != "occlusion":  # see Classifier._check_gradient
-            raise ValueError(f"classifier {self.cfg.models.classifier.path}: its output has no gradient with "
-                             f"respect to the image; the {method} method explains by it (occlusion does not)")
         if method in ("cf", "blur"):
             if method == "cf":
                 pert = InpaintPerturbation(self.inpainter, tile=e.tile, refresh_every=e.refresh_every,
@@ -238,7 +235,7 @@ class Pipeline:
         """The explained class's probability and log-odds, from one forward pass."""
         with torch.no_grad():
             out = self.classifier(x)
-            return float(self.classifier.probability_of(out)[0]), float(self.classifier.logit_of(out)[0])
+            return float(self.classifier.probability_of(out)[0]), float(self.classifier.log_odds_of(out)[0])
 
     def process(self, ds) -> dict:
         """A pydicom Dataset -> the enabled DICOM result objects (object type -> Dataset).

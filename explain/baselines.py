@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from monai.visualize import GradCAM, OcclusionSensitivity
 
-from .counterfactual import MaskResult, ScoreFn
+from .counterfactual import MaskResult, ScoreFn, require_gradient
 
 OCCLUSION_MODES = ("mean_img", "mean_patch", "gaussian")
 
@@ -109,6 +109,8 @@ class GradCAMExplainer:
         finally:
             _restore_hooks(saved)
             self.model.train(was_training)
+        if not m.any():  # an empty CAM: say so when the score has no gradient at this image at all
+            require_gradient(self.class_score, x)
         with torch.no_grad():
             score = float(self.score_fn(x)[0])
         return MaskResult(_normalise(m, breast), score, float("nan"), 1, time.perf_counter() - start)
@@ -160,6 +162,8 @@ class IntegratedGradientsExplainer:
             xi = (base + (k / self.steps) * (x - base)).requires_grad_(True)
             grad, = torch.autograd.grad(self.score_fn(xi).sum(), xi)
             total += grad
+        if not total.any():  # nothing along the path: an empty map, when it should be an error
+            require_gradient(self.score_fn, x)
         attribution = ((x - base) * total / self.steps)[0, 0]
         with torch.no_grad():
             score = float(self.score_fn(x)[0])

@@ -118,6 +118,15 @@ class Classifier(nn.Module):
             return out[:, 0] if self.class_index == 1 else -out[:, 0]
         return out[:, self.class_index]
 
+    def log_odds_of(self, out: torch.Tensor) -> torch.Tensor:
+        """(B,) log p_c - log(1 - p_c) from the network's output, whatever its kind: what tells
+        whether a change lowered a sure model's call, whose p is 1.0 either side. (score() is
+        the raw logit of a multi-class network, which can fall while p rises.)"""
+        if self.output == "probabilities" or out.shape[1] == 1:
+            return self.logit_of(out)
+        c = self.class_index
+        return out[:, c] - torch.logsumexp(torch.cat([out[:, :c], out[:, c + 1:]], dim=1), dim=1)
+
     def _log_odds(self, out: torch.Tensor) -> torch.Tensor:
         """log p_c - log(1 - p_c) of a probability output. Over C > 1 classes, 1 - p_c is the
         sum of the other columns, taken as such: a sure model's p_c rounds to 1 (and a clamp
@@ -198,9 +207,9 @@ class Classifier(nn.Module):
         gradient is exactly zero on the probe and on a blank image (a rounded or sign output;
         a working model's gradient, dead on one of them, a ReLU below its threshold or a gate
         closed on air, lives on the other) is only warned of and marked `no_gradient`: scoring
-        (--eval-only) and occlusion do not need a gradient, and cf and blur refuse each image
-        where it is nil (explain.counterfactual.NO_GRADIENT); the caller, knowing the method,
-        may refuse it. The raw output is tested, not the clamped score, so a model merely sure
+        (--eval-only) and occlusion do not need a gradient, cf, blur, Grad-CAM and IG refuse
+        each image where it is nil (explain.counterfactual.require_gradient), and a model dead
+        on both probes may still live on mammograms (a ReLU above 0.8). The raw output is tested, not the clamped score, so a model merely sure
         of both images is not taken for one without a gradient. Returns the output at the probe."""
         grad, out = self._input_gradient(probe)
         self.no_gradient = not grad.any() and not self._input_gradient(torch.zeros_like(probe))[0].any()

@@ -52,6 +52,18 @@ def _nonzero(grad: Optional[torch.Tensor]) -> bool:
     return grad is not None and bool(grad.any())
 
 
+def require_gradient(score_fn: ScoreFn, x: torch.Tensor) -> None:
+    """NoGradient when the score's gradient with respect to the image is exactly zero at x:
+    a mask could never leave its start (cf, blur: the change map, scaled to its own largest
+    value, would paint the whole breast), and Grad-CAM's and IG's maps would be empty. (A
+    nil deletion effect with a gradient, a counterfactual equal to the image, is left as it was.)"""
+    image = x.detach().clone().requires_grad_(True)
+    score = score_fn(image).sum()
+    grad = torch.autograd.grad(score, image, allow_unused=True)[0] if score.requires_grad else None
+    if not _nonzero(grad):
+        raise NoGradient(NO_GRADIENT)
+
+
 def total_variation(m: torch.Tensor) -> torch.Tensor:
     return (m[..., 1:, :] - m[..., :-1, :]).abs().mean() + (m[..., :, 1:] - m[..., :, :-1]).abs().mean()
 
@@ -307,28 +319,17 @@ class CounterfactualExplainer:
     def _effect_init(self, x, mask, counterfactual, breast, size, outside=None, start=False) -> torch.Tensor:
         """Mask values (low resolution) from the first-order effect of deleting each pixel
         beyond `mask`: init where it is largest, init_floor where it is nil. One pass; at the
-        start, a second one when that effect is nil everywhere, to tell why (_require_gradient)."""
+        start, a second one when that effect is nil everywhere, to tell why (require_gradient)."""
         m = mask.detach().clone().requires_grad_(True)
         grad, = torch.autograd.grad(self.score_fn(self.perturbation.apply(x, m, counterfactual)).sum(), m)
         if start and not grad.any():
-            self._require_gradient(x)
+            require_gradient(self.score_fn, x)
         effect = (-grad).clamp(min=0)
         for weight in (breast, outside):
             effect = effect if weight is None else effect * weight
         effect = F.adaptive_avg_pool2d(effect, size)
         effect = (effect / effect.max().clamp(min=1e-12)) ** self.init_power
         return self.init_floor + (self.init - self.init_floor) * effect
-
-    def _require_gradient(self, x) -> None:
-        """NoGradient when the score's gradient with respect to the image is zero at x: the mask
-        would never leave its start, and the change map, scaled to its own largest value, would
-        paint the whole breast. (A nil deletion effect with a gradient, a counterfactual equal to
-        the image, is left as it was.)"""
-        image = x.detach().clone().requires_grad_(True)
-        score = self.score_fn(image).sum()
-        grad = torch.autograd.grad(score, image, allow_unused=True)[0] if score.requires_grad else None
-        if not _nonzero(grad):
-            raise NoGradient(NO_GRADIENT)
 
     @staticmethod
     def _upsample(logits, size, breast):

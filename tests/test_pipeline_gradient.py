@@ -9,6 +9,8 @@ from cfia.config import from_dict
 from cfia.dicom_io import from_dataset
 from cfia.pipeline import Pipeline
 from dicom_out import UnsupportedSource
+from explain.classifier import Classifier
+from explain.counterfactual import NoGradient
 from phantom.dicom import to_dataset
 from phantom.generate import PhantomOptions, make_one
 
@@ -56,8 +58,24 @@ def test_a_positive_call_with_a_flat_score_is_a_permanent_failure_that_says_why(
         _pipeline(tmp_path, Gated(20.0)).process(_mammogram()[0])
 
 
-def test_a_model_without_any_gradient_is_refused_for_the_methods_that_need_one(tmp_path):
-    with pytest.raises(ValueError, match="no gradient with respect to the image; the cf method"):
-        _pipeline(tmp_path, Rounded())
-    pipeline = _pipeline(tmp_path, Rounded(), method="occlusion")
-    assert pipeline.explain(_mammogram()[1]).saliency.shape == (256, 208)
+@pytest.mark.parametrize("method", ["cf", "blur", "ig"])
+def test_a_model_without_any_gradient_loads_and_each_gradient_method_says_why_it_cannot(tmp_path, method):
+    """Refused at load before, also a working model dead on both load-time probes (a ReLU above
+    0.8 finds bright tissue in every mammogram); each image now says it, occlusion works."""
+    pipeline = _pipeline(tmp_path, Rounded())
+    assert pipeline.classifier.no_gradient  # warned of at load
+    src = _mammogram()[1]
+    with pytest.raises(NoGradient):  # a positive call: round(mean * 4) is 1
+        pipeline.explain(src, method)
+    assert pipeline.explain(src, "occlusion").saliency.shape == (256, 208)
+
+
+@pytest.mark.parametrize("output, class_index", [("logits", 0), ("logits", 1), ("logits", 2), ("probabilities", 1)])
+def test_the_log_odds_rise_and_fall_with_the_probability(output, class_index):
+    """presented() judges a sure model's region by them: a 2-class network's raw logit can fall
+    while its probability rises, and a region that raised the score was shown as a finding."""
+    clf = Classifier(torch.nn.Identity(), class_index=class_index, output=output)
+    logits = torch.tensor([[2.0, 1.0, -1.0], [1.9, 0.5, -1.0], [0.3, 2.5, 0.1], [-3.0, -3.5, 4.0]])
+    out = torch.softmax(logits, dim=1) if output == "probabilities" else logits
+    p = clf.probability_of(out)
+    assert torch.allclose(clf.log_odds_of(out), torch.log(p) - torch.log1p(-p), atol=1e-4)
