@@ -216,8 +216,8 @@ class Classifier(nn.Module):
         if self.no_gradient:
             _log.warning("classifier %s: its output has no gradient with respect to the image, neither on a "
                          "blank image nor on a noisy mid-grey one (exactly zero: a rounded, thresholded or sign "
-                         "output?); cf and blur will stop on an image where it has none, gradcam and ig come out "
-                         "empty there; occlusion needs no gradient", self.source)
+                         "output?); cf, blur, gradcam and ig will stop on an image where it has none; occlusion "
+                         "needs no gradient", self.source)
         return out
 
     def _check_repeatable(self, probe: torch.Tensor, out: torch.Tensor) -> None:
