@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from explain import metrics
+from explain.counterfactual import NoGradient
 
 from . import overlay
 from .dicom_io import ImageReadError, read_file
@@ -80,7 +81,10 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         tol = tuple(max(1, int(round(tolerance_mm / s))) for s in sampling)
         thumbs = []
         for m in methods:
-            res = _explain(pipeline, src, m)
+            try:
+                res = _explain(pipeline, src, m)
+            except NoGradient as exc:  # the cases done so far are in the checkpointed report
+                raise DataError(f"{case['file']}: {m}: {exc}") from None
             scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=sampling,
                                          smooth_px=tol)
             scores["boundary_distance_mm"] = scores.pop("boundary_distance")

@@ -18,6 +18,11 @@ from .counterfactual import MaskResult, ScoreFn, require_gradient
 OCCLUSION_MODES = ("mean_img", "mean_patch", "gaussian")
 
 
+# Occlusion that moves the score by no more than this, relative to it, moved nothing (a score
+# saturated at the image: 2e-6 on a log-odds of 13.8).
+FLAT_OCCLUSION = 1e-5
+
+
 def _normalise(m: torch.Tensor, breast: Optional[torch.Tensor]) -> torch.Tensor:
     m = m.detach().float().clamp(min=0)
     if breast is not None:
@@ -144,6 +149,8 @@ class OcclusionExplainer:
             score = float(self.score_fn(x)[0])
             occ_map, _ = occ(x)
         drop = score - occ_map[0, 0]   # high where occluding lowers the score
+        if drop.abs().max() <= FLAT_OCCLUSION * max(1.0, abs(score)):  # float rounding, scaled up to 1
+            drop = torch.zeros_like(drop)  # by _normalise, had been drawn as the explanation
         passes = 1 + module.images  # the unoccluded score and every occluded image
         return MaskResult(_normalise(drop, breast), score, float("nan"), passes, time.perf_counter() - start)
 

@@ -32,8 +32,8 @@ class NoGradient(ValueError):
 
 
 NO_GRADIENT = ("the classifier's score has no gradient at this image (exactly zero: a rounded or thresholded "
-               "score, or a probability saturated at 0 or 1, has none); explanations by cf, blur, gradcam and ig "
-               "need one, occlusion does not")
+               "score, or a probability saturated at 0 or 1, has none); explanations by cf, blur and gradcam "
+               "need one, ig one along its path from black, occlusion none")
 
 
 @dataclass

@@ -79,3 +79,36 @@ def test_the_log_odds_rise_and_fall_with_the_probability(output, class_index):
     out = torch.softmax(logits, dim=1) if output == "probabilities" else logits
     p = clf.probability_of(out)
     assert torch.allclose(clf.log_odds_of(out), torch.log(p) - torch.log1p(-p), atol=1e-4)
+
+
+def test_evaluate_names_the_image_whose_score_has_no_gradient_in_one_line(tmp_path, capsys):
+    """It stopped with a traceback, and the report kept no case."""
+    import yaml
+
+    from cfia.cli import main
+
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "1", "--seed", "3", "--size", "256x208",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    path = tmp_path / "net.ts"
+    torch.jit.script(Gated(20.0)).save(str(path))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"models": {"classifier": {"kind": "torchscript", "path": str(path),
+                                                                "input_size": list(SIZE)},
+                                                 "inpainter": {"kind": "telea"}},
+                                      "explainer": {"max_passes": 4}}))
+    assert main(["evaluate", "--data", str(data), "--methods", "cf", "--out", str(tmp_path / "r.json"),
+                 "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "img00000.dcm: cf: the classifier's score has no gradient" in err and "Traceback" not in err
+
+
+def test_occlusion_that_moves_a_saturated_score_by_rounding_only_is_an_empty_map():
+    """The drops, 2e-6 on a log-odds of 13.8, were scaled to a full-strength map."""
+    from explain.baselines import OcclusionExplainer
+
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = OcclusionExplainer(lambda v: 13.8 + 1e-6 * v.mean(dim=(1, 2, 3)), mask_size=8)(x)
+    assert out.mask.max() == 0
+    moved = OcclusionExplainer(lambda v: 13.8 + 10.0 * v.mean(dim=(1, 2, 3)), mask_size=8)(x)
+    assert moved.mask.max() == 1
