@@ -153,10 +153,10 @@ def cmd_explain(args) -> int:
 
     from dicom_out import UnsupportedSource
 
-    from . import overlay
-    from .dicom_io import ImageReadError, from_dataset, read_dataset
     from explain.counterfactual import NoGradient
 
+    from . import overlay
+    from .dicom_io import ImageReadError, from_dataset, read_dataset
     from .pipeline import WITHHELD_NOT_LOWER, presented
 
     cfg = load_config(args.config)
