@@ -84,7 +84,8 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             try:
                 res = _explain(pipeline, src, m)
             except NoGradient as exc:  # the cases done so far are in the checkpointed report
-                raise DataError(f"{case['file']}: {m}: {exc}") from None
+                raise DataError(f"{case['file']}: {m}: {exc}; the cases done before it are in the report "
+                                "(\"complete\": false)") from None
             scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=sampling,
                                          smooth_px=tol)
             scores["boundary_distance_mm"] = scores.pop("boundary_distance")

@@ -133,7 +133,10 @@ class Classifier(nn.Module):
         below 1 passes no gradient) while the other classes' probabilities are still far
         from 0, so the score keeps its slope until those underflow."""
         if out.shape[1] == 1:
-            p = self.probability_of(out).clamp(1e-6, 1 - 1e-6)
+            # Only an exact 0 or 1 is clamped (to float's nearest): a clamp at 1e-6 had cut the
+            # gradient of every p above 1 - 1e-6, which the model still had.
+            info = torch.finfo(out.dtype)
+            p = self.probability_of(out).clamp(info.tiny, 1 - info.eps / 2)
             return torch.log(p) - torch.log1p(-p)
         c, tiny = self.class_index, torch.finfo(out.dtype).tiny  # tiny: log(0) would give nan gradients
         rest = torch.cat([out[:, :c], out[:, c + 1:]], dim=1).sum(dim=1)

@@ -112,3 +112,14 @@ def test_occlusion_that_moves_a_saturated_score_by_rounding_only_is_an_empty_map
     assert out.mask.max() == 0
     moved = OcclusionExplainer(lambda v: 13.8 + 10.0 * v.mean(dim=(1, 2, 3)), mask_size=8)(x)
     assert moved.mask.max() == 1
+
+
+def test_a_single_probability_short_of_1_keeps_its_gradient():
+    """A clamp at 1 - 1e-6 cut the gradient of p = 0.9999993, which the model still had: the
+    image was refused as having none."""
+    clf = Classifier(torch.nn.Identity(), class_index=1, output="probabilities")
+    out = torch.sigmoid(torch.tensor([[14.15]], requires_grad=True))
+    assert out.item() < 1.0
+    clf.log_odds_of(out).sum().backward()
+    logit = out.grad_fn.next_functions[0][0].variable
+    assert logit.grad.item() > 0.5  # d log-odds / d logit is 1 where nothing is clamped
