@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional
 
-# SQLite's Unix VFS builds a database's full path, symlinks resolved, with "-journal" appended,
-# in 512 bytes (SQLITE_MAX_PATHNAME, a compile-time default): a longer one fails to open as
+# SQLite's Unix VFS builds a database's full path (as written, then each symlink resolved as it
+# is reached), with "-journal" appended, in 512 bytes (SQLITE_MAX_PATHNAME, a compile-time default): a longer one fails to open as
 # "unable to open database file", which names neither the cause nor the limit.
 SQLITE_PATH_LIMIT = 512 - len("-journal")
 

@@ -181,26 +181,25 @@ class Pipeline:
         region = metrics.salient_region(saliency, self.cfg.explainer.map_region_threshold(method),
                                         self._min_region_source(pre.geometry))
         # One measure for every method (blur's own deletion, a blurred region, is not it).
-        (region, after, forwards), logit_after = self._region_deleted(x, pre.geometry, region)
+        region, after, forwards, logit_after = self._region_deleted(x, pre.geometry, region)
         # Always report the probability, whatever score the method explained.
         p, logit = self._scores(x)
         return Result(method, saliency, region, p, float(after), out.passes, time.perf_counter() - start,
                       display_image(src), input_map, forwards, logit=logit, logit_after=logit_after)
 
-    def _region_deleted(self, x, geometry, region: np.ndarray) -> tuple[tuple[np.ndarray, float, int], float]:
-        """(The region to report (source grid), the probability once it is deleted, the forward
-        passes spent choosing it (its sufficient components, when configured)), and the
-        log-odds with the whole region deleted (the one reported unless the deletion took the
-        call away)."""
+    def _region_deleted(self, x, geometry, region: np.ndarray) -> tuple[np.ndarray, float, int, float]:
+        """The region to report (source grid), the probability once it is deleted, the forward
+        passes spent choosing it (its sufficient components, when configured), and the log-odds
+        with the whole region deleted (the one reported unless the deletion took the call away)."""
         def without(r: np.ndarray) -> float:
             return self._score_without(x, geometry, r)
 
         after, logit_after = self._scores_without(x, geometry, region)
         e = self.cfg.explainer
         if not e.sufficient_region:
-            return (region, after, 0), logit_after
+            return region, after, 0, logit_after
         kept = sufficient_region(region, after, without, CALL_THRESHOLD, e.sufficient_margin, e.sufficient_forwards)
-        return (kept.region, kept.score_after, kept.forwards), logit_after
+        return kept.region, kept.score_after, kept.forwards, logit_after
 
     def _preprocess(self, src: SourceImage):
         return src.to_input(self.cfg.models.classifier.input_size)

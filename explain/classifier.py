@@ -212,8 +212,9 @@ class Classifier(nn.Module):
         closed on air, lives on the other) is only warned of and marked `no_gradient`: scoring
         (--eval-only) and occlusion do not need a gradient, cf, blur, Grad-CAM and IG refuse
         each image where it is nil (explain.counterfactual.require_gradient), and a model dead
-        on both probes may still live on mammograms (a ReLU above 0.8). The raw output is tested, not the clamped score, so a model merely sure
-        of both images is not taken for one without a gradient. Returns the output at the probe."""
+        on both probes may still live on mammograms (a ReLU above 0.8). The raw output is
+        tested, not the clamped score, so a model merely sure of both images is not taken for
+        one without a gradient. Returns the output at the probe."""
         grad, out = self._input_gradient(probe)
         self.no_gradient = not grad.any() and not self._input_gradient(torch.zeros_like(probe))[0].any()
         if self.no_gradient:

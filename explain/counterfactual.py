@@ -27,6 +27,8 @@ SALIENCY = ("mask", "change")
 # Each map's value above which it forms the region: the change map is scaled to a largest
 # value of 1 and falls off steeply from it (docs/evaluation.md, "The region from the change map").
 REGION_THRESHOLDS = {"mask": 0.5, "change": 0.05}
+
+
 class NoGradient(ValueError):
     """The classifier's score has no gradient at this image (NO_GRADIENT says why it matters)."""
 
