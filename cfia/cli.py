@@ -559,7 +559,8 @@ def _add_phantom(sub) -> None:
     p.add_argument("--for-processing", action="store_true", help="write For Processing (raw) instead of For Presentation")
     p.add_argument("--photometric", choices=("MONOCHROME1", "MONOCHROME2"), default="MONOCHROME2")
     p.add_argument("--frame-of-reference", action="store_true", help="add a Frame of Reference module")
-    p.add_argument("--pixel-spacing", action="store_true", help="add PixelSpacing besides ImagerPixelSpacing")
+    p.add_argument("--pixel-spacing", action="store_true",
+                   help="add PixelSpacing (corrected for the magnification) besides ImagerPixelSpacing")
     p.add_argument("--generator", choices=("standard", "compartments", "trabecular"), default="standard",
                    help="standard (what the shipped models trained on); compartments and trabecular: a second and a "
                         "third generator with other texture, outline and detector models (the second also other "

@@ -33,7 +33,7 @@ class SourceImage:
     photometric: str                # MONOCHROME1 (displayed inverted) | MONOCHROME2; see _polarity
     laterality: Optional[str]       # L | R | None
     view: Optional[str]             # CC | MLO | ... | None
-    spacing: Optional[tuple[float, float]]  # mm (row, col): PixelSpacing, ImagerPixelSpacing, NominalScanned...
+    spacing: Optional[tuple[float, float]]  # mm (row, col) in the patient; see _spacing
     for_processing: bool            # raw values linear in X-ray intensity (-log needed); see _polarity
     aspect: Optional[float] = None  # column / row size from PixelAspectRatio, where no spacing says it
 
@@ -153,17 +153,24 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _spacing(ds) -> Optional[tuple[float, float]]:
-    """PixelSpacing, else ImagerPixelSpacing, else NominalScannedPixelSpacing, when it is two positive numbers; else None
-    (a single value, as some exports write, is not a row and column spacing)."""
-    for key in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):  # the last: scanned film
-        value = ds.get(key)
-        if isinstance(value, MultiValue) and len(value) == 2:
-            try:
-                spacing = (float(value[0]), float(value[1]))
-            except (TypeError, ValueError):
-                continue
-            if min(spacing) > 0:
-                return spacing
+    """Row and column spacing in mm in the patient, as the result objects state it
+    (dicom_out.geometry.pixel_spacing: PixelSpacing or ImagerPixelSpacing, magnification
+    undone), else NominalScannedPixelSpacing (scanned film), when it is two positive
+    numbers; else None (a single value, as some exports write, is not a row and column spacing)."""
+    from dicom_out.geometry import pixel_spacing
+
+    try:
+        return tuple(pixel_spacing(ds)[0])
+    except ValueError:
+        pass
+    value = ds.get("NominalScannedPixelSpacing")
+    if isinstance(value, MultiValue) and len(value) == 2:
+        try:
+            spacing = (float(value[0]), float(value[1]))
+        except (TypeError, ValueError):
+            return None
+        if min(spacing) > 0:
+            return spacing
     return None
 
 

@@ -62,31 +62,43 @@ def check_source(source: Dataset) -> None:
 def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
     """(row, column) spacing in mm in the patient, as well as it is known, and whence.
 
-    PixelSpacing (calibrated in the patient) when present, else ImagerPixelSpacing (at
-    the detector) divided by the Estimated Radiographic Magnification Factor when the
-    source gives one (PS3.3 C.8.11.7: the breast is magnified onto the detector, 1.05-1.1
-    in contact views, 1.5-2 in magnification views), else ImagerPixelSpacing as it is.
-    A SEG's or PM's Pixel Spacing is a distance in the patient; highdicom reads only
-    PixelSpacing, so callers pass this on.
+    PS3.3 10.7.1.1: a PixelSpacing equal to ImagerPixelSpacing means the image was not
+    corrected for magnification (many mammography units write both so), so it counts as
+    ImagerPixelSpacing; one that differs, or comes with a calibration type, is calibrated
+    in the patient; one alone is of unknown calibration and taken as it is.
+    ImagerPixelSpacing (at the detector) is divided by the Estimated Radiographic
+    Magnification Factor when the source gives one (PS3.3 C.8.11.7: the breast is magnified
+    onto the detector, 1.05-1.1 in contact views, 1.5-2 in magnification views). A SEG's
+    or PM's Pixel Spacing is a distance in the patient; highdicom reads only PixelSpacing,
+    so callers pass this on.
     """
-    malformed = []  # skipped as cfia.dicom_io._spacing skips them (one value, as some exports write)
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = source.get(keyword)
-        if value is None:
-            continue
-        spacing = _two_positive(value)
-        if spacing is None:
-            malformed.append(f"{keyword} {_quoted(value)}")
-            continue
-        if keyword == "PixelSpacing":
-            return spacing, "calibrated PixelSpacing"
+    pixel, imager = _spacing_value(source, "PixelSpacing"), _spacing_value(source, "ImagerPixelSpacing")
+    calibrated = bool(source.get("PixelSpacingCalibrationType"))
+    if pixel is not None and (calibrated or imager is None or not _same_spacing(pixel, imager)):
+        return pixel, ("calibrated PixelSpacing" if calibrated or imager is not None
+                       else "PixelSpacing, calibration unknown")
+    if imager is not None:
         factor = _magnification(source)
         if factor is None:
-            return spacing, "at the detector"
-        return [s / factor for s in spacing], f"at the detector / magnification {factor:g}, in the patient"
+            return imager, "at the detector"
+        return [s / factor for s in imager], f"at the detector / magnification {factor:g}, in the patient"
+    # Neither is two positive numbers; one that is present is skipped as cfia.dicom_io skips
+    # it (one value, as some exports write).
+    malformed = [f"{kw} {_quoted(source.get(kw))}" for kw in ("PixelSpacing", "ImagerPixelSpacing")
+                 if source.get(kw) is not None]
     if malformed:
         raise ValueError(f"source {' and '.join(malformed)}: not two positive numbers")
     raise ValueError("source has neither PixelSpacing nor ImagerPixelSpacing")
+
+
+def _spacing_value(source: Dataset, keyword: str) -> list[float] | None:
+    value = source.get(keyword)
+    return None if value is None else _two_positive(value)
+
+
+def _same_spacing(a: list[float], b: list[float]) -> bool:
+    """Equal up to a DS string's rounding (16 characters, as often fewer digits)."""
+    return all(abs(x - y) <= 1e-4 * max(x, y) for x, y in zip(a, b))
 
 
 def _quoted(value, limit: int = 64) -> str:

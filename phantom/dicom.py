@@ -22,6 +22,7 @@ IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1504.1"  # cfia implementation clas
 VERSION = "cfia-phantom 0.1"
 # AccessionNumber is "A" + the patient index (at least 7 digits); SH allows 16 characters.
 MAX_PATIENT_INDEX = 10 ** 15 - 1
+MAGNIFICATION = 660 / 640  # source-detector over source-patient distance: 1.03125
 
 # CID 4014 view codes (SNOMED CT) and the DICOM PatientOrientation of each view as
 # displayed: chest wall at the left for a left breast, at the right for a right one.
@@ -153,10 +154,10 @@ def _image(ds: Dataset, mg: Mammogram, stored: np.ndarray, bits: int, for_proces
 
 
 def _acquisition(ds: Dataset, mg: Mammogram, pixel_spacing: bool) -> None:
-    spacing = [f"{mg.spacing_mm:.6f}"] * 2
-    ds.ImagerPixelSpacing = spacing
-    if pixel_spacing:
-        ds.PixelSpacing = spacing
+    # The phantom is drawn at spacing_mm in the breast, which the detector sees magnified.
+    ds.ImagerPixelSpacing = [f"{mg.spacing_mm * MAGNIFICATION:.12g}"] * 2
+    if pixel_spacing:  # corrected for that magnification, so it differs from ImagerPixelSpacing
+        ds.PixelSpacing = [f"{mg.spacing_mm:.12g}"] * 2
         ds.PixelSpacingCalibrationType = "GEOMETRY"
         ds.PixelSpacingCalibrationDescription = "magnification-corrected (synthetic)"
     ds.DetectorType = "DIRECT"
@@ -167,7 +168,7 @@ def _acquisition(ds: Dataset, mg: Mammogram, pixel_spacing: bool) -> None:
     ds.ViewPosition = mg.view
     ds.DistanceSourceToDetector = "660"
     ds.DistanceSourceToPatient = "640"
-    ds.EstimatedRadiographicMagnificationFactor = "1.03125"  # 660 / 640
+    ds.EstimatedRadiographicMagnificationFactor = f"{MAGNIFICATION:g}"
     ds.BodyPartThickness = "50"
     ds.CompressionForce = "100"
     ds.KVP = "29"

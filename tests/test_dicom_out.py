@@ -390,6 +390,47 @@ def test_seg_spacing_is_in_the_patient_when_the_magnification_is_known(magnifica
     assert [float(v) for v in pixel_measures(source)[0].PixelSpacing] == pytest.approx(spacing)
 
 
+@pytest.mark.parametrize("pixel, calibration, expected, where", [
+    ("imager", None, "imager / magnification", "at the detector / magnification"),  # written both, uncorrected
+    ("0.09\\0.09", None, [0.09, 0.09], "calibrated PixelSpacing"),  # differs: corrected or calibrated
+    ("imager", "GEOMETRY", "imager", "calibrated PixelSpacing"),  # a calibration type says it is calibrated
+    ("alone", None, "imager", "PixelSpacing, calibration unknown"),
+])
+def test_a_pixel_spacing_counts_as_calibrated_only_when_it_differs_from_the_imagers_or_says_so(
+        pixel, calibration, expected, where):
+    """PS3.3 10.7.1.1: PixelSpacing equal to ImagerPixelSpacing means no magnification correction;
+    taken as calibrated, a magnification view's sizes in the patient were 1.8 times too large."""
+    from dicom_out.geometry import pixel_spacing
+
+    source = make_source()
+    source.EstimatedRadiographicMagnificationFactor = "1.8"
+    imager = [float(v) for v in source.ImagerPixelSpacing]
+    source.PixelSpacing = source.ImagerPixelSpacing if pixel in ("imager", "alone") else pixel
+    if pixel == "alone":
+        del source.ImagerPixelSpacing
+    if calibration:
+        source.PixelSpacingCalibrationType = calibration
+    spacing, whence = pixel_spacing(source)
+    if expected == "imager / magnification":
+        expected = [v / 1.8 for v in imager]
+    elif expected == "imager":
+        expected = imager
+    assert spacing == pytest.approx(expected) and whence.startswith(where)
+
+
+@pytest.mark.parametrize("with_pixel_spacing", [False, True])
+def test_the_phantoms_spacing_header_gives_the_spacing_it_was_drawn_at(with_pixel_spacing):
+    """The phantom draws its lesions at spacing_mm in the breast; its header must say so,
+    with or without PixelSpacing (it said 3 % less without, and called a detector spacing calibrated with)."""
+    from dicom_out.geometry import pixel_spacing
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(31, 7, PhantomOptions(size=(256, 208)))
+    ds = to_dataset(mg, "sp:7", 7, pixel_spacing=with_pixel_spacing)
+    assert pixel_spacing(ds)[0] == pytest.approx([mg.spacing_mm] * 2, rel=1e-9)
+
+
 def test_parametric_map_frame_of_reference_is_not_the_sources(built):
     source, _, results, _ = built["frame_of_reference"]
     assert results["parametric_map"].FrameOfReferenceUID != source.FrameOfReferenceUID

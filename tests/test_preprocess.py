@@ -437,7 +437,8 @@ def test_a_single_valued_pixel_spacing_is_no_spacing():
     from phantom.generate import PhantomOptions, make_one
 
     ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208))), "sp:7", 7)
-    assert from_dataset(ds).spacing == tuple(float(v) for v in ds.ImagerPixelSpacing)
+    magnification = float(ds.EstimatedRadiographicMagnificationFactor)
+    assert from_dataset(ds).spacing == pytest.approx([float(v) / magnification for v in ds.ImagerPixelSpacing])
     ds.ImagerPixelSpacing = "0.1"
     assert from_dataset(ds).spacing is None
 
