@@ -130,6 +130,10 @@ class Pipeline:
         e = e or self.cfg.explainer
         if method in ("cf", "blur"):
             if method == "cf":
+                size = self.cfg.models.classifier.input_size
+                if 2 * e.tile > min(size):  # a hole pattern's period must fit, or one hole is most of the image
+                    raise ValueError(f"explainer.tile: {e.tile} is not allowed; expected at most half the "
+                                     f"classifier's input size {size[0]}x{size[1]}, {min(size) // 2}")
                 pert = InpaintPerturbation(self.inpainter, tile=e.tile, refresh_every=e.refresh_every,
                                            blend=e.blend, blend_sigma=e.blend_sigma, tilings=e.tilings)
             else:
@@ -180,23 +184,24 @@ class Pipeline:
         saliency = on_source(pre.geometry, input_map)
         region = metrics.salient_region(saliency, self.cfg.explainer.map_region_threshold(method),
                                         self._min_region_source(pre.geometry))
-        # One measure for every method (blur's own deletion, a blurred region, is not it).
-        region, after, forwards, logit_after = self._region_deleted(x, pre.geometry, region)
         # Always report the probability, whatever score the method explained.
         p, logit = self._scores(x)
+        # One measure for every method (blur's own deletion, a blurred region, is not it).
+        region, after, forwards, logit_after = self._region_deleted(x, pre.geometry, region, p >= CALL_THRESHOLD)
         return Result(method, saliency, region, p, float(after), out.passes, time.perf_counter() - start,
                       display_image(src), input_map, forwards, logit=logit, logit_after=logit_after)
 
-    def _region_deleted(self, x, geometry, region: np.ndarray) -> tuple[np.ndarray, float, int, float]:
+    def _region_deleted(self, x, geometry, region: np.ndarray, called: bool) -> tuple[np.ndarray, float, int, float]:
         """The region to report (source grid), the probability once it is deleted, the forward
-        passes spent choosing it (its sufficient components, when configured), and the log-odds
-        with the whole region deleted (the one reported unless the deletion took the call away)."""
+        passes spent choosing it (its sufficient components, when configured and the call is
+        positive: a negative call's region is withheld, `presented`), and the log-odds with the
+        whole region deleted (the one reported unless the deletion took the call away)."""
         def without(r: np.ndarray) -> float:
             return self._score_without(x, geometry, r)
 
         after, logit_after = self._scores_without(x, geometry, region)
         e = self.cfg.explainer
-        if not e.sufficient_region:
+        if not (e.sufficient_region and called):
             return region, after, 0, logit_after
         kept = sufficient_region(region, after, without, CALL_THRESHOLD, e.sufficient_margin, e.sufficient_forwards)
         return kept.region, kept.score_after, kept.forwards, logit_after

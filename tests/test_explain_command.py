@@ -292,18 +292,23 @@ def test_an_output_name_taken_by_a_folder_is_one_line_and_exit_2(tmp_path, small
     assert "Traceback" not in run.stderr and "cannot write" in run.stderr and "saliency.npy" in run.stderr
 
 
-def test_an_occlusion_patch_larger_than_the_input_is_refused_before_any_image(tmp_path, small_config):
+@pytest.mark.parametrize("key, value, method", [
+    ("occlusion_size", 353, "occlusion"),  # the input is 512x352
+    ("tile", 177, "cf"),  # a hole pattern's period past the input: one hole was most of the image
+])
+def test_a_patch_or_tile_too_large_for_the_input_is_refused_before_any_image(tmp_path, small_config, key, value,
+                                                                             method):
     raw = yaml.safe_load(small_config.read_text())
-    raw["explainer"]["occlusion_size"] = 353  # the input is 512x352
+    raw["explainer"][key] = value
     config = tmp_path / "occ.yaml"
     config.write_text(yaml.safe_dump(raw))
     assert main(["phantom", "--out", str(tmp_path / "ph"), "--count", "1", "--seed", "3", "--size", "256x208",
                  "--quiet"]) == 0
     run = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(tmp_path / "ph" / "img00000.dcm"),
-                          "--out", str(tmp_path / "o"), "--config", str(config), "--method", "occlusion"],
+                          "--out", str(tmp_path / "o"), "--config", str(config), "--method", method],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 2, run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1 and "explainer.occlusion_size" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and f"explainer.{key}" in run.stderr
 
 
 def _cut_where_pydicom_raises_struct_error(data: bytes) -> bytes:

@@ -54,6 +54,7 @@ def test_explain_outlines_nothing_on_an_image_called_negative(tmp_path, small_co
     assert line["region_pixels"] == 0 and line["region_withheld"] == WITHHELD_NEGATIVE
     assert line["score_after_deletion"] == line["score"]
     assert line["method_region_pixels"] >= 0 and 0 <= line["method_score_after_deletion"] <= 1
+    assert line["region_forwards"] == 0  # no search for the components of a region that is withheld
     gsps = pydicom.dcmread(tmp_path / "out" / "gsps.dcm")
     assert "GraphicObjectSequence" not in gsps.GraphicAnnotationSequence[0]
     assert gsps.SeriesDescription.endswith(", classifier negative")
