@@ -114,11 +114,13 @@ class GradCAMExplainer:
         finally:
             _restore_hooks(saved)
             self.model.train(was_training)
+        passes = 1
         if not m.any():  # an empty CAM: say so when the score has no gradient at this image at all
             require_gradient(self.class_score, x)
+            passes += 1
         with torch.no_grad():
             score = float(self.score_fn(x)[0])
-        return MaskResult(_normalise(m, breast), score, float("nan"), 1, time.perf_counter() - start)
+        return MaskResult(_normalise(m, breast), score, float("nan"), passes, time.perf_counter() - start)
 
 
 class OcclusionExplainer:
@@ -169,10 +171,11 @@ class IntegratedGradientsExplainer:
             xi = (base + (k / self.steps) * (x - base)).requires_grad_(True)
             grad, = torch.autograd.grad(self.score_fn(xi).sum(), xi)
             total += grad
+        passes = self.steps
         if not total.any():  # nothing along the path: an empty map, when it should be an error
             require_gradient(self.score_fn, x)
+            passes += 1
         attribution = ((x - base) * total / self.steps)[0, 0]
         with torch.no_grad():
             score = float(self.score_fn(x)[0])
-        return MaskResult(_normalise(attribution, breast), score, float("nan"), self.steps,
-                          time.perf_counter() - start)
+        return MaskResult(_normalise(attribution, breast), score, float("nan"), passes, time.perf_counter() - start)

@@ -123,3 +123,29 @@ def test_a_single_probability_short_of_1_keeps_its_gradient():
     clf.log_odds_of(out).sum().backward()
     logit = out.grad_fn.next_functions[0][0].variable
     assert logit.grad.item() > 0.5  # d log-odds / d logit is 1 where nothing is clamped
+
+
+class Against(torch.nn.Module):
+    """A bright image speaks against the lesion class: its Grad-CAM (ReLU of negative weights)
+    is empty, though the score has a gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+        self.act = torch.nn.ReLU()
+        with torch.no_grad():
+            self.conv.weight.fill_(0.1)
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return -self.act(self.conv(x)).mean(dim=(1, 2, 3))[:, None]
+
+
+def test_an_empty_grad_cam_counts_the_pass_that_checked_its_gradient():
+    """It reported 1 pass and spent 2."""
+    from explain.baselines import GradCAMExplainer
+
+    clf = Classifier(Against(), class_index=1, input_size=(32, 32))
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = GradCAMExplainer(clf.model, "act", clf.score, clf.probability)(x)
+    assert out.mask.max() == 0 and out.passes == 2
