@@ -368,7 +368,7 @@ def preprocess(
     else:
         flipped = (laterality or "").upper() == "R"
     if flipped:
-        values = np.ascontiguousarray(values[:, ::-1])
+        values = np.ascontiguousarray(Flip(spatial_axis=1)(values[None])[0].numpy())
     # Segment in the canonical orientation, so a mirrored image gives the same input.
     # The crop keeps the whole breast: in a dense breast Otsu's mask leaves out the fatty
     # periphery, and a lesion there would be cut off (`_breast_box`).
