@@ -238,6 +238,9 @@ class ExplainerConfig:
         if self.init_floor >= self.init:  # the start would be highest where deleting does nothing
             raise ConfigError(f"explainer.init_floor: {self.init_floor!r} is not allowed; expected a value "
                               f"below explainer.init ({self.init!r})")
+        if self.objective == "map_quality" and self.area_mode == "target":  # its area term is log(area)
+            raise ConfigError("explainer.area_mode: 'target' is not allowed with explainer.objective "
+                              "map_quality, whose area term is log(max(area, area_min)); expected penalty")
 
     def map_region_threshold(self, method: str) -> float:
         """The value of `method`'s reported map above which the map forms the salient region."""

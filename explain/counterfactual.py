@@ -100,6 +100,10 @@ def change_map(x: torch.Tensor, mask: torch.Tensor, counterfactual: torch.Tensor
 class CounterfactualExplainer:
     """Optimise a low-resolution mask against a perturbation.
 
+    The defaults below are the bare method's. The shipped explainer is another setting of
+    them, config.yaml's (cfia.config.ExplainerConfig, README "Configuration"): build it
+    with cfia.pipeline.Pipeline.explainer to get what `cfia explain` and the node run.
+
     Args:
         score_fn: differentiable classifier score for the explained class (the
             probability, its logit, or -log(1 - p)), what the optimiser drives down.
@@ -138,7 +142,8 @@ class CounterfactualExplainer:
         init_mode: "constant" (init everywhere) or "gradient": one extra pass
             computes d f_c(Φ(x,M))/dM at M = 0, the first-order effect of deleting
             each pixel, and the mask starts high where deletion lowers the score
-            most and at init_floor elsewhere (default "constant").
+            most and at init_floor elsewhere (default "constant"); with area_mode "target",
+            at least init on the cells of largest effect that cover target_area of the breast.
         init_floor: the low end of the gradient initialisation (default 0.05).
         init_power: the gradient initialisation follows (effect / max effect) to this
             power; above 1 it keeps weak, noisy effects near init_floor, where the
@@ -290,7 +295,7 @@ class CounterfactualExplainer:
             mask = self._upsample(logits, x.shape[-2:], breast)
             if float(self.report_fn(self.perturbation.apply(x, mask, counterfactual))[0]) < self.call_threshold:
                 return 0  # forward only: the deletion already takes the call away
-        value = self._effect_init(x, mask, counterfactual, breast, logits.shape[-2:], outside=1.0 - mask)
+        value, _ = self._effect_init(x, mask, counterfactual, breast, logits.shape[-2:], outside=1.0 - mask)
         value = value.clamp(max=self.reseed_init)
         with torch.no_grad():
             logits.copy_(torch.maximum(logits, self._logit(value)))
@@ -310,28 +315,49 @@ class CounterfactualExplainer:
         if self.init_mode == "constant":
             value = torch.full((1, 1, h, w), self.init, dtype=x.dtype, device=x.device)
             return torch.logit(value).requires_grad_(True), 0
-        value = self._effect_init(x, torch.zeros_like(x), counterfactual, breast, (h, w), start=True)
-        return self._logit(value).detach().requires_grad_(True), 1
+        value, passes = self._effect_init(x, torch.zeros_like(x), counterfactual, breast, (h, w), start=True)
+        if self.area_mode == "target":
+            value = self._cover_target(value, breast)
+        return self._logit(value).detach().requires_grad_(True), passes
+
+    def _cover_target(self, value: torch.Tensor, breast) -> torch.Tensor:
+        """The cells of largest effect that cover target_area of the breast, raised to init.
+
+        The sorted-area term pulls the target's share of the mask towards 1, but a cell that
+        starts at init_floor (logit about -9) cannot rise within the budget at about one
+        learning_rate per step: without this, every target gave the effect start's area."""
+        cover = torch.ones_like(value) if breast is None else F.adaptive_avg_pool2d(breast, value.shape[-2:])
+        cover = cover.flatten()
+        order = torch.argsort(torch.where(cover > 0, value.flatten(), -1.0), descending=True, stable=True)
+        before = cover[order].cumsum(0) - cover[order]  # breast covered by the cells ranked above
+        chosen = order[before < self.target_area * cover.sum()]
+        raised = value.flatten().clone()
+        raised[chosen] = raised[chosen].clamp(min=self.init)
+        return raised.view_as(value)
 
     @staticmethod
     def _logit(value: torch.Tensor) -> torch.Tensor:
         """Mask values -> logits, kept finite."""
         return torch.logit(value.clamp(1e-4, 1 - 1e-4))
 
-    def _effect_init(self, x, mask, counterfactual, breast, size, outside=None, start=False) -> torch.Tensor:
+    def _effect_init(self, x, mask, counterfactual, breast, size, outside=None,
+                     start=False) -> tuple[torch.Tensor, int]:
         """Mask values (low resolution) from the first-order effect of deleting each pixel
-        beyond `mask`: init where it is largest, init_floor where it is nil. One pass; at the
-        start, a second one when that effect is nil everywhere, to tell why (require_gradient)."""
+        beyond `mask`: init where it is largest, init_floor where it is nil; and the passes
+        spent. One; at the start, a second when that effect is nil everywhere, to tell why
+        (require_gradient)."""
         m = mask.detach().clone().requires_grad_(True)
         grad, = torch.autograd.grad(self.score_fn(self.perturbation.apply(x, m, counterfactual)).sum(), m)
+        passes = 1
         if start and not grad.any():
             require_gradient(self.score_fn, x)
+            passes += 1
         effect = (-grad).clamp(min=0)
         for weight in (breast, outside):
             effect = effect if weight is None else effect * weight
         effect = F.adaptive_avg_pool2d(effect, size)
         effect = (effect / effect.max().clamp(min=1e-12)) ** self.init_power
-        return self.init_floor + (self.init - self.init_floor) * effect
+        return self.init_floor + (self.init - self.init_floor) * effect, passes
 
     @staticmethod
     def _upsample(logits, size, breast):

@@ -82,6 +82,9 @@ def test_config_objects_are_frozen():
     ({"explainer": {"init_floor": 0.95}}, "explainer.init_floor: 0.95 is not allowed; expected a value below "
                                           "explainer.init (0.9)"),
     ({"explainer": {"seed": 2**64}}, "explainer.seed: 18446744073709551616 is out of range"),  # torch.manual_seed's
+    # map_quality's area term is log(area): a target was silently ignored.
+    ({"explainer": {"objective": "map_quality", "area_mode": "target"}},
+     "explainer.area_mode: 'target' is not allowed with explainer.objective map_quality"),
     ({"explainer": {"patience": 0}}, "explainer.patience: 0 is out of range"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):

@@ -220,6 +220,43 @@ def test_init_power_keeps_weak_effects_near_the_floor(planted):
         CounterfactualExplainer(lambda v: v, BlurPerturbation(), init_power=0)
 
 
+def test_area_target_sets_the_area_of_a_gradient_initialised_mask(planted):
+    """area_mode target with the gradient start: the start at init_floor left every target the
+    same small mask (its cells could not rise within the budget); now the area follows the target."""
+    x, _ = planted
+    breast = torch.zeros_like(x)
+    breast[..., :, :64] = 1.0
+
+    def area(target):
+        mask = CounterfactualExplainer(score_fn(BlobDetector()), InpaintPerturbation(mean_fill, tile=16),
+                                       mask_scale=4, max_passes=10, learning_rate=0.2, area_weight=1.0,
+                                       area_mode="target", target_area=target, init_mode="gradient", init=0.9,
+                                       init_floor=0.001, init_power=2.0)(x, breast).mask
+        return float(mask.sum() / breast.sum())
+
+    small, large = area(0.05), area(0.4)
+    assert small < 0.1 and large > 0.3, (small, large)
+
+
+def test_passes_count_the_check_of_a_start_whose_effect_is_nil(planted):
+    """A counterfactual equal to the image has no effect anywhere; the start then checks the
+    score's own gradient, a pass it did not report."""
+    x, _ = planted
+    blob = score_fn(BlobDetector())
+    spent = []
+
+    def counted(v):
+        out = blob(v)
+        if out.requires_grad:  # a pass the optimiser differentiates: forward and backward
+            spent.append(v.shape[0])
+        return out
+
+    out = CounterfactualExplainer(counted, InpaintPerturbation(lambda image, hole: image, tile=16), mask_scale=4,
+                                  max_passes=6, init_mode="gradient", init=0.9, init_floor=0.001,
+                                  score_region=False)(x)
+    assert out.passes == sum(spent)
+
+
 def test_preservation_target_stops_rewarding_a_region_that_keeps_the_evidence(planted):
     """Two-sided objective: once the kept region scores above preservation_target, its
     term is zero (the loss is the deletion loss); below it, -log(kept / target)."""
