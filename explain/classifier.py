@@ -153,7 +153,8 @@ class Classifier(nn.Module):
         return torch.device("cpu")
 
     def validate(self) -> "Classifier":
-        """Dummy forward at input_size; ValueError naming the model on any mismatch."""
+        """Dummy forward at input_size, at batch 2 here and batch 1 in the probes (_check_batch);
+        ValueError naming the model on any mismatch."""
         rows, cols = self.input_size
         x = self._adapt(torch.zeros(2, 1, rows, cols, device=self.device))
         expect = f"a (B, C) output with C > {self.class_index} (or C == 1) for input (2, {self.in_channels}, {rows}, {cols})"
@@ -196,6 +197,7 @@ class Classifier(nn.Module):
         x = x.detach().clone().requires_grad_(True)
         try:
             out = self._run(x)
+            self._check_batch(out, x)
             self._column(out).sum().backward()
         except RuntimeError as exc:
             raise ValueError(f"classifier {self.source}: its score cannot be differentiated with respect to "
@@ -203,6 +205,16 @@ class Classifier(nn.Module):
         if x.grad is None:
             raise ValueError(f"classifier {self.source}: its score does not depend on the image differentiably")
         return x.grad, out.detach()
+
+    def _check_batch(self, out: torch.Tensor, x: torch.Tensor) -> None:
+        """The output at batch 1, the explainers' batch, must be validate()'s batch-2 shape with
+        B = 1: one ending in squeeze() passes at batch 2 and loses its batch dimension here."""
+        want = (x.shape[0], self.num_classes)
+        if tuple(out.shape) != want:
+            raise ValueError(f"classifier {self.source}: expected output shape {want} for input "
+                             f"({x.shape[0]}, {self.in_channels}, {x.shape[2]}, {x.shape[3]}), as it gave "
+                             f"(2, {self.num_classes}) for a batch of 2; got output shape {tuple(out.shape)} "
+                             "(a squeeze() that drops the batch dimension?)")
 
     def _check_gradient(self, probe: torch.Tensor) -> torch.Tensor:
         """Every explainer but occlusion differentiates the score with respect to the image:

@@ -1028,3 +1028,24 @@ def test_a_model_random_at_inference_is_refused_at_load(tmp_path):
     for name in ("eval", "script"):
         clf = load_classifier("torchscript", tmp_path / f"{name}.ts", input_size=SIZE)
         assert torch.equal(clf(x), clf(x))
+
+
+class _Squeezed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = small_net()
+
+    def forward(self, x):
+        return self.net(x).squeeze()
+
+
+def test_a_model_whose_output_shape_changes_with_the_batch_is_refused_at_load(tmp_path):
+    """A trailing squeeze() gives (2, 2) at the dummy forward's batch 2 but (2,) at the
+    explainers' batch 1: refused at load naming the file and the shapes, not an IndexError
+    on the first image."""
+    torch.jit.trace(_Squeezed().eval(), torch.rand(2, 1, *SIZE)).save(str(tmp_path / "traced.ts"))
+    torch.jit.script(_Squeezed().eval()).save(str(tmp_path / "scripted.ts"))
+    for name in ("traced", "scripted"):
+        with pytest.raises(ValueError, match=rf"{name}\.ts: expected output shape \(1, 2\) .*"
+                                             r"got output shape \(2,\)"):
+            load_classifier("torchscript", tmp_path / f"{name}.ts", input_size=SIZE)
