@@ -1,14 +1,19 @@
 """cfia.pipeline.presented: what the objects, the overlay and `cfia explain` show of a result.
 A negative call's region, or one whose replacement does not lower the score, read like a
-finding (an outline on a normal breast, or beside a missed lesion): neither is shown."""
+finding (an outline on a normal breast, or beside a missed lesion): neither is shown. Also
+the smallest region the pipeline keeps, scaled from the input grid to the source's."""
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
+import pytest
 
-from cfia.pipeline import WITHHELD_NEGATIVE, WITHHELD_NOT_LOWER, Result, presented
+from cfia.config import CALL_THRESHOLD
+from cfia.pipeline import WITHHELD_NEGATIVE, WITHHELD_NOT_LOWER, Pipeline, Result, presented
+from explain.preprocess import Geometry
 from phantom.dicom import to_dataset
 from phantom.generate import PhantomOptions, make_one
 from test_explain_command import _explain, small_config  # noqa: F401 (a fixture)
@@ -32,6 +37,24 @@ def test_a_negative_call_shows_no_region_and_deletes_nothing():
     assert shown.saliency.any()  # the map is kept
 
 
+def test_the_call_is_negative_below_call_threshold_and_positive_at_it():
+    """A score between 0.4 and the threshold is a negative call: its region is not shown."""
+    assert CALL_THRESHOLD == 0.5  # the scores below are chosen around it
+    below = presented(_result(0.45, 0.2))
+    assert not below.region.any() and below.withheld == WITHHELD_NEGATIVE
+    at = _result(CALL_THRESHOLD, 0.2)
+    assert presented(at) is at
+
+
+@pytest.mark.parametrize("resized, expected", [((100, 75), 16 * 16), ((100, 150), 16 * 8), ((800, 600), 16 // 4)])
+def test_min_region_pixels_are_scaled_from_the_input_grid_to_source_pixels(resized, expected):
+    """Source 400 x 300. 16 input pixels at 1/4 scale per axis cover 16 x 16 source pixels;
+    at (1/4, 1/2), 16 x 8; at 2x per axis, 16 / 4."""
+    geometry = Geometry((400, 300), False, (0, 400, 0, 300), resized, (0, 0), resized)
+    pipeline = SimpleNamespace(cfg=SimpleNamespace(explainer=SimpleNamespace(min_region_pixels=16)))
+    assert Pipeline._min_region_source(pipeline, geometry) == expected
+
+
 def test_a_region_whose_replacement_raises_the_score_is_not_shown():
     shown = presented(_result(0.6, 0.7))
     assert not shown.region.any() and shown.score_after_deletion == 0.6 and shown.withheld == WITHHELD_NOT_LOWER
@@ -53,7 +76,10 @@ def test_explain_outlines_nothing_on_an_image_called_negative(tmp_path, small_co
     assert line["score"] < 0.5  # the case this test is about
     assert line["region_pixels"] == 0 and line["region_withheld"] == WITHHELD_NEGATIVE
     assert line["score_after_deletion"] == line["score"]
-    assert line["method_region_pixels"] >= 0 and 0 <= line["method_score_after_deletion"] <= 1
+    # What was withheld is still reported: the method's own region (it draws one on this image)
+    # and the score with that region deleted, not the shown score copied.
+    assert line["method_region_pixels"] > 0
+    assert 0 <= line["method_score_after_deletion"] <= 1 and line["method_score_after_deletion"] != line["score"]
     assert line["region_forwards"] == 0  # no search for the components of a region that is withheld
     gsps = pydicom.dcmread(tmp_path / "out" / "gsps.dcm")
     assert "GraphicObjectSequence" not in gsps.GraphicAnnotationSequence[0]
