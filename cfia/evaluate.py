@@ -5,6 +5,10 @@ explains it and its map is scored against the lesion mask on the source grid:
 pointing game, saliency energy inside the lesion, IoU of the salient region, pixel
 average precision, mean boundary distance (mm), passes and seconds.
 
+An image without a pixel spacing has no millimetres: its pointing tolerance and smoothing
+fall back to pixels (tolerance_px), its boundary distance is reported in pixels only
+("boundary_distance_px"; "boundary_distance_mm" null) and left out of the summary's.
+
 Each case also records the classifier's score once the true lesion is inpainted as one
 hole ("score_lesion_inpainted"). A positive call that survives that does not rest on
 the lesion, and a faithful map need not point at it: the report lists those cases, and
@@ -72,13 +76,14 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
             continue
         lesion = read_mask(row.mask)
         spacing_mm = float(src.spacing[0]) if src.spacing else None
-        # Rows, columns; no spacing: the metrics in pixels (the case's spacing_mm is null).
+        # Rows, columns; no spacing: the distances in pixels (the case's spacing_mm is null).
         sampling = tuple(float(v) for v in src.spacing) if src.spacing else (1.0, 1.0)
+        # The pointing tolerance and the smoothing, recorded: without a spacing they are pixels.
+        tol = tolerance_px(tolerance_mm, src.spacing)
         case = {"file": _name(row.path, folder), "kind": row.kind, "score": p, "spacing_mm": spacing_mm,
+                "tolerance_px": list(tol),
                 "score_lesion_inpainted": lesion_inpainted_score(pipeline, x, lesion_on_input(pre, lesion)),
                 "methods": {}}
-        # The tolerance and the smoothing in pixels along rows and along columns.
-        tol = tuple(max(1, int(round(tolerance_mm / s))) for s in sampling)
         thumbs = []
         for m in methods:
             try:
@@ -88,7 +93,7 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
                                 "(\"complete\": false)") from None
             scores = metrics.all_metrics(res.saliency, lesion, res.region, tolerance_px=tol, spacing=sampling,
                                          smooth_px=tol)
-            scores["boundary_distance_mm"] = scores.pop("boundary_distance")
+            scores.update(boundary_distance(scores.pop("boundary_distance"), src.spacing))
             scores.update(passes=res.passes, region_forwards=res.region_forwards, seconds=res.seconds,
                           score_after_deletion=res.score_after_deletion)
             case["methods"][m] = scores
@@ -101,6 +106,22 @@ def evaluate(pipeline: Pipeline, folder: Path, methods: list[str], limit: int | 
         if checkpoint:
             checkpoint(_report(cases, methods, rows, complete=False, threshold=threshold, scanned=scanned))
     return _report(cases, methods, rows, complete=True, threshold=threshold, scanned=scanned), figure_rows
+
+
+def tolerance_px(tolerance_mm: float, spacing) -> tuple[int, int]:
+    """The tolerance in whole pixels along rows and along columns, at least 1; spacing: (row,
+    column) mm, or None when the image has none: then `tolerance_mm` is read as pixels (2 mm:
+    2 px), a fallback each case records, since a pixel's size is unknown."""
+    sampling = spacing if spacing else (1.0, 1.0)
+    return tuple(max(1, int(round(tolerance_mm / float(s)))) for s in sampling)
+
+
+def boundary_distance(distance: float, spacing) -> dict:
+    """The case's boundary distance under the unit it is in: with a spacing in mm; without one
+    in pixels, and null in mm, so that no median mixes the two."""
+    if spacing:
+        return {"boundary_distance_mm": distance}
+    return {"boundary_distance_mm": float("nan"), "boundary_distance_px": distance}
 
 
 def require_masks(records: list) -> list:
@@ -183,6 +204,9 @@ def _explain(pipeline: Pipeline, src, method: str):
 
 
 def summarise(cases: list[dict], methods: list[str]) -> dict:
+    """Per method, each metric's mean (median for seconds, passes and boundary distance) over
+    the cases where it is a finite number; the boundary distance's counts: the cases it is over
+    (with a region and a spacing) and those left out for want of a pixel spacing."""
     out = {}
     for m in methods:
         out[m] = {}
@@ -193,6 +217,9 @@ def summarise(cases: list[dict], methods: list[str]) -> dict:
                 out[m][k] = float(np.median(finite)) if finite else float("nan")
             else:
                 out[m][k] = float(np.mean(finite)) if finite else float("nan")
+        out[m]["boundary_distance_mm_n"] = sum(math.isfinite(_number(c["methods"][m]["boundary_distance_mm"]))
+                                               for c in cases)
+        out[m]["boundary_distance_mm_no_spacing"] = sum("boundary_distance_px" in c["methods"][m] for c in cases)
     return out
 
 
@@ -235,15 +262,27 @@ def table_paired(pairs: dict, reference: str = "cf") -> str:
 
 
 def table(summary: dict) -> str:
+    """The summary as a markdown table; bdist is millimetres only (a dash where no case has it), and
+    a line below says how many cases it leaves out for want of a pixel spacing."""
     head = ["method", "pointing", "energy", "IoU", "pixel AP", "bdist mm (med)", "passes (med)",
             "region forwards (mean)", "s (med)", "p after"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, s in summary.items():
         lines.append(f"| {m} | {s['pointing_game']:.3f} | {s['energy_inside']:.3f} | {s['iou']:.3f} | "
-                     f"{s['pixel_ap']:.3f} | {s['boundary_distance_mm']:.1f} | {s['passes']:.0f} | "
+                     f"{s['pixel_ap']:.3f} | {_mm(s['boundary_distance_mm'])} | {s['passes']:.0f} | "
                      f"{s['region_forwards']:.1f} | "
                      f"{s['seconds']:.2f} | {s['score_after_deletion']:.3f} |")
+    left_out = max((s.get("boundary_distance_mm_no_spacing", 0) for s in summary.values()), default=0)
+    if left_out:
+        lines.append(f"bdist mm: {left_out} case(s) without a pixel spacing left out (their boundary distance "
+                     "is in pixels: boundary_distance_px in the report's cases)")
     return "\n".join(lines)
+
+
+def _mm(value) -> str:
+    """A median in mm to one decimal, a dash where there is none (null or NaN)."""
+    value = _number(value)
+    return f"{value:.1f}" if math.isfinite(value) else "-"
 
 
 def table_by_kind(by_kind: dict) -> str:

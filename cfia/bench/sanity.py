@@ -164,10 +164,10 @@ def similarity(a: np.ndarray, b: np.ndarray, inside: np.ndarray, factor: int) ->
 
 
 def localisation(saliency: np.ndarray, lesion: np.ndarray, spacing) -> dict:
+    from cfia.evaluate import tolerance_px
     from explain import metrics
 
-    sampling = tuple(float(v) for v in spacing) if spacing else (1.0, 1.0)
-    tol = tuple(max(1, int(round(TOLERANCE_MM / s))) for s in sampling)
+    tol = tolerance_px(TOLERANCE_MM, spacing)
     return {"energy_inside": metrics.energy_inside(saliency, lesion),
             "pointing": float(metrics.pointing_game(saliency, lesion, tolerance_px=tol, smooth_px=tol))}
 
