@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -297,6 +298,44 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+
+
+def _file_stamp(path: Path):
+    """What tells whether a file was (re)written since: a checkpoint is replaced by a rename,
+    so its inode changes too (a coarse file-system clock cannot hide it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _stopped(ckpt: Path, before, resuming: bool) -> int:
+    """Ctrl-C during training: one line, not a traceback, naming the checkpoint --resume
+    continues from when this run wrote one (or resumed it); another run's, left in --out, is
+    not this run's to offer."""
+    gc.collect()  # the interrupted run's progress bars close (tqdm does when freed) before this line, not after
+    after = _file_stamp(ckpt)
+    if after is None or not (resuming or after != before):
+        line = "cfia: stopped before this run wrote a checkpoint: nothing of it to resume"
+    else:
+        line = (f"cfia: stopped; the last checkpoint is {ckpt}{_epoch_of(ckpt)}: "
+                "the same command with --resume continues from it")
+    print(f"\n{line}", file=sys.stderr)  # a bar left open (or the ^C echoed) may hold the cursor mid-line
+    return EXIT_INTERRUPTED
+
+
+def _epoch_of(ckpt: Path) -> str:
+    """' (epoch N)' from a training checkpoint, '' when it cannot be read."""
+    import torch
+
+    try:  # this tool's own training state (the classifier's holds more than tensors: no weights_only)
+        return f" (epoch {int(torch.load(ckpt, map_location='cpu', weights_only=False)['epoch'])})"
+    except Exception:  # noqa: BLE001 - the message goes out without the epoch
+        return ""
+
+
 def cmd_train_inpainter(args) -> int:
     from cfia.training.inpainter import TrainOptions, train
     from .manifest import DataError
@@ -308,10 +347,16 @@ def cmd_train_inpainter(args) -> int:
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
         aug_texture=args.aug_texture, input_size=args.input_size,
     )
+    ckpt = out / "inpainter.ckpt"
+    before = _file_stamp(ckpt)
     try:
         report = train(args.data, args.out, opts, val_data=args.val_data, resume=args.resume, progress=not args.quiet)
     except (DataError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        report = None  # said out of this block, once the run's frames (and progress bars) are freed
+    if report is None:
+        return _stopped(ckpt, before, args.resume)
     print(json.dumps({k: report[k] for k in ("model", "sha256", "parameters", "skipped", "heldout")}))
     return 0
 
@@ -457,6 +502,8 @@ def cmd_train_classifier(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     network_args = _network_args(args.network_args, DEFAULT_ARGS)
     try:
+        if args.eval_only and args.test_data:
+            raise UsageError("--test-data goes with training; --eval-only reports on --data")
         if args.eval_only and args.config:
             print(json.dumps(_evaluate_configured(args, evaluate)))
             return 0
@@ -489,16 +536,50 @@ def cmd_train_classifier(args) -> int:
             lesion_weight=args.lesion_weight,
             command=args.command_line,
         )
-        meta = train(opts)
-        final = {"selected": meta["selected"], "out": args.out}
-        if args.val_data:
-            final["held_out"] = evaluate(str(Path(args.out) / "classifier.ts"), args.val_data, args.input_size,
-                                         cache_dir=args.cache_dir, workers=args.workers, device="cpu",
-                                         threads=args.threads, progress=False)
+        if args.test_data:
+            _check_test_data(args)
+        ckpt = out / "classifier.ckpt"
+        before = _file_stamp(ckpt)
+        try:
+            meta = train(opts)
+            final = {"selected": meta["selected"], "out": args.out, **_final_report(args, evaluate)}
+        except KeyboardInterrupt:
+            final = None  # said out of this block, once the run's frames (and progress bars) are freed
+        if final is None:
+            return _stopped(ckpt, before, args.resume)
         print(json.dumps(final))
         return 0
     except (DataError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_test_data(args) -> None:
+    """--test-data readable and sharing no image with --data or --val-data (its report would
+    hold training or selection figures), before the training's minutes."""
+    from .manifest import DataError, read_manifest
+    from .training.data import _same_images  # what check_held_apart compares: path, else SOPInstanceUID
+
+    try:
+        test = [r.path for folder in args.test_data for r in read_manifest(folder)]
+    except DataError as exc:
+        raise UsageError(f"--test-data: {exc}") from None
+    for flag, folders in (("--data", args.data), ("--val-data", args.val_data or [])):
+        shared = _same_images([r.path for folder in folders for r in read_manifest(folder)], test)
+        if shared:
+            raise UsageError(f"--test-data shares {len(shared)} image(s) with {flag} (e.g. {shared[0][1]}): "
+                             "the held-out report must be held apart from training and selection")
+
+
+def _final_report(args, evaluate) -> dict:
+    """The exported model on --test-data: held out, never trained nor selected on. Without it,
+    on --val-data, named for what it is: the epoch was picked on those images, so its figures
+    flatter the model."""
+    folders = args.test_data or args.val_data
+    if not folders:
+        return {}
+    res = evaluate(str(Path(args.out) / "classifier.ts"), folders, args.input_size, cache_dir=args.cache_dir,
+                   workers=args.workers, device="cpu", threads=args.threads, progress=False)
+    return {"held_out": res} if args.test_data else {"validation": {**res, "used_for_selection": True}}
 
 
 def cmd_train_average(args) -> int:
@@ -652,7 +733,12 @@ def _add_train_classifier(tsub) -> None:
                                     "checkpointing every epoch; or, with --eval-only, report AUC/accuracy of a "
                                     "trained model on held-out folders.")
     t.add_argument("--data", required=True, nargs="+", help="data folder(s) with manifest.csv")
-    t.add_argument("--val-data", nargs="+", help="held-out folder(s): per-epoch validation, model selection, final report")
+    t.add_argument("--val-data", nargs="+",
+                   help="validation folder(s): per-epoch validation and model selection (best AUC); the final "
+                        "report's \"validation\" when no --test-data")
+    t.add_argument("--test-data", nargs="+",
+                   help="held-out folder(s), used neither for training nor for selection: the final report's "
+                        "\"held_out\" (without it there is none)")
     t.add_argument("--out", default="models", help="output folder (default models/)")
     t.add_argument("--epochs", type=_positive, default=30, help="epochs (default 30)")
     t.add_argument("--batch-size", type=_positive, default=32, help="batch size (default 32)")

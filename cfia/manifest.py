@@ -55,8 +55,8 @@ def read_manifest(folder: str | Path) -> list[Record]:
         where = f"{manifest} line {n}"
         records.append(_record(folder, _row(header, values, where), where))
         missing += [str(p) for p in (records[-1].path, records[-1].mask) if p is not None and not p.is_file()]
-    if missing:
-        shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+    if missing:  # every one, one a line: a site fixes (or scripts against) the whole list at once
+        shown = "\n  ".join(missing)
         raise DataError(f"{manifest} names {len(missing)} missing file(s):\n  {shown}")
     if not records:
         raise DataError(f"{manifest}: no images listed")

@@ -603,7 +603,7 @@ def test_what_needs_no_images_is_checked_before_preprocessing(phantom_dir, tmp_p
 
 
 def test_training_logs_say_what_the_data_is_used_for(phantom_dir, tmp_path, caplog):
-    """Without --val-data no held-out metrics: said at the start. A positive without a mask
+    """Without --val-data no epoch is selected: said at the start. A positive without a mask
     trains on its label only: said of training data, not of validation data."""
     import shutil
 
@@ -620,12 +620,12 @@ def test_training_logs_say_what_the_data_is_used_for(phantom_dir, tmp_path, capl
     (data / "manifest.csv").write_text("\n".join(rows) + "\n")
     assert _train(phantom_dir, tmp_path / "v", "--epochs", "1", "--val-data", str(data)) == 0
     messages = [r.getMessage() for r in caplog.records]
-    assert not any("trained on their label only" in m or "no held-out metrics" in m for m in messages)
+    assert not any("trained on their label only" in m or "no epoch is selected" in m for m in messages)
     caplog.clear()
     assert _train(data, tmp_path / "t", "--epochs", "1") == 0
     messages = [r.getMessage() for r in caplog.records]
     assert f"{data}: 1 positive(s) without a lesion mask: trained on their label only" in messages
-    assert messages[0].startswith("no --val-data: no held-out metrics will be reported")
+    assert messages[0].startswith("no --val-data: no epoch is selected")
 
 
 # -- the shipped default model -----------------------------------------------------

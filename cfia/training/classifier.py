@@ -300,7 +300,7 @@ def train(opts: TrainOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "classifier.ckpt"
     if not opts.val_data:
-        log.warning("no --val-data: no held-out metrics will be reported, and the last epoch is exported")
+        log.warning("no --val-data: no epoch is selected, the last one is exported")
 
     # What can be checked without the images is checked before their preprocessing (minutes).
     check_held_apart(opts.data, opts.val_data)

@@ -1,0 +1,134 @@
+"""`cfia train`'s command-line contract: what its final report calls held out, and Ctrl-C
+ending a run with one line that says how to continue it."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from cfia.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSIFIER = ["--input-size", "64x48", "--network-args", json.dumps({"channels": [4, 8, 8], "subunits": 1}),
+              "--batch-size", "4", "--workers", "1", "--threads", "1", "--quiet"]
+INPAINTER = ["--batch-size", "2", "--crop-size", "32", "--val-crops", "2", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict:
+    """Three sets of six small phantoms, other seeds, so other images: train, val, test."""
+    root = tmp_path_factory.mktemp("train-cli")
+    for name, seed in (("train", 21), ("val", 22), ("test", 23)):
+        assert main(["phantom", "--out", str(root / name), "--count", "6", "--seed", str(seed),
+                     "--size", "256x208", "--quiet"]) == 0
+    return {name: root / name for name in ("train", "val", "test")}
+
+
+def _classifier(folders, out, *extra) -> int:
+    return main(["train", "classifier", "--data", str(folders["train"]), "--out", str(out),
+                 "--cache-dir", str(Path(out).parent / "cache"), "--epochs", "1", *CLASSIFIER, *extra])
+
+
+def _final(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_held_out_is_only_what_neither_trained_nor_selected(folders, tmp_path, capsys):
+    """The validation set picks the epoch: its figures are reported as "validation", marked as
+    used for selection; "held_out" is --test-data's alone, which must share no image with
+    --data or --val-data (checked before any training)."""
+    val, test = str(folders["val"]), str(folders["test"])
+    assert _classifier(folders, tmp_path / "a", "--val-data", val) == 0
+    final = _final(capsys)
+    assert "held_out" not in final
+    assert final["validation"]["used_for_selection"] is True and final["validation"]["data"] == [val]
+    assert final["validation"]["n"] == 6
+
+    assert _classifier(folders, tmp_path / "b", "--val-data", val, "--test-data", test) == 0
+    final = _final(capsys)
+    assert "validation" not in final and "best validation AUC" in final["selected"]
+    assert final["held_out"]["data"] == [test] and final["held_out"]["n"] == 6
+
+    for flag, shared in (("--val-data", val), ("--data", str(folders["train"]))):
+        assert _classifier(folders, tmp_path / "c", "--val-data", val, "--test-data", shared) == 2
+        assert f"--test-data shares 6 image(s) with {flag}" in capsys.readouterr().err
+        assert not (tmp_path / "c" / "classifier.ckpt").exists()
+    assert main(["train", "classifier", "--eval-only", "--data", val, "--model", str(tmp_path / "b" / "classifier.ts"),
+                 "--test-data", test, *CLASSIFIER]) == 2
+    assert "--test-data goes with training" in capsys.readouterr().err
+
+
+def _interrupt_once(cmd: list, marker: bytes, timeout: float = 180) -> tuple[int, str]:
+    """Run `cmd`, send it SIGINT (Ctrl-C) as soon as its stderr shows `marker`; (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err, seen = bytearray(), threading.Event()
+
+    def read():
+        for chunk in iter(lambda: proc.stderr.read1(65536), b""):
+            err.extend(chunk)
+            if marker in err:
+                seen.set()
+        seen.set()  # the end of its output: it stopped by itself
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        seen.wait(timeout)
+        what = " ".join(cmd[3:5])
+        assert marker in err and proc.poll() is None, f"no {marker!r} from a running {what}: {bytes(err[-3000:])!r}"
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    return rc, err.decode(errors="replace")
+
+
+def _one_line_naming(err: str, ckpt: Path) -> None:
+    """The run ends with one line naming the checkpoint and its epoch, as the file holds it."""
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    epoch = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
+    assert err.rstrip().splitlines()[-1] == (f"cfia: stopped; the last checkpoint is {ckpt} (epoch {epoch}): "
+                                             "the same command with --resume continues from it")
+
+
+def test_ctrl_c_during_classifier_training_names_the_checkpoint_to_resume(folders, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cfia.cli", "train", "classifier", "--data", str(folders["train"]),
+           "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "100000", *CLASSIFIER]
+    rc, err = _interrupt_once(cmd, b"epoch 2: {")  # logged after epoch 1's checkpoint was written
+    assert rc == 130
+    _one_line_naming(err, out / "classifier.ckpt")
+    # ... and --resume does continue from it.
+    stopped_at = torch.load(out / "classifier.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    assert main(cmd[3:] + ["--resume", "--stop-after", "1"]) == 0
+    assert torch.load(out / "classifier.ckpt", map_location="cpu", weights_only=False)["epoch"] == stopped_at + 1
+
+
+def _inpainter(data, out, *extra) -> list:
+    return [sys.executable, "-m", "cfia.cli", "train", "inpainter", "--data", str(data), "--out", str(out), *extra]
+
+
+def test_ctrl_c_during_inpainter_training_names_the_checkpoint_or_says_there_is_none(folders, tmp_path):
+    out = tmp_path / "run"
+    cmd = _inpainter(folders["train"], out, *INPAINTER, "--crops-per-epoch", "4", "--epochs", "100000")
+    rc, err = _interrupt_once(cmd, b"epoch 2/")  # epoch 2's bar: epoch 1's checkpoint is written
+    assert rc == 130
+    _one_line_naming(err, out / "inpainter.ckpt")
+    # Stopped in its first epoch, a run has no checkpoint to offer; an earlier run's left in
+    # --out is not named as if it were this one's.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "inpainter.ckpt").write_bytes(b"an earlier run's")
+    cmd = _inpainter(folders["train"], other, *INPAINTER, "--crops-per-epoch", "10000000", "--epochs", "1")
+    rc, err = _interrupt_once(cmd, b"epoch 1/")
+    assert rc == 130 and "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == "cfia: stopped before this run wrote a checkpoint: nothing of it to resume"
