@@ -536,11 +536,11 @@ def cmd_train_classifier(args) -> int:
             lesion_weight=args.lesion_weight,
             command=args.command_line,
         )
-        if args.test_data:
-            _check_test_data(args)
         ckpt = out / "classifier.ckpt"
         before = _file_stamp(ckpt)
         try:
+            if args.test_data:  # reads every image's header: seconds, under Ctrl-C's reach too
+                _check_test_data(args)
             meta = train(opts)
             final = {"selected": meta["selected"], "out": args.out, **_final_report(args, evaluate)}
         except KeyboardInterrupt:

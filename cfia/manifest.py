@@ -57,7 +57,8 @@ def read_manifest(folder: str | Path) -> list[Record]:
         missing += [str(p) for p in (records[-1].path, records[-1].mask) if p is not None and not p.is_file()]
     if missing:  # every one, one a line: a site fixes (or scripts against) the whole list at once
         shown = "\n  ".join(missing)
-        raise DataError(f"{manifest} names {len(missing)} missing file(s):\n  {shown}")
+        raise DataError(f"{manifest} names {len(missing)} missing file(s):\n  {shown}\n"
+                        f"{manifest}: {len(missing)} missing file(s), listed above")  # the count stays in view
     if not records:
         raise DataError(f"{manifest}: no images listed")
     return records

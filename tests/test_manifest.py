@@ -17,6 +17,8 @@ def test_every_missing_file_is_listed_one_a_line(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,label,mask\n" + "\n".join(rows) + "\n")
     with pytest.raises(DataError) as err:
         read_manifest(tmp_path)
-    first, *listed = str(err.value).splitlines()
+    first, *listed, last = str(err.value).splitlines()
     assert first == f"{tmp_path / 'manifest.csv'} names 45 missing file(s):"
     assert [line.strip() for line in listed] == expected
+    # 100,000 of them scrolled the count out of view: it is said again last.
+    assert last == f"{tmp_path / 'manifest.csv'}: 45 missing file(s), listed above"
