@@ -19,7 +19,7 @@ from .mammogram import Mammogram
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1504.1"  # cfia implementation class
-VERSION = "cfia-phantom 0.1"
+VERSION = "cfia-phantom 0.2"  # 0.2: ImagerPixelSpacing magnified, as the detector sees the breast
 # AccessionNumber is "A" + the patient index (at least 7 digits); SH allows 16 characters.
 MAX_PATIENT_INDEX = 10 ** 15 - 1
 MAGNIFICATION = 660 / 640  # source-detector over source-patient distance: 1.03125

@@ -26,7 +26,7 @@ GENERATORS = {"standard": (mammogram.synthesize, LESION_KINDS), "compartments": 
 
 # contrast: the most conspicuous lesion's peak contrast in units of the tissue s.d.
 MANIFEST_COLUMNS = ("file", "label", "mask", "laterality", "view", "kind", "contrast")
-FIELD_OF_VIEW_MM = 240.0   # detector height; pixel spacing = FOV / rows
+FIELD_OF_VIEW_MM = 240.0   # the image's height in the breast plane; pixel spacing there = FOV / rows
 MAX_SIZE = (4096, 3328)
 # Columns / rows, what every generator draws at every size (tried: positive images, all seven
 # lesion kinds or only the largest). Lesions and breasts have sizes in mm and the field of
