@@ -750,3 +750,18 @@ def test_results_on_disk_clear_the_error_of_an_earlier_attempt(queue):
     queue.claim("w")
     queue.set_results(job, "/spool/results/1", 1.0)
     assert queue.get(job).error is None
+
+
+def test_status_last_day_counts_a_job_finished_two_hours_ago(tmp_path):
+    """`cfia status`'s last-day figures are over a day, not an hour."""
+    from cfia import status
+
+    now = [1_000_000.0]
+    queue = JobQueue(tmp_path / "q.sqlite", quiet_seconds=0, clock=lambda: now[0])
+    job_id, _ = queue.add("a.dcm", "1.2.3", "1.2", "1.2.840.10008.5.1.4.1.1.1.2", "MOD", "b1")
+    queue.close_batch("b1")
+    job = queue.claim("w")
+    queue.set_results(job.id, "r", 1.5)
+    queue.finish(job.id)
+    snap = status.snapshot(queue, now=now[0] + 7200)
+    assert snap["last_hour"]["done"] == 0 and snap["last_day"]["done"] == 1

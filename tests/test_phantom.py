@@ -346,3 +346,13 @@ def test_lesion_centres_lie_on_their_lesion_in_either_breast(generator):
     for mg in mgs:
         for kind, row, col, *_ in mg.lesions:
             assert mg.mask[row, col], (mg.laterality, kind, row, col)
+
+
+def test_a_spiculated_masks_ground_truth_holds_its_spicules():
+    """The ground truth holds the spicules the pixels show: evaluate scores against it."""
+    from phantom.lesions import spiculated_mass
+
+    for seed in range(5):
+        profile, mask = spiculated_mass(0.1, np.random.default_rng(seed))
+        strong = profile > 0.3
+        assert mask[strong].mean() > 0.9, seed
