@@ -1,0 +1,119 @@
+"""What training draws and reads: random holes stay within their coverage range; `cfia train
+average` mixes by the given weights and refuses a negative one; the augmentation's vertical
+flip keeps the chest wall on its side, contrast changes about each image's mean, correlated
+noise has the s.d. asked for; the preprocessing cache is rebuilt when a label, a mask or a
+file's modification time changes; a resumed run sees changed images as a change, and
+lesion_weight as part of the run it continues; the AUC interval is the central 95 % of
+resamples that keep the positives' and negatives' counts."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cfia.manifest import Record
+from cfia.training import average, data
+from cfia.training.augment import AugmentOptions, augment
+from cfia.training.classifier import (TrainOptions, _run_definition, auc_interval, roc_auc,
+                                      stratified_resamples)
+from cfia.training.holes import random_hole
+
+STILL = dict(p_vflip=0.0, max_rotate_deg=0.0, scale=(1.0, 1.0), max_translate=0.0, gamma=(1.0, 1.0),
+             contrast=(1.0, 1.0), brightness=0.0, p_blur=0.0, noise_std=(0.0, 0.0))
+
+
+def test_random_holes_cover_a_fraction_within_the_range():
+    for seed in range(12):
+        hole = random_hole(np.random.default_rng(seed), 64, 64, coverage=(0.05, 0.1))
+        assert 0.05 <= hole.mean() <= 0.1, seed
+
+
+def test_average_mixes_by_the_given_weights_and_refuses_a_negative_one():
+    a, b = {"w": torch.zeros(3), "n": torch.tensor(4)}, {"w": torch.ones(3), "n": torch.tensor(9)}
+    out = average.average_states([a, b], [0.25, 0.75])
+    assert torch.allclose(out["w"], torch.full((3,), 0.75)) and int(out["n"]) == 4
+    with pytest.raises(ValueError, match="must be >= 0"):
+        average.check_weights(["a.pt", "b.pt"], [-0.5, 1.5])
+
+
+def _image():
+    x = torch.zeros(1, 1, 16, 12)
+    x[..., 2:5, 1:3] = 0.8  # top left: flipped vertically it goes to the bottom left
+    return x + 0.1
+
+
+def test_the_vertical_flip_keeps_the_chest_wall_on_its_side():
+    x = _image()
+    out = augment(x, torch.Generator().manual_seed(0), AugmentOptions(**dict(STILL, p_vflip=1.0)))
+    assert torch.allclose(out, x.flip(-2), atol=1e-5)
+
+
+def test_contrast_changes_about_each_images_mean():
+    x = _image()
+    out = augment(x, torch.Generator().manual_seed(0), AugmentOptions(**dict(STILL, contrast=(0.5, 0.5))))
+    assert float(out.mean()) == pytest.approx(float(x.mean()), abs=1e-5)
+    assert torch.allclose(out - out.mean(), 0.5 * (x - x.mean()), atol=1e-5)
+
+
+def test_correlated_noise_has_the_sd_asked_for():
+    x = torch.full((4, 1, 64, 64), 0.5)
+    opts = AugmentOptions(**dict(STILL, noise_std=(0.02, 0.02), p_noise_corr=1.0, noise_corr_sigma=(2.0, 2.0)))
+    out = augment(x, torch.Generator().manual_seed(0), opts)
+    assert float((out - 0.5).std()) == pytest.approx(0.02, rel=0.1)
+
+
+def _records(tmp_path, label=1, mask_text="m1"):
+    img, mask = tmp_path / "a.dcm", tmp_path / "a_mask.png"
+    if not img.exists():
+        img.write_bytes(b"x" * 100)
+    if not mask.exists() or mask.read_text() != mask_text:
+        mask.write_text(mask_text)
+    return [Record(img, label, mask)]
+
+
+def test_the_cache_key_changes_with_a_label_a_mask_or_a_files_time(tmp_path):
+    key = data._cache_key(_records(tmp_path), (64, 48))
+    assert data._cache_key(_records(tmp_path, label=0), (64, 48)) != key
+    assert data._cache_key(_records(tmp_path, mask_text="m2"), (64, 48)) != key  # same size, other mask
+    records = _records(tmp_path)
+    st = records[0].path.stat()
+    os.utime(records[0].path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, rewritten
+    assert data._cache_key(records, (64, 48)) != key
+
+
+def test_a_resumed_run_sees_changed_images_and_lesion_weight():
+    saved = [{"folder": "/d", "manifest": "m", "files": "f1"}]
+    now = [{"folder": "/d", "manifest": "m", "files": "f2"}]
+    assert data.data_changes("--data", saved, now) == ["--data /d: its images or masks changed (size or "
+                                                      "modification time)"]
+    one, two = (_run_definition(TrainOptions(data=[], lesion_weight=w)) for w in (1.0, 0.5))
+    assert one != two
+
+
+def test_auc_resamples_keep_the_counts_and_the_interval_is_the_central_95_percent():
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 8 + [0] * 20)
+    scores = rng.normal(labels * 1.0, 1.0)
+    for idx in stratified_resamples(labels, resamples=5):
+        assert (labels[idx] == 1).sum() == 8 and (labels[idx] == 0).sum() == 20
+    aucs = [roc_auc(scores[i], labels[i]) for i in stratified_resamples(labels, 300, 0)]
+    want = [round(float(v), 4) for v in np.percentile(aucs, [2.5, 97.5])]
+    assert auc_interval(scores, labels, resamples=300) == want
+
+
+def test_the_exported_classifier_is_the_best_validation_epochs(tmp_path):
+    from explain.classifier import build_network
+    from cfia.training.classifier import DEFAULT_ARGS, _cpu_state, _export
+
+    args = dict(DEFAULT_ARGS, channels=[4, 8, 8], subunits=1)
+    torch.manual_seed(0)
+    best_model = build_network("MammoNet", args)
+    torch.save(_cpu_state(best_model), tmp_path / "classifier.best.pt")
+    last = build_network("MammoNet", args)  # other weights: the run's last epoch
+    opts = TrainOptions(data=[], network_args=args, input_size=(64, 48))
+    meta = _export(last, opts, tmp_path, [{}, {}, {}], {"auc": 0.9, "epoch": 2}, torch.device("cpu"))
+    saved = torch.load(tmp_path / "classifier.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in _cpu_state(best_model).items())
+    assert meta["selected"].startswith("epoch 2 ")
