@@ -126,7 +126,7 @@ class InpaintPerturbation:
         return self.fill_region(x, mask > self.refresh_threshold, current)
 
     def fill_region(self, x: torch.Tensor, region: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """Inpaint exactly `region` (bool, (1,1,H,W)), keeping `current` elsewhere."""
+        """Inpaint `region` (bool, (1,1,H,W)) and a 2-pixel margin around it, keeping `current` elsewhere."""
         if not region.any():
             return current
         hole = F.max_pool2d(region.float(), 5, stride=1, padding=2)  # a small margin of context

@@ -128,7 +128,10 @@ def test_the_change_map_is_blurred_by_its_sigma():
     c = x.clone()
     c[..., 4, 4] = 1.0
     m = change_map(x, torch.ones_like(x), c, sigma=1.0)
-    assert 0.3 < float(m[..., 4, 5]) < 1.0 and float(m[..., 4, 4]) == 1.0
+    # An impulse blurred by a separable Gaussian: one pixel off the peak is exp(-1/2 / sigma^2) of it.
+    assert float(m[..., 4, 4]) == 1.0 and float(m[..., 4, 5]) == pytest.approx(math.exp(-0.5), rel=1e-5)
+    wider = change_map(x, torch.ones_like(x), c, sigma=2.0)
+    assert float(wider[..., 4, 5]) == pytest.approx(math.exp(-0.125), rel=1e-5)
 
 
 class _Recorder(BlurPerturbation):
