@@ -115,13 +115,19 @@ def _two_positive(value) -> list[float] | None:
     return spacing if len(spacing) == 2 and min(spacing) > 0 else None
 
 
+MAGNIFICATION_RANGE = (1.0, 3.0)  # source-detector over source-object distance: >= 1; views reach 2
+
+
 def _magnification(source: Dataset):
-    """The Estimated Radiographic Magnification Factor when it is one positive number."""
+    """The Estimated Radiographic Magnification Factor when it is one number a geometry can
+    give; one below 1 (the breast beyond the detector) or far above a magnification view's
+    would shrink every size in the patient by as much, and is ignored."""
     try:
         factor = float(source.get("EstimatedRadiographicMagnificationFactor"))
     except (TypeError, ValueError):
         return None
-    return factor if factor > 0 else None
+    lo, hi = MAGNIFICATION_RANGE
+    return factor if lo <= factor <= hi else None
 
 
 def pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence:

@@ -410,7 +410,8 @@ def test_parametric_map_windows_are_the_full_range_then_the_maps_own():
     assert top == pytest.approx(0.6)
 
 
-@pytest.mark.parametrize("magnification, expected", [("1.8", 1 / 1.8), (None, 1.0), ("0", 1.0)])
+@pytest.mark.parametrize("magnification, expected", [("1.8", 1 / 1.8), (None, 1.0), ("0", 1.0),
+                                                     ("1", 1.0), ("0.5", 1.0), ("107", 1.0)])
 def test_seg_spacing_is_in_the_patient_when_the_magnification_is_known(magnification, expected):
     """A magnification view's detector spacing overstates sizes in the breast 1.5-2 times."""
     from dicom_out.geometry import pixel_measures
