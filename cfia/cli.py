@@ -557,17 +557,15 @@ def _check_test_data(args) -> None:
     """--test-data readable and sharing no image with --data or --val-data (its report would
     hold training or selection figures), before the training's minutes."""
     from .manifest import DataError, read_manifest
-    from .training.data import _same_images  # what check_held_apart compares: path, else SOPInstanceUID
+    from .training.data import check_apart
 
     try:
         test = [r.path for folder in args.test_data for r in read_manifest(folder)]
     except DataError as exc:
         raise UsageError(f"--test-data: {exc}") from None
     for flag, folders in (("--data", args.data), ("--val-data", args.val_data or [])):
-        shared = _same_images([r.path for folder in folders for r in read_manifest(folder)], test)
-        if shared:
-            raise UsageError(f"--test-data shares {len(shared)} image(s) with {flag} (e.g. {shared[0][1]}): "
-                             "the held-out report must be held apart from training and selection")
+        check_apart([r.path for folder in folders for r in read_manifest(folder)], test, flag, "--test-data",
+                    "the held-out report must be held apart from training and selection")
 
 
 def _final_report(args, evaluate) -> dict:

@@ -90,16 +90,21 @@ def check_held_apart(data: list, val_data: list, val_lesion_free: bool = False) 
     val_lesion_free: only the held-out folders' lesion-free rows are used (the inpainter's report)."""
     train = [r.path for folder in data for r in read_manifest(folder)]
     val = [r.path for folder in val_data for r in read_manifest(folder) if not (val_lesion_free and r.label)]
-    shared = _same_images(train, val) if val else []
-    if shared:
-        a, b = shared[0]
-        example = str(a.resolve()) if a.resolve() == b.resolve() else f"{a} and {b}, the same SOPInstanceUID"
-        raise DataError(f"--val-data shares {len(shared)} image(s) with --data (e.g. {example}): "
-                        "validation must be held apart")
+    check_apart(train, val, "--data", "--val-data", "validation must be held apart")
     paths = [str(p.resolve()) for p in train]
     twice = len(paths) - len(set(paths))
     if twice:
         log.warning("%d training image(s) are listed more than once: they weigh more", twice)
+
+
+def check_apart(kept: list[Path], held: list[Path], kept_flag: str, held_flag: str, why: str) -> None:
+    """DataError naming an example when an image of `held` is among `kept` (the same path or
+    the same SOPInstanceUID)."""
+    shared = _same_images(kept, held) if held else []
+    if shared:
+        a, b = shared[0]
+        example = str(a.resolve()) if a.resolve() == b.resolve() else f"{a} and {b}, the same SOPInstanceUID"
+        raise DataError(f"{held_flag} shares {len(shared)} image(s) with {kept_flag} (e.g. {example}): {why}")
 
 
 def _same_images(train: list[Path], val: list[Path]) -> list[tuple[Path, Path]]:
