@@ -116,10 +116,11 @@ class Pipeline:
         if self.cfg.explainer.score == "logit":
             return lambda x: clf.score(x)
         if self.cfg.explainer.score == "cross_entropy":
-            # -log(1 - p) = softplus(logit): monotone in p like the probability, but its
+            # -log(1 - p) = softplus(log-odds): monotone in p like the probability, but its
             # slope does not vanish when the classifier is sure (p near 1), and it is
             # bounded below, unlike the logit, so deleting more stops paying off at p near 0.
-            return lambda x: torch.nn.functional.softplus(clf.score(x))
+            # The log-odds, not a multi-class network's raw logit, which can fall while p rises.
+            return lambda x: torch.nn.functional.softplus(clf.log_odds(x))
         return lambda x: clf.probability(x)
 
     def probability(self, x: torch.Tensor) -> float:

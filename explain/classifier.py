@@ -118,6 +118,10 @@ class Classifier(nn.Module):
             return out[:, 0] if self.class_index == 1 else -out[:, 0]
         return out[:, self.class_index]
 
+    def log_odds(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) the explained class's log-odds, log p_c - log(1 - p_c), differentiable in x."""
+        return self.log_odds_of(self._run(x))
+
     def log_odds_of(self, out: torch.Tensor) -> torch.Tensor:
         """(B,) log p_c - log(1 - p_c) from the network's output, whatever its kind: what tells
         whether a change lowered a sure model's call, whose p is 1.0 either side. (score() is
