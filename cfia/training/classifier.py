@@ -29,6 +29,7 @@ from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import DataError, read_manifest
 from .augment import AugmentOptions, augment
 from .data import check_held_apart, data_changes, folder_fingerprint, load_many
+from .torch_settings import keeps_torch_settings
 
 log = logging.getLogger("cfia.training")
 
@@ -291,6 +292,7 @@ def _train_epoch(model, optim, sched, gen: torch.Generator, data: tuple, opts: T
     return run_loss / n
 
 
+@keeps_torch_settings
 def train(opts: TrainOptions) -> dict:
     _check_options(opts)
     torch.set_num_threads(max(1, opts.threads))
@@ -431,6 +433,7 @@ def _field(records: dict, file, name: str, default):
     return default if record is None else getattr(record, name)
 
 
+@keeps_torch_settings
 def score(model_path: str, data: list, input_size, kind: Optional[str] = None, network: Optional[str] = None,
           network_args: Optional[dict] = None, cache_dir=None, workers: int = 2, device: str = "cpu",
           threads: int = 2, progress: bool = True, class_index: int = 1, output: str = "logits",

@@ -28,6 +28,7 @@ from ..manifest import DataError
 from .classifier import _device
 from .data import check_held_apart, data_changes, folder_fingerprint
 from .mammo_io import load_folder
+from .torch_settings import keeps_torch_settings
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def _check_resumable(saved: dict, now: dict, saved_data: dict, data: dict) -> No
                     "to an uninterrupted run", now["threads"], saved.get("threads"))
 
 
+@keeps_torch_settings
 def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str | Path | None = None,
           resume: bool = False, progress: bool = True) -> dict:
     """Train, checkpoint each epoch to out/inpainter.ckpt, write out/inpainter.pt and a report."""
