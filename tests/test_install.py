@@ -34,11 +34,25 @@ def venv(tmp_path_factory) -> Path:
     run = dict(check=True, capture_output=True, text=True, timeout=300)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     str(src), "-w", str(tmp / "dist")], **run)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp / "venv")], **run)
+    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], **run)
+    _see_dependencies(tmp / "venv")
     wheel = next((tmp / "dist").glob("cfia-*.whl"))
     subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
                    **run)
     return tmp / "venv"
+
+
+def _see_dependencies(venv: Path) -> None:
+    """The new venv imports the dependencies this interpreter imports: its site folders, listed
+    in a .pth file. Not --system-site-packages, which gives the BASE interpreter's packages, not
+    those of a venv running the suite (README's `make test PYTHON=venv/bin/python`). Folders named
+    in a .pth file have no .pth files of their own read, so this checkout's editable install
+    does not come along."""
+    sites = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    target = subprocess.run([str(venv / "bin" / "python"), "-c", where],
+                            check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    (Path(target) / "cfia-test-dependencies.pth").write_text("\n".join(sites) + "\n", encoding="utf-8")
 
 
 def test_a_wheel_install_uses_the_shipped_config_and_models(venv, tmp_path):

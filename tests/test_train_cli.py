@@ -64,9 +64,17 @@ def test_held_out_is_only_what_neither_trained_nor_selected(folders, tmp_path, c
     assert "--test-data goes with training" in capsys.readouterr().err
 
 
+def _default_ctrl_c() -> None:
+    """In the child: SIGINT's default action. A shell that starts the suite in the background
+    (`cmd &`) leaves SIGINT ignored, every child inherits that, and Python installs its Ctrl-C
+    handler only where SIGINT is not ignored: the test's Ctrl-C would then do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_once(cmd: list, marker: bytes, timeout: float = 180) -> tuple[int, str]:
     """Run `cmd`, send it SIGINT (Ctrl-C) as soon as its stderr shows `marker`; (exit code, stderr)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_default_ctrl_c)
     err, seen = bytearray(), threading.Event()
 
     def read():
