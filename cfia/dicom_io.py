@@ -37,14 +37,18 @@ class SourceImage:
     for_processing: bool            # raw values linear in X-ray intensity (-log needed); see _polarity
     aspect: Optional[float] = None  # column / row size from PixelAspectRatio, where no spacing says it
 
+    @property
+    def pixel_aspect(self) -> float:
+        """A pixel's column / row size: its spacing's, else PixelAspectRatio's, else 1."""
+        return self.spacing[1] / self.spacing[0] if self.spacing else (self.aspect or 1.0)
+
     def to_input(self, input_size: tuple[int, int]):
         """The classifier's input and its Geometry (explain.preprocess.preprocess), the
         resize keeping the breast's physical shape where pixels are not square."""
         from explain.preprocess import preprocess
 
-        aspect = self.spacing[1] / self.spacing[0] if self.spacing else (self.aspect or 1.0)
         return preprocess(self.pixels, input_size, self.photometric, self.laterality, self.for_processing,
-                          pixel_aspect=aspect)
+                          pixel_aspect=self.pixel_aspect)
 
 
 def read_file(path: str | Path) -> SourceImage:
