@@ -1,7 +1,7 @@
 """A data folder's manifest.csv (as `cfia phantom` writes it, or a site's own): the one reader.
 
-Columns: file, label (0 or 1) required; mask (a .npy lesion mask), laterality, kind (the
-lesion kind(s), free text, e.g. `mass` or `calcifications+spiculated`), contrast (the
+Columns: file, label (0 or 1) required; mask (a lesion mask: .npy, PNG/TIFF or DICOM, read_mask),
+laterality, kind (the lesion kind(s), free text, e.g. `mass` or `calcifications+spiculated`), contrast (the
 lesion's contrast in units of the tissue's s.d., as `cfia phantom` draws it) optional.
 Training, evaluation and the benchmarks all read folders through `read_manifest`, which
 checks the whole file first and stops with every missing file listed.
@@ -64,20 +64,75 @@ def read_manifest(folder: str | Path) -> list[Record]:
     return records
 
 
+IMAGE_MASKS = (".png", ".tif", ".tiff", ".bmp", ".gif")  # lossless image files; JPEG's artefacts are refused
+
+
 def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
-    """A lesion mask as bool, whatever it was saved as (bool, 0/1 or 0/255 integers, float);
-    ValueError when it is not its image's `shape` or not a .npy array. OSError / ValueError
-    when unreadable."""
+    """A lesion mask as bool, any nonzero value the lesion: a .npy array (bool, 0/1 or 0/255
+    integers, float), a lossless image file (IMAGE_MASKS: grey, colour or with an alpha channel,
+    any colour but black), or a DICOM file (a Segmentation of its image, any segment, or an
+    image whose nonzero pixels mark the lesion, as some datasets ship their masks). ValueError
+    when it is not its image's `shape` or of none of these kinds; OSError when unreadable."""
+    mask = _mask_array(Path(path))
+    if shape is not None and mask.shape != tuple(shape):
+        raise ValueError(f"shape {mask.shape}, its image {tuple(shape)}")
+    return mask
+
+
+def _mask_array(path: Path):
     import numpy as np
 
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_MASKS:
+        return _image_mask(path)
+    if suffix in (".jpg", ".jpeg"):
+        raise ValueError("a JPEG mask: its compression blurs the lesion's edge with faint nonzero pixels; "
+                         "save it as PNG")
+    if suffix == ".dcm" or _is_dicom(path):
+        return _dicom_mask(path)
     loaded = np.load(path)
     if not isinstance(loaded, np.ndarray):  # np.savez's archive: `!= 0` would give one bool
         getattr(loaded, "close", lambda: None)()
         raise ValueError(f"np.load gave {type(loaded).__name__}, not a .npy array (an .npz archive?)")
-    mask = loaded != 0  # any nonzero value (README): a 0/255 mask saved as int8 holds -1
-    if shape is not None and mask.shape != tuple(shape):
-        raise ValueError(f"shape {mask.shape}, its image {tuple(shape)}")
-    return mask
+    return loaded != 0  # any nonzero value (README): a 0/255 mask saved as int8 holds -1
+
+
+def _image_mask(path: Path):
+    """Any pixel not black: the colour channels, an alpha channel left out (an opaque black
+    background has alpha 255 everywhere); a palette image through its colours."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA")
+        pixels = np.asarray(image)
+        colour = pixels[..., :-1] if image.mode in ("RGBA", "LA", "La", "RGBa") else pixels
+    return colour != 0 if colour.ndim == 2 else (colour != 0).any(axis=-1)
+
+
+def _is_dicom(path: Path) -> bool:
+    """The DICOM file preamble: 128 bytes, then DICM."""
+    with path.open("rb") as fh:
+        return fh.read(132)[128:] == b"DICM"
+
+
+def _dicom_mask(path: Path):
+    """Its pixels nonzero, over every frame: a Segmentation's frames are its segments (BINARY's
+    bits or FRACTIONAL's fractions), which must all be of its one image."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except (InvalidDicomError, AttributeError, RuntimeError, NotImplementedError) as exc:  # no pixels, no decoder
+        raise ValueError(f"not a .npy array, an image file ({', '.join(IMAGE_MASKS)}) or DICOM with "
+                         f"pixels ({exc})") from None
+    marked = pixels != 0
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:  # colour: any channel
+        marked = marked.any(axis=-1)
+    return marked.any(axis=0) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else marked
 
 
 def _row(header: list, values: list, where: str) -> dict:
