@@ -65,6 +65,7 @@ def read_manifest(folder: str | Path) -> list[Record]:
 
 
 IMAGE_MASKS = (".png", ".tif", ".tiff", ".bmp", ".gif")  # lossless image files; JPEG's artefacts are refused
+NOT_A_MASK = f"not a .npy array, an image file ({', '.join(IMAGE_MASKS)}) or DICOM with pixels"
 
 
 def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
@@ -90,7 +91,10 @@ def _mask_array(path: Path):
                          "save it as PNG")
     if suffix == ".dcm" or _is_dicom(path):
         return _dicom_mask(path)
-    loaded = np.load(path)
+    try:
+        loaded = np.load(path)
+    except (ValueError, EOFError) as exc:  # e.g. an image file without its suffix
+        raise ValueError(f"{NOT_A_MASK} ({exc})") from None
     if not isinstance(loaded, np.ndarray):  # np.savez's archive: `!= 0` would give one bool
         getattr(loaded, "close", lambda: None)()
         raise ValueError(f"np.load gave {type(loaded).__name__}, not a .npy array (an .npz archive?)")
@@ -98,17 +102,28 @@ def _mask_array(path: Path):
 
 
 def _image_mask(path: Path):
-    """Any pixel not black: the colour channels, an alpha channel left out (an opaque black
-    background has alpha 255 everywhere); a palette image through its colours."""
+    """Any pixel not black and not transparent, on any page (a TIFF's or GIF's): a palette image
+    through its colours; an opaque black background (alpha 255) and a transparent one of any
+    colour (alpha 0, as editors keep it) are both background."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageSequence
 
     with Image.open(path) as image:
-        if image.mode in ("P", "PA"):
-            image = image.convert("RGBA")
-        pixels = np.asarray(image)
-        colour = pixels[..., :-1] if image.mode in ("RGBA", "LA", "La", "RGBa") else pixels
-    return colour != 0 if colour.ndim == 2 else (colour != 0).any(axis=-1)
+        pages = [_page_mask(page.convert("RGBA") if page.mode in ("P", "PA") else page)
+                 for page in ImageSequence.Iterator(image)]
+    if len({page.shape for page in pages}) > 1:
+        raise ValueError("its pages are of different sizes; a mask is one image's")
+    return np.logical_or.reduce(pages)
+
+
+def _page_mask(page):
+    import numpy as np
+
+    pixels = np.asarray(page)
+    alpha = page.mode in ("RGBA", "LA", "La", "RGBa")
+    colour = pixels[..., :-1] if alpha else pixels
+    marked = colour != 0 if colour.ndim == 2 else (colour != 0).any(axis=-1)
+    return marked & (pixels[..., -1] != 0) if alpha else marked
 
 
 def _is_dicom(path: Path) -> bool:
@@ -127,12 +142,24 @@ def _dicom_mask(path: Path):
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
     except (InvalidDicomError, AttributeError, RuntimeError, NotImplementedError) as exc:  # no pixels, no decoder
-        raise ValueError(f"not a .npy array, an image file ({', '.join(IMAGE_MASKS)}) or DICOM with "
-                         f"pixels ({exc})") from None
+        raise ValueError(f"{NOT_A_MASK} ({exc})") from None
+    if _lossy(ds):
+        raise ValueError("a lossy compressed DICOM mask: its compression blurs the lesion's edge with faint "
+                         "nonzero pixels; save it uncompressed or losslessly compressed")
     marked = pixels != 0
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1:  # colour: any channel
         marked = marked.any(axis=-1)
     return marked.any(axis=0) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else marked
+
+
+LOSSY_ONLY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}  # JPEG Baseline and Extended
+
+
+def _lossy(ds) -> bool:
+    """Compressed with loss: said by the dataset (LossyImageCompression, required once it is), or
+    by a transfer syntax that is only lossy."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return str(ds.get("LossyImageCompression", "")).strip() == "01" or str(syntax) in LOSSY_ONLY
 
 
 def _row(header: list, values: list, where: str) -> dict:

@@ -233,8 +233,13 @@ class CounterfactualExplainer:
         """x: (1,1,H,W) classifier input; breast: optional (1,1,H,W) {0,1} where M may be non-zero.
         NoGradient when the score's gradient is exactly zero at the start: the mask
         could not move, and its map would be the whole breast."""
+        # Seeded for a deterministic map; the caller's random state (a notebook's) is put back.
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            return self._explain(x, breast)
+
+    def _explain(self, x: torch.Tensor, breast: Optional[torch.Tensor]) -> MaskResult:
         start = time.perf_counter()
-        torch.manual_seed(self.seed)
         with torch.no_grad():
             score = float(self.report_fn(x)[0])
         counterfactual = self.perturbation.reference(x)

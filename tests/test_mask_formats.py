@@ -119,3 +119,33 @@ def test_evaluate_scores_png_masks_as_it_scores_npy_ones(phantom_dir, tmp_path):
     npy, png = ([{k: v for k, v in c["methods"]["gradcam"].items() if k != "seconds"} for c in r["cases"]]
                 for r in reports)
     assert len(npy) == 2 and png == npy
+
+
+def test_transparent_pixels_are_background_whatever_their_colour(tmp_path, lesion):
+    rgba = np.full((*SHAPE, 4), 255, np.uint8)
+    rgba[..., 3] = 0  # transparent white, as editors keep a cleared layer
+    rgba[lesion] = (200, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "layer.png")
+    assert np.array_equal(read_mask(tmp_path / "layer.png", SHAPE), lesion)
+
+
+def test_every_page_of_a_tiff_counts(tmp_path, lesion):
+    pages = [Image.fromarray(np.zeros(SHAPE, np.uint8)), Image.fromarray((lesion * 255).astype(np.uint8))]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    assert np.array_equal(read_mask(tmp_path / "pages.tif", SHAPE), lesion)
+
+
+def test_a_lossy_dicom_mask_is_refused_like_a_jpeg(tmp_path, lesion):
+    _dicom_image(tmp_path / "mask.dcm", (lesion * 255).astype(np.uint8))
+    ds = pydicom.dcmread(tmp_path / "mask.dcm")
+    ds.LossyImageCompression = "01"  # as a lossy compression leaves it, whatever the syntax now
+    ds.save_as(tmp_path / "lossy.dcm", enforce_file_format=True)
+    with pytest.raises(ValueError, match="lossy compressed DICOM mask"):
+        read_mask(tmp_path / "lossy.dcm", SHAPE)
+
+
+def test_a_file_of_no_kind_says_what_a_mask_may_be(tmp_path, lesion):
+    Image.fromarray((lesion * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    (tmp_path / "m.png").rename(tmp_path / "m.mask")  # an image file without its suffix
+    with pytest.raises(ValueError, match=r"not a \.npy array, an image file \(\.png"):
+        read_mask(tmp_path / "m.mask", SHAPE)

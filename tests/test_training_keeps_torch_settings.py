@@ -1,8 +1,12 @@
-"""Training and --eval-only set torch's thread count and deterministic mode for their run and
-put them back after: a caller in the same process (a notebook, the rest of this test suite)
-keeps its own settings instead of running single-threaded in deterministic mode."""
+"""Training and --eval-only set torch's thread count and deterministic mode, and seed the random
+generators, for their run, and put them back after: a caller in the same process (a notebook,
+the rest of this test suite) keeps its own settings instead of running single-threaded in
+deterministic mode, and its own random draws instead of seed 0's."""
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 
@@ -28,6 +32,25 @@ def test_classifier_training_and_eval_only_leave_the_callers_settings(phantom_di
     assert main(["train", "classifier", "--eval-only", "--data", str(phantom_dir), "--model",
                  str(tmp_path / "c" / "classifier.pt"), "--input-size", "64x48", "--threads", "1", "--quiet"]) == 0
     assert settings() == (2, False)
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.random()), float(torch.rand(1))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def test_training_leaves_the_callers_random_draws(phantom_dir, tmp_path, settings):
+    _seed_all(999)
+    expected = _draws()
+    _seed_all(999)
+    assert main(["train", "classifier", "--data", str(phantom_dir), "--out", str(tmp_path / "c"), "--epochs", "1",
+                 "--input-size", "64x48", "--threads", "1", "--quiet"]) == 0
+    assert _draws() == expected
 
 
 def test_inpainter_training_leaves_the_callers_settings(phantom_dir, tmp_path, settings):
