@@ -71,7 +71,7 @@ NOT_A_MASK = f"not a .npy array, an image file ({', '.join(IMAGE_MASKS)}) or DIC
 def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
     """A lesion mask as bool, any nonzero value the lesion: a .npy array (bool, 0/1 or 0/255
     integers, float), a lossless image file (IMAGE_MASKS: grey, colour or with an alpha channel,
-    any colour but black), or a DICOM file (a Segmentation of its image, any segment, or an
+    any colour but black and not transparent, every page), or a DICOM file (a Segmentation of its image, any segment, or an
     image whose nonzero pixels mark the lesion, as some datasets ship their masks). ValueError
     when it is not its image's `shape` or of none of these kinds; OSError when unreadable."""
     mask = _mask_array(Path(path))
