@@ -107,9 +107,9 @@ def captioned(rgb: np.ndarray, text: str, region: bool, lesion: bool) -> np.ndar
     for i, t in enumerate(lines):
         draw.text((pad, pad + i * line), t, fill=(255, 255, 255), font=font)
     top = pad + len(lines) * line
-    for (t, colour), (x, row) in zip(key, places):
+    for i, ((t, colour), (x, row)) in enumerate(zip(key, places)):
         y = top + row * line
-        if t == key[0][0]:
+        if i == 0:  # the colour bar's label: the bar goes before it
             strip.paste(bar, (pad + x, y + (line - bar.height) // 2))
             x += bar.width + pad
         draw.text((pad + x, y), t, fill=colour, font=font)
