@@ -83,6 +83,38 @@ def test_a_binary_segmentation_of_the_mammogram_is_its_region(tmp_path):
     assert np.array_equal(read_mask(tmp_path / "region.dcm", (256, 208)), region)
 
 
+def _two_frame_seg(tmp_path, second_image_uid: str | None):
+    """The binary SEG of a phantom with its one frame repeated, the copy of `second_image_uid`
+    (None: of the same image), as a SEG of a study's views or of one image's two segments."""
+    from copy import deepcopy
+
+    source = to_dataset(make_one(11, 0, PhantomOptions(size=(256, 208), positive_fraction=1.0)), "seg", 11)
+    region = np.zeros((256, 208), bool)
+    region[100:140, 70:110] = True
+    seg = build_results(source, Explanation(saliency=region.astype(np.float32), region=region, score=0.9,
+                                            score_after_deletion=0.2),
+                        AlgorithmInfo(model_name="toy", model_version="1", method="cf"))["binary_seg"]
+    assert int(seg.NumberOfFrames) == 1 and (256 * 208) % 8 == 0  # bit-packed frames concatenate
+    seg.PixelData = bytes(seg.PixelData)[: 256 * 208 // 8] * 2
+    seg.NumberOfFrames = 2
+    frame = deepcopy(seg.PerFrameFunctionalGroupsSequence[0])
+    if second_image_uid:
+        frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID = second_image_uid
+    seg.PerFrameFunctionalGroupsSequence.append(frame)
+    seg.save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    return tmp_path / "seg.dcm", region, str(source.SOPInstanceUID)
+
+
+def test_a_segmentation_of_two_images_is_refused_not_merged(tmp_path):
+    path, region, _ = _two_frame_seg(tmp_path, None)
+    assert np.array_equal(read_mask(path, (256, 208)), region)  # two frames of one image: their union
+    other = generate_uid()
+    path, _, uid = _two_frame_seg(tmp_path, other)
+    with pytest.raises(ValueError, match="a Segmentation of 2 images.*give each image its own") as err:
+        read_mask(path, (256, 208))
+    assert uid in str(err.value) and other in str(err.value)
+
+
 def test_masks_that_cannot_be_used_say_why(tmp_path, lesion):
     Image.fromarray((lesion * 255).astype(np.uint8)).save(tmp_path / "m.jpg")
     with pytest.raises(ValueError, match="JPEG mask.*save it as PNG"):
