@@ -185,10 +185,9 @@ def cmd_explain(args) -> int:
             _warn_no_objects(args.file, no_objects)
     try:  # e.g. a folder named saliency.npy in --out, or the disk full
         np.save(out / "saliency.npy", result.saliency)
-        shown = result.score_after_deletion if result.region.any() else None
         outputs = [str(out / "saliency.npy"), str(overlay.save(
             out / "overlay.png", result.display, result.saliency, result.region, aspect=src.pixel_aspect,
-            caption=overlay.caption(result.method, result.score, shown, result.withheld)))]
+            caption=overlay.described(result)))]
         for kind, ds in objects.items():
             ds.save_as(out / f"{kind}.dcm", enforce_file_format=True)
             outputs.append(str(out / f"{kind}.dcm"))

@@ -64,15 +64,33 @@ def shrink(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, lesion: 
     return area(image), area(saliency), area(region) > 0, None if lesion is None else area(lesion) > 0
 
 
+def probability(p: float) -> str:
+    """p with the digits that tell it from 0 or 1: a sure call falling from 0.9997 to 0.9951 must not
+    read "1.00, 1.00 after"; beyond 6 decimals it is said as a bound."""
+    near = min(p, 1.0 - p)
+    if near >= 0.005:
+        return f"{p:.2f}"
+    if near < 1e-6:
+        return "> 0.999999" if p > 0.5 else "< 0.000001"
+    return f"{p:.{min(6, 1 - math.floor(math.log10(near)))}f}"
+
+
 def caption(method: str, score: float, score_after: float | None = None, withheld: str = "") -> str:
     """What an overlay shows: the method, p before and, for a region shown (`score_after` given),
     p after replacing it; else why no region is shown (a map peaks at 1 whatever the score)."""
-    text = f"{method}: classifier p {score:.2f}"
+    text = f"{method}: classifier p {probability(score)}"
     if withheld:
         return f"{text}; no region shown: {withheld}"
     if score_after is None:
         return f"{text}; no region shown"
-    return f"{text}, p {score_after:.2f} after replacing the cyan region with healthy tissue"
+    return f"{text}, p {probability(score_after)} after replacing the cyan region with healthy tissue"
+
+
+def described(result) -> str:
+    """The caption for a pipeline Result as shown (pipeline.presented): p after only where a region
+    is drawn, since an empty region's "after" is the score itself."""
+    after = result.score_after_deletion if result.region.any() else None
+    return caption(result.method, result.score, after, result.withheld)
 
 
 def save(path: Path, image: np.ndarray, saliency: np.ndarray, region: np.ndarray,

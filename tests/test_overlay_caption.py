@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -45,6 +46,29 @@ def test_the_caption_says_what_is_shown_and_what_is_not():
     assert negative == "gradcam: classifier p 0.19; no region shown: the classifier's call is negative"
     assert "no region shown: replacing the region did not lower" in overlay.caption("cf", 0.9, None,
                                                                                     WITHHELD_NOT_LOWER)
+
+
+@pytest.mark.parametrize("p, text", [(0.934, "0.93"), (0.005, "0.01"), (0.9997, "0.99970"), (0.99512, "0.9951"),
+                                     (0.0042, "0.0042"), (1.0, "> 0.999999"), (0.0, "< 0.000001")])
+def test_p_keeps_the_digits_that_tell_it_from_0_or_1(p, text):
+    assert overlay.probability(p) == text
+
+
+def test_a_sure_call_that_fell_does_not_read_as_unchanged():
+    text = overlay.caption("cf", 0.99973, 0.99512)
+    assert "p 0.99973, p 0.9951 after" in text
+
+
+def test_the_caption_of_a_result_shows_p_after_only_for_a_region_drawn():
+    region = np.zeros((4, 4), bool)
+    region[1, 1] = True
+    drawn = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region, withheld="")
+    assert overlay.described(drawn) == overlay.caption("cf", 0.9, 0.2)
+    empty = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region & False, withheld="")
+    assert overlay.described(empty) == "cf: classifier p 0.90; no region shown"
+    withheld = SimpleNamespace(method="cf", score=0.3, score_after_deletion=0.3, region=region & False,
+                               withheld=WITHHELD_NEGATIVE)
+    assert overlay.described(withheld) == overlay.caption("cf", 0.3, None, WITHHELD_NEGATIVE)
 
 
 @pytest.mark.parametrize("rows, cols", [(512, 416), (1600, 1300)])
