@@ -225,12 +225,25 @@ def describe_region(region: np.ndarray, saliency: Optional[np.ndarray], lesion: 
     return info
 
 
-def write_overlay(path: Path, source: Path, saliency: np.ndarray, region: np.ndarray, lesion: np.ndarray) -> Path:
+def write_overlay(path: Path, source: Path, saliency: np.ndarray, region: np.ndarray, lesion: np.ndarray,
+                  caption: str | None = None) -> Path:
     from . import overlay
     from .dicom_io import read_file
     from .pipeline import display_image
 
-    return overlay.save(path, display_image(read_file(source)), saliency, region, lesion=lesion)
+    src = read_file(source)
+    return overlay.save(path, display_image(src), saliency, region, lesion=lesion, caption=caption,
+                        aspect=src.pixel_aspect)
+
+
+def overlay_caption(method: str, scores: dict[str, float], region: np.ndarray) -> str | None:
+    """The caption `cfia explain` writes, from what the SR says came back; none without its score."""
+    from . import overlay
+
+    if "score" not in scores:
+        return None
+    after = scores.get("score_after_deletion") if region.any() else None
+    return overlay.caption(method, scores["score"], after)
 
 
 # -- the demo -------------------------------------------------------------------------
@@ -440,7 +453,8 @@ def _summarise(out: Path, ph: Phantom, source: Path, done: NodeRun, size: tuple[
         summary["region"] = describe_region(region, saliency, ph.lesion, spacing_mm)
         _say_region(summary["region"], say)
     if saliency is not None and region is not None:
-        overlay_path = write_overlay(out / "overlay.png", source, saliency, region, ph.lesion)
+        caption = overlay_caption(summary["node"]["method"], summary, region)
+        overlay_path = write_overlay(out / "overlay.png", source, saliency, region, ph.lesion, caption)
         summary["overlay"] = str(overlay_path)
         say(f"  overlay: {overlay_path} (saliency from the {saliency_from_obj}: red to yellow; salient region: "
             f"cyan outline; the phantom's true lesion: green outline)")

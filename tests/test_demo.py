@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 import yaml
 from PIL import Image
 
-from cfia import cli, demo
+from cfia import cli, demo, overlay
 from cfia import config as config_mod
 from cfia.local_node import PACKAGE_ROOT, effective_config, wait_for
 from peer_helpers import PASSES, RESULT_CLASSES, pipeline_overrides, referenced_uids
@@ -61,7 +62,7 @@ def test_demo_receives_every_result_and_writes_the_overlay(tmp_path):
     assert region["energy_inside_lesion"] >= 0.5
     assert json.loads((out / "summary.json").read_text())["region"] == region
     with Image.open(out / "overlay.png") as png:
-        assert png.size == (416, 512)
+        assert png.size[0] == 416 and png.size[1] > 512  # the picture, then its caption strip
     serve_pid = int(re.search(r"cfia serve \(pid (\d+)\)", text).group(1))
     assert _session_members(serve_pid) == [], "the node's processes outlived the demo"
 
@@ -171,3 +172,12 @@ def _session_members(sid: int) -> list[int]:
         if int(fields[3]) == sid and fields[0] != "Z":
             found.append(int(stat.parent.name))
     return found
+
+
+def test_the_demo_overlay_is_captioned_from_what_the_sr_says():
+    region = np.zeros((8, 8), bool)
+    region[2:4, 2:4] = True
+    scores = {"score": 0.65, "score_after_deletion": 0.23}
+    assert demo.overlay_caption("cf", scores, region) == overlay.caption("cf", 0.65, 0.23)
+    assert demo.overlay_caption("cf", scores, region & False) == overlay.caption("cf", 0.65, None)
+    assert demo.overlay_caption("cf", {}, region) is None  # no SR came back: no caption rather than a wrong one
