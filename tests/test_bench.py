@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -344,3 +346,12 @@ def test_sanity_randomises_the_classifier_and_gives_its_trained_weights_back(tmp
     assert "spearman" in random["maps"]["gradcam"] and "spearman" not in trained["maps"]["gradcam"]
     after = pipeline.classifier.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_memory_childs_peak_is_its_own_not_its_parents():
+    """--memory reads the child's peak: ru_maxrss there carried the parent's high-water mark across
+    the exec, so drawing the phantom (1057 MB at 4096x3328) read as the explanation's peak."""
+    ballast = np.ones(800 * 2**20 // 8)  # 800 MB touched in this process before the child starts
+    child = subprocess.run([sys.executable, "-c", "from cfia.bench.explain import peak_rss_kb; print(peak_rss_kb())"],
+                           capture_output=True, text=True, check=True, cwd=ROOT)
+    assert ballast.sum() > 0 and int(child.stdout) < 400 * 1024, child.stdout  # importing the module: ~40 MB

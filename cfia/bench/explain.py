@@ -6,8 +6,9 @@
 
 Each run generates its own phantoms (positive, seeded), loads the configured models
 once, explains every image and reports per-image seconds and passes. --memory runs
-one explanation in a fresh child process and reports its peak resident set size
-(ru_maxrss), which includes Python, torch and the loaded models. --variants explains
+one explanation in a fresh child process and reports its own peak resident set size
+(VmHWM), which includes Python, torch and the loaded models; without --memory the
+figure is the whole run's, drawing the phantoms included. --variants explains
 the same images once per DEVICE[:PRECISION] (explainer.device, explainer.precision)
 and reports, for each variant after the first, how far its maps are from the first's:
 the largest absolute saliency difference and the IoU of the salient regions (a variant
@@ -80,7 +81,21 @@ def run(files, method, cfg, results=None) -> dict:
     return {"size": list(src.pixels.shape), "method": method, "count": len(files), "model_load_s": round(load_s, 2),
             "seconds": [round(s, 2) for s in seconds], "median_s": round(float(np.median(seconds)), 2),
             "passes": passes, "region_forwards": forwards,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(peak_rss_kb() / 1024, 1)}
+
+
+def peak_rss_kb() -> int:
+    """This process's own peak resident set size. Not ru_maxrss: Linux carries the high-water mark
+    of the process that started this one across the exec (subprocess starts it by vfork), so the
+    --memory child reported its parent's peak, drawing a 4096x3328 phantom (1057 MB), not its own
+    explanation's (918 MB). VmHWM belongs to the memory map the exec made."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc: the high-water mark as the kernel keeps it
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
