@@ -259,8 +259,9 @@ class NoiseFill(Inpainter):
         n = near.sum((1, 2, 3), keepdim=True).clamp_min(1)
         mean = (image * near).sum((1, 2, 3), keepdim=True) / n
         std = (((image - mean) ** 2 * near).sum((1, 2, 3), keepdim=True) / n).sqrt()
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        return mean + std * torch.randn(image.shape, generator=gen).to(image.device, image.dtype)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)  # one field for the batch, as fill() alone gets
+        field = torch.randn((1, 1, *image.shape[-2:]), generator=gen).expand(image.shape[0], -1, -1, -1)
+        return mean + std * field.to(image.device, image.dtype)
 
 
 def make_inpainter(kind: str, path: str | Path | None = None, device: str = "cpu", **options) -> Inpainter:

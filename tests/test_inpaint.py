@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from explain.inpaint import (BlurFill, InpainterError, LearnedInpainter, NavierStokesInpainter, TeleaInpainter,
-                             make_inpainter, match_ring_texture)
+from explain.inpaint import (BlurFill, InpainterError, LearnedInpainter, NavierStokesInpainter, NoiseFill,
+                             TeleaInpainter, make_inpainter, match_ring_texture)
 from explain.inpaint_net import GatedUNet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +87,15 @@ def test_a_learned_fill_does_not_depend_on_its_place_in_the_batch(random_net_inp
     alone = random_net_inpainter(x, hole)
     batch = random_net_inpainter(torch.cat([x, x, x]), torch.cat([hole, hole, hole]))
     assert all(float((batch[i:i + 1] - alone).abs().max()) < 1e-6 for i in range(3))  # batched convolution rounding
+
+
+def test_a_noise_fill_does_not_depend_on_its_place_in_the_batch():
+    """The classifier-shift bench batches 8 fills: its noise row must be each image's own fill."""
+    x, hole = _image_and_hole(b=1)
+    noise = NoiseFill(seed=3)
+    alone = noise(x, hole)
+    batch = noise(torch.cat([x * 0.5, x]), torch.cat([hole, hole]))
+    assert torch.equal(batch[1:], alone) and not torch.equal(batch[:1], alone)
 
 
 def test_classical_fills_are_smooth_continuations():
