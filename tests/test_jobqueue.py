@@ -166,7 +166,6 @@ def test_closing_a_queue_does_not_hold_the_listeners_stores_behind_a_reader(tmp_
     operator's sqlite3 session, a backup): a C-STORE meanwhile was refused after its 10 s."""
     import sqlite3
     import threading
-    import time
 
     listener = JobQueue(tmp_path / "q.sqlite", busy_seconds=2)
     worker = JobQueue(tmp_path / "q.sqlite", busy_seconds=30)
@@ -176,8 +175,9 @@ def test_closing_a_queue_does_not_hold_the_listeners_stores_behind_a_reader(tmp_
     reader.execute("SELECT count(*) FROM jobs").fetchone()  # holds a read transaction
     closing = threading.Thread(target=worker.close)
     closing.start()
-    time.sleep(0.2)  # the close is under way (with the fix it is over already)
     try:
+        closing.join(10)  # it waited up to its busy timeout (30 s) for the reader, holding the lock
+        assert not closing.is_alive(), "close waits for a reader's transaction"
         _add(listener, "1.2")  # refused with "database is locked" while the close held the lock
     finally:
         reader.execute("ROLLBACK")
