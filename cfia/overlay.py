@@ -67,6 +67,8 @@ def shrink(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, lesion: 
 def probability(p: float) -> str:
     """p with the digits that tell it from 0 or 1: a sure call falling from 0.9997 to 0.9951 must not
     read "1.00, 1.00 after"; beyond 6 decimals it is said as a bound."""
+    if not math.isfinite(p):  # a classifier gone wrong: say so rather than fail to draw
+        return str(p)
     near = min(p, 1.0 - p)
     if near >= 0.005:
         return f"{p:.2f}"
@@ -75,22 +77,27 @@ def probability(p: float) -> str:
     return f"{p:.{min(6, 1 - math.floor(math.log10(near)))}f}"
 
 
-def caption(method: str, score: float, score_after: float | None = None, withheld: str = "") -> str:
+def caption(method: str, score: float, score_after: float | None = None, withheld: str = "",
+            log_odds: tuple[float, float] | None = None) -> str:
     """What an overlay shows: the method, p before and, for a region shown (`score_after` given),
-    p after replacing it; else why no region is shown (a map peaks at 1 whatever the score)."""
+    p after replacing it; else why no region is shown (a map peaks at 1 whatever the score).
+    Where p reads the same before and after (saturated), `log_odds` (before, after) says the change."""
     text = f"{method}: classifier p {probability(score)}"
     if withheld:
         return f"{text}; no region shown: {withheld}"
     if score_after is None:
         return f"{text}; no region shown"
-    return f"{text}, p {probability(score_after)} after replacing the cyan region with healthy tissue"
+    text += f", p {probability(score_after)} after replacing the cyan region with healthy tissue"
+    if probability(score) == probability(score_after) and log_odds and all(map(math.isfinite, log_odds)):
+        text += f" (log-odds {log_odds[0]:.2f} -> {log_odds[1]:.2f})"
+    return text
 
 
 def described(result) -> str:
     """The caption for a pipeline Result as shown (pipeline.presented): p after only where a region
     is drawn, since an empty region's "after" is the score itself."""
     after = result.score_after_deletion if result.region.any() else None
-    return caption(result.method, result.score, after, result.withheld)
+    return caption(result.method, result.score, after, result.withheld, (result.logit, result.logit_after))
 
 
 def save(path: Path, image: np.ndarray, saliency: np.ndarray, region: np.ndarray,

@@ -59,15 +59,30 @@ def test_a_sure_call_that_fell_does_not_read_as_unchanged():
     assert "p 0.99973, p 0.9951 after" in text
 
 
+def test_a_saturated_p_that_reads_the_same_after_says_how_the_log_odds_fell():
+    region = np.ones((2, 2), bool)
+    sure = SimpleNamespace(method="cf", score=1.0, score_after_deletion=1.0, region=region, withheld="",
+                           logit=19.0, logit_after=16.5)
+    assert overlay.described(sure).endswith("p > 0.999999 after replacing the cyan region with healthy tissue "
+                                            "(log-odds 19.00 -> 16.50)")
+    assert "log-odds" not in overlay.caption("cf", 0.9, 0.2, log_odds=(2.2, -1.4))  # p says it already
+
+
+def test_a_p_that_is_not_a_number_is_written_not_a_crash():
+    assert overlay.caption("cf", float("nan")) == "cf: classifier p nan; no region shown"
+
+
 def test_the_caption_of_a_result_shows_p_after_only_for_a_region_drawn():
     region = np.zeros((4, 4), bool)
     region[1, 1] = True
-    drawn = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region, withheld="")
+    drawn = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region, withheld="",
+                            logit=2.2, logit_after=-1.4)
     assert overlay.described(drawn) == overlay.caption("cf", 0.9, 0.2)
-    empty = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region & False, withheld="")
+    empty = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region & False, withheld="",
+                            logit=2.2, logit_after=-1.4)
     assert overlay.described(empty) == "cf: classifier p 0.90; no region shown"
     withheld = SimpleNamespace(method="cf", score=0.3, score_after_deletion=0.3, region=region & False,
-                               withheld=WITHHELD_NEGATIVE)
+                               withheld=WITHHELD_NEGATIVE, logit=-0.8, logit_after=-0.8)
     assert overlay.described(withheld) == overlay.caption("cf", 0.3, None, WITHHELD_NEGATIVE)
 
 
