@@ -236,14 +236,18 @@ def write_overlay(path: Path, source: Path, saliency: np.ndarray, region: np.nda
                         aspect=src.pixel_aspect)
 
 
-def overlay_caption(method: str, scores: dict[str, float], region: np.ndarray) -> str | None:
-    """The caption `cfia explain` writes, from what the SR says came back; none without its score."""
+def overlay_caption(method: str, scores: dict[str, float], region: np.ndarray, from_node: bool) -> str | None:
+    """The caption `cfia explain` writes, from the SR's scores as the node wrote them; none
+    without the SR, nor for a region the demo drew itself from the map (no BINARY SEG came
+    back: it may be one the node withheld, and the SR's "after" is not its)."""
     from . import overlay
+    from .pipeline import WITHHELD_NEGATIVE
 
-    if "score" not in scores:
+    if "score" not in scores or not from_node:
         return None
-    after = scores.get("score_after_deletion") if region.any() else None
-    return overlay.caption(method, scores["score"], after)
+    negative = scores["score"] < config_mod.CALL_THRESHOLD
+    after = scores.get("score_after_deletion") if region.any() and not negative else None
+    return overlay.caption(method, scores["score"], after, WITHHELD_NEGATIVE if negative else "")
 
 
 # -- the demo -------------------------------------------------------------------------
@@ -444,8 +448,9 @@ def _summarise(out: Path, ph: Phantom, source: Path, done: NodeRun, size: tuple[
         "objects": {k: str(v) for k, v in objects.items()},
         "seconds": dict(done.seconds),
     }
-    if "sr" in objects:
-        summary.update({k: round(v, 4) for k, v in sr_scores(objects["sr"]).items()})
+    scores = sr_scores(objects["sr"]) if "sr" in objects else {}
+    if scores:
+        summary.update({k: round(v, 4) for k, v in scores.items()})
         say(f"  classifier score (lesion class): {summary.get('score', float('nan')):.4f}; after replacing the "
             f"salient region with inpainted healthy tissue: {summary.get('score_after_deletion', float('nan')):.4f}")
     if region is not None:
@@ -453,7 +458,7 @@ def _summarise(out: Path, ph: Phantom, source: Path, done: NodeRun, size: tuple[
         summary["region"] = describe_region(region, saliency, ph.lesion, spacing_mm)
         _say_region(summary["region"], say)
     if saliency is not None and region is not None:
-        caption = overlay_caption(summary["node"]["method"], summary, region)
+        caption = overlay_caption(summary["node"]["method"], scores, region, "binary_seg" in objects)
         overlay_path = write_overlay(out / "overlay.png", source, saliency, region, ph.lesion, caption)
         summary["overlay"] = str(overlay_path)
         say(f"  overlay: {overlay_path} (saliency from the {saliency_from_obj}: red to yellow; salient region: "

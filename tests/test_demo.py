@@ -19,6 +19,7 @@ from PIL import Image
 from cfia import cli, demo, overlay
 from cfia import config as config_mod
 from cfia.local_node import PACKAGE_ROOT, effective_config, wait_for
+from cfia.pipeline import WITHHELD_NEGATIVE
 from peer_helpers import PASSES, RESULT_CLASSES, pipeline_overrides, referenced_uids
 
 
@@ -177,7 +178,12 @@ def _session_members(sid: int) -> list[int]:
 def test_the_demo_overlay_is_captioned_from_what_the_sr_says():
     region = np.zeros((8, 8), bool)
     region[2:4, 2:4] = True
-    scores = {"score": 0.65, "score_after_deletion": 0.23}
-    assert demo.overlay_caption("cf", scores, region) == overlay.caption("cf", 0.65, 0.23)
-    assert demo.overlay_caption("cf", scores, region & False) == overlay.caption("cf", 0.65, None)
-    assert demo.overlay_caption("cf", {}, region) is None  # no SR came back: no caption rather than a wrong one
+    scores = {"score": 0.99973, "score_after_deletion": 0.23}
+    assert demo.overlay_caption("cf", scores, region, True) == overlay.caption("cf", 0.99973, 0.23)
+    assert "p 0.99973," in demo.overlay_caption("cf", scores, region, True)  # the SR's p, not summary.json's
+    assert demo.overlay_caption("cf", scores, region & False, True) == overlay.caption("cf", 0.99973, None)
+    negative = {"score": 0.3, "score_after_deletion": 0.3}
+    assert demo.overlay_caption("cf", negative, region & False, True) == overlay.caption("cf", 0.3, None,
+                                                                                          WITHHELD_NEGATIVE)
+    assert demo.overlay_caption("cf", {}, region, True) is None  # no SR came back: no caption rather than a wrong one
+    assert demo.overlay_caption("cf", scores, region, False) is None  # a region the demo drew from the map
