@@ -146,26 +146,31 @@ def _dicom_mask(path: Path):
     if _lossy(ds):
         raise ValueError("a lossy compressed DICOM mask: its compression blurs the lesion's edge with faint "
                          "nonzero pixels; save it uncompressed or losslessly compressed")
-    images = _segmented_images(ds)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    images = _segmented_images(ds) if frames > 1 else set()  # one frame is one image's, whatever it lists
     if len(images) > 1:  # the union of its frames would lay one view's lesion over another's
         raise ValueError(f"a Segmentation of {len(images)} images (SOP Instance UIDs {', '.join(sorted(images))}); "
                          "a mask is one image's: give each image its own Segmentation")
     marked = pixels != 0
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1:  # colour: any channel
         marked = marked.any(axis=-1)
-    return marked.any(axis=0) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else marked
+    return marked.any(axis=0) if frames > 1 else marked
 
 
 def _segmented_images(ds) -> set[str]:
-    """The images a Segmentation's frames are of (each frame's source image, else the series'
-    list of referenced instances); empty for any other DICOM object."""
-    frames = [getattr(group, "DerivationImageSequence", []) for group in ds.get("PerFrameFunctionalGroupsSequence", [])]
-    sources = {str(src.ReferencedSOPInstanceUID) for derivation in frames for item in derivation
-               for src in getattr(item, "SourceImageSequence", []) if "ReferencedSOPInstanceUID" in src}
-    if sources:
+    """The images a Segmentation's frames may be of: each frame's source image and, where a frame
+    names none, the series' list of referenced instances too; empty for any other DICOM object."""
+    per_frame = [_frame_sources(group) for group in ds.get("PerFrameFunctionalGroupsSequence", [])]
+    sources = set().union(*per_frame)
+    if per_frame and all(per_frame):
         return sources
-    return {str(inst.ReferencedSOPInstanceUID) for series in ds.get("ReferencedSeriesSequence", [])
-            for inst in getattr(series, "ReferencedInstanceSequence", []) if "ReferencedSOPInstanceUID" in inst}
+    return sources | {str(inst.ReferencedSOPInstanceUID) for series in ds.get("ReferencedSeriesSequence", [])
+                      for inst in getattr(series, "ReferencedInstanceSequence", []) if "ReferencedSOPInstanceUID" in inst}
+
+
+def _frame_sources(group) -> set[str]:
+    return {str(src.ReferencedSOPInstanceUID) for item in getattr(group, "DerivationImageSequence", [])
+            for src in getattr(item, "SourceImageSequence", []) if "ReferencedSOPInstanceUID" in src}
 
 
 LOSSY_ONLY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}  # JPEG Baseline and Extended

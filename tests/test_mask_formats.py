@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from copy import deepcopy
 
 import numpy as np
 import pydicom
@@ -86,8 +87,6 @@ def test_a_binary_segmentation_of_the_mammogram_is_its_region(tmp_path):
 def _two_frame_seg(tmp_path, second_image_uid: str | None):
     """The binary SEG of a phantom with its one frame repeated, the copy of `second_image_uid`
     (None: of the same image), as a SEG of a study's views or of one image's two segments."""
-    from copy import deepcopy
-
     source = to_dataset(make_one(11, 0, PhantomOptions(size=(256, 208), positive_fraction=1.0)), "seg", 11)
     region = np.zeros((256, 208), bool)
     region[100:140, 70:110] = True
@@ -113,6 +112,22 @@ def test_a_segmentation_of_two_images_is_refused_not_merged(tmp_path):
     with pytest.raises(ValueError, match="a Segmentation of 2 images.*give each image its own") as err:
         read_mask(path, (256, 208))
     assert uid in str(err.value) and other in str(err.value)
+
+
+def test_a_frame_without_its_source_counts_every_image_the_series_lists(tmp_path):
+    path, region, _ = _two_frame_seg(tmp_path, None)
+    seg = pydicom.dcmread(path)
+    del seg.PerFrameFunctionalGroupsSequence[1].DerivationImageSequence  # frame 2 says not whose it is
+    listed = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    listed.append(deepcopy(listed[0]))
+    listed[-1].ReferencedSOPInstanceUID = generate_uid()
+    seg.save_as(path, enforce_file_format=True)
+    with pytest.raises(ValueError, match="a Segmentation of 2 images"):
+        read_mask(path, (256, 208))
+    seg.NumberOfFrames, seg.PixelData = 1, bytes(seg.PixelData)[: 256 * 208 // 8]  # one frame is one image's
+    del seg.PerFrameFunctionalGroupsSequence[1]
+    seg.save_as(path, enforce_file_format=True)
+    assert np.array_equal(read_mask(path, (256, 208)), region)
 
 
 def test_masks_that_cannot_be_used_say_why(tmp_path, lesion):
