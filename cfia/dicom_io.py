@@ -277,7 +277,7 @@ def _padding(pixels: np.ndarray, ds, where: str) -> Optional[np.ndarray]:
     value = _number(ds, "PixelPaddingValue", None, where, int)
     bounds = sorted((value, _number(ds, "PixelPaddingRangeLimit", value, where, int)))
     padded = (pixels >= bounds[0]) & (pixels <= bounds[1])
-    if padded.any() and not padded.all() and _lossy(ds):
+    if padded.any() and not padded.all() and lossy(ds):
         padded = _grown_padding(pixels, padded, bounds)
     return padded if padded.any() and not padded.all() else None
 
@@ -286,13 +286,18 @@ LOSSY_PADDING_TOLERANCE = 0.02  # of the real pixels' range: lossy codecs move p
 MIN_PADDING_REGION = 0.01  # of the image: the air's padding; smaller patches may be saturated tissue
 
 
-def _lossy(ds) -> bool:
-    """Said lossy, or in a syntax that may be: JPEG baseline and extended, JPEG-LS
-    near-lossless, JPEG 2000 (parts 1 and 2), HTJ2K."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    lossy_syntaxes = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
-                      "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203"}
-    return str(ds.get("LossyImageCompression", "") or "").strip() == "01" or str(syntax or "") in lossy_syntaxes
+LOSSY_ONLY_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}  # JPEG baseline and extended
+# ... and those that may be lossy: JPEG-LS near-lossless, JPEG 2000 (parts 1 and 2), HTJ2K
+MAYBE_LOSSY_SYNTAXES = LOSSY_ONLY_SYNTAXES | {"1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
+                                              "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203"}
+
+
+def lossy(ds, maybe: bool = True) -> bool:
+    """Said lossy (LossyImageCompression, required once it is), or in a transfer syntax that is
+    only lossy, or with `maybe` one that may be."""
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) or "")
+    return (str(ds.get("LossyImageCompression", "") or "").strip() == "01"
+            or syntax in (MAYBE_LOSSY_SYNTAXES if maybe else LOSSY_ONLY_SYNTAXES))
 
 
 def _grown_padding(pixels: np.ndarray, padded: np.ndarray, bounds: list[int]) -> np.ndarray:

@@ -138,12 +138,14 @@ def _dicom_mask(path: Path):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from .dicom_io import lossy
+
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
     except (InvalidDicomError, AttributeError, RuntimeError, NotImplementedError) as exc:  # no pixels, no decoder
         raise ValueError(f"{NOT_A_MASK} ({exc})") from None
-    if _lossy(ds):
+    if lossy(ds, maybe=False):  # a JPEG 2000 mask may be lossless: refused only when said or sure
         raise ValueError("a lossy compressed DICOM mask: its compression blurs the lesion's edge with faint "
                          "nonzero pixels; save it uncompressed or losslessly compressed")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -171,16 +173,6 @@ def _segmented_images(ds) -> set[str]:
 def _frame_sources(group) -> set[str]:
     return {str(src.ReferencedSOPInstanceUID) for item in getattr(group, "DerivationImageSequence", [])
             for src in getattr(item, "SourceImageSequence", []) if "ReferencedSOPInstanceUID" in src}
-
-
-LOSSY_ONLY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}  # JPEG Baseline and Extended
-
-
-def _lossy(ds) -> bool:
-    """Compressed with loss: said by the dataset (LossyImageCompression, required once it is), or
-    by a transfer syntax that is only lossy."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    return str(ds.get("LossyImageCompression", "")).strip() == "01" or str(syntax) in LOSSY_ONLY
 
 
 def _row(header: list, values: list, where: str) -> dict:
