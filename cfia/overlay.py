@@ -82,13 +82,15 @@ def caption(method: str, score: float, score_after: float | None = None, withhel
     """What an overlay shows: the method, p before and, for a region shown (`score_after` given),
     p after replacing it; else why no region is shown (a map peaks at 1 whatever the score).
     Where p reads the same before and after (saturated), `log_odds` (before, after) says the change."""
-    text = f"{method}: classifier p {probability(score)}"
+    before = probability(score)
+    text = f"{method}: classifier p {before}"
     if withheld:
         return f"{text}; no region shown: {withheld}"
     if score_after is None:
         return f"{text}; no region shown"
-    text += f", p {probability(score_after)} after replacing the cyan region with healthy tissue"
-    if probability(score) == probability(score_after) and log_odds and all(map(math.isfinite, log_odds)):
+    after = probability(score_after)
+    text += f", p {after} after replacing the cyan region with healthy tissue"
+    if before == after and log_odds and all(map(math.isfinite, log_odds)):
         text += f" (log-odds {log_odds[0]:.2f} -> {log_odds[1]:.2f})"
     return text
 
