@@ -61,7 +61,27 @@ def read_manifest(folder: str | Path) -> list[Record]:
                         f"{manifest}: {len(missing)} missing file(s), listed above")  # the count stays in view
     if not records:
         raise DataError(f"{manifest}: no images listed")
+    _check_one_reading(manifest, records, [n for n, _ in rows])
     return records
+
+
+def _check_one_reading(manifest: Path, records: list[Record], lines: list[int]) -> None:
+    """An image listed twice with another label or mask stops, naming the lines: one row a
+    finding (as some datasets export them) would train each row's mask with the image's other
+    lesions as healthy tissue, and score each against part of its lesions. Listed twice alike,
+    it only weighs double (training warns)."""
+    first: dict[Path, int] = {}
+    for i, rec in enumerate(records):
+        j = first.setdefault(rec.path.resolve(), i)
+        seen = records[j]
+        if (seen.label, _resolved(seen.mask)) != (rec.label, _resolved(rec.mask)):
+            raise DataError(f"{manifest} lines {lines[j]} and {lines[i]}: {rec.path} is listed twice with another "
+                            "label or mask; list each image once, its mask marking all its lesions (any nonzero "
+                            "pixel, or every segment of a Segmentation, is lesion)")
+
+
+def _resolved(path: Optional[Path]) -> Optional[Path]:
+    return None if path is None else path.resolve()
 
 
 IMAGE_MASKS = (".png", ".tif", ".tiff", ".bmp", ".gif")  # lossless image files; JPEG's artefacts are refused

@@ -22,3 +22,21 @@ def test_every_missing_file_is_listed_one_a_line(tmp_path):
     assert [line.strip() for line in listed] == expected
     # 100,000 of them scrolled the count out of view: it is said again last.
     assert last == f"{tmp_path / 'manifest.csv'}: 45 missing file(s), listed above"
+
+
+def test_an_image_listed_twice_with_other_masks_stops_and_alike_is_read(tmp_path):
+    """One row a finding, as some datasets export them, would train each row with the image's
+    other lesion as healthy tissue: it stops, naming both lines. The same row twice is read."""
+    for name in ("a.dcm", "b.dcm", "m1.npy", "m2.npy"):
+        (tmp_path / name).write_bytes(b"")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,label,mask\na.dcm,1,m1.npy\nb.dcm,0,\n./a.dcm,1,m2.npy\n")
+    with pytest.raises(DataError) as err:
+        read_manifest(tmp_path)
+    assert str(err.value).startswith(f"{manifest} lines 2 and 4: {tmp_path / 'a.dcm'} is listed twice with another "
+                                     "label or mask;")
+    manifest.write_text("file,label,mask\na.dcm,1,m1.npy\na.dcm,0,\n")  # another label
+    with pytest.raises(DataError, match="lines 2 and 3: .* listed twice with another label or mask"):
+        read_manifest(tmp_path)
+    manifest.write_text("file,label,mask\na.dcm,1,m1.npy\nb.dcm,0,\na.dcm,1,./m1.npy\n")  # alike: weighs double
+    assert [r.path.name for r in read_manifest(tmp_path)] == ["a.dcm", "b.dcm", "a.dcm"]
