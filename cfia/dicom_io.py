@@ -129,6 +129,10 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
     photometric, for_processing = _polarity(ds, photometric, where)
     padded = _padding(pixels, ds, where)
     pixels = _modality_values(pixels, ds, where)
+    # Float Pixel Data (or a rescale) may hold NaN or infinities: the breast mask's threshold failed on them.
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise ImageReadError(f"{where}: {int((~np.isfinite(pixels)).sum())} pixel(s) are NaN or infinite; "
+                             "not a mammogram")
     if padded is not None:
         pixels = _as_air(pixels, padded, photometric, for_processing)
     if for_processing and photometric == "MONOCHROME1":

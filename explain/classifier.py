@@ -161,7 +161,8 @@ class Classifier(nn.Module):
         ValueError naming the model on any mismatch."""
         rows, cols = self.input_size
         x = self._adapt(torch.zeros(2, 1, rows, cols, device=self.device))
-        expect = f"a (B, C) output with C > {self.class_index} (or C == 1) for input (2, {self.in_channels}, {rows}, {cols})"
+        single = " (or C == 1)" if self.class_index in (0, 1) else ""  # one logit stands for class 0 or 1 only
+        expect = f"a (B, C) output with C > {self.class_index}{single} for input (2, {self.in_channels}, {rows}, {cols})"
         try:
             with torch.no_grad():
                 out = self.model(x)

@@ -125,7 +125,8 @@ class CounterfactualExplainer:
             the plain −log f_c(preserved)).
         area_mode: "penalty" (area_weight·mean(M)) or "target" (sorted-mask
             constraint towards target_area of the breast, weighted by area_weight).
-        area_weight: weight of the area term (default 2.0).
+        area_weight: weight of the area term (default 2.0); not used by "map_quality",
+            whose log(max(area, area_min)) term is unweighted, as in Dabkowski & Gal's metric.
         target_area: area fraction for area_mode "target" (default 0.05).
         area_min: floor of the area in the map-quality objective (default 0.01).
         tv_weight: total-variation weight on the upsampled mask (default 0.3).

@@ -1,7 +1,7 @@
 """The baselines honour their options: integrated gradients integrates from the configured
 baseline value (a pixel at the baseline gets no attribution); occlusion's flat-map cut-off is
 relative to a score of at least 1, so float rounding on a small score is drawn as nothing; the
-configured occlusion mode is the one MONAI applies."""
+configured occlusion mode is the one MONAI applies, without the warning MONAI's indexing raises."""
 from __future__ import annotations
 
 import torch
@@ -31,3 +31,14 @@ def test_occlusion_uses_the_configured_mode():
     # The image's mean is each pixel's value: mean_img occlusion changes nothing; gaussian darkens.
     assert float(OcclusionExplainer(score, mask_size=4, mode="mean_img")(x).mask.abs().max()) == 0.0
     assert float(OcclusionExplainer(score, mask_size=4, mode="gaussian")(x).mask.max()) > 0.0
+
+
+def test_occlusion_says_nothing_of_monais_indexing():
+    """MONAI 1.6.1 indexes with lists, which torch warns of, four times an image: hidden in one place."""
+    import warnings
+
+    score = lambda v: (v * W).mean(dim=(1, 2, 3))  # noqa: E731
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        OcclusionExplainer(score, mask_size=4)(torch.rand(1, 1, 8, 8))
+    assert not [w for w in said if "non-tuple sequence" in str(w.message)]

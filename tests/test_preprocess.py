@@ -424,6 +424,26 @@ def test_a_blank_image_is_refused_not_explained():
         from_dataset(ds, "blank.dcm")
 
 
+def test_float_pixels_that_are_nan_or_infinite_are_refused_not_explained():
+    """Float Pixel Data is read; a NaN or an infinity in it failed in the breast mask's threshold."""
+    from cfia.dicom_io import ImageReadError, from_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208))), "float:7", 7)
+    pixels = ds.pixel_array.astype(np.float32)
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = pixels.tobytes()
+    assert from_dataset(ds, "float.dcm").pixels.shape == (256, 208)
+    for bad in (np.nan, np.inf, -np.inf):
+        spoilt = pixels.copy()
+        spoilt[5, 5:7] = bad
+        ds.FloatPixelData = spoilt.tobytes()
+        with pytest.raises(ImageReadError, match="float.dcm: 2 pixel.s. are NaN or infinite; not a mammogram"):
+            from_dataset(ds, "float.dcm")
+
+
 def test_a_header_declaring_a_huge_image_is_refused_before_decoding():
     """A small RLE payload may declare 65535 x 65535 pixels: decoding would take gigabytes."""
     from pydicom.uid import RLELossless
