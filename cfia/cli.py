@@ -32,6 +32,18 @@ def _size(text: str) -> tuple[int, int]:
     return rows, cols
 
 
+def _probability(text: str) -> float:
+    """An argparse type: a probability in [0, 1] (a call threshold: NaN compared false, so every
+    image was called, and 50 meant for 50 % called none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability such as 0.5, got {text!r}") from None
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     """An argparse type: an integer of at least 1 (epochs, batch sizes, counts)."""
     try:
@@ -89,6 +101,14 @@ def _refuse_overwrite(out: Path, names: tuple, replace: bool) -> None:
     for name in names:
         if (out / name).exists():
             raise UsageError(f"--out {out}: {out / name} exists; give --force to replace it, or another --out")
+
+
+def _refuse_fresh_over(ckpt: Path, keep: bool) -> None:
+    """A fresh run's first epoch would overwrite an interrupted run's checkpoint: hours of
+    training lost to a forgotten --resume. Replaced only when asked to."""
+    if not keep and ckpt.is_file():
+        raise UsageError(f"--out {ckpt.parent}: {ckpt} holds an earlier run{_epoch_of(ckpt)}; give --resume to "
+                         "continue it, --force to start afresh over it, or another --out")
 
 
 def config_file(path: str | None) -> Path | None:
@@ -343,6 +363,7 @@ def cmd_train_inpainter(args) -> int:
 
     out = _output_folder(args.out)
     _refuse_overwrite(out, ("inpainter.pt",), args.force or args.resume)  # --resume without a checkpoint stops
+    _refuse_fresh_over(out / "inpainter.ckpt", args.force or args.resume)
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
@@ -501,7 +522,8 @@ def cmd_train_classifier(args) -> int:
     from .manifest import DataError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    network_args = _network_args(args.network_args, DEFAULT_ARGS)
+    # The default network's arguments only for it: another's named in an error would be none the user gave.
+    network_args = _network_args(args.network_args, DEFAULT_ARGS if args.network in (None, DEFAULT_NETWORK) else {})
     try:
         if args.eval_only and args.test_data:
             raise UsageError("--test-data goes with training; --eval-only reports on --data")
@@ -525,6 +547,7 @@ def cmd_train_classifier(args) -> int:
         out = _output_folder(args.out)
         # --resume replaces what its own run wrote; without a checkpoint it starts afresh.
         _refuse_overwrite(out, MODEL_FILES, args.force or (args.resume and (out / "classifier.ckpt").is_file()))
+        _refuse_fresh_over(out / "classifier.ckpt", args.force or args.resume)
         opts = TrainOptions(
             data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
@@ -585,7 +608,7 @@ def cmd_train_average(args) -> int:
     from .training.average import average
     from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK
 
-    network_args = _network_args(args.network_args, DEFAULT_ARGS)
+    network_args = _network_args(args.network_args, DEFAULT_ARGS if args.network in (None, DEFAULT_NETWORK) else {})
     # Nothing is written when the models cannot be mixed.
     _refuse_overwrite(_output_folder(args.out, create=False), MODEL_FILES, args.force)
     try:
@@ -674,7 +697,8 @@ def _add_evaluate(sub) -> None:
                    help="comma-separated methods; METHOD@N runs it with N passes (e.g. cf,cf@300)")
     p.add_argument("--out", required=True, help="report JSON path (a PNG figure is written beside it)")
     p.add_argument("--limit", type=_positive, default=None, help="stop after this many positive-called images")
-    p.add_argument("--threshold", type=float, default=CALL_THRESHOLD, help="probability that counts as positive")
+    p.add_argument("--threshold", type=_probability, default=CALL_THRESHOLD,
+                   help="probability that counts as positive, 0 to 1 (default %(default)s; 0 counts every image)")
     p.add_argument("--passes", type=_positive, default=None, help="override explainer.max_passes")
     p.add_argument("--alter", help="change every image first, as another acquisition might: e.g. gamma-1.4, "
                                    "noise-0.1-sd, half-resolution, burned-in-label; any alteration of "
@@ -704,7 +728,8 @@ def _add_train_inpainter(tsub) -> None:
     t.add_argument("--seed", type=int, default=0,
                    help="random seed; same seed and --threads, same weights on CPU (default 0)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/inpainter.ckpt")
-    t.add_argument("--force", action="store_true", help="replace an inpainter.pt already in --out")
+    t.add_argument("--force", action="store_true",
+                   help="replace an inpainter.pt, or start afresh over an inpainter.ckpt, already in --out")
     t.add_argument("--val-data", help="held-out folder (default: 10%% of --data's images, chosen by seed)")
     t.add_argument("--crops-per-epoch", type=_positive, default=2048, help="crops per epoch (default 2048)")
     t.add_argument("--batch-size", type=_positive, default=8, help="crops per step (default 8)")
@@ -749,7 +774,8 @@ def _add_train_classifier(tsub) -> None:
     t.add_argument("--network", help="network class: MammoNet (default) or a monai.networks.nets class")
     t.add_argument("--network-args", help="network constructor arguments as JSON")
     t.add_argument("--resume", action="store_true", help="continue from OUT/classifier.ckpt")
-    t.add_argument("--force", action="store_true", help="replace a classifier.pt/.ts/.json already in --out")
+    t.add_argument("--force", action="store_true",
+                   help="replace a classifier.pt/.ts/.json, or start afresh over a classifier.ckpt, already in --out")
     t.add_argument("--init", help="start from these weights (e.g. models/classifier.pt: fine-tune the default "
                                   "model on your data); optimiser and schedule start fresh")
     t.add_argument("--stop-after", type=_positive, help="end this run after N epochs (checkpointed); --resume continues")

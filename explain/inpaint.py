@@ -171,6 +171,10 @@ def load_network(path: str | Path) -> GatedUNet:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise InpainterError(f"cannot read learned inpainter checkpoint {str(path)!r}: {exc}") from None
     if isinstance(blob, dict) and "state_dict" in blob:
+        if "optimizer" in blob and "format" not in blob:  # what `cfia train inpainter` saves each epoch
+            raise InpainterError(f"{str(path)!r} is a training run's checkpoint (epoch {blob.get('epoch')}), not an "
+                                 "inpainter: give the inpainter.pt the run writes when it ends (an interrupted "
+                                 "run: the same command with --resume ends it)")
         if blob.get("format") != CHECKPOINT_FORMAT:
             raise InpainterError(f"{str(path)!r}: format {blob.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
         widths, state = tuple(blob.get("arch", {}).get("widths", DEFAULT_WIDTHS)), blob["state_dict"]
@@ -180,8 +184,14 @@ def load_network(path: str | Path) -> GatedUNet:
     try:
         net.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001
-        raise InpainterError(f"{str(path)!r} does not hold a GatedUNet{widths} state dict: {exc}") from None
+        raise InpainterError(f"{str(path)!r} does not hold a GatedUNet{widths} state dict: {_briefly(exc)}") from None
     return net
+
+
+def _briefly(exc: Exception, limit: int = 300) -> str:
+    """torch's load_state_dict error lists every key: a classifier's file gave 3.7 kB of them."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 class _OpenCVInpainter(Inpainter):

@@ -87,6 +87,10 @@ def test_single_logit_and_probability_outputs():
     torch.testing.assert_close(probs.probability(x), x.mean(dim=(1, 2, 3)))
     with pytest.raises(ValueError, match="outside"):
         Classifier(One(), output="probabilities", input_size=SIZE).validate()
+    # A single logit stands for class 0 or 1: beyond them, the error does not offer it.
+    with pytest.raises(ValueError) as err:
+        Classifier(One(), class_index=2, input_size=SIZE).validate()
+    assert "class_index 2 does not fit 1 output class(es); expected a (B, C) output with C > 2 for input" in str(err.value)
 
 
 def test_precision_runs_the_network_under_autocast_and_returns_float32():
@@ -457,6 +461,27 @@ def test_training_options_that_cannot_work_stop_before_any_work(phantom_dir, tmp
     # Validation on training images: stopped.
     assert _train(phantom_dir, tmp_path / "v", "--epochs", "1", "--val-data", str(phantom_dir)) == 2
     assert "--val-data shares 8 image(s) with --data" in capsys.readouterr().err
+
+
+def test_a_network_that_cannot_train_stops_before_the_preprocessing(phantom_dir, tmp_path, capsys, caplog):
+    """One logit, three input channels, a network's arguments not given: one line, exit 2, before
+    any image is read (on a site's data the preprocessing takes minutes)."""
+    def network(args):
+        return ["--network", "DenseNet121", "--network-args", json.dumps({"spatial_dims": 2, **args})]
+
+    caplog.set_level("INFO")
+    cases = (({"in_channels": 1, "out_channels": 1}, "gives (2, 1) for a batch of 2; training needs (2, C) with C >= 2"),
+             ({"in_channels": 3, "out_channels": 2}, "network DenseNet121 on a 2x1x64x48 batch (one-channel images): "
+                                                     "RuntimeError"))
+    for args, said in cases:
+        assert _train(phantom_dir, tmp_path / "n", "--epochs", "1", *network(args)) == 2
+        assert said in capsys.readouterr().err
+    from cfia.cli import main
+
+    assert main(["train", "classifier", "--data", str(phantom_dir), "--out", str(tmp_path / "n"), "--quiet",
+                 "--cache-dir", str(tmp_path / "cache"), "--network", "DenseNet121"]) == 2
+    assert "network DenseNet121 does not accept network_args {}" in capsys.readouterr().err
+    assert "training on" not in caplog.text and not (tmp_path / "cache").exists()
 
 
 def test_training_does_not_replace_a_model_unless_forced(phantom_dir, tmp_path, capsys):

@@ -87,3 +87,13 @@ def test_an_image_without_spacing_is_left_out_of_the_millimetres(tmp_path, capsy
     row = next(line for line in printed.splitlines() if line.startswith("| gradcam |"))
     assert row.split("|")[6].strip() == f"{mm:.1f}"
     assert "1 case(s) without a pixel spacing left out" in printed
+
+
+@pytest.mark.parametrize("threshold", ["nan", "50", "-0.1", "half"])
+def test_a_call_threshold_that_is_no_probability_stops_before_any_work(tmp_path, capsys, threshold):
+    """NaN compared false, so every image was called positive; 50 (meant as per cent) called none."""
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--data", str(tmp_path), "--methods", "gradcam", "--threshold", threshold])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--threshold" in err and ("must lie between 0 and 1" in err or "expected a probability" in err)

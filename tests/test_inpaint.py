@@ -158,6 +158,18 @@ def test_factory_errors(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(InpainterError, match="does not hold a GatedUNet"):
         make_inpainter("learned", wrong)
+    # A classifier's weights: the error is a line, not every key of both networks (3.7 kB).
+    from explain.networks import MammoNet
+    torch.save(MammoNet().state_dict(), wrong)
+    with pytest.raises(InpainterError) as err:
+        make_inpainter("learned", wrong)
+    assert "does not hold a GatedUNet" in str(err.value) and len(str(err.value)) < 500
+    # The per-epoch checkpoint of `cfia train inpainter` is named for what it is.
+    run = tmp_path / "inpainter.ckpt"
+    torch.save({"epoch": 3, "state_dict": {}, "optimizer": {}, "options": "{}"}, run)
+    with pytest.raises(InpainterError, match=r"is a training run's checkpoint \(epoch 3\), not an inpainter: give "
+                                             "the inpainter.pt the run writes when it ends"):
+        make_inpainter("learned", run)
     assert isinstance(make_inpainter("telea", radius=3), TeleaInpainter)
 
 

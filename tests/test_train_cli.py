@@ -130,13 +130,45 @@ def test_ctrl_c_during_inpainter_training_names_the_checkpoint_or_says_there_is_
     cmd = _inpainter(folders["train"], out, *INPAINTER, "--crops-per-epoch", "4", "--epochs", "100000")
     rc, err = _interrupt_once(cmd, b"epoch 2/")  # epoch 2's bar: epoch 1's checkpoint is written
     assert rc == 130
+    assert "read train: 100%" in err and "6/6" in err  # reading a site's images takes minutes: a bar says so
     _one_line_naming(err, out / "inpainter.ckpt")
     # Stopped in its first epoch, a run has no checkpoint to offer; an earlier run's left in
     # --out is not named as if it were this one's.
     other = tmp_path / "other"
     other.mkdir()
     (other / "inpainter.ckpt").write_bytes(b"an earlier run's")
-    cmd = _inpainter(folders["train"], other, *INPAINTER, "--crops-per-epoch", "10000000", "--epochs", "1")
+    cmd = _inpainter(folders["train"], other, *INPAINTER, "--crops-per-epoch", "10000000", "--epochs", "1", "--force")
     rc, err = _interrupt_once(cmd, b"epoch 1/")
     assert rc == 130 and "Traceback" not in err
     assert err.rstrip().splitlines()[-1] == "cfia: stopped before this run wrote a checkpoint: nothing of it to resume"
+
+
+def test_a_fresh_run_does_not_overwrite_an_earlier_runs_checkpoint(folders, tmp_path, capsys):
+    """An interrupted run leaves its checkpoint and no model: the same command without --resume
+    would overwrite the checkpoint with its first epoch. It stops, naming the file and its epoch,
+    and the checkpoint is as it was; --force starts afresh."""
+    out = tmp_path / "cls"
+    assert _classifier(folders, out) == 0
+    for name in ("classifier.pt", "classifier.ts", "classifier.json"):
+        (out / name).unlink()
+    ckpt = (out / "classifier.ckpt").read_bytes()
+    capsys.readouterr()
+    assert _classifier(folders, out) == 2
+    assert (f"{out / 'classifier.ckpt'} holds an earlier run (epoch 1); give --resume to continue it, --force to "
+            "start afresh over it") in capsys.readouterr().err
+    assert (out / "classifier.ckpt").read_bytes() == ckpt
+    assert _classifier(folders, out, "--force") == 0
+    # A checkpoint cut short (a full disk, a copy) is named in one line, not torch's traceback.
+    (out / "classifier.ckpt").write_bytes((out / "classifier.ckpt").read_bytes()[:5000])
+    assert _classifier(folders, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"--resume: cannot read the checkpoint {out / 'classifier.ckpt'} (" in err and "Traceback" not in err
+
+    out = tmp_path / "inp"
+    out.mkdir()
+    (out / "inpainter.ckpt").write_bytes(b"an earlier run's")
+    assert main(_inpainter(folders["train"], out, *INPAINTER, "--crops-per-epoch", "2", "--epochs", "1")[3:]) == 2
+    assert f"{out / 'inpainter.ckpt'} holds an earlier run; give --resume" in capsys.readouterr().err
+    assert (out / "inpainter.ckpt").read_bytes() == b"an earlier run's"
+    assert main(_inpainter(folders["train"], out, *INPAINTER, "--resume")[3:]) == 2
+    assert f"--resume: cannot read the checkpoint {out / 'inpainter.ckpt'} (" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from explain.classifier import build_network, load_classifier
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import DataError, read_manifest
 from .augment import AugmentOptions, augment
+from .checkpoint import read_checkpoint
 from .data import check_held_apart, data_changes, folder_fingerprint, load_many
 from .torch_settings import keeps_torch_settings
 
@@ -226,7 +227,7 @@ def _run_definition(opts: TrainOptions) -> dict:
 def _resume_state(ckpt_path: Path, device, opts: TrainOptions, run: dict) -> dict:
     """The last checkpoint, read before the data is preprocessed; stops when the run it
     continues was defined otherwise (checkpoints before the thirty-fourth session: not checked)."""
-    state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    state = read_checkpoint(ckpt_path, device, weights_only=False)
     saved, differ = state.get("run"), []
     if saved is not None:
         differ = data_changes("data", saved.get("data", []), run["data"])
@@ -308,6 +309,7 @@ def train(opts: TrainOptions) -> dict:
     check_held_apart(opts.data, opts.val_data)
     run = _run_definition(opts)
     model = build_network(opts.network, opts.network_args).to(device)
+    _check_outputs(model, opts, device)
     resuming = opts.resume and ckpt_path.exists()
     state = _resume_state(ckpt_path, device, opts, run) if resuming else None
     if opts.init and not resuming:
@@ -380,6 +382,27 @@ def read_weights(path: str, model, option: str = "--init") -> dict:
         raise ValueError(f"{option} {path}: weights do not fit the network ({len(bad)} keys differ, "
                          f"e.g. {', '.join(bad[:3])}); give the --network and --network-args they were trained with")
     return state
+
+
+def _check_outputs(model, opts: TrainOptions, device) -> None:
+    """The network takes one-channel images and gives a logit per class, the lesion class 1, as
+    the loss and the export need: checked on two blank images before the preprocessing (minutes),
+    not by a traceback after it. No random draw, no statistics kept: the weights are unchanged."""
+    blank = torch.zeros(2, 1, *opts.input_size, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(blank)
+    except Exception as exc:  # noqa: BLE001 - any network's own complaint, said in one line
+        raise ValueError(f"network {opts.network} on a 2x1x{opts.input_size[0]}x{opts.input_size[1]} batch "
+                         f"(one-channel images): {type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2 or out.shape[1] < 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"network {opts.network} gives {shape} for a batch of 2; training needs (2, C) with "
+                         "C >= 2 class logits, the lesion class 1 (e.g. out_channels or num_classes 2)")
 
 
 def _loss(model, x, y, m, lesion_weight: float):

@@ -24,7 +24,8 @@ from ..files import sha256
 from .crops import CropSampler, add_texture, augment
 from .holes import random_hole
 from .inpaint_losses import TextureLoss
-from ..manifest import DataError
+from ..manifest import DataError, read_manifest
+from .checkpoint import read_checkpoint
 from .classifier import _device
 from .data import check_held_apart, data_changes, folder_fingerprint
 from .mammo_io import load_folder
@@ -122,6 +123,15 @@ def _check_resumable(saved: dict, now: dict, saved_data: dict, data: dict) -> No
                     "to an uninterrupted run", now["threads"], saved.get("threads"))
 
 
+def _read(folder, lesion_free_only: bool, input_size, progress: bool) -> tuple[list, list]:
+    """load_folder behind a bar: a site's thousands of detector-size images take minutes."""
+    from tqdm import tqdm
+
+    total = sum(not (lesion_free_only and r.label) for r in read_manifest(folder))
+    with tqdm(total=total, desc=f"read {Path(folder).name}", unit="img", disable=not progress) as bar:
+        return load_folder(folder, lesion_free_only=lesion_free_only, input_size=input_size, progress=bar.update)
+
+
 @keeps_torch_settings
 def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str | Path | None = None,
           resume: bool = False, progress: bool = True) -> dict:
@@ -142,14 +152,14 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     if resume:  # first: a resumed run with other data says which
         if not ckpt_path.is_file():
             raise DataError(f"--resume: no checkpoint {str(ckpt_path)!r}")
-        ck = torch.load(ckpt_path, map_location=opts.device, weights_only=True)
+        ck = read_checkpoint(ckpt_path, opts.device, weights_only=True)
         _check_resumable(json.loads(ck["options"]), json.loads(json.dumps(asdict(opts))),  # tuples as lists
                          json.loads(ck.get("data", "{}")), fingerprints)
     if val_data is not None:
         check_held_apart([data], [val_data], val_lesion_free=True)
-    images, skipped = load_folder(data, lesion_free_only=False, input_size=opts.input_size)
+    images, skipped = _read(data, False, opts.input_size, progress)
     if val_data is not None:
-        val_images, skipped_val = load_folder(val_data, lesion_free_only=True, input_size=opts.input_size)
+        val_images, skipped_val = _read(val_data, True, opts.input_size, progress)
         skipped += skipped_val
     else:
         n_val = max(1, int(round(len(images) * opts.val_fraction))) if len(images) > 1 else 0

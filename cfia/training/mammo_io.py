@@ -103,18 +103,23 @@ def load_folder(folder: str | Path, lesion_free_only: bool = False, progress=Non
     for rec in read_manifest(folder):
         if lesion_free_only and rec.label:
             continue
-        if rec.label and rec.mask is None:  # its lesion would be learnt as healthy tissue
-            log.warning("skipping %s: a positive without a lesion mask", rec.path)
-            skipped.append(f"{rec.path} (a positive without a lesion mask)")
-            continue
-        try:
-            images.append(load_record(rec, input_size))
-        except UnreadableMask as exc:  # named by the mask, as the classifier's loader does
-            log.warning("skipped: %s", exc)
-            skipped.append(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bad file must not stop the run
-            log.warning("skipping unreadable image %s: %s", rec.path, exc)
-            skipped.append(str(rec.path))
+        _load_into(rec, input_size, images, skipped)
         if progress:
             progress()
     return images, skipped
+
+
+def _load_into(rec: Record, input_size, images: list, skipped: list) -> None:
+    """The record's image appended to `images`, or the reason it is skipped to `skipped`."""
+    if rec.label and rec.mask is None:  # its lesion would be learnt as healthy tissue
+        log.warning("skipping %s: a positive without a lesion mask", rec.path)
+        skipped.append(f"{rec.path} (a positive without a lesion mask)")
+        return
+    try:
+        images.append(load_record(rec, input_size))
+    except UnreadableMask as exc:  # named by the mask, as the classifier's loader does
+        log.warning("skipped: %s", exc)
+        skipped.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bad file must not stop the run
+        log.warning("skipping unreadable image %s: %s", rec.path, exc)
+        skipped.append(str(rec.path))

@@ -1,0 +1,17 @@
+"""Reading a training run's checkpoint back for --resume."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def read_checkpoint(path: Path, device, weights_only: bool) -> dict:
+    """The checkpoint at `path`; one line naming it when it cannot be read (cut short by a full
+    disk or a copy, or not a checkpoint), where torch.load gives a traceback without the file."""
+    try:
+        return torch.load(path, map_location=device, weights_only=weights_only)
+    except Exception as exc:  # noqa: BLE001 - zip, pickle and EOF errors alike
+        why = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"--resume: cannot read the checkpoint {path} ({type(exc).__name__}: {why}); "
+                         "give --force to start afresh, or another --out") from None
