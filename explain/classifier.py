@@ -185,6 +185,11 @@ class Classifier(nn.Module):
         if self.output == "probabilities" and not bool(((out >= 0) & (out <= 1)).all()):
             raise ValueError(f"classifier {self.source}: output is configured as probabilities but "
                              f"values are outside [0, 1] (min {out.min().item():.3g}, max {out.max().item():.3g})")
+        if self.output == "logits" and c > 1 and _sums_to_one(out):
+            _log.warning("classifier %s: its outputs lie in [0, 1] and sum to 1 over the classes, as a softmax's "
+                         "do, but it is configured as logits (models.classifier.output): probabilities read as "
+                         "logits give scores near 1/C; set output: probabilities if it ends in a softmax",
+                         self.source)
         self.num_classes = int(c)
         probe = self._probe(rows, cols)
         self._check_repeatable(probe, self._check_gradient(probe))
@@ -289,6 +294,12 @@ def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise ValueError(f"classifier {path}: {what} not found")
     return path
+
+
+def _sums_to_one(out: torch.Tensor) -> bool:
+    """Every row of a (B, C) output in [0, 1] and summing to 1: a softmax's, not logits."""
+    out = out.detach().float()
+    return bool(((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4))
 
 
 def build_network(name: str, network_args: Optional[dict] = None) -> nn.Module:

@@ -93,6 +93,23 @@ def test_single_logit_and_probability_outputs():
     assert "class_index 2 does not fit 1 output class(es); expected a (B, C) output with C > 2 for input" in str(err.value)
 
 
+def test_a_softmax_read_as_logits_is_warned_of(caplog):
+    """A model ending in a softmax, configured as logits (the default), would be explained with
+    scores near 1/C: warned of at load, naming the setting; logits and a softmax so configured are not."""
+    class Softmax(nn.Module):
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))[:, None]
+            return torch.cat([-m, m], 1).softmax(1)
+
+    caplog.set_level("WARNING", logger="cfia.explain")
+    Classifier(Softmax(), input_size=SIZE).validate()
+    assert "sum to 1 over the classes, as a softmax's do, but it is configured as logits" in caplog.text
+    caplog.clear()
+    Classifier(Softmax(), output="probabilities", input_size=SIZE).validate()
+    Classifier(small_net(), input_size=SIZE).validate()
+    assert "softmax" not in caplog.text
+
+
 def test_precision_runs_the_network_under_autocast_and_returns_float32():
     clf = Classifier(small_net(), input_size=SIZE).validate()
     x = torch.rand(2, 1, *SIZE, requires_grad=True)
