@@ -362,8 +362,9 @@ def cmd_train_inpainter(args) -> int:
     from .manifest import DataError
 
     out = _output_folder(args.out)
-    _refuse_overwrite(out, ("inpainter.pt",), args.force or args.resume)  # --resume without a checkpoint stops
+    # The checkpoint first: after --stop-after the model is there too, and only this names --resume.
     _refuse_fresh_over(out / "inpainter.ckpt", args.force or args.resume)
+    _refuse_overwrite(out, ("inpainter.pt",), args.force or args.resume)  # --resume without a checkpoint stops
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, lr_decay=args.lr_decay, threads=args.threads, device=args.device, val_crops=args.val_crops,
@@ -546,8 +547,9 @@ def cmd_train_classifier(args) -> int:
             raise UsageError("--class-index and --output go with --eval-only (how to read --model)")
         out = _output_folder(args.out)
         # --resume replaces what its own run wrote; without a checkpoint it starts afresh.
-        _refuse_overwrite(out, MODEL_FILES, args.force or (args.resume and (out / "classifier.ckpt").is_file()))
+        # The checkpoint first: after --stop-after the model is there too, and only this names --resume.
         _refuse_fresh_over(out / "classifier.ckpt", args.force or args.resume)
+        _refuse_overwrite(out, MODEL_FILES, args.force or (args.resume and (out / "classifier.ckpt").is_file()))
         opts = TrainOptions(
             data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,

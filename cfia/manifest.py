@@ -61,23 +61,23 @@ def read_manifest(folder: str | Path) -> list[Record]:
                         f"{manifest}: {len(missing)} missing file(s), listed above")  # the count stays in view
     if not records:
         raise DataError(f"{manifest}: no images listed")
-    _check_one_reading(manifest, records, [n for n, _ in rows])
+    check_listed_alike([(rec, f"{manifest} line {n}") for rec, (n, _) in zip(records, rows)])
     return records
 
 
-def _check_one_reading(manifest: Path, records: list[Record], lines: list[int]) -> None:
-    """An image listed twice with another label or mask stops, naming the lines: one row a
-    finding (as some datasets export them) would train each row's mask with the image's other
-    lesions as healthy tissue, and score each against part of its lesions. Listed twice alike,
-    it only weighs double (training warns)."""
-    first: dict[Path, int] = {}
-    for i, rec in enumerate(records):
-        j = first.setdefault(rec.path.resolve(), i)
-        seen = records[j]
+def check_listed_alike(listed: list[tuple[Record, str]]) -> None:
+    """(record, where it is listed) pairs, from one manifest or several folders': an image listed
+    twice with another label or mask stops, naming both places. One row a finding (as some
+    datasets export them) would train each row's mask with the image's other lesions as healthy
+    tissue, and score each against part of its lesions. Listed twice alike, it only weighs double
+    (`cfia train classifier` warns)."""
+    first: dict[Path, tuple[Record, str]] = {}
+    for rec, where in listed:
+        seen, seen_where = first.setdefault(rec.path.resolve(), (rec, where))
         if (seen.label, _resolved(seen.mask)) != (rec.label, _resolved(rec.mask)):
-            raise DataError(f"{manifest} lines {lines[j]} and {lines[i]}: {rec.path} is listed twice with another "
-                            "label or mask; list each image once, its mask marking all its lesions (any nonzero "
-                            "pixel, or every segment of a Segmentation, is lesion)")
+            raise DataError(f"{seen_where} and {where}: {rec.path} is listed twice with another label or mask; "
+                            "list each image once, its mask marking all its lesions (any nonzero pixel, or every "
+                            "segment of a Segmentation, is lesion)")
 
 
 def _resolved(path: Optional[Path]) -> Optional[Path]:

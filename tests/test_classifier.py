@@ -498,6 +498,9 @@ def test_a_network_that_cannot_train_stops_before_the_preprocessing(phantom_dir,
     assert main(["train", "classifier", "--data", str(phantom_dir), "--out", str(tmp_path / "n"), "--quiet",
                  "--cache-dir", str(tmp_path / "cache"), "--network", "DenseNet121"]) == 2
     assert "network DenseNet121 does not accept network_args {}" in capsys.readouterr().err
+    assert main(["train", "classifier", "--eval-only", "--data", str(phantom_dir), "--model", str(ROOT / "models" /
+                 "classifier.pt"), "--network", "DenseNet121", "--input-size", "64x48", "--quiet"]) == 2
+    assert "network DenseNet121 does not accept network_args {}" in capsys.readouterr().err
     assert "training on" not in caplog.text and not (tmp_path / "cache").exists()
 
 

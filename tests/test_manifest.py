@@ -33,10 +33,18 @@ def test_an_image_listed_twice_with_other_masks_stops_and_alike_is_read(tmp_path
     manifest.write_text("file,label,mask\na.dcm,1,m1.npy\nb.dcm,0,\n./a.dcm,1,m2.npy\n")
     with pytest.raises(DataError) as err:
         read_manifest(tmp_path)
-    assert str(err.value).startswith(f"{manifest} lines 2 and 4: {tmp_path / 'a.dcm'} is listed twice with another "
-                                     "label or mask;")
+    assert str(err.value).startswith(f"{manifest} line 2 and {manifest} line 4: {tmp_path / 'a.dcm'} is listed "
+                                     "twice with another label or mask;")
     manifest.write_text("file,label,mask\na.dcm,1,m1.npy\na.dcm,0,\n")  # another label
-    with pytest.raises(DataError, match="lines 2 and 3: .* listed twice with another label or mask"):
+    with pytest.raises(DataError, match="line 2 and .* line 3: .* listed twice with another label or mask"):
         read_manifest(tmp_path)
     manifest.write_text("file,label,mask\na.dcm,1,m1.npy\nb.dcm,0,\na.dcm,1,./m1.npy\n")  # alike: weighs double
     assert [r.path.name for r in read_manifest(tmp_path)] == ["a.dcm", "b.dcm", "a.dcm"]
+    # Two --data folders listing one image otherwise stop the training before any pixel is read.
+    from cfia.training.data import check_held_apart
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.csv").write_text("file,label\n../a.dcm,0\n")
+    with pytest.raises(DataError, match=f"{manifest} and {other / 'manifest.csv'}: .*a.dcm is listed twice"):
+        check_held_apart([tmp_path, other], [])

@@ -163,6 +163,14 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_runs_checkpoint(folders, tmp_
     assert _classifier(folders, out, "--resume") == 2
     err = capsys.readouterr().err
     assert f"--resume: cannot read the checkpoint {out / 'classifier.ckpt'} (" in err and "Traceback" not in err
+    assert "the same command without --resume and with --force" in err
+    assert _classifier(folders, out, "--force") == 0  # ... which does start afresh
+    # Stopped early on purpose, a run has its model too: the checkpoint, and --resume, are named first.
+    out = tmp_path / "early"
+    assert _classifier(folders, out, "--epochs", "2", "--stop-after", "1") == 0
+    capsys.readouterr()
+    assert _classifier(folders, out, "--epochs", "2") == 2
+    assert f"{out / 'classifier.ckpt'} holds an earlier run (epoch 1); give --resume" in capsys.readouterr().err
 
     out = tmp_path / "inp"
     out.mkdir()

@@ -14,4 +14,5 @@ def read_checkpoint(path: Path, device, weights_only: bool) -> dict:
     except Exception as exc:  # noqa: BLE001 - zip, pickle and EOF errors alike
         why = (str(exc).strip().splitlines() or [""])[0]
         raise ValueError(f"--resume: cannot read the checkpoint {path} ({type(exc).__name__}: {why}); "
-                         "give --force to start afresh, or another --out") from None
+                         "to start afresh over it, the same command without --resume and with --force, "
+                         "or another --out") from None

@@ -467,9 +467,12 @@ def score(model_path: str, data: list, input_size, kind: Optional[str] = None, n
     them), the images are preprocessed as the node does."""
     torch.set_num_threads(max(1, threads))
     kind = kind or ("torchscript" if str(model_path).endswith(".ts") else "monai_network")
-    clf = load_classifier(kind, model_path, network=network or DEFAULT_NETWORK,
-                          network_args=network_args or DEFAULT_ARGS, input_size=tuple(input_size),
-                          device=str(_device(device)), class_index=class_index, output=output, **(intensity or {}))
+    network = network or DEFAULT_NETWORK
+    if not network_args and network == DEFAULT_NETWORK:  # another network is not shown MammoNet's arguments
+        network_args = DEFAULT_ARGS
+    clf = load_classifier(kind, model_path, network=network, network_args=network_args or {},
+                          input_size=tuple(input_size), device=str(_device(device)), class_index=class_index,
+                          output=output, **(intensity or {}))
     images, _, labels, files = load_many(data, input_size, cache_dir, workers, progress)
     probs = []
     with torch.no_grad():

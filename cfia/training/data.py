@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..manifest import DataError, Record, read_manifest, read_mask
+from ..manifest import DataError, Record, check_listed_alike, read_manifest, read_mask
 
 log = logging.getLogger("cfia.training")
 
@@ -85,10 +85,12 @@ def _label_cover(pre, lesion: np.ndarray, label: int, small, mask_path, path):
 def check_held_apart(data: list, val_data: list, val_lesion_free: bool = False) -> None:
     """Validation images that are also training images would make the selection and the
     held-out report training figures: stop, naming both files. The same image is the same
-    path or the same SOPInstanceUID (a copy under another name). A file listed twice only
-    weighs double: warn. Checked on the manifests and headers, before the pixels are read.
+    path or the same SOPInstanceUID (a copy under another name). A file listed twice alike only
+    weighs double: warn; with another label or mask, in any two --data folders, it stops. Checked on the manifests and headers, before the pixels are read.
     val_lesion_free: only the held-out folders' lesion-free rows are used (the inpainter's report)."""
-    train = [r.path for folder in data for r in read_manifest(folder)]
+    records = [(r, f"{Path(folder) / 'manifest.csv'}") for folder in data for r in read_manifest(folder)]
+    check_listed_alike(records)  # each manifest checked itself; here across the --data folders
+    train = [r.path for r, _ in records]
     val = [r.path for folder in val_data for r in read_manifest(folder) if not (val_lesion_free and r.label)]
     check_apart(train, val, "--data", "--val-data", "validation must be held apart")
     paths = [str(p.resolve()) for p in train]
