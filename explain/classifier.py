@@ -404,8 +404,10 @@ def trained_input_size(model_path) -> Optional[tuple]:
     classifier.json); None without one. Only the model's own name: another model's card in
     the same folder (the shipped one's, beside a site's model) says nothing of it."""
     path = Path(model_path)
+    if path.is_dir():
+        return _bundle_input_size(path)
     card = path.with_suffix(".json")
-    if not path.is_file() or not card.is_file():  # a bundle's folder carries its own config
+    if not path.is_file() or not card.is_file():
         return None
     try:
         size = tuple(int(v) for v in json.loads(card.read_text())["input_size"])
@@ -414,12 +416,26 @@ def trained_input_size(model_path) -> Optional[tuple]:
     return size if len(size) == 2 else None
 
 
+def _bundle_input_size(root: Path) -> Optional[tuple]:
+    """A MONAI bundle's own input size: configs/metadata.json's network_data_format, its first
+    input's spatial_shape when that is two whole numbers (a fully convolutional network's may be
+    a rule, "16*n": then it says none)."""
+    try:
+        meta = json.loads((root / "configs" / "metadata.json").read_text())
+        first = next(iter(meta["network_data_format"]["inputs"].values()))
+        size = tuple(first["spatial_shape"])
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError):  # none, or not as MONAI's
+        return None
+    return size if len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size) else None
+
+
 def warn_other_input_size(model_path, input_size) -> None:
     """A model run at another input size than it was trained at scores images it was never
-    shown (its card says which); warn, naming both sizes."""
+    shown (its card, or a bundle's metadata, says which); warn, naming both sizes."""
     trained = trained_input_size(model_path)
     if trained is not None and trained != tuple(input_size):
-        _log.warning("%s was trained at input size %dx%d (its card says so); it is run at %dx%d: "
+        said = "its bundle's metadata says so" if Path(model_path).is_dir() else "its card says so"
+        _log.warning("%s was trained at input size %dx%d (" + said + "); it is run at %dx%d: "
                     "set models.classifier.input_size (or --input-size) to %dx%d", model_path, *trained,
                     *input_size, *trained)
 

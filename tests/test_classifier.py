@@ -68,6 +68,24 @@ def test_monai_bundle(tmp_path):
     torch.testing.assert_close(clf(x), net(x))
 
 
+def test_a_bundle_run_at_another_size_than_its_metadata_says_is_warned_of(tmp_path, caplog):
+    """A fully convolutional bundle runs at any size: its metadata's spatial_shape is the one it
+    was trained at; a rule ("16*n") or no metadata says nothing."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "models").mkdir()
+    cfg = {"network_def": {"_target_": "explain.networks.MammoNet", **ARGS}}
+    (tmp_path / "configs" / "inference.json").write_text(json.dumps(cfg))
+    torch.save(small_net().state_dict(), tmp_path / "models" / "model.pt")
+    caplog.set_level("WARNING", logger="cfia.explain")
+    for shape, warned in (([128, 96], True), (list(SIZE), False), (["16*n", "16*n"], False)):
+        meta = {"network_data_format": {"inputs": {"image": {"num_channels": 1, "spatial_shape": shape}}}}
+        (tmp_path / "configs" / "metadata.json").write_text(json.dumps(meta))
+        caplog.clear()
+        load_classifier("monai_bundle", tmp_path, input_size=SIZE)
+        assert ("was trained at input size 128x96 (its bundle's metadata says so); it is run at 96x64"
+                in caplog.text) is warned
+
+
 def test_single_logit_and_probability_outputs():
     class One(nn.Module):
         def forward(self, x):
