@@ -401,8 +401,9 @@ def load_monai_bundle(path, device: str = "cpu", network_key: str = "network_def
 
 def trained_input_size(model_path) -> Optional[tuple]:
     """The input size in the card training wrote beside a model file (classifier.pt, .ts ->
-    classifier.json); None without one. Only the model's own name: another model's card in
-    the same folder (the shipped one's, beside a site's model) says nothing of it."""
+    classifier.json), or in a bundle folder's metadata; None without one. Only the model's own
+    name: another model's card in the same folder (the shipped one's, beside a site's model)
+    says nothing of it."""
     path = Path(model_path)
     if path.is_dir():
         return _bundle_input_size(path)

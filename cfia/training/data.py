@@ -86,7 +86,8 @@ def check_held_apart(data: list, val_data: list, val_lesion_free: bool = False) 
     """Validation images that are also training images would make the selection and the
     held-out report training figures: stop, naming both files. The same image is the same
     path or the same SOPInstanceUID (a copy under another name). A file listed twice alike only
-    weighs double: warn; with another label or mask, in any two --data folders, it stops. Checked on the manifests and headers, before the pixels are read.
+    weighs double: warn; with another label or mask, in any two --data folders, it stops.
+    Checked on the manifests and headers, before the pixels are read.
     val_lesion_free: only the held-out folders' lesion-free rows are used (the inpainter's report)."""
     records = [(r, f"{Path(folder) / 'manifest.csv'}") for folder in data for r in read_manifest(folder)]
     check_listed_alike(records)  # each manifest checked itself; here across the --data folders
