@@ -103,12 +103,17 @@ def _refuse_overwrite(out: Path, names: tuple, replace: bool) -> None:
             raise UsageError(f"--out {out}: {out / name} exists; give --force to replace it, or another --out")
 
 
-def _refuse_fresh_over(ckpt: Path, keep: bool) -> None:
+def _refuse_fresh_over(ckpt: Path, models: tuple, keep: bool) -> None:
     """A fresh run's first epoch would overwrite an interrupted run's checkpoint: hours of
-    training lost to a forgotten --resume. Replaced only when asked to."""
-    if not keep and ckpt.is_file():
-        raise UsageError(f"--out {ckpt.parent}: {ckpt} holds an earlier run{_epoch_of(ckpt)}; give --resume to "
-                         "continue it, --force to start afresh over it, or another --out")
+    training lost to a forgotten --resume. Replaced only when asked to. Checked before the
+    model files (_refuse_overwrite): a run ended early (--stop-after) has its model too, and
+    only this message names --resume."""
+    if keep or not ckpt.is_file():
+        return
+    model = next((ckpt.parent / name for name in models if (ckpt.parent / name).exists()), None)
+    also = f", and {model} exists" if model else ""
+    raise UsageError(f"--out {ckpt.parent}: {ckpt} holds an earlier run{_epoch_of(ckpt)}{also}; give --resume to "
+                     "continue it, --force to start afresh over it, or another --out")
 
 
 def config_file(path: str | None) -> Path | None:
@@ -362,8 +367,7 @@ def cmd_train_inpainter(args) -> int:
     from .manifest import DataError
 
     out = _output_folder(args.out)
-    # The checkpoint first: after --stop-after the model is there too, and only this names --resume.
-    _refuse_fresh_over(out / "inpainter.ckpt", args.force or args.resume)
+    _refuse_fresh_over(out / "inpainter.ckpt", ("inpainter.pt",), args.force or args.resume)
     _refuse_overwrite(out, ("inpainter.pt",), args.force or args.resume)  # --resume without a checkpoint stops
     opts = TrainOptions(
         epochs=args.epochs, seed=args.seed, crops_per_epoch=args.crops_per_epoch, batch_size=args.batch_size,
@@ -547,8 +551,7 @@ def cmd_train_classifier(args) -> int:
             raise UsageError("--class-index and --output go with --eval-only (how to read --model)")
         out = _output_folder(args.out)
         # --resume replaces what its own run wrote; without a checkpoint it starts afresh.
-        # The checkpoint first: after --stop-after the model is there too, and only this names --resume.
-        _refuse_fresh_over(out / "classifier.ckpt", args.force or args.resume)
+        _refuse_fresh_over(out / "classifier.ckpt", MODEL_FILES, args.force or args.resume)
         _refuse_overwrite(out, MODEL_FILES, args.force or (args.resume and (out / "classifier.ckpt").is_file()))
         opts = TrainOptions(
             data=args.data, out=args.out, val_data=args.val_data or [], epochs=args.epochs,

@@ -531,7 +531,9 @@ def test_training_does_not_replace_a_model_unless_forced(phantom_dir, tmp_path, 
     capsys.readouterr()
     assert _train(phantom_dir, out, "--epochs", "1", "--seed", "9") == 2
     err = capsys.readouterr().err
-    assert f"{out / 'classifier.pt'} exists; give --force" in err and len(err.strip().splitlines()) == 1
+    # Its checkpoint is there too: named first, with --resume (a run ended by --stop-after continues).
+    assert (f"{out / 'classifier.ckpt'} holds an earlier run (epoch 1), and {out / 'classifier.pt'} exists; give "
+            "--resume to continue it, --force to start afresh over it") in err and len(err.strip().splitlines()) == 1
     assert (out / "classifier.pt").read_bytes() == before
     assert _train(phantom_dir, out, "--epochs", "1", "--seed", "9", "--force") == 0
     assert (out / "classifier.pt").read_bytes() != before

@@ -322,7 +322,8 @@ def test_training_stops_early_on_what_needs_no_images(tiny_data, tmp_path, capsy
     before = (m / "inpainter.pt").read_bytes()
     capsys.readouterr()
     assert _train(data, m, "--seed", "4") == 2
-    assert f"{m / 'inpainter.pt'} exists; give --force" in capsys.readouterr().err
+    assert (f"{m / 'inpainter.ckpt'} holds an earlier run (epoch 1), and {m / 'inpainter.pt'} exists; give --resume"
+            in capsys.readouterr().err)
     assert (m / "inpainter.pt").read_bytes() == before
     assert _train(data, m, "--seed", "4", "--force") == 0
     assert _train(data, m, "--seed", "4", "--epochs", "2", "--resume", "--threads", "2") == 0

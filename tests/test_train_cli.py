@@ -170,7 +170,8 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_runs_checkpoint(folders, tmp_
     assert _classifier(folders, out, "--epochs", "2", "--stop-after", "1") == 0
     capsys.readouterr()
     assert _classifier(folders, out, "--epochs", "2") == 2
-    assert f"{out / 'classifier.ckpt'} holds an earlier run (epoch 1); give --resume" in capsys.readouterr().err
+    assert (f"{out / 'classifier.ckpt'} holds an earlier run (epoch 1), and {out / 'classifier.pt'} exists; give "
+            "--resume" in capsys.readouterr().err)
 
     out = tmp_path / "inp"
     out.mkdir()
