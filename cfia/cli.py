@@ -55,6 +55,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # something was written there after all: it stays
+        pass
+
+
 def _output_folder(path: str, flag: str = "--out", create: bool = True) -> Path:
     """Create (or, create=False, only check) an output folder before the work: a bad
     --out costs no minutes."""
@@ -194,12 +201,17 @@ def cmd_explain(args) -> int:
     no_objects = _why_no_result_objects(source)
     if no_objects:  # e.g. a Secondary Capture mammogram (CBIS-DDSM): the maps are still worth having
         _warn_no_objects(args.file, no_objects)
+    made = not Path(args.out).exists()
     out = _output_folder(args.out)
-    pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
     try:
+        pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
         found = pipeline.explain(src, args.method)
-    except NoGradient as exc:
-        raise UsageError(f"{args.file}: {exc}") from None
+    except BaseException as exc:  # a refusal or a crash: no empty folder left behind as if it were a result
+        if made:
+            _remove_if_empty(out)
+        if isinstance(exc, NoGradient):
+            raise UsageError(f"{args.file}: {exc}") from None
+        raise
     result = presented(found)  # what the objects show: no region for a negative call
     objects = {}
     if not no_objects:

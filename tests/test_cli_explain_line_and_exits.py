@@ -1,7 +1,7 @@
 """What `cfia explain` prints and the commands' exit codes: the JSON line's region_pixels is the
 region shown (none for a negative call; the method's own under method_region_pixels), and
 call_survives_deletion is true only when the call stays positive with the region replaced;
-a usage error, a count of 0, a failed requeue exit 2; a model file is replaced only with --force."""
+a refusal leaves no empty --out behind; a usage error, a count of 0, a failed requeue exit 2; a model file is replaced only with --force."""
 from __future__ import annotations
 
 import json
@@ -50,6 +50,31 @@ def test_a_call_taken_away_by_the_region_does_not_survive(monkeypatch, mammogram
     assert line["region_pixels"] == 50 and line["call_survives_deletion"] is False
     line = _explain(monkeypatch, mammogram, tmp_path, capsys, score=0.9, after=0.7)
     assert line["call_survives_deletion"] is True
+
+
+def test_a_refused_explanation_leaves_no_empty_out_folder(monkeypatch, mammogram, tmp_path, capsys):
+    """--out is made before the minutes of work (a bad one costs none); a refusal there (no
+    gradient) or a crash removes it again when this run made it and wrote nothing, and a folder
+    that was there before stays."""
+    from explain.counterfactual import NoGradient
+
+    def refuse(src, method):
+        raise NoGradient("the score's gradient is zero")
+
+    monkeypatch.setattr(cli, "_pipeline", lambda cfg, methods=(): SimpleNamespace(explain=refuse))
+    assert cli.main(["explain", str(mammogram), "--out", str(tmp_path / "new")]) == 2
+    assert "the score's gradient is zero" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert cli.main(["explain", str(mammogram), "--out", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir()
+
+    def crash(src, method):
+        raise RuntimeError("a model gone wrong")
+
+    monkeypatch.setattr(cli, "_pipeline", lambda cfg, methods=(): SimpleNamespace(explain=crash))
+    with pytest.raises(RuntimeError, match="a model gone wrong"):
+        cli.main(["explain", str(mammogram), "--out", str(tmp_path / "new")])
+    assert not (tmp_path / "new").exists()
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
