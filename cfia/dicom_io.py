@@ -69,10 +69,19 @@ def read_dataset(path: str | Path):
             RecursionError) as exc:
         if isinstance(exc, ImageReadError):
             raise
+        if isinstance(exc, InvalidDicomError) and not _has_file_header(path):
+            raise ImageReadError(f"{path}: not a DICOM file: no 'DICM' after a 128-byte preamble (if it is a dataset "
+                                 "saved without the DICOM file header, as some old exports are, dcmtk's `dcmconv IN "
+                                 "OUT` writes it with one)") from None
         # struct.error: a file cut short inside an element's header (a partial transfer);
         # RecursionError: sequences nested thousands deep
         raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: "
                              f"{_one_line(str(exc))})") from None
+
+
+def _has_file_header(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
 
 
 def _deflated_beyond(path, limit: int) -> bool:

@@ -424,6 +424,34 @@ def test_a_blank_image_is_refused_not_explained():
         from_dataset(ds, "blank.dcm")
 
 
+def test_a_dataset_without_the_file_header_is_named_with_the_way_to_fix_it(tmp_path):
+    """Some old exports save the bare dataset: no preamble, no 'DICM'. The error says so and how to
+    add the header; dcmtk's dcmconv, as it says, writes a file that then reads."""
+    import shutil
+    import subprocess
+
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    from cfia.dicom_io import ImageReadError, read_dataset
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    ds = to_dataset(make_one(31, 7, PhantomOptions(size=(256, 208))), "raw:7", 7)
+    del ds.file_meta
+    raw = tmp_path / "raw.dcm"
+    with open(raw, "wb") as fh:
+        out = DicomFileLike(fh)
+        out.is_little_endian, out.is_implicit_VR = True, True
+        write_dataset(out, ds)
+    with pytest.raises(ImageReadError, match=r"raw.dcm: not a DICOM file: no 'DICM' after a 128-byte preamble .*"
+                                             r"dcmtk's `dcmconv IN OUT` writes it with one"):
+        read_dataset(raw)
+    if shutil.which("dcmconv"):  # CI installs dcmtk
+        subprocess.run(["dcmconv", str(raw), str(tmp_path / "fixed.dcm")], check=True)
+        assert read_dataset(tmp_path / "fixed.dcm").pixel_array.shape == (256, 208)
+
+
 def test_float_pixels_that_are_nan_or_infinite_are_refused_not_explained():
     """Float Pixel Data is read; a NaN or an infinity in it failed in the breast mask's threshold."""
     from cfia.dicom_io import ImageReadError, from_dataset
