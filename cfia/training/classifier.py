@@ -396,7 +396,7 @@ def _check_outputs(model, opts: TrainOptions, device) -> None:
             out = model(blank)
     except Exception as exc:  # noqa: BLE001 - any network's own complaint, said in one line
         raise ValueError(f"network {opts.network} on a 2x1x{opts.input_size[0]}x{opts.input_size[1]} batch "
-                         f"(one-channel images): {type(exc).__name__}: {exc}") from None
+                         f"(one-channel images): {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2 or out.shape[1] < 2:
