@@ -69,7 +69,7 @@ def read_dataset(path: str | Path):
             RecursionError) as exc:
         if isinstance(exc, ImageReadError):
             raise
-        if isinstance(exc, InvalidDicomError) and not _has_file_header(path):
+        if isinstance(exc, InvalidDicomError) and not has_file_header(path):
             raise ImageReadError(f"{path}: not a DICOM file: no 'DICM' after a 128-byte preamble (if it is a dataset "
                                  "saved without the DICOM file header, as some old exports are, dcmtk's `dcmconv IN "
                                  "OUT` writes it with one)") from None
@@ -79,7 +79,8 @@ def read_dataset(path: str | Path):
                              f"{_one_line(str(exc))})") from None
 
 
-def _has_file_header(path) -> bool:
+def has_file_header(path) -> bool:
+    """The DICOM file preamble: 128 bytes, then DICM."""
     with open(path, "rb") as f:
         return f.read(132)[128:] == b"DICM"
 

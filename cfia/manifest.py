@@ -103,13 +103,15 @@ def read_mask(path: Path, shape: Optional[tuple[int, int]] = None):
 def _mask_array(path: Path):
     import numpy as np
 
+    from .dicom_io import has_file_header
+
     suffix = path.suffix.lower()
     if suffix in IMAGE_MASKS:
         return _image_mask(path)
     if suffix in (".jpg", ".jpeg"):
         raise ValueError("a JPEG mask: its compression blurs the lesion's edge with faint nonzero pixels; "
                          "save it as PNG")
-    if suffix == ".dcm" or _is_dicom(path):
+    if suffix == ".dcm" or has_file_header(path):
         return _dicom_mask(path)
     try:
         loaded = np.load(path)
@@ -144,12 +146,6 @@ def _page_mask(page):
     colour = pixels[..., :-1] if alpha else pixels
     marked = colour != 0 if colour.ndim == 2 else (colour != 0).any(axis=-1)
     return marked & (pixels[..., -1] != 0) if alpha else marked
-
-
-def _is_dicom(path: Path) -> bool:
-    """The DICOM file preamble: 128 bytes, then DICM."""
-    with path.open("rb") as fh:
-        return fh.read(132)[128:] == b"DICM"
 
 
 def _dicom_mask(path: Path):
