@@ -169,7 +169,7 @@ class Classifier(nn.Module):
         except Exception as exc:  # a wrong channel count or size surfaces here as RuntimeError
             raise ValueError(f"classifier {self.source}: expected it to accept input of shape "
                              f"(B, {self.in_channels}, {rows}, {cols}); the dummy forward failed: "
-                             f"{_cause(exc)}") from None
+                             f"{error_line(exc)}") from None
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"classifier {self.source}: expected a tensor output, got {type(out).__name__}")
         if out.ndim != 2 or out.shape[0] != 2:
@@ -274,7 +274,7 @@ def _intensity(channels: int, input_range, mean, std, source: str):
     return (hi - lo) / std_t, (lo - mean_t) / std_t
 
 
-def _cause(exc: Exception) -> str:
+def error_line(exc: Exception) -> str:
     """The line of an error that says what went wrong: TorchScript's first line is always
     "The following operation failed in the TorchScript interpreter", its cause the last."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from explain.classifier import error_line
+
 
 def read_checkpoint(path: Path, device, weights_only: bool) -> dict:
     """The checkpoint at `path`; one line naming it when it cannot be read (cut short by a full
@@ -12,7 +14,6 @@ def read_checkpoint(path: Path, device, weights_only: bool) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - zip, pickle and EOF errors alike
-        why = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"--resume: cannot read the checkpoint {path} ({type(exc).__name__}: {why}); "
+        raise ValueError(f"--resume: cannot read the checkpoint {path} ({error_line(exc)}); "
                          "to start afresh over it, the same command without --resume and with --force, "
                          "or another --out") from None

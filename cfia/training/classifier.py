@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from explain.classifier import build_network, load_classifier
+from explain.classifier import build_network, error_line, load_classifier
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import DataError, read_manifest
@@ -396,7 +396,7 @@ def _check_outputs(model, opts: TrainOptions, device) -> None:
             out = model(blank)
     except Exception as exc:  # noqa: BLE001 - any network's own complaint, said in one line
         raise ValueError(f"network {opts.network} on a 2x1x{opts.input_size[0]}x{opts.input_size[1]} batch "
-                         f"(one-channel images): {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+                         f"(one-channel images): {error_line(exc)}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2 or out.shape[1] < 2:
