@@ -310,17 +310,26 @@ def cmd_evaluate(args) -> int:
             figure.unlink(missing_ok=True)
         ev.write_report(partial, out, command)
 
-    with tqdm(total=total, desc="evaluate", unit="img") as bar:
+    # With --limit the run ends after that many positive calls, however many images it scans:
+    # the bar counts calls then, not scanned images.
+    calls = args.limit is not None
+    with tqdm(total=min(total, args.limit) if calls else total, desc="evaluate",
+              unit="call" if calls else "img") as bar:
+        def progress(name, p):
+            if not calls or p >= args.threshold:
+                bar.update(1)
+
         try:
             report, rows = ev.evaluate(pipeline, Path(args.data), methods, args.limit, args.threshold,
-                                       progress=lambda f, p: bar.update(1),
-                                       checkpoint=checkpoint,
-                                       alter=alter)
+                                       progress=progress, checkpoint=checkpoint, alter=alter)
         except DataError as exc:
             raise UsageError(f"--data {args.data}: {exc}") from None
         except KeyboardInterrupt:  # each case was written as it was done
             raise UsageError(f"stopped; the cases done so far are in {out} (\"complete\": false), "
                              "a new run starts over") from None
+        if bar.n < bar.total:  # the folder held fewer positive calls than --limit
+            bar.total = bar.n
+            bar.refresh()
     ev.write_report(report, out, command)
     figure_note = f"figure {figure}" if ev.save_figure(rows, figure) else "no figure (no case)"
     print(ev.table(report["summary"]))

@@ -640,3 +640,18 @@ def test_evaluate_takes_an_out_name_as_long_as_allowed_and_refuses_longer_before
         assert err.startswith("cfia: error: ") and err.count("\n") == 1, err  # no progress bar: nothing explained
         assert f"cannot create {bad} (File name too long)" in err
     assert len(list(evd.iterdir())) == 2  # no probe, no temporary file left
+
+
+def test_evaluates_bar_counts_the_calls_a_limit_asks_for(tmp_path, small_config, capsys):
+    """With --limit the bar's total is the calls asked for (it counted every positive in the
+    folder and stopped short of it), and a folder with fewer calls closes the bar at its count."""
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "3", "--seed", "31", "--size", "256x208",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    common = ["evaluate", "--data", str(data), "--methods", "gradcam", "--threshold", "0",
+              "--config", str(small_config), "--out", str(tmp_path / "r.json")]
+    for limit, last in (("1", "1/1 [") , ("5", "3/3 [")):
+        capsys.readouterr()
+        assert main([*common, "--limit", limit]) == 0
+        bar = capsys.readouterr().err.split("\r")[-1]
+        assert last in bar and bar.startswith("evaluate: 100%"), bar
