@@ -387,6 +387,7 @@ def cmd_train_inpainter(args) -> int:
     from cfia.training.inpainter import TrainOptions, train
     from .manifest import DataError
 
+    _training_logs()
     out = _output_folder(args.out)
     _refuse_fresh_over(out / "inpainter.ckpt", ("inpainter.pt",), args.force or args.resume)
     _refuse_overwrite(out, ("inpainter.pt",), args.force or args.resume)  # --resume without a checkpoint stops
@@ -541,13 +542,18 @@ def _evaluate_configured(args, evaluate) -> dict:
                     intensity=dict(in_channels=c.channels, input_range=c.input_range, mean=c.mean, std=c.std))
 
 
-def cmd_train_classifier(args) -> int:
+def _training_logs() -> None:
+    """A training run's lines between epochs (loss, the run's time left) on stderr."""
     import logging
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_train_classifier(args) -> int:
     from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK, TrainOptions, evaluate, train
     from .manifest import DataError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _training_logs()
     # The default network's arguments only for it: another's named in an error would be none the user gave.
     network_args = _network_args(args.network_args, DEFAULT_ARGS if args.network in (None, DEFAULT_NETWORK) else {})
     try:

@@ -181,3 +181,24 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_runs_checkpoint(folders, tmp_
     assert (out / "inpainter.ckpt").read_bytes() == b"an earlier run's"
     assert main(_inpainter(folders["train"], out, *INPAINTER, "--resume")[3:]) == 2
     assert f"--resume: cannot read the checkpoint {out / 'inpainter.ckpt'} (" in capsys.readouterr().err
+
+
+def test_the_runs_time_left_is_said_after_each_epoch(folders, tmp_path, caplog):
+    """The epoch's bar gives the epoch's ETA only; the run's, tens of epochs, is logged after
+    each, at this process's mean epoch time."""
+    import time
+
+    from cfia.training.progress import run_left
+
+    now = time.time()
+    assert run_left(now - 120, 2, 3) == "3 epochs left, about 3 min"
+    assert run_left(now - 3600, 1, 2) == "2 epochs left, about 2 h 00 min"
+    assert run_left(now - 10, 1, 1) == "1 epoch left, under a minute"
+    assert run_left(now, 5, 0) == "no epoch left"
+
+    caplog.set_level("INFO")
+    assert _classifier(folders, tmp_path / "c", "--epochs", "2") == 0
+    assert main(["train", "inpainter", "--data", str(folders["train"]), "--out", str(tmp_path / "i"),
+                 "--epochs", "2", "--crops-per-epoch", "2", "--quiet", *INPAINTER]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split("; ")[-1] for line in lines] == ["1 epoch left, under a minute", "no epoch left"] * 2

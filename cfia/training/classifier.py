@@ -30,6 +30,7 @@ from ..manifest import DataError, read_manifest
 from .augment import AugmentOptions, augment
 from .checkpoint import read_checkpoint
 from .data import check_held_apart, data_changes, folder_fingerprint, load_many
+from .progress import run_left
 from .torch_settings import keeps_torch_settings
 
 log = logging.getLogger("cfia.training")
@@ -350,7 +351,8 @@ def train(opts: TrainOptions) -> dict:
                 best = {"auc": entry["val"]["auc"], "epoch": epoch + 1}
                 torch.save(_cpu_state(model), out / "classifier.best.pt")
         history.append(entry)
-        log.info("epoch %d: %s", epoch + 1, json.dumps(entry))
+        log.info("epoch %d: %s; %s", epoch + 1, json.dumps(entry),
+                 run_left(t0, epoch + 1 - start, opts.epochs - epoch - 1))
         _save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
             "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),

@@ -29,6 +29,7 @@ from .checkpoint import read_checkpoint
 from .classifier import _device
 from .data import check_held_apart, data_changes, folder_fingerprint
 from .mammo_io import load_folder
+from .progress import run_left
 from .torch_settings import keeps_torch_settings
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,8 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
             totals.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(totals[-20:]):.4f}", l1=f"{parts['l1']:.4f}", energy=f"{parts['energy']:.3f}")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(totals)), "seconds": round(time.time() - t0, 1)})
+        log.info("epoch %d: %s; %s", epoch + 1, json.dumps(history[-1]),
+                 run_left(t0, epoch + 1 - start, opts.epochs - epoch - 1))
         tmp = ckpt_path.with_suffix(".tmp")  # written whole, then renamed: an interruption keeps the last one
         torch.save({"epoch": epoch + 1, "state_dict": net.state_dict(), "optimizer": optim.state_dict(),
                     "history": json.dumps(history), "options": json.dumps(asdict(opts)),
