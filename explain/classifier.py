@@ -333,7 +333,27 @@ def _state_dict(obj: Any, path: Path) -> dict:
                      f"or 'state_dict' entry), got {type(obj).__name__}")
 
 
+def _saved_as(path: Path) -> Optional[str]:
+    """"torchscript" or "state dict" for the zip archives torch.jit.save and torch.save write
+    (a TorchScript archive holds code/ and constants.pkl), None for anything else: a config
+    naming one as the other got torch's unsafe-load advice or "corrupted" from the loader."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+        return "torchscript"
+    return "state dict" if any(n.endswith("/data.pkl") for n in names) else None
+
+
 def _load_weights(model: nn.Module, path: Path, device: str) -> None:
+    if _saved_as(path) == "torchscript":
+        raise ValueError(f"classifier {path}: a TorchScript file, not a state dict: load it with "
+                         "models.classifier.kind: torchscript (the default kind, monai_network, "
+                         "reads a state dict into models.classifier.network)")
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
@@ -349,6 +369,10 @@ def _load_weights(model: nn.Module, path: Path, device: str) -> None:
 
 def load_torchscript(path, device: str = "cpu", **kw) -> Classifier:
     path = _require(Path(path), "TorchScript file")
+    if _saved_as(path) == "state dict":
+        raise ValueError(f"classifier {path}: saved by torch.save (a state dict), not a TorchScript file: "
+                         "load a state dict with models.classifier.kind: monai_network and its network and "
+                         "network_args, or export the model with torch.jit.script or torch.jit.trace")
     try:
         model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:

@@ -172,6 +172,20 @@ def test_wrong_channels_shape_and_files_give_clear_errors(tmp_path):
         load_classifier("monai_network", tmp_path / "two.pt", network="NoSuchNet", input_size=SIZE)
 
 
+def test_a_model_file_of_the_other_kind_names_the_kind_to_set(tmp_path, recwarn):
+    """A TorchScript file under the default kind (monai_network) got torch's advice to load it
+    unsafely, and a state dict under kind torchscript "your checkpoint file is corrupted": each
+    now names the kind that reads it, without torch's warning."""
+    net = small_net()
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    torch.jit.trace(net, torch.zeros(1, 1, *SIZE)).save(str(tmp_path / "w.ts"))
+    with pytest.raises(ValueError, match=r"w\.ts: a TorchScript file, not a state dict.*kind: torchscript"):
+        load_classifier("monai_network", tmp_path / "w.ts", network="MammoNet", network_args=ARGS, input_size=SIZE)
+    with pytest.raises(ValueError, match=r"w\.pt: saved by torch\.save.*kind: monai_network"):
+        load_classifier("torchscript", tmp_path / "w.pt", input_size=SIZE)
+    assert not [w for w in recwarn if "weights_only" in str(w.message)]
+
+
 def test_models_that_would_fail_mid_study_are_refused_at_load(tmp_path):
     """The dummy forward also differentiates the score: a model that detaches its output
     or answers class indices cannot be explained; Grad-CAM needs a layer it can hook."""
