@@ -377,8 +377,8 @@ def _epoch_of(ckpt: Path) -> str:
     """' (epoch N)' from a training checkpoint, '' when it cannot be read."""
     import torch
 
-    try:  # this tool's own training state (the classifier's holds more than tensors: no weights_only)
-        return f" (epoch {int(torch.load(ckpt, map_location='cpu', weights_only=False)['epoch'])})"
+    try:
+        return f" (epoch {int(torch.load(ckpt, map_location='cpu', weights_only=True)['epoch'])})"
     except Exception:  # noqa: BLE001 - the message goes out without the epoch
         return ""
 

@@ -202,3 +202,40 @@ def test_the_runs_time_left_is_said_after_each_epoch(folders, tmp_path, caplog):
                  "--epochs", "2", "--crops-per-epoch", "2", "--quiet", *INPAINTER]) == 0
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert [line.split("; ")[-1] for line in lines] == ["1 epoch left, under a minute", "no epoch left"] * 2
+
+
+class _RunsCode:
+    """Unpickled, it would touch a file: what a weights file from elsewhere could do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_weights_files_that_would_run_pickled_code_are_refused_not_run(folders, tmp_path, capsys):
+    """--init, --resume's checkpoint and train average's --models read tensors only
+    (torch.load weights_only): a file holding pickled code stops in one line, its code not run."""
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _RunsCode(marker), "epoch": 1}, evil)
+    good = tmp_path / "good.pt"
+    from explain.networks import MammoNet
+
+    torch.save(MammoNet(channels=(4, 8, 8), subunits=1).state_dict(), good)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "classifier.ckpt").write_bytes(evil.read_bytes())
+    runs = [
+        ["--init", str(evil)],
+        ["--resume"],
+    ]
+    for extra in runs:
+        capsys.readouterr()
+        assert _classifier(folders, tmp_path / "r", *extra) == 2
+        err = capsys.readouterr().err
+        assert "evil.pt" in err or "classifier.ckpt" in err, err
+    assert main(["train", "average", "--models", str(evil), str(good), "--out", str(tmp_path / "avg"),
+                 "--input-size", "64x48", "--network-args", json.dumps({"channels": [4, 8, 8], "subunits": 1})]) == 2
+    assert "evil.pt" in capsys.readouterr().err
+    assert not marker.exists()

@@ -228,7 +228,7 @@ def _run_definition(opts: TrainOptions) -> dict:
 def _resume_state(ckpt_path: Path, device, opts: TrainOptions, run: dict) -> dict:
     """The last checkpoint, read before the data is preprocessed; stops when the run it
     continues was defined otherwise (checkpoints before the thirty-fourth session: not checked)."""
-    state = read_checkpoint(ckpt_path, device, weights_only=False)
+    state = read_checkpoint(ckpt_path, device)
     saved, differ = state.get("run"), []
     if saved is not None:
         differ = data_changes("data", saved.get("data", []), run["data"])
@@ -368,8 +368,8 @@ def train(opts: TrainOptions) -> dict:
 def read_weights(path: str, model, option: str = "--init") -> dict:
     """The state dict in `path` (a classifier.pt, or a classifier.ckpt's weights),
     checked against `model`; a mismatch names the differing keys."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # weights_only: a state dict or checkpoint needs no pickled code, and a file from elsewhere runs none
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - what a non-torch file raises varies (UnpicklingError, RuntimeError, ...)
         why = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{option}: cannot read a state dict from {path} ({why})") from None

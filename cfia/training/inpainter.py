@@ -153,7 +153,7 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     if resume:  # first: a resumed run with other data says which
         if not ckpt_path.is_file():
             raise DataError(f"--resume: no checkpoint {str(ckpt_path)!r}")
-        ck = read_checkpoint(ckpt_path, opts.device, weights_only=True)
+        ck = read_checkpoint(ckpt_path, opts.device)
         _check_resumable(json.loads(ck["options"]), json.loads(json.dumps(asdict(opts))),  # tuples as lists
                          json.loads(ck.get("data", "{}")), fingerprints)
     if val_data is not None:
