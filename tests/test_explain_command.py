@@ -563,9 +563,14 @@ def test_result_uids_follow_the_inpainter_and_explainer_settings_and_a_bundle_is
     digest = settings_digest(from_dict(base))
     assert settings_digest(from_dict({**base, "explainer": {"device": "cuda"}})) == digest
     assert settings_digest(from_dict({**base, "explainer": {"max_passes": 7}})) != digest
-    for fed in ({"class_index": 0}, {"output": "probabilities"}, {"channels": 3}, {"mean": [0.5]}):
+    for fed in ({"class_index": 0}, {"output": "probabilities"}, {"channels": 3}, {"mean": [0.5]},
+                {"network_args": {"channels": [4, 8, 8]}}, {"network": "DenseNet121"}):
         changed = {"models": {**base["models"], "classifier": fed}}
         assert settings_digest(from_dict(changed)) != digest, fed  # another reading of the same weights
+    # TorchScript reads no network from the config: its unused network_args change nothing.
+    script = [settings_digest(from_dict({"models": {**base["models"], "classifier": {
+        "kind": "torchscript", "path": "m.ts", "network_args": args}}})) for args in ({}, {"channels": [4]})]
+    assert script[0] == script[1]
     weights.write_bytes(b"two")
     assert settings_digest(from_dict(base)) != digest
     # A classical inpainter reads no file: where the install or the config lies must not matter.
