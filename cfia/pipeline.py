@@ -107,6 +107,7 @@ class Pipeline:
         self.model_version = content_digest(c.path)[:16] if Path(c.path).exists() else "unversioned"
         self.settings = settings_digest(cfg)
         self.algorithm(e.method).check()  # fails at start-up, not after every image's explanation
+        self._gradcam_checked: set[str] = set()  # layers Grad-CAM has run on
         self.explainer(e.method)  # a method the models cannot serve (gradcam's layer) fails now, not per study
 
     # -- scores ---------------------------------------------------------------
@@ -151,7 +152,12 @@ class Pipeline:
                 reseed_every=e.reseed_every, reseed_init=e.reseed_init, saliency=e.saliency,
                 saliency_sigma=e.saliency_sigma, score_region=False)  # explain() measures every method's deletion
         if method == "gradcam":
-            return GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.classifier.score, self.score_fn())
+            gradcam = GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.classifier.score, self.score_fn())
+            if e.gradcam_layer not in self._gradcam_checked:  # once a layer: a forward and backward more
+                rows, cols = self.cfg.models.classifier.input_size
+                gradcam.check(torch.zeros(1, 1, rows, cols, device=self.device))
+                self._gradcam_checked.add(e.gradcam_layer)
+            return gradcam
         # Occlusion and integrated gradients explain the logit, as their reference
         # implementations do: a probability saturated near 1 hides both the drop under
         # one occluded patch and the gradient along most of the path.

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 from monai.visualize import GradCAM, OcclusionSensitivity
 
-from .counterfactual import MaskResult, ScoreFn, require_gradient
+from .classifier import error_line
+from .counterfactual import MaskResult, NoGradient, ScoreFn, require_gradient
 
 OCCLUSION_MODES = ("mean_img", "mean_patch", "gaussian")
 
@@ -52,7 +53,29 @@ def check_gradcam_layer(model: nn.Module, layer: str) -> None:
     names = [name for name, _ in model.named_modules() if name]
     if layer not in names:
         raise ValueError(f"explainer.gradcam_layer {layer!r} is not a layer of the classifier; "
-                         f"its layers include {', '.join(names[:8])}")
+                         f"its last layers: {', '.join(names[-6:])}")
+
+
+def feature_map_layers(model: nn.Module, class_score: ScoreFn, x: torch.Tensor) -> list[str]:
+    """The layers whose output is a feature map (B, C, H, W) of more than one place, in the
+    order they run: the layers Grad-CAM can weigh, the last convolutional ones usually best
+    (a global pooling's 1x1 output would give a constant map)."""
+    seen: list[str] = []
+
+    def record(name):
+        def hook(module, args, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1 and name not in seen:
+                seen.append(name)
+        return hook
+
+    handles = [m.register_forward_hook(record(name)) for name, m in model.named_modules() if name]
+    try:
+        with torch.no_grad():
+            class_score(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
 
 
 def _hook_state(model: nn.Module, layer: str) -> tuple[nn.Module, dict, dict, dict]:
@@ -98,6 +121,24 @@ class GradCAMExplainer:
     def __init__(self, model: nn.Module, target_layer: str, class_score: ScoreFn, score_fn: ScoreFn):
         check_gradcam_layer(model, target_layer)
         self.model, self.target_layer, self.class_score, self.score_fn = model, target_layer, class_score, score_fn
+
+    def check(self, x: torch.Tensor) -> None:
+        """Grad-CAM once on `x` (a blank input will do): a layer that exists but gives no
+        feature map, or whose output a later layer changes in place, fails here in one line,
+        at start-up, instead of with a traceback on every image."""
+        maps = feature_map_layers(self.model, self.class_score, x)
+        hint = (f"layers that give one, last first: {', '.join(reversed(maps[-4:]))}" if maps
+                else "no layer of this classifier does")
+        if self.target_layer not in maps:
+            raise ValueError(f"explainer.gradcam_layer {self.target_layer!r} gives no feature map "
+                             f"(B, C, H, W) for Grad-CAM to weigh; {hint}")
+        try:
+            self(x)
+        except NoGradient:
+            pass  # a blank input may have none: said per image, where it matters
+        except Exception as exc:  # noqa: BLE001 - hooks fail in many ways; the layer is what to change
+            raise ValueError(f"explainer.gradcam_layer {self.target_layer!r}: Grad-CAM cannot run on it "
+                             f"({error_line(exc)}); {hint}") from None
 
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
         start = time.perf_counter()

@@ -322,15 +322,40 @@ def build_network(name: str, network_args: Optional[dict] = None) -> nn.Module:
         raise ValueError(f"network {name} does not accept network_args {args!r}: {exc}") from None
 
 
+STATE_KEYS = ("model", "state_dict", "network", "model_state", "model_state_dict")  # checkpoints' usual entries
+
+
 def _state_dict(obj: Any, path: Path) -> dict:
     if isinstance(obj, dict):
-        for key in ("model", "state_dict", "network", "model_state"):
+        for key in STATE_KEYS:
             if key in obj and isinstance(obj[key], dict):
-                return obj[key]
+                return _without_module_prefix(obj[key])
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-    raise ValueError(f"classifier {path}: expected a state dict (or a checkpoint with a 'model' "
-                     f"or 'state_dict' entry), got {type(obj).__name__}")
+            return _without_module_prefix(obj)
+    held = f" with the entries {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, dict) else ""
+    raise ValueError(f"classifier {path}: expected a state dict, or a checkpoint with one of the entries "
+                     f"{', '.join(STATE_KEYS)}; got a {type(obj).__name__}{held}")
+
+
+def _without_module_prefix(state: dict) -> dict:
+    """A state dict saved from a DataParallel / DistributedDataParallel wrapper has every key
+    under "module."; the network itself has none."""
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _misfit(model: nn.Module, state: dict) -> str:
+    """How a state dict differs from the network's, a few keys each (torch lists them all)."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    parts = []
+    for what, keys in (("missing", sorted(want.keys() - have.keys())),
+                       ("unexpected", sorted(have.keys() - want.keys())),
+                       ("of another shape", sorted(k for k in want.keys() & have.keys() if want[k] != have[k]))):
+        if keys:
+            parts.append(f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})")
+    return "; ".join(parts) or "keys fit"
 
 
 def _saved_as(path: Path) -> Optional[str]:
@@ -357,14 +382,17 @@ def _load_weights(model: nn.Module, path: Path, device: str) -> None:
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"classifier {path}: cannot read the state dict ({type(exc).__name__}: {exc})") from None
+        if "Unsupported global" in str(exc):  # weights_only met a pickled class: a whole model
+            raise ValueError(f"classifier {path}: holds pickled objects, not tensors alone (a whole model "
+                             "saved with torch.save(model)?): save model.state_dict() instead, or export "
+                             "TorchScript (kind: torchscript)") from None
+        raise ValueError(f"classifier {path}: cannot read the state dict ({error_line(exc)})") from None
     state = _state_dict(obj, path)
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()
-        raise ValueError(f"classifier {path}: state dict does not fit the network: "
-                         f"{' '.join(s.strip() for s in first[:3])}") from None
+    except RuntimeError:
+        raise ValueError(f"classifier {path}: state dict does not fit the network: {_misfit(model, state)}; "
+                         "give the network and network_args it was trained with") from None
 
 
 def load_torchscript(path, device: str = "cpu", **kw) -> Classifier:
@@ -411,8 +439,11 @@ def load_monai_bundle(path, device: str = "cpu", network_key: str = "network_def
             raise ValueError(f"classifier {root}: bundle config {configs[0].name} has no {network_key!r}")
         try:
             model = parser.get_parsed_content(network_key)
-        except Exception as exc:
-            raise ValueError(f"classifier {root}: cannot build {network_key} from {configs[0].name}: {exc}") from None
+        except Exception as exc:  # MONAI wraps the network's own error: the innermost says what is wrong
+            while exc.__cause__ is not None:
+                exc = exc.__cause__
+            raise ValueError(f"classifier {root}: cannot build {network_key} from {configs[0].name}: "
+                             f"{error_line(exc)}") from None
         _load_weights(model, weights, device)
         return Classifier(_freeze(model.to(device)), source=str(root), **kw).validate()
     if ts.exists():

@@ -186,6 +186,37 @@ def test_a_model_file_of_the_other_kind_names_the_kind_to_set(tmp_path, recwarn)
     assert not [w for w in recwarn if "weights_only" in str(w.message)]
 
 
+def test_weight_files_as_other_tools_save_them(tmp_path):
+    """A tutorial checkpoint ({'epoch', 'model_state_dict'}) and a DataParallel state dict
+    ('module.' keys) load; a whole pickled model, a dict without weights, weights of another
+    network and a bundle whose network cannot be built each stop in one short line saying why."""
+    net = small_net()
+    x = torch.rand(2, 1, *SIZE)
+    load = lambda path: load_classifier("monai_network", path, network="MammoNet", network_args=ARGS,  # noqa: E731
+                                        input_size=SIZE)
+    torch.save({"epoch": 3, "model_state_dict": net.state_dict()}, tmp_path / "tutorial.pt")
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "ddp.pt")
+    for name in ("tutorial.pt", "ddp.pt"):
+        torch.testing.assert_close(load(tmp_path / name)(x), net(x))
+    torch.save(net, tmp_path / "whole.pt")
+    torch.save({"epoch": 3, "weights": [1, 2]}, tmp_path / "nothing.pt")
+    torch.save(small_net(channels=[4, 8, 16]).state_dict(), tmp_path / "wider.pt")
+    for name, says in (("whole.pt", r"pickled objects.*state_dict\(\)"),
+                       ("nothing.pt", r"model_state_dict; got a dict with the entries epoch, weights"),
+                       ("wider.pt", r"does not fit the network: \d+ of another shape \(e\.g\. ")):
+        with pytest.raises(ValueError, match=says) as got:
+            load(tmp_path / name)
+        assert "\n" not in str(got.value) and len(str(got.value)) < 400, str(got.value)
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    (bundle / "configs" / "inference.json").write_text(json.dumps(
+        {"network_def": {"_target_": "explain.networks.MammoNet", "chanels": [4, 8, 8]}}))
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")
+    with pytest.raises(ValueError, match=r"cannot build network_def from inference\.json: TypeError: .*chanels"):
+        load_classifier("monai_bundle", bundle, input_size=SIZE)
+
+
 def test_models_that_would_fail_mid_study_are_refused_at_load(tmp_path):
     """The dummy forward also differentiates the score: a model that detaches its output
     or answers class indices cannot be explained; Grad-CAM needs a layer it can hook."""
@@ -219,6 +250,38 @@ def test_models_that_would_fail_mid_study_are_refused_at_load(tmp_path):
                "explainer": {"method": "gradcam", "gradcam_layer": "features.9"}}
         with pytest.raises(ValueError, match=says):
             Pipeline(from_dict(cfg))
+
+
+def test_a_gradcam_layer_it_cannot_run_on_is_refused_at_start_naming_ones_it_can(tmp_path):
+    """A layer that exists but gives no feature map (a ResNet's fc) or whose output a later
+    layer changes in place (a DenseNet's norm5, then an in-place ReLU) crashed on every image;
+    each stops at start-up in one line naming the layers that give a feature map, last first;
+    a layer that does not exist names the network's last layers, not its first."""
+    from monai.networks.nets import DenseNet121, ResNet
+
+    from cfia.config import from_dict
+    from cfia.pipeline import Pipeline
+
+    resnet = dict(block="basic", layers=[1, 1, 1, 1], block_inplanes=[4, 8, 8, 8], spatial_dims=2,
+                  n_input_channels=1, num_classes=2)
+    densenet = dict(spatial_dims=2, in_channels=1, out_channels=2, init_features=4, growth_rate=4)
+    torch.save(ResNet(**resnet).state_dict(), tmp_path / "r.pt")
+    torch.save(DenseNet121(**densenet).state_dict(), tmp_path / "d.pt")
+    base = {"models": {"inpainter": {"kind": "telea"}}}
+    cases = (("ResNet", resnet, "r.pt", "fc", r"'fc' gives no feature map.*last first: layer4"),
+             ("DenseNet121", densenet, "d.pt", "features.norm5", r"'features\.norm5': Grad-CAM cannot run on it"),
+             ("ResNet", resnet, "r.pt", "features.3", r"not a layer.*its last layers: .*fc"))
+    for network, args, weights, layer, says in cases:
+        cfg = {**base, "models": {**base["models"], "classifier": {
+            "kind": "monai_network", "path": str(tmp_path / weights), "network": network, "network_args": args,
+            "input_size": [64, 64]}}, "explainer": {"method": "gradcam", "gradcam_layer": layer}}
+        with pytest.raises(ValueError, match=says) as got:
+            Pipeline(from_dict(cfg))
+        assert "\n" not in str(got.value)
+    cfg["explainer"]["gradcam_layer"] = "class_layers.relu"  # the DenseNet's last feature map: it runs
+    Pipeline(from_dict({**cfg, "models": {**cfg["models"], "classifier": {
+        **cfg["models"]["classifier"], "path": str(tmp_path / "d.pt"), "network": "DenseNet121",
+        "network_args": densenet}}}))
 
 
 def test_manifest_from_a_spreadsheet_is_read_like_the_phantoms(tmp_path):
