@@ -249,13 +249,20 @@ class Classifier(nn.Module):
     def _check_repeatable(self, probe: torch.Tensor, out: torch.Tensor) -> None:
         """A second forward of the probe must repeat the first: a model random at inference
         explains noise. Dropout traced in training mode stays on, eval() cannot reach into a
-        trace; zeros pass dropout unchanged, hence the probe. One forward more at start-up."""
+        trace; zeros pass dropout unchanged, hence the probe. Nor may the probe's output change
+        beside a blank image in its batch: BatchNorm traced in training mode normalises by the
+        batch's own statistics. Two forwards more at start-up."""
         with torch.no_grad():
             again = self._run(probe)
+            beside = self._run(torch.cat([probe, torch.zeros_like(probe)]))[:1]
         if not torch.allclose(out, again, rtol=1e-4, atol=1e-6, equal_nan=True):
             raise ValueError(f"classifier {self.source}: two forwards of the same image differ (by up to "
                              f"{(out - again).abs().max().item():.3g}): it is random at inference, e.g. dropout "
                              "left in training mode; call model.eval() before torch.jit.trace")
+        if not torch.allclose(out, beside, rtol=1e-3, atol=1e-4, equal_nan=True):
+            raise ValueError(f"classifier {self.source}: an image's output changes with the other images in its "
+                             f"batch (by up to {(out - beside).abs().max().item():.3g}), e.g. BatchNorm left in "
+                             "training mode; call model.eval() before torch.jit.trace")
 
 
 def _intensity(channels: int, input_range, mean, std, source: str):

@@ -1172,6 +1172,23 @@ def test_a_model_random_at_inference_is_refused_at_load(tmp_path):
         assert torch.equal(clf(x), clf(x))
 
 
+def test_a_model_whose_output_depends_on_its_batch_is_refused_at_load(tmp_path):
+    """BatchNorm traced in training mode normalises by the batch's statistics: an image's
+    score changes with the images beside it, and at batch 1 it is its own statistics. Traced
+    in eval mode the same network loads."""
+    from monai.networks.nets import ResNet
+
+    net = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[4, 8, 8, 8], spatial_dims=2,
+                 n_input_channels=1, num_classes=2)
+    x = torch.rand(2, 1, *SIZE)
+    torch.jit.trace(net.train(), x, check_trace=False).save(str(tmp_path / "train.ts"))
+    torch.jit.trace(net.eval(), x).save(str(tmp_path / "eval.ts"))
+    with pytest.raises(ValueError, match=r"train\.ts: an image's output changes with the other images in its "
+                                         r"batch.*BatchNorm left in training mode"):
+        load_classifier("torchscript", tmp_path / "train.ts", input_size=SIZE)
+    load_classifier("torchscript", tmp_path / "eval.ts", input_size=SIZE)
+
+
 class _Squeezed(nn.Module):
     def __init__(self):
         super().__init__()
