@@ -44,6 +44,9 @@ def _path() -> dict:
     return {"path": True}
 
 
+HOST = {"host": True}  # a name or address: not empty (which binds every interface), no port in it
+
+
 CALL_THRESHOLD = 0.5  # a probability at or above it is a positive call (cfia explain, evaluate, the region)
 
 
@@ -58,7 +61,7 @@ class TLSConfig:
 @dataclass(frozen=True)
 class ListenerConfig:
     ae_title: str = field(default="CFIA", metadata={"ae_title": True})
-    host: str = "127.0.0.1"
+    host: str = field(default="127.0.0.1", metadata=HOST)
     port: int = field(default=11112, metadata=_range(0, 65535))
     allowed_calling_ae_titles: tuple[str, ...] = field(default=(), metadata={"ae_title": True})  # each
     tls: TLSConfig = TLSConfig()
@@ -76,7 +79,7 @@ class ListenerConfig:
 @dataclass(frozen=True)
 class DestinationConfig:
     ae_title: str = field(default="PACS", metadata={"ae_title": True})
-    host: str = "127.0.0.1"
+    host: str = field(default="127.0.0.1", metadata=HOST)
     port: int = field(default=104, metadata=_range(1, 65535))
     name: str = "pacs"
 
@@ -267,7 +270,7 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     enabled: bool = False
-    host: str = "127.0.0.1"
+    host: str = field(default="127.0.0.1", metadata=HOST)
     port: int = field(default=8080, metadata=_range(0, 65535))
 
 
@@ -342,7 +345,18 @@ def from_dict(raw: Any, base: Path = Path(".")) -> Config:
     cfg = _build(Config, raw, "", base)
     _check_return_to_sender(cfg.return_to_sender)
     _check_tls(cfg.listener.tls)
+    _check_ports_apart(cfg)
     return cfg
+
+
+def _check_ports_apart(cfg: Config) -> None:
+    """The DICOM listener and the HTTP endpoint cannot share a port on one address: the
+    second to bind failed at start ("Address already in use"), which a restart cannot mend."""
+    lc, hc = cfg.listener, cfg.http
+    anywhere = {"0.0.0.0", "::"}
+    if hc.enabled and lc.port and lc.port == hc.port and (lc.host == hc.host or {lc.host, hc.host} & anywhere):
+        raise ConfigError(f"http.port: {hc.port} is listener.port too, on {hc.host} and {lc.host}; "
+                          "give each its own port")
 
 
 def _check_return_to_sender(table: dict) -> None:
@@ -479,6 +493,9 @@ def _scalar(hint: Any, value: Any, key: str, meta: Any, base: Path) -> Any:
             raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(meta['choices'])}")
         if meta.get("ae_title") and not (0 < len(value.strip()) <= 16 and value.isascii() and "\\" not in value):
             raise ConfigError(f"{key}: {value!r} is not a valid AE title; allowed: 1-16 ASCII characters, no backslash")
+        if meta.get("host") and (not value.strip() or value != value.strip() or re.fullmatch(r"[^:]+:\d+", value)):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected a host name or address, without "
+                              "spaces or a port (the port is its own key; 0.0.0.0 listens on every interface)")
         if meta.get("factory") and not _FACTORY.match(value):
             raise ConfigError(f"{key}: {value!r} is not allowed; expected module:function, e.g. cfia.processors:pipeline_processor")
         if meta.get("path"):

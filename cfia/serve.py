@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -47,6 +48,13 @@ REPEATED_FAILURE_LOG_SECONDS = 60.0
 # A start that fails with one of these is the config's or the install's fault (a spool folder
 # the service user cannot create, a port below 1024): a restart cannot help, so EX_CONFIG.
 CONFIG_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG)
+
+
+def _config_fault(exc: OSError) -> bool:
+    """A start error a restart cannot mend: a permission, a path, or a host name that does not
+    resolve (EAI_NONAME, negative as getaddrinfo's errors are, and kept when the server
+    re-raises it as a plain OSError; a resolver that is down, EAI_AGAIN, may answer next time)."""
+    return exc.errno in CONFIG_ERRNOS or exc.errno == socket.EAI_NONAME
 
 
 class SpoolBusy(RuntimeError):
@@ -83,7 +91,8 @@ class Node:
         try:
             self.spool.create()
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot create the spool folder {self.spool.root} (spool.folder): "
+            failed = exc.filename or self.spool.root  # the folder itself, or one inside it (incoming/)
+            raise OSError(exc.errno, f"cannot create the spool folder {failed} (spool.folder {self.spool.root}): "
                                      f"{exc.strerror or exc}") from exc
         self._take_lock()
         self.queue = JobQueue(self.spool.queue_file, quiet_seconds=self.cfg.listener.study_quiet_seconds,
@@ -308,7 +317,7 @@ def serve(cfg, config_path: str | None = None) -> int:
     except OSError as exc:  # port in use or not allowed, spool folder not writable
         log.error("cannot start", extra={"reason": f"{type(exc).__name__}: {exc}"})
         node.stop()
-        return EXIT_CONFIG if exc.errno in CONFIG_ERRNOS else 1
+        return EXIT_CONFIG if _config_fault(exc) else 1
     except sqlite3.Error as exc:  # the queue file (or its -wal) another user's, or read-only
         log.error("cannot start", extra={"reason": f"queue {node.spool.queue_file}: {type(exc).__name__}: {exc}"})
         node.stop()

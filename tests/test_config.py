@@ -86,6 +86,15 @@ def test_config_objects_are_frozen():
     ({"explainer": {"objective": "map_quality", "area_mode": "target"}},
      "explainer.area_mode: 'target' is not allowed with explainer.objective map_quality"),
     ({"explainer": {"patience": 0}}, "explainer.patience: 0 is out of range"),
+    # An empty host listened on every interface; a port in it failed to resolve at start.
+    ({"listener": {"host": ""}}, "listener.host: '' is not allowed; expected a host name or address"),
+    ({"http": {"host": " "}}, "http.host: ' ' is not allowed"),
+    ({"listener": {"host": "localhost:11112"}}, "listener.host: 'localhost:11112' is not allowed"),
+    ({"destinations": [{"host": "pacs.example:104", "port": 104}]}, "destinations[0].host: 'pacs.example:104'"),
+    # The second server to bind failed at start with "Address already in use", exit 1.
+    ({"http": {"enabled": True, "port": 11112}}, "http.port: 11112 is listener.port too"),
+    ({"http": {"enabled": True, "port": 9000, "host": "0.0.0.0"}, "listener": {"port": 9000}},
+     "http.port: 9000 is listener.port too"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(raw, message):
     with pytest.raises(config.ConfigError) as err:
@@ -167,6 +176,25 @@ def test_serve_exits_78_when_a_restart_cannot_help(tmp_path):
                              capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert out.returncode == 78 and message in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_hosts_and_ports_that_can_work_are_taken():
+    """IPv6 addresses, every interface and two servers on one port of different addresses."""
+    for raw in ({"listener": {"host": "::1"}}, {"listener": {"host": "0.0.0.0"}}, {"listener": {"host": "fe80::1"}},
+                {"http": {"enabled": True, "port": 11112, "host": "10.0.0.5"}},
+                {"http": {"enabled": False, "port": 11112}}, {"http": {"enabled": True, "port": 0}, "listener": {"port": 0}}):
+        config.from_dict(raw)
+
+
+def test_serve_exits_78_on_a_host_that_does_not_resolve(tmp_path):
+    """A listener.host no resolver knows is the config's fault: a restart every 5 s cannot help."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"listener": {"port": 0, "host": "no-such-host.invalid"},
+                                    "spool": {"folder": str(tmp_path / "spool")}}))
+    out = subprocess.run([sys.executable, "-m", "cfia.cli", "serve", "--config", str(path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 78, out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_return_to_sender_answers_the_caller_under_its_own_ae_title():
