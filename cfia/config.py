@@ -95,6 +95,11 @@ class SpoolConfig:
     # 0 keeps them for ever. Failed jobs are never deleted (they name dead letters).
     keep_done_days: float = field(default=30.0, metadata=_range(0, None))
 
+    def __post_init__(self):
+        if self.send_backoff_seconds > self.send_backoff_max_seconds:  # the cap would win from the first try
+            raise ConfigError(f"spool.send_backoff_seconds: {self.send_backoff_seconds!r} is not allowed; expected "
+                              f"at most spool.send_backoff_max_seconds ({self.send_backoff_max_seconds!r})")
+
 
 @dataclass(frozen=True)
 class WorkersConfig:

@@ -91,6 +91,8 @@ def test_config_objects_are_frozen():
     ({"http": {"host": " "}}, "http.host: ' ' is not allowed"),
     ({"listener": {"host": "localhost:11112"}}, "listener.host: 'localhost:11112' is not allowed"),
     ({"destinations": [{"host": "pacs.example:104", "port": 104}]}, "destinations[0].host: 'pacs.example:104'"),
+    ({"spool": {"send_backoff_seconds": 600}}, "spool.send_backoff_seconds: 600.0 is not allowed; expected at most "
+                                               "spool.send_backoff_max_seconds (300.0)"),
     # The second server to bind failed at start with "Address already in use", exit 1.
     ({"http": {"enabled": True, "port": 11112}}, "http.port: 11112 is listener.port too"),
     ({"http": {"enabled": True, "port": 9000, "host": "0.0.0.0"}, "listener": {"port": 9000}},
