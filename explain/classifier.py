@@ -171,7 +171,8 @@ class Classifier(nn.Module):
                              f"(B, {self.in_channels}, {rows}, {cols}); the dummy forward failed: "
                              f"{error_line(exc)}") from None
         if not isinstance(out, torch.Tensor):
-            raise ValueError(f"classifier {self.source}: expected a tensor output, got {type(out).__name__}")
+            raise ValueError(f"classifier {self.source}: expected a tensor output, got {type(out).__name__}; "
+                             "export a wrapper whose forward returns the class scores alone (B, C)")
         if out.ndim != 2 or out.shape[0] != 2:
             raise ValueError(f"classifier {self.source}: expected {expect}, got output shape {tuple(out.shape)}")
         c = out.shape[1]

@@ -186,6 +186,22 @@ def test_a_model_file_of_the_other_kind_names_the_kind_to_set(tmp_path, recwarn)
     assert not [w for w in recwarn if "weights_only" in str(w.message)]
 
 
+class _Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = small_net()
+
+    def forward(self, x):
+        out = self.net(x)
+        return out, out.softmax(1)
+
+
+def test_a_model_returning_a_tuple_is_told_to_return_its_scores_alone(tmp_path):
+    torch.jit.script(_Pair().eval()).save(str(tmp_path / "pair.ts"))
+    with pytest.raises(ValueError, match=r"pair\.ts: expected a tensor output, got tuple; export a wrapper"):
+        load_classifier("torchscript", tmp_path / "pair.ts", input_size=SIZE)
+
+
 def test_weight_files_as_other_tools_save_them(tmp_path):
     """A tutorial checkpoint ({'epoch', 'model_state_dict'}) and a DataParallel state dict
     ('module.' keys) load; a whole pickled model, a dict without weights, weights of another
