@@ -291,9 +291,9 @@ def model_name(path: str) -> str:
 
 def settings_digest(cfg: Config) -> str:
     """What else shapes an explanation than the classifier's weights: the network they are
-    built into (kind monai_network), how the classifier is fed and read, the inpainter (its weights too) and the explainer's settings, but not the
-    device they run on. Part of every result UID, so a changed setting gives new objects
-    instead of overwriting those of the old one."""
+    built into (kind monai_network), how the classifier is fed and read, the inpainter (its
+    weights too) and the explainer's settings, but not the device they run on. Part of every
+    result UID, so a changed setting gives new objects instead of overwriting those of the old one."""
     fed = {k: v for k, v in config_mod.to_dict(cfg.models.classifier).items() if k not in ("kind", "path", "network", "network_args")}
     if cfg.models.classifier.kind == "monai_network":  # the network the weights go into: arguments
         # that add no weights (a ResNet's no_max_pool) change what the same file computes

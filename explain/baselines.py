@@ -127,18 +127,32 @@ class GradCAMExplainer:
         feature map, or whose output a later layer changes in place, fails here in one line,
         at start-up, instead of with a traceback on every image."""
         maps = feature_map_layers(self.model, self.class_score, x)
-        hint = (f"layers that give one, last first: {', '.join(reversed(maps[-4:]))}" if maps
-                else "no layer of this classifier does")
-        if self.target_layer not in maps:
+        mapped = self.target_layer in maps  # a pooled (B, C, 1, 1) output runs, to a uniform map
+        error = self._fails(x) if mapped else None
+        if mapped and error is None:
+            return
+        usable = [name for name in reversed(maps[-8:])  # the last feature maps first, tried in turn
+                  if name != self.target_layer and self._with(name)._fails(x) is None][:3]
+        hint = (f"layers it runs on, last first: {', '.join(usable)}" if usable
+                else "it runs on no layer of this classifier")
+        if not mapped:
             raise ValueError(f"explainer.gradcam_layer {self.target_layer!r} gives no feature map "
                              f"(B, C, H, W) for Grad-CAM to weigh; {hint}")
+        raise ValueError(f"explainer.gradcam_layer {self.target_layer!r}: Grad-CAM cannot run on it "
+                         f"({error}); {hint}")
+
+    def _with(self, layer: str) -> "GradCAMExplainer":
+        return GradCAMExplainer(self.model, layer, self.class_score, self.score_fn)
+
+    def _fails(self, x: torch.Tensor) -> Optional[str]:
+        """Why Grad-CAM fails on `x` at this layer, in a line; None when it runs."""
         try:
             self(x)
         except NoGradient:
-            pass  # a blank input may have none: said per image, where it matters
+            return None  # a blank input may have none: said per image, where it matters
         except Exception as exc:  # noqa: BLE001 - hooks fail in many ways; the layer is what to change
-            raise ValueError(f"explainer.gradcam_layer {self.target_layer!r}: Grad-CAM cannot run on it "
-                             f"({error_line(exc)}); {hint}") from None
+            return error_line(exc)
+        return None
 
     def __call__(self, x: torch.Tensor, breast: Optional[torch.Tensor] = None) -> MaskResult:
         start = time.perf_counter()

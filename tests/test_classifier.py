@@ -284,8 +284,10 @@ def test_a_gradcam_layer_it_cannot_run_on_is_refused_at_start_naming_ones_it_can
     torch.save(ResNet(**resnet).state_dict(), tmp_path / "r.pt")
     torch.save(DenseNet121(**densenet).state_dict(), tmp_path / "d.pt")
     base = {"models": {"inpainter": {"kind": "telea"}}}
-    cases = (("ResNet", resnet, "r.pt", "fc", r"'fc' gives no feature map.*last first: layer4"),
-             ("DenseNet121", densenet, "d.pt", "features.norm5", r"'features\.norm5': Grad-CAM cannot run on it"),
+    cases = (("ResNet", resnet, "r.pt", "fc", r"'fc' gives no feature map.*runs on, last first: layer4"),
+             ("DenseNet121", densenet, "d.pt", "features.norm5",
+              r"'features\.norm5': Grad-CAM cannot run on it.*last first: class_layers\.relu, features\.denseblock4"),
+             ("ResNet", resnet, "r.pt", "avgpool", r"'avgpool' gives no feature map.*last first: layer4"),
              ("ResNet", resnet, "r.pt", "features.3", r"not a layer.*its last layers: .*fc"))
     for network, args, weights, layer, says in cases:
         cfg = {**base, "models": {**base["models"], "classifier": {
