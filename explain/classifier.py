@@ -260,7 +260,9 @@ class Classifier(nn.Module):
             raise ValueError(f"classifier {self.source}: two forwards of the same image differ (by up to "
                              f"{(out - again).abs().max().item():.3g}): it is random at inference, e.g. dropout "
                              "left in training mode; call model.eval() before torch.jit.trace")
-        if not torch.allclose(out, beside, rtol=1e-3, atol=1e-4, equal_nan=True):
+        # Loose: a GPU's TF32 convolutions may round another batch size otherwise; BatchNorm on
+        # the batch's statistics moves an output by tenths.
+        if not torch.allclose(out, beside, rtol=1e-2, atol=1e-2, equal_nan=True):
             raise ValueError(f"classifier {self.source}: an image's output changes with the other images in its "
                              f"batch (by up to {(out - beside).abs().max().item():.3g}), e.g. BatchNorm left in "
                              "training mode; call model.eval() before torch.jit.trace")
@@ -289,6 +291,17 @@ def error_line(exc: Exception) -> str:
     line = lines[-1] if lines and "TorchScript interpreter" in lines[0] else (lines[0] if lines else "")
     line = line.removeprefix("builtins.")  # TorchScript names a Python error by its module
     return line if re.match(r"[\w.]+(Error|Exception): ", line) else f"{type(exc).__name__}: {line}"
+
+
+def unreadable_weights(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a line. Torch's own first line
+    advises loading it unsafely, which cfia offers no way to do; the class it would not
+    unpickle is what tells the user what to save instead."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return (f"it holds a pickled {found.group(1)}, not tensors alone (a whole model saved with "
+                "torch.save(model), or a checkpoint holding other objects): save model.state_dict() alone")
+    return re.sub(r"\x1b\[[0-9;]*m", "", error_line(exc))
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -337,18 +350,20 @@ def _state_dict(obj: Any, path: Path) -> dict:
     if isinstance(obj, dict):
         for key in STATE_KEYS:
             if key in obj and isinstance(obj[key], dict):
-                return _without_module_prefix(obj[key])
+                return obj[key]
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return _without_module_prefix(obj)
+            return obj
     held = f" with the entries {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, dict) else ""
     raise ValueError(f"classifier {path}: expected a state dict, or a checkpoint with one of the entries "
                      f"{', '.join(STATE_KEYS)}; got a {type(obj).__name__}{held}")
 
 
-def _without_module_prefix(state: dict) -> dict:
+def _with_keys_of(model: nn.Module, state: dict) -> dict:
     """A state dict saved from a DataParallel / DistributedDataParallel wrapper has every key
-    under "module."; the network itself has none."""
-    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+    under "module."; read it into a network whose own keys have no such prefix (a network
+    that is itself a wrapper keeps its "module." keys)."""
+    prefixed = state and all(isinstance(k, str) and k.startswith("module.") for k in state)
+    if prefixed and not any(k.startswith("module.") for k in model.state_dict()):
         return {k[len("module."):]: v for k, v in state.items()}
     return state
 
@@ -390,12 +405,8 @@ def _load_weights(model: nn.Module, path: Path, device: str) -> None:
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
-        if "Unsupported global" in str(exc):  # weights_only met a pickled class: a whole model
-            raise ValueError(f"classifier {path}: holds pickled objects, not tensors alone (a whole model "
-                             "saved with torch.save(model)?): save model.state_dict() instead, or export "
-                             "TorchScript (kind: torchscript)") from None
-        raise ValueError(f"classifier {path}: cannot read the state dict ({error_line(exc)})") from None
-    state = _state_dict(obj, path)
+        raise ValueError(f"classifier {path}: cannot read the state dict: {unreadable_weights(exc)}") from None
+    state = _with_keys_of(model, _state_dict(obj, path))
     try:
         model.load_state_dict(state)
     except RuntimeError:

@@ -214,10 +214,29 @@ def test_weight_files_as_other_tools_save_them(tmp_path):
     torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "ddp.pt")
     for name in ("tutorial.pt", "ddp.pt"):
         torch.testing.assert_close(load(tmp_path / name)(x), net(x))
+
+    class Wrapper(nn.Module):  # a network whose own keys start with "module." keeps them
+        def __init__(self):
+            super().__init__()
+            self.module = small_net()
+
+        def forward(self, x):
+            return self.module(x)
+
+    from explain.classifier import _load_weights
+
+    wrapped = Wrapper()
+    torch.save(wrapped.state_dict(), tmp_path / "wrapper.pt")
+    fresh = Wrapper()
+    _load_weights(fresh, tmp_path / "wrapper.pt", "cpu")
+    torch.testing.assert_close(fresh(x), wrapped(x))
     torch.save(net, tmp_path / "whole.pt")
     torch.save({"epoch": 3, "weights": [1, 2]}, tmp_path / "nothing.pt")
     torch.save(small_net(channels=[4, 8, 16]).state_dict(), tmp_path / "wider.pt")
-    for name, says in (("whole.pt", r"pickled objects.*state_dict\(\)"),
+    np_scalar = {"epoch": 3, "model_state_dict": net.state_dict(), "best_metric": np.float64(0.9)}
+    torch.save(np_scalar, tmp_path / "np.pt")
+    for name, says in (("whole.pt", r"holds a pickled explain\.networks\.MammoNet, not tensors alone.*state_dict\(\)"),
+                       ("np.pt", r"holds a pickled numpy\.[\w.]+scalar, not tensors alone"),
                        ("nothing.pt", r"model_state_dict; got a dict with the entries epoch, weights"),
                        ("wider.pt", r"does not fit the network: \d+ of another shape \(e\.g\. ")):
         with pytest.raises(ValueError, match=says) as got:

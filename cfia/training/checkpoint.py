@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from explain.classifier import error_line
+from explain.classifier import unreadable_weights
 
 
 def read_checkpoint(path: Path, device) -> dict:
@@ -16,6 +16,6 @@ def read_checkpoint(path: Path, device) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - zip, pickle and EOF errors alike
-        raise ValueError(f"--resume: cannot read the checkpoint {path} ({error_line(exc)}); "
+        raise ValueError(f"--resume: cannot read the checkpoint {path} ({unreadable_weights(exc)}); "
                          "to start afresh over it, the same command without --resume and with --force, "
                          "or another --out") from None

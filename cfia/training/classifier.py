@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from explain.classifier import build_network, error_line, load_classifier
+from explain.classifier import build_network, error_line, load_classifier, unreadable_weights
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import DataError, read_manifest
@@ -371,8 +371,7 @@ def read_weights(path: str, model, option: str = "--init") -> dict:
     try:  # weights_only: a state dict or checkpoint needs no pickled code, and a file from elsewhere runs none
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - what a non-torch file raises varies (UnpicklingError, RuntimeError, ...)
-        why = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{option}: cannot read a state dict from {path} ({why})") from None
+        raise ValueError(f"{option}: cannot read a state dict from {path}: {unreadable_weights(exc)}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
