@@ -223,6 +223,10 @@ class ExplainerConfig:
     # MONAI's default, and the best-localising of its three modes here (docs/evaluation.md).
     occlusion_mode: str = field(default="gaussian", metadata=_choice("mean_img", "mean_patch", "gaussian"))
     ig_steps: int = field(default=32, metadata=_range(1, 1024))
+    # gradcam, occlusion, ig: the score they explain: "logit", the class's own logit (its
+    # column; as their reference implementations do), or "log_odds", log p - log(1 - p), which
+    # cf explains (a two-logit network's column can rise while p falls).
+    baseline_score: str = field(default="logit", metadata=_choice("logit", "log_odds"))
     seed: int = field(default=0, metadata=_range(0, 2**64 - 1))  # torch.manual_seed's range
     region_threshold: float = field(default=0.5, metadata=_range(0, 1))
     # cf, blur: the map reported: the optimised mask, or "change": the mask weighted by

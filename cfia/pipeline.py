@@ -151,25 +151,26 @@ class Pipeline:
                 init_power=e.init_power, preservation_target=e.preservation_target,
                 reseed_every=e.reseed_every, reseed_init=e.reseed_init, saliency=e.saliency,
                 saliency_sigma=e.saliency_sigma, score_region=False)  # explain() measures every method's deletion
+        # The baselines explain the class's own logit, as their reference implementations do, or
+        # the log-odds cf explains (explainer.baseline_score): unbounded either way, where a
+        # probability saturated near 1 hides both the drop under one occluded patch and the
+        # gradient along most of IG's path.
+        target = self.classifier.log_odds if e.baseline_score == "log_odds" else self.classifier.score
         if method == "gradcam":
-            gradcam = GradCAMExplainer(self.classifier.model, e.gradcam_layer, self.classifier.score, self.score_fn())
+            gradcam = GradCAMExplainer(self.classifier.model, e.gradcam_layer, target, self.score_fn())
             if e.gradcam_layer not in self._gradcam_checked:  # once a layer: a forward and backward more
                 rows, cols = self.cfg.models.classifier.input_size
                 gradcam.check(torch.zeros(1, 1, rows, cols, device=self.device))
                 self._gradcam_checked.add(e.gradcam_layer)
             return gradcam
-        # Occlusion and integrated gradients explain the logit, as their reference
-        # implementations do: a probability saturated near 1 hides both the drop under
-        # one occluded patch and the gradient along most of the path.
-        logit = self.classifier.score
         if method == "occlusion":
             size = self.cfg.models.classifier.input_size
             if e.occlusion_size > min(size):  # MONAI's occlusion needs the patch inside the image
                 raise ValueError(f"explainer.occlusion_size: {e.occlusion_size} is not allowed; expected at most "
                                  f"the classifier's input size {size[0]}x{size[1]}")
-            return OcclusionExplainer(logit, mask_size=e.occlusion_size, mode=e.occlusion_mode)
+            return OcclusionExplainer(target, mask_size=e.occlusion_size, mode=e.occlusion_mode)
         if method == "ig":
-            return IntegratedGradientsExplainer(logit, steps=e.ig_steps)
+            return IntegratedGradientsExplainer(target, steps=e.ig_steps)
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
 
     # -- one image ------------------------------------------------------------

@@ -86,6 +86,8 @@ def test_config_objects_are_frozen():
     ({"explainer": {"objective": "map_quality", "area_mode": "target"}},
      "explainer.area_mode: 'target' is not allowed with explainer.objective map_quality"),
     ({"explainer": {"patience": 0}}, "explainer.patience: 0 is out of range"),
+    ({"explainer": {"baseline_score": "probability"}},
+     "explainer.baseline_score: 'probability' is not allowed; allowed: logit, log_odds"),
     # An empty host listened on every interface; a port in it failed to resolve at start.
     ({"listener": {"host": ""}}, "listener.host: '' is not allowed; expected a host name or address"),
     ({"http": {"host": " "}}, "http.host: ' ' is not allowed"),

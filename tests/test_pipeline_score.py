@@ -46,3 +46,27 @@ def test_probability_and_logit_scores():
         out = probability.classifier(x)
         assert torch.allclose(probability.score_fn()(x), torch.softmax(out, dim=1)[:, 1], atol=1e-6)
         assert torch.allclose(logit.score_fn()(x), out[:, 1], atol=1e-6)
+
+
+def test_the_baselines_explain_the_logit_or_the_log_odds_as_configured():
+    """explainer.baseline_score: Grad-CAM, occlusion and IG explain the class's own logit by
+    default, the log-odds cf explains with `log_odds`; on the shipped two-logit network the
+    two give other maps, each the map of its score."""
+    from explain.baselines import GradCAMExplainer, IntegratedGradientsExplainer, OcclusionExplainer
+
+    cfg = config_mod.load(SHIPPED_CONFIG)
+    x = _images()[:1]
+    maps = {}
+    for target in ("logit", "log_odds"):
+        e = dataclasses.replace(cfg.explainer, baseline_score=target, occlusion_size=128, ig_steps=4)
+        pipeline = Pipeline(dataclasses.replace(cfg, explainer=e))
+        clf = pipeline.classifier
+        score = clf.log_odds if target == "log_odds" else clf.score
+        direct = {"gradcam": GradCAMExplainer(clf.model, e.gradcam_layer, score, pipeline.score_fn()),
+                  "occlusion": OcclusionExplainer(score, mask_size=e.occlusion_size, mode=e.occlusion_mode),
+                  "ig": IntegratedGradientsExplainer(score, steps=e.ig_steps)}
+        for method, explainer in direct.items():
+            maps[target, method] = pipeline.explainer(method, e)(x).mask
+            assert torch.equal(maps[target, method], explainer(x).mask), (target, method)
+    for method in ("gradcam", "occlusion", "ig"):
+        assert not torch.equal(maps["logit", method], maps["log_odds", method]), method
