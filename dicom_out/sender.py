@@ -100,6 +100,7 @@ def send(objects: Sequence[Dataset | str | Path], destination: Destination, call
     items = [_describe(obj) for obj in objects]
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout  # a host that drops the TCP handshake: the OS gives up only after ~2 min
     for sop_class, syntaxes in _contexts(items):
         ae.add_requested_context(sop_class, syntaxes)
     tls = (destination.ssl_context, destination.host) if destination.ssl_context else None

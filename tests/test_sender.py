@@ -137,3 +137,24 @@ def test_an_abort_after_a_store_or_a_timeout_is_a_destination_down(results):
         assert not isinstance(raised.value, StoreRefused)
     finally:
         server.shutdown()
+
+
+def test_a_destination_that_never_completes_the_tcp_handshake_is_down_within_the_timeout(results):
+    """A listening socket whose accept queue is full drops further handshakes, as a firewall
+    that drops packets does: the connect waited for the OS's retries (about 2 min)."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = socket.create_connection(("127.0.0.1", port))  # fills the queue; nobody accepts
+    try:
+        start = time.monotonic()
+        with pytest.raises(DestinationUnavailable):
+            send([results["sr"]], Destination("sr", "DEST", "127.0.0.1", port), timeout=1)
+        assert time.monotonic() - start < 10
+    finally:
+        queued.close()
+        listener.close()
