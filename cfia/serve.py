@@ -112,7 +112,7 @@ class Node:
         self._write_info()
 
     def _take_lock(self) -> None:
-        fd = os.open(self.spool.root / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.spool.root / status.SERVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

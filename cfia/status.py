@@ -3,6 +3,7 @@ Prometheus metrics. Read from the queue file, so `cfia status` works from anothe
 process, and counts survive restarts."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -14,6 +15,7 @@ from listener.intake import REJECTION_REASONS
 
 WAITING = ("pending", "queued", "running", "sending")
 SERVE_INFO = "serve.json"  # written by `cfia serve` into the spool folder
+SERVE_LOCK = "serve.lock"  # held (flock) by the `cfia serve` using the spool folder
 
 
 def snapshot(queue: JobQueue, now: Optional[float] = None) -> dict:
@@ -32,8 +34,29 @@ def read_serve_info(spool_folder: str | Path) -> Optional[dict]:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    info["running"] = _pid_alive(int(info.get("pid", 0)))
+    # Its pid alone could be another process's after a crash or a reboot: the lock says it is cfia.
+    info["running"] = _pid_alive(int(info.get("pid", 0))) and _lock_held(Path(spool_folder) / SERVE_LOCK)
     return info
+
+
+def _lock_held(path: Path) -> bool:
+    """Whether a process holds the spool's lock; a lock file this user cannot open is taken
+    as held (the pid then decides)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

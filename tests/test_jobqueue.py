@@ -765,3 +765,24 @@ def test_status_last_day_counts_a_job_finished_two_hours_ago(tmp_path):
     queue.finish(job.id)
     snap = status.snapshot(queue, now=now[0] + 7200)
     assert snap["last_hour"]["done"] == 0 and snap["last_day"]["done"] == 1
+
+
+def test_status_says_running_only_while_the_spools_lock_is_held(tmp_path):
+    """serve.json's pid may be another process's after a crash or a reboot: the node counts as
+    running while its lock on the spool folder is held, not while any process has that pid."""
+    import fcntl
+    import json
+    import os
+
+    from cfia.status import SERVE_INFO, SERVE_LOCK, read_serve_info
+
+    (tmp_path / SERVE_INFO).write_text(json.dumps({"pid": os.getpid()}))  # a live pid, no cfia serve
+    assert read_serve_info(tmp_path)["running"] is False
+    fd = os.open(tmp_path / SERVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as cfia serve holds it
+        assert read_serve_info(tmp_path)["running"] is True
+        (tmp_path / SERVE_INFO).write_text(json.dumps({"pid": 2 ** 22 + 1}))  # beyond pid_max: no process
+        assert read_serve_info(tmp_path)["running"] is False
+    finally:
+        os.close(fd)
