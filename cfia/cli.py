@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -193,6 +194,8 @@ def cmd_explain(args) -> int:
     from .pipeline import WITHHELD_NOT_LOWER, presented
 
     cfg = load_config(args.config)
+    if args.method:  # the method explained is the config's for the pipeline's checks and the result UIDs
+        cfg = dataclasses.replace(cfg, explainer=dataclasses.replace(cfg.explainer, method=args.method))
     try:
         source = read_dataset(args.file)
         src = from_dataset(source, args.file)
@@ -204,8 +207,8 @@ def cmd_explain(args) -> int:
     made = not Path(args.out).exists()
     out = _output_folder(args.out)
     try:
-        pipeline = _pipeline(cfg, [args.method] if args.method else ())  # the configured one: Pipeline checks it
-        found = pipeline.explain(src, args.method)
+        pipeline = _pipeline(cfg)
+        found = pipeline.explain(src)
     except BaseException as exc:  # a refusal or a crash: no empty folder left behind as if it were a result
         if made:
             _remove_if_empty(out)

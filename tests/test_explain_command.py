@@ -660,3 +660,27 @@ def test_evaluates_bar_counts_the_calls_a_limit_asks_for(tmp_path, small_config,
         assert main([*common, "--limit", limit]) == 0
         bar = capsys.readouterr().err.split("\r")[-1]
         assert last in bar and bar.startswith("evaluate: 100%"), bar
+
+
+def test_explain_method_is_the_one_checked_and_named_in_the_uids(tmp_path, small_config):
+    """--method occlusion with a config for cf: only occlusion's settings are checked (cf's
+    tile, too large for a tiny input, stopped it), and the objects' UIDs are those the same
+    method configured would give."""
+    raw = yaml.safe_load(small_config.read_text())
+    raw["models"]["classifier"]["input_size"] = [40, 40]
+    raw["explainer"]["occlusion_size"] = 8
+    configs = {}
+    for method in ("cf", "occlusion"):
+        configs[method] = tmp_path / f"{method}.yaml"
+        configs[method].write_text(yaml.safe_dump({**raw, "explainer": {**raw["explainer"], "method": method}}))
+    assert main(["phantom", "--out", str(tmp_path / "ph"), "--count", "1", "--seed", "3", "--size", "128x104",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    src = tmp_path / "ph" / "img00000.dcm"
+    uids = []
+    for config, extra in ((configs["cf"], ["--method", "occlusion"]), (configs["occlusion"], [])):
+        out = tmp_path / f"o{len(uids)}"
+        run = subprocess.run([sys.executable, "-m", "cfia.cli", "explain", str(src), "--out", str(out),
+                              "--config", str(config), *extra], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert run.returncode == 0, run.stderr
+        uids.append(pydicom.dcmread(out / "sr.dcm").SOPInstanceUID)
+    assert uids[0] == uids[1]
