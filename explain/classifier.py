@@ -368,8 +368,9 @@ def _with_keys_of(model: nn.Module, state: dict) -> dict:
     return state
 
 
-def _misfit(model: nn.Module, state: dict) -> str:
-    """How a state dict differs from the network's, a few keys each (torch lists them all)."""
+def misfit(model: nn.Module, state: dict) -> str:
+    """How a state dict's keys and shapes differ from the network's, a few keys each (torch
+    lists them all); "" when they fit."""
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     parts = []
@@ -378,7 +379,7 @@ def _misfit(model: nn.Module, state: dict) -> str:
                        ("of another shape", sorted(k for k in want.keys() & have.keys() if want[k] != have[k]))):
         if keys:
             parts.append(f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})")
-    return "; ".join(parts) or "keys fit"
+    return "; ".join(parts)
 
 
 def _saved_as(path: Path) -> Optional[str]:
@@ -410,7 +411,8 @@ def _load_weights(model: nn.Module, path: Path, device: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError:
-        raise ValueError(f"classifier {path}: state dict does not fit the network: {_misfit(model, state)}; "
+        raise ValueError(f"classifier {path}: state dict does not fit the network: "
+                         f"{misfit(model, state) or 'its values do not'}; "
                          "give the network and network_args it was trained with") from None
 
 

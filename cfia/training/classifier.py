@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from explain.classifier import build_network, error_line, load_classifier, unreadable_weights
+from explain.classifier import build_network, error_line, load_classifier, misfit, unreadable_weights
 
 from ..config import DEFAULT_CLASSIFIER_INPUT
 from ..manifest import DataError, read_manifest
@@ -376,12 +376,10 @@ def read_weights(path: str, model, option: str = "--init") -> dict:
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{option} {path}: not a state dict")
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
-    bad = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
-    if bad:
-        raise ValueError(f"{option} {path}: weights do not fit the network ({len(bad)} keys differ, "
-                         f"e.g. {', '.join(bad[:3])}); give the --network and --network-args they were trained with")
+    differ = misfit(model, state)
+    if differ:
+        raise ValueError(f"{option} {path}: weights do not fit the network ({differ}); "
+                         "give the --network and --network-args they were trained with")
     return state
 
 
