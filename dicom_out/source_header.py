@@ -9,7 +9,8 @@ validates them, so a header as sites send it stops every result object:
 - a Specific Character Set that highdicom's list lacks although the standard has it: an
   empty first value (the default repertoire before ISO 2022 extensions, '\\ISO 2022 IR 87'
   as Japanese sites send it) or 'ISO 2022 IR 149' (Korean): ValueError. pydicom has
-  decoded the text already, so the copy declares UTF-8 (ISO_IR 192), which holds it all;
+  decoded the text already (the sequences' items are decoded in the source's set before
+  the switch), so the copy declares UTF-8 (ISO_IR 192), which holds it all;
 - a VOI LUT whose data were encoded as US (a list) instead of OW (bytes): TypeError in
   the GSPS; and one of 12 bits per entry, which highdicom copies into the GSPS declared
   as 16 bits, so it would span a sixteenth of the range (a nearly black image; dciodvfy
@@ -65,6 +66,9 @@ def result_header(source: Dataset, texts: Iterable[str] = ()) -> tuple[Dataset, 
     if not mended and luts is None and not dropped:
         return source, []
     copy = shallow_copy(source)
+    if "SpecificCharacterSet" in mended:  # the sequences' text, still the source's bytes, read in its set first
+        for element in _decoded_sequences(source):
+            copy[element.tag] = element
     if luts is not None:
         mended["VOILUTSequence"] = luts
     for keyword, value in mended.items():
@@ -165,6 +169,25 @@ def shallow_copy(ds: Dataset, without: tuple[int, ...] = ()) -> Dataset:
     if hasattr(ds, "file_meta"):
         copy.file_meta = ds.file_meta
     return copy
+
+
+def _decoded_sequences(source: Dataset) -> Dataset:
+    """Copies of the source's sequences with their text decoded in the source's character set.
+    A shallow copy shares the items, which pydicom decodes when first read, in the set of the
+    dataset holding them then: under the copy's UTF-8 a Japanese code meaning read back as
+    escape sequences, Latin-1 as U+FFFD."""
+    import copy as copying
+
+    held = Dataset()
+    if "SpecificCharacterSet" in source:
+        held.SpecificCharacterSet = source.SpecificCharacterSet
+    for tag in source.keys():
+        if source[tag].VR == "SQ":
+            held[tag] = copying.deepcopy(source[tag])
+    held.decode()
+    if "SpecificCharacterSet" in held:
+        del held.SpecificCharacterSet
+    return held
 
 
 def _softcopy_luts(source: Dataset):

@@ -206,14 +206,25 @@ def test_names_in_every_standard_character_set_reach_the_results(tmp_path, chars
     source = make_source()
     source.SpecificCharacterSet = charset
     source.PatientName = name
+    issuer = name.split("=")[1] if "=" in name else name.replace("^", " ")  # text in a copied sequence too
+    other = pydicom.Dataset()
+    other.PatientID, other.IssuerOfPatientID, other.TypeOfPatientID = "X1", issuer, "TEXT"
+    source.OtherPatientIDsSequence = [other]
     buffer = BytesIO()
     source.save_as(buffer, enforce_file_format=True)
     source = pydicom.dcmread(BytesIO(buffer.getvalue()))  # the name as the site's bytes
+    copied = 0
     for object_type, ds in build_results(source, make_explanation(), ALGORITHM).items():
         path = tmp_path / f"{object_type}.dcm"
         ds.save_as(path, enforce_file_format=True)
         assert dciodvfy_errors(path) == [], (object_type, charset)
-        assert str(pydicom.dcmread(path).PatientName) == name, (object_type, charset)
+        back = pydicom.dcmread(path)
+        assert str(back.PatientName) == name, (object_type, charset)
+        if "OtherPatientIDsSequence" in back:  # under UTF-8 it read back as escape sequences
+            assert back.OtherPatientIDsSequence[0].IssuerOfPatientID == issuer, (object_type, charset)
+            copied += 1
+    assert copied
+    assert str(source.OtherPatientIDsSequence[0].IssuerOfPatientID) == issuer  # the source is left as it was
 
 
 @pytest.mark.parametrize("laterality, carried", [("B", ""), ("U", ""), ("R", "R"), ("", "L")])
