@@ -72,7 +72,7 @@ def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
     or PM's Pixel Spacing is a distance in the patient; highdicom reads only PixelSpacing,
     so callers pass this on.
     """
-    pixel, imager = _spacing_value(source, "PixelSpacing"), _spacing_value(source, "ImagerPixelSpacing")
+    pixel, imager = spacing_value(source, "PixelSpacing"), spacing_value(source, "ImagerPixelSpacing")
     calibrated = bool(source.get("PixelSpacingCalibrationType"))
     if pixel is not None and (calibrated or imager is None or not _same_spacing(pixel, imager)):
         return pixel, ("calibrated PixelSpacing" if calibrated or imager is not None
@@ -91,7 +91,8 @@ def pixel_spacing(source: Dataset) -> tuple[list[float], str]:
     raise ValueError("source has neither PixelSpacing nor ImagerPixelSpacing")
 
 
-def _spacing_value(source: Dataset, keyword: str) -> list[float] | None:
+def spacing_value(source: Dataset, keyword: str) -> list[float] | None:
+    """The keyword's two positive numbers, or None (absent, or malformed: skipped)."""
     value = source.get(keyword)
     return None if value is None else _two_positive(value)
 

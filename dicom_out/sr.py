@@ -15,6 +15,7 @@ from pydicom.multival import MultiValue
 import highdicom as hd
 
 from . import codes, provenance
+from .geometry import spacing_value
 from .model import AlgorithmInfo, Explanation
 from .seg import SEGMENT_NUMBER, tracking_uid
 from .series import SERIES_NUMBERS, series_description, instance_number, uids_for
@@ -30,11 +31,14 @@ def image_library(source: Dataset) -> list[Dataset]:
     only if the image has them, but highdicom 0.28 (sr/templates.py, projection
     radiography descriptors) reads `PatientOrientation[0]`, `[1]` and
     `ImagerPixelSpacing` unconditionally: an AttributeError or IndexError for a source
-    without them. Such a source gets no library entry; the SR still names it in its
-    evidence and through the SEG it points to.
+    without them (or with an ImagerPixelSpacing that is not two positive numbers). Such a
+    source gets no library entry; the SR still names it in its evidence and through the SEG
+    it points to.
     """
     orientation = source.get("PatientOrientation")
-    if not isinstance(orientation, MultiValue) or len(orientation) != 2 or "ImagerPixelSpacing" not in source:
+    # A malformed ImagerPixelSpacing beside a PixelSpacing that places the map: highdicom
+    # failed on one value (TypeError) and wrote 0\0 as the image's spacing.
+    if not isinstance(orientation, MultiValue) or len(orientation) != 2 or spacing_value(source, "ImagerPixelSpacing") is None:
         return []
     return [source]
 

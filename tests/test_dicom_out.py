@@ -166,6 +166,22 @@ def test_source_without_type2_attributes_still_gives_valid_objects(tmp_path, str
     assert has_entry == (stripped not in ("PatientOrientation", "imager_spacing", "all"))
 
 
+@pytest.mark.parametrize("imager", ["0.1", "0\\0"])
+def test_a_malformed_imager_spacing_beside_a_pixel_spacing_loses_no_object(tmp_path, imager):
+    """The map is placed by PixelSpacing and the bad ImagerPixelSpacing skipped, as the node
+    reads it; the SR's image library left it in: one value failed in highdicom (every object
+    lost), 0\\0 was written as the image's spacing. The library entry is left out now."""
+    source = make_source(pixel_spacing=True)
+    source.ImagerPixelSpacing = imager
+    results = build_results(source, make_explanation(), ALGORITHM)
+    assert sorted(results) == sorted(OBJECT_TYPES)
+    path = tmp_path / "sr.dcm"
+    results["sr"].save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    library = [item for item in results["sr"].ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
+    assert not (library and library[0].get("ContentSequence"))
+
+
 # Header values as sites send them that highdicom refuses -> what the results carry.
 DIRTY = {
     "PatientBirthDate": ("1950-01-01", "19500101"), "StudyDate": ("2026.12.01", "20261201"),
