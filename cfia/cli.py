@@ -182,6 +182,20 @@ def _warn_no_objects(file: str, why: str) -> None:
           file=sys.stderr)
 
 
+def _remove_earlier_objects(out: Path, written: dict) -> None:
+    """Result objects an earlier run left in --out that this one did not write (its image had
+    none, or fewer outputs are on): beside this image's maps they would stand for it, though
+    they may be another patient's."""
+    from dicom_out import OBJECT_TYPES
+
+    earlier = [out / f"{kind}.dcm" for kind in OBJECT_TYPES if kind not in written and (out / f"{kind}.dcm").is_file()]
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        print(f"cfia: warning: --out {out}: removed {len(earlier)} result object(s) an earlier run left there "
+              f"({', '.join(p.name for p in earlier)}), not this image's", file=sys.stderr)
+
+
 def cmd_explain(args) -> int:
     import numpy as np
 
@@ -231,6 +245,7 @@ def cmd_explain(args) -> int:
         for kind, ds in objects.items():
             ds.save_as(out / f"{kind}.dcm", enforce_file_format=True)
             outputs.append(str(out / f"{kind}.dcm"))
+        _remove_earlier_objects(out, objects)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write {exc.filename or 'the outputs'} ({exc.strerror})") from None
     line = {

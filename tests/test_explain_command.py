@@ -209,10 +209,9 @@ def test_explain_says_when_the_call_survives_the_regions_deletion(tmp_path, smal
     assert "still called positive" in out.stderr and "mg.dcm" in out.stderr
 
 
-def test_explain_a_secondary_capture_mammogram_writes_the_maps_and_says_why_no_objects(tmp_path, small_config):
-    """Public sets such as CBIS-DDSM store mammograms as Secondary Capture without laterality
-    or pixel spacing: the maps are written, the DICOM result objects are skipped with a reason."""
-    mg = to_dataset(make_one(31, 3, MASSES), "t:3", 3)
+def _secondary_capture(mg) -> pydicom.Dataset:
+    """The mammogram's pixels as a Secondary Capture without laterality or pixel spacing, as
+    public sets (CBIS-DDSM) store them."""
     sc = pydicom.Dataset()
     sc.file_meta = pydicom.dataset.FileMetaDataset()
     sc.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
@@ -221,6 +220,14 @@ def test_explain_a_secondary_capture_mammogram_writes_the_maps_and_says_why_no_o
                     "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
                     "PhotometricInterpretation", "PixelData"):
         setattr(sc, keyword, getattr(mg, keyword))
+    return sc
+
+
+def test_explain_a_secondary_capture_mammogram_writes_the_maps_and_says_why_no_objects(tmp_path, small_config):
+    """Public sets such as CBIS-DDSM store mammograms as Secondary Capture without laterality
+    or pixel spacing: the maps are written, the DICOM result objects are skipped with a reason."""
+    mg = to_dataset(make_one(31, 3, MASSES), "t:3", 3)
+    sc = _secondary_capture(mg)
     src = tmp_path / "sc.dcm"
     sc.save_as(src, enforce_file_format=True)
     out, line = _explain(src, tmp_path / "out", small_config)
@@ -684,3 +691,19 @@ def test_explain_method_is_the_one_checked_and_named_in_the_uids(tmp_path, small
         assert run.returncode == 0, run.stderr
         uids.append(pydicom.dcmread(out / "sr.dcm").SOPInstanceUID)
     assert uids[0] == uids[1]
+
+
+def test_explain_into_a_folder_with_an_earlier_runs_objects_removes_those_it_did_not_write(tmp_path, small_config):
+    """A Secondary Capture gets the maps only: another image's result objects left in --out
+    stood beside them as if they were this image's (possibly another patient's)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for kind in ("binary_seg", "sr"):
+        (out / f"{kind}.dcm").write_bytes(b"an earlier run's object")
+    mg = to_dataset(make_one(31, 3, MASSES), "t:3", 3)
+    sc = _secondary_capture(mg)
+    src = tmp_path / "sc.dcm"
+    sc.save_as(src, enforce_file_format=True)
+    run, line = _explain(src, out, small_config)
+    assert not list(out.glob("*.dcm"))
+    assert "removed 2 result object(s) an earlier run left there (binary_seg.dcm, sr.dcm)" in run.stderr
