@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from dicom_out.model import probability_text
+
 MAX_SIDE = 1600  # overlays are for looking at: keep them about a megabyte
 CYAN, GREEN = (0, 255, 255), (0, 255, 0)
 
@@ -64,31 +66,18 @@ def shrink(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, lesion: 
     return area(image), area(saliency), area(region) > 0, None if lesion is None else area(lesion) > 0
 
 
-def probability(p: float) -> str:
-    """p with the digits that tell it from 0 or 1: a sure call falling from 0.9997 to 0.9951 must not
-    read "1.00, 1.00 after"; beyond 6 decimals it is said as a bound."""
-    if not math.isfinite(p):  # a classifier gone wrong: say so rather than fail to draw
-        return str(p)
-    near = min(p, 1.0 - p)
-    if near >= 0.005:
-        return f"{p:.2f}"
-    if near < 1e-6:
-        return "> 0.999999" if p > 0.5 else "< 0.000001"
-    return f"{p:.{min(6, 1 - math.floor(math.log10(near)))}f}"
-
-
 def caption(method: str, score: float, score_after: float | None = None, withheld: str = "",
             log_odds: tuple[float, float] | None = None) -> str:
     """What an overlay shows: the method, p before and, for a region shown (`score_after` given),
     p after replacing it; else why no region is shown (a map peaks at 1 whatever the score).
     Where p reads the same before and after (saturated), `log_odds` (before, after) says the change."""
-    before = probability(score)
+    before = probability_text(score)
     text = f"{method}: classifier p {before}"
     if withheld:
         return f"{text}; no region shown: {withheld}"
     if score_after is None:
         return f"{text}; no region shown"
-    after = probability(score_after)
+    after = probability_text(score_after)
     text += f", p {after} after replacing the cyan region with healthy tissue"
     if before == after and log_odds and all(map(math.isfinite, log_odds)):
         text += f" (log-odds {log_odds[0]:.2f} -> {log_odds[1]:.2f})"

@@ -12,7 +12,7 @@ import highdicom as hd
 
 from . import provenance
 from .geometry import pixel_spacing
-from .model import AlgorithmInfo, Explanation
+from .model import AlgorithmInfo, Explanation, probability_text
 from .series import SERIES_NUMBERS, series_description, add_series_laterality, instance_number, uids_for
 
 LAYER = "CFIA_REGION"
@@ -103,11 +103,11 @@ def region_outlines(region: np.ndarray) -> list[np.ndarray]:
 
 
 def _note(source: Dataset, explanation: Explanation, algorithm: AlgorithmInfo) -> hd.pr.TextObject:
-    text = f"{algorithm.name} {algorithm.method}: {explanation.class_name} score {explanation.score:.2f}"
+    text = f"{algorithm.name} {algorithm.method}: {explanation.class_name} score {probability_text(explanation.score)}"
     if explanation.positive is False:
         text += " (classifier negative)"
     if explanation.region.any():
-        text += f", {explanation.score_after_deletion:.2f} without outlined region"
+        text += f", {probability_text(explanation.score_after_deletion)} without outlined region"
     elif explanation.positive is False:
         text += ", no region outlined"
     elif explanation.withheld:

@@ -95,3 +95,23 @@ class Explanation:
             raise ValueError("withheld is given with a region: a withheld region must be empty")
         if not isinstance(self.class_name, str) or not self.class_name.strip() or len(self.class_name) > LO_MAX:
             raise ValueError(f"class_name {self.class_name!r} is not valid; allowed: 1-{LO_MAX} characters")
+
+
+CALL_THRESHOLD = 0.5  # a probability at or above it is a positive call
+
+
+def probability_text(p: float) -> str:
+    """p with the digits that tell it from 0 or 1 and from the call's threshold: a sure call
+    falling from 0.9997 to 0.9951 must not read "1.00, 1.00 after", nor 0.4996, a negative
+    call, "0.50"; beyond 6 decimals it is said as a bound."""
+    if not math.isfinite(p):  # a classifier gone wrong: say so rather than fail to draw
+        return str(p)
+    below = CALL_THRESHOLD - p
+    if 0 < below < 0.005:  # two decimals would round it up to the threshold
+        return f"{math.floor(p * 1e6) / 1e6:.{min(6, 1 - math.floor(math.log10(below)))}f}"
+    near = min(p, 1.0 - p)
+    if near >= 0.005:
+        return f"{p:.2f}"
+    if near < 1e-6:
+        return "> 0.999999" if p > 0.5 else "< 0.000001"
+    return f"{p:.{min(6, 1 - math.floor(math.log10(near)))}f}"

@@ -118,6 +118,11 @@ def test_the_note_gives_the_score_then_the_score_without_the_region():
     gsps = build_results(make_source(), explanation, ALGORITHM, enabled=["gsps"])["gsps"]
     note = gsps.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue
     assert note == f"{ALGORITHM.name} {ALGORITHM.method}: lesion score 0.90, 0.20 without outlined region"
+    # Two decimals read 0.4996, a call the region's deletion took away, as "0.50", and 0.9996 as "1.00".
+    explanation = _replace(make_explanation(), score=0.9996, score_after_deletion=0.4996)
+    gsps = build_results(make_source(), explanation, ALGORITHM, enabled=["gsps"])["gsps"]
+    note = gsps.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue
+    assert note.endswith("lesion score 0.99960, 0.49960 without outlined region")
 
 
 @pytest.mark.parametrize("photometric, shape", [("MONOCHROME1", "INVERSE"), ("MONOCHROME2", "IDENTITY")])

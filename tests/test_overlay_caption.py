@@ -49,9 +49,21 @@ def test_the_caption_says_what_is_shown_and_what_is_not():
 
 
 @pytest.mark.parametrize("p, text", [(0.934, "0.93"), (0.005, "0.01"), (0.9997, "0.99970"), (0.99512, "0.9951"),
-                                     (0.0042, "0.0042"), (1.0, "> 0.999999"), (0.0, "< 0.000001")])
-def test_p_keeps_the_digits_that_tell_it_from_0_or_1(p, text):
-    assert overlay.probability(p) == text
+                                     (0.0042, "0.0042"), (1.0, "> 0.999999"), (0.0, "< 0.000001"),
+                                     # a negative call must not round up to the threshold
+                                     (0.4996, "0.49960"), (0.4951, "0.4951"), (0.49999999, "0.499999"),
+                                     (0.5, "0.50"), (0.5004, "0.50"), (0.494, "0.49")])
+def test_p_keeps_the_digits_that_tell_it_from_0_or_1_and_from_the_threshold(p, text):
+    from dicom_out.model import probability_text
+
+    assert probability_text(p) == text
+
+
+def test_one_call_threshold():
+    from cfia.config import CALL_THRESHOLD
+    from dicom_out.model import CALL_THRESHOLD as SAID
+
+    assert CALL_THRESHOLD == SAID
 
 
 def test_a_sure_call_that_fell_does_not_read_as_unchanged():
