@@ -222,7 +222,7 @@ def cmd_explain(args) -> int:
     out = _output_folder(args.out)
     try:
         pipeline = _pipeline(cfg)
-        found = pipeline.explain(src)
+        found = pipeline.explain(src, cfg.explainer.method)
     except BaseException as exc:  # a refusal or a crash: no empty folder left behind as if it were a result
         if made:
             _remove_if_empty(out)
