@@ -396,6 +396,22 @@ def missing_model_files(cfg: Config) -> list[str]:
     return [f"{key}: {path}" for key, path in wanted if not Path(path).exists()]
 
 
+def _no_passphrase() -> bytes:
+    """ssl's password callback: none, so an encrypted key fails instead of OpenSSL prompting
+    on the terminal (a service has none; `cfia config show` would pass where the admin typed it)."""
+    return b""
+
+
+def _encrypted(key: str) -> bool:
+    """A PEM key under a passphrase: PKCS#8's ENCRYPTED PRIVATE KEY, or OpenSSL's legacy
+    Proc-Type: 4,ENCRYPTED header."""
+    try:
+        head = Path(key).read_bytes()[:4096]
+    except OSError:
+        return False
+    return b"ENCRYPTED PRIVATE KEY" in head or b"Proc-Type: 4,ENCRYPTED" in head
+
+
 def _check_tls(tls: TLSConfig) -> None:
     """The files are read here, so a missing or mismatched one stops `cfia serve` with exit 78
     (not restarted by systemd) and fails `cfia config show`, naming the key."""
@@ -409,9 +425,12 @@ def _check_tls(tls: TLSConfig) -> None:
             raise ConfigError(f"listener.tls.{key}: {path} is not a file")
         if path and not os.access(path, os.R_OK):  # a key 0600 for root, the node running as cfia
             raise ConfigError(f"listener.tls.{key}: {path} cannot be read by this user")
+    if _encrypted(tls.key):  # OpenSSL would ask for its passphrase on a terminal a service has not
+        raise ConfigError(f"listener.tls.key: {tls.key} is encrypted (a passphrase); cfia needs the key "
+                          f"unencrypted, readable by its user alone: openssl pkey -in {tls.key} -out KEY")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(tls.certificate, tls.key)
+        context.load_cert_chain(tls.certificate, tls.key, password=_no_passphrase)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"listener.tls.certificate, key: {tls.certificate}, {tls.key} cannot be used together "
                           f"({exc})") from None

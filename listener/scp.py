@@ -101,7 +101,7 @@ def tls_context(certificate: str, key: str, ca: Optional[str], timeout: float = 
     ctx = HandshakeOnTheAssociationThread(ssl.PROTOCOL_TLS_SERVER)
     ctx.handshake_timeout = timeout
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(certificate, key)
+    ctx.load_cert_chain(certificate, key, password=lambda: b"")  # no passphrase: never a terminal prompt
     if ca:
         ctx.load_verify_locations(cafile=ca)
     ctx.verify_mode = ssl.CERT_REQUIRED if ca else ssl.CERT_NONE

@@ -48,6 +48,13 @@ def test_tls_files_that_are_missing_or_do_not_fit_are_named(tmp_path):
     for tls, message in cases:
         with pytest.raises(config.ConfigError, match=message):
             config.from_dict({"listener": {"tls": {"enabled": True, **tls}}})
+    # A key under a passphrase: OpenSSL asked for it on the terminal, then "cannot be used together".
+    for kind, extra in (("pkcs8", ["pkey", "-aes256"]), ("legacy", ["rsa", "-aes256", "-traditional"])):
+        locked = tmp_path / f"{kind}.key"
+        subprocess.run(["openssl", *extra, "-in", key, "-out", str(locked), "-passout", "pass:secret"], check=True,
+                       capture_output=True)
+        with pytest.raises(config.ConfigError, match=r"listener\.tls\.key: .* is encrypted \(a passphrase\)"):
+            config.from_dict({"listener": {"tls": {"enabled": True, "certificate": cert, "key": str(locked)}}})
 
 
 def test_config_objects_are_frozen():
