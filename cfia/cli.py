@@ -537,10 +537,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _network_args(text, default: dict) -> dict:
-    """--network-args as a dict (the default network's when not given)."""
+def _network_args(args) -> dict:
+    """--network-args as a dict; when not given, the default network's, and none for another
+    network (an error naming MammoNet's arguments would name none the user gave)."""
+    from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK
+
+    default = DEFAULT_ARGS if args.network in (None, DEFAULT_NETWORK) else {}
     try:
-        return json.loads(text) if text else dict(default)
+        return json.loads(args.network_args) if args.network_args else dict(default)
     except json.JSONDecodeError as exc:
         raise UsageError(f"--network-args is not valid JSON: {exc}") from None
 
@@ -568,12 +572,11 @@ def _training_logs() -> None:
 
 
 def cmd_train_classifier(args) -> int:
-    from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK, TrainOptions, evaluate, train
+    from .training.classifier import DEFAULT_NETWORK, TrainOptions, evaluate, train
     from .manifest import DataError
 
     _training_logs()
-    # The default network's arguments only for it: another's named in an error would be none the user gave.
-    network_args = _network_args(args.network_args, DEFAULT_ARGS if args.network in (None, DEFAULT_NETWORK) else {})
+    network_args = _network_args(args)
     try:
         if args.eval_only and args.test_data:
             raise UsageError("--test-data goes with training; --eval-only reports on --data")
@@ -656,9 +659,9 @@ def _final_report(args, evaluate) -> dict:
 
 def cmd_train_average(args) -> int:
     from .training.average import average
-    from .training.classifier import DEFAULT_ARGS, DEFAULT_NETWORK
+    from .training.classifier import DEFAULT_NETWORK
 
-    network_args = _network_args(args.network_args, DEFAULT_ARGS if args.network in (None, DEFAULT_NETWORK) else {})
+    network_args = _network_args(args)
     # Nothing is written when the models cannot be mixed.
     _refuse_overwrite(_output_folder(args.out, create=False), MODEL_FILES, args.force)
     try:
