@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from . import config as config_mod
+from .config import METHODS
 from . import logs
 from .install import SHIPPED_CONFIG
 
@@ -295,10 +296,10 @@ def cmd_evaluate(args) -> int:
 
     cfg = load_config(args.config)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if not re.fullmatch(r"(cf|blur|gradcam|occlusion|ig)(@[1-9][0-9]*)?", m)]
+    bad = [m for m in methods if not re.fullmatch(rf"({'|'.join(METHODS)})(@[1-9][0-9]*)?", m)]
     if bad or not methods:
         raise UsageError(f"--methods: {','.join(bad) or repr(args.methods)} not allowed; allowed: "
-                         "cf,blur,gradcam,occlusion,ig, each optionally @PASSES (e.g. cf@300)")
+                         f"{','.join(METHODS)}, each optionally @PASSES (e.g. cf@300)")
     alter = None
     if args.alter:
         from .bench.robustness import SAME_GRID
@@ -735,7 +736,7 @@ def _add_explain(sub) -> None:
                                    "overlay.png and the enabled DICOM result objects; prints one JSON line.")
     p.add_argument("file", help="an MG DICOM file")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", choices=("cf", "blur", "gradcam", "occlusion", "ig"), default=None,
+    p.add_argument("--method", choices=METHODS, default=None,
                    help="explanation method (default: explainer.method in the config)")
     p.add_argument("--config", help="config file (default: config.yaml in the install folder)")
     p.set_defaults(func=cmd_explain)

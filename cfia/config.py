@@ -170,9 +170,14 @@ class ModelsConfig:
     inpainter: InpainterConfig = InpainterConfig()
 
 
+# The explanation methods, in one place for the config, the CLI, the pipeline and the benches.
+# dicom_out.model.METHODS is its twin (dicom_out does not import cfia); a test keeps them equal.
+METHODS = ("cf", "blur", "gradcam", "occlusion", "ig")
+
+
 @dataclass(frozen=True)
 class ExplainerConfig:
-    method: str = field(default="cf", metadata=_choice("cf", "blur", "gradcam", "occlusion", "ig"))
+    method: str = field(default="cf", metadata=_choice(*METHODS))
     device: str = field(default="cpu", metadata=_choice("cpu", "cuda", "auto"))
     # The classifier's forward+backward under autocast (bf16 / fp16); float32 = none.
     precision: str = field(default="float32", metadata=_choice("float32", "bf16", "fp16"))

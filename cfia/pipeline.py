@@ -29,11 +29,10 @@ from explain.preprocess import display_values
 from explain.region import sufficient_region
 
 from . import config as config_mod
-from .config import CALL_THRESHOLD, Config, ExplainerConfig
+from .config import CALL_THRESHOLD, METHODS, Config, ExplainerConfig
 from .dicom_io import SourceImage, from_dataset
 from .files import content_digest
 
-METHODS = ("cf", "blur", "gradcam", "occlusion", "ig")
 
 
 @dataclass

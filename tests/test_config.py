@@ -57,6 +57,15 @@ def test_tls_files_that_are_missing_or_do_not_fit_are_named(tmp_path):
             config.from_dict({"listener": {"tls": {"enabled": True, "certificate": cert, "key": str(locked)}}})
 
 
+def test_one_list_of_methods():
+    """The config, the CLI, the pipeline and the DICOM objects' algorithm name allow the same methods."""
+    from cfia import cli, config, pipeline
+    from dicom_out.model import METHODS as IN_THE_OBJECTS
+
+    assert config.METHODS == IN_THE_OBJECTS
+    assert pipeline.METHODS is config.METHODS and cli.METHODS is config.METHODS
+
+
 def test_config_objects_are_frozen():
     cfg = config.from_dict({})
     with pytest.raises(Exception):

@@ -1,7 +1,7 @@
 """Sanity checks of the saliency maps: do they depend on the classifier, or only on the image?
 
     python -m cfia.bench.sanity --data FOLDER [--limit 20] [--occlusion-limit 5] [--steps 4]
-        [--methods cf,blur,gradcam,ig,occlusion] [--downsample 4] [--config PATH] [--out report.json]
+        [--methods cf,blur,gradcam,occlusion,ig] [--downsample 4] [--config PATH] [--out report.json]
 
 The model-randomisation test of Adebayo et al., "Sanity checks for saliency maps"
 (NeurIPS 2018), cascading version. For the first --limit lesion images of a `cfia phantom`
@@ -42,7 +42,8 @@ import torch
 from scipy import ndimage, stats
 from skimage.metrics import structural_similarity
 
-METHODS = ("cf", "blur", "gradcam", "ig", "occlusion")
+from cfia.config import METHODS
+
 TOLERANCE_MM = 2.0
 
 
