@@ -1,14 +1,16 @@
 """The optimisation of counterfactual impact analysis (Major et al., ISBI 2020).
 
 Find the smallest, smooth mask M whose replacement by the counterfactual removes
-the classifier's evidence. Each optimiser step is one classifier forward+backward
-pass; `passes` counts them. All hyper-parameters are constructor arguments.
+the classifier's evidence. Each optimiser step costs one classifier forward+backward
+pass per image it scores (two with the objective deletion_preservation: the deleted and
+the preserved image); `passes` counts them, with the start's and the reseeds'. All
+hyper-parameters are constructor arguments.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -17,7 +19,8 @@ import torch.nn.functional as F
 from .perturbation import blurred
 
 
-# A classifier score: (B,1,H,W) -> (B,) probability of the explained class.
+# A classifier score: (B,1,H,W) -> (B,) the explained class's probability, logit or
+# -log(1 - p): what the optimiser drives down (CounterfactualExplainer's score_fn).
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 OBJECTIVES = ("deletion", "preservation", "map_quality", "deletion_preservation")
@@ -46,7 +49,6 @@ class MaskResult:
                                 # perturbation (blur: blurred); nan without score_region
     passes: int                 # classifier forward+backward passes
     seconds: float
-    history: list = field(default_factory=list)  # objective per step
     saliency: Optional[torch.Tensor] = None  # (H,W) the map to report, when it is not the mask
 
 
@@ -282,7 +284,7 @@ class CounterfactualExplainer:
                 saliency = change_map(x, mask, counterfactual, self.saliency_sigma)
             score_after = (self._score_after(x, mask if saliency is None else saliency, counterfactual)
                            if self.score_region else float("nan"))
-        return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start, history,
+        return MaskResult(mask[0, 0].detach(), score, score_after, passes, time.perf_counter() - start,
                           None if saliency is None else saliency[0, 0])
 
     def _reseeding(self) -> bool:
