@@ -67,7 +67,9 @@ def tiled_counterfactual(x: torch.Tensor, inpainter: Inpainter, tile: int, tilin
 
 def blurred(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur with reflect padding (Fong & Vedaldi's blur perturbation); replicate
-    padding along a side too short to reflect the kernel's radius."""
+    padding along a side too short to reflect the kernel's radius. Not explain.inpaint's
+    gaussian_blur: this radius rounds 3 sigma down, that one up, and each is what its
+    committed figures and weights were measured with."""
     radius = max(1, int(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)

@@ -21,6 +21,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from explain.inpaint import gaussian_blur
+
 
 @dataclass(frozen=True)
 class AugmentOptions:
@@ -77,7 +79,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = Augmen
     sel = (torch.rand(b, generator=gen) < opts.p_blur).to(dev)
     sigma = float(_uniform(1, *opts.blur_sigma, gen, "cpu"))
     if bool(sel.any()):
-        x = torch.where(sel.view(b, 1, 1, 1), _gaussian_blur(x, sigma), x)
+        x = torch.where(sel.view(b, 1, 1, 1), gaussian_blur(x, sigma), x)
     std = _uniform(b, *opts.noise_std, gen, dev).view(b, 1, 1, 1)
     # Noise from a generator on the batch's device, seeded from `gen`: fast and reproducible.
     noise_gen = torch.Generator(dev).manual_seed(int(torch.randint(2 ** 62, (1,), generator=gen)))
@@ -132,7 +134,7 @@ def _islands(h: int, w: int, gen: torch.Generator) -> torch.Tensor:
     """Islands of dense tissue: noise smoothed over 3-10 pixels, through a steep sigmoid
     at a random level (from a few islands to mostly dense), edges soft or sharp."""
     sigma = float(_uniform(1, 3.0, 10.0, gen, "cpu"))
-    g = _gaussian_blur(torch.randn(1, 1, h, w, generator=gen), sigma)[0, 0]
+    g = gaussian_blur(torch.randn(1, 1, h, w, generator=gen), sigma)[0, 0]
     g = g / g.std().clamp(min=1e-12)
     level, edge = float(_uniform(1, -0.5, 1.2, gen, "cpu")), float(_uniform(1, 0.05, 0.4, gen, "cpu"))
     return torch.sigmoid((g - level) / edge)
@@ -184,15 +186,8 @@ def _correlate(noise: torch.Tensor, gen: torch.Generator, opts: AugmentOptions) 
     sigma = float(_uniform(1, *opts.noise_corr_sigma, gen, "cpu"))
     if not bool(sel.any()):
         return noise
-    smooth = _gaussian_blur(noise, sigma)
+    smooth = gaussian_blur(noise, sigma)
     smooth = smooth / smooth.std(dim=(2, 3), keepdim=True).clamp(min=1e-12)
     return torch.where(sel.view(b, 1, 1, 1), smooth, noise)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
