@@ -1,10 +1,25 @@
-"""Destinations from config: fixed ones, plus "back to the sender" by calling AE title."""
+"""Where results go: the Routing (fixed destinations, plus "back to the sender" by calling AE
+title) and how it is read from the config."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from dicom_out import Destination
 
 from .config import return_destination
-from .worker import Routing
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where results go: the fixed destinations plus the caller's own address when
+    its calling AE title is in the return-to-sender table."""
+
+    fixed: tuple[Destination, ...] = ()
+    return_to_sender: tuple[tuple[str, Destination], ...] = ()
+
+    def destinations_for(self, calling_ae: str) -> list[Destination]:
+        back = [dest for ae, dest in self.return_to_sender if ae == calling_ae.strip()]
+        return list(self.fixed) + back
 
 
 def _destination(d, name: str | None = None) -> Destination:

@@ -43,6 +43,7 @@ from listener import Job, JobQueue, Spool
 from . import logs
 from .dicom_io import ImageReadError, pixel_data_problem
 from .processors import Processor
+from .routing import Routing
 
 log = logging.getLogger("cfia.worker")
 
@@ -54,19 +55,6 @@ Sender = Callable[..., dict[str, int]]
 
 class UndecodableImage(Exception):
     """The source's pixel data cannot be decoded: a permanent failure."""
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Where results go: the fixed destinations plus the caller's own address when
-    its calling AE title is in the return-to-sender table."""
-
-    fixed: tuple[Destination, ...] = ()
-    return_to_sender: tuple[tuple[str, Destination], ...] = ()
-
-    def destinations_for(self, calling_ae: str) -> list[Destination]:
-        back = [dest for ae, dest in self.return_to_sender if ae == calling_ae.strip()]
-        return list(self.fixed) + back
 
 
 def destination_key(dest: Destination) -> str:

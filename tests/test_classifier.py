@@ -517,8 +517,6 @@ def test_tissue_texture_augmentation():
 def test_training_data_errors(phantom_dir, tmp_path, capsys, caplog):
     import shutil
 
-    from cfia.cli import main
-
     data = tmp_path / "data"
     shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns(".cfia-cache"))
     manifest = (data / "manifest.csv").read_text()
@@ -784,8 +782,6 @@ def test_what_needs_no_images_is_checked_before_preprocessing(phantom_dir, tmp_p
 def test_training_logs_say_what_the_data_is_used_for(phantom_dir, tmp_path, caplog):
     """Without --val-data no epoch is selected: said at the start. A positive without a mask
     trains on its label only: said of training data, not of validation data."""
-    import shutil
-
     from cfia.cli import main
 
     data = tmp_path / "data"  # other images: a copy of phantom_dir would not be held apart

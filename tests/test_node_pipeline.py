@@ -9,7 +9,7 @@ import pytest
 
 from cfia.cli import DEFAULT_CONFIG, load_config
 from cfia.processors import pipeline_processor
-from cfia.worker import Routing
+from cfia.routing import Routing
 from dicom_out import Destination
 from node_helpers import StorageSCP, mammogram, push
 from test_worker import MG_RESULT_CLASSES, Node

@@ -11,7 +11,8 @@ from pynetdicom.sop_class import SecondaryCaptureImageStorage, Verification
 
 from cfia import config
 from cfia.routing import routing_from_config
-from cfia.worker import Routing, Worker
+from cfia.routing import Routing
+from cfia.worker import Worker
 from dicom_out import Destination, DestinationUnavailable, send
 
 

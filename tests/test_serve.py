@@ -363,7 +363,7 @@ def test_status_and_requeue_on_a_spool_they_cannot_use_answer_in_one_line(tmp_pa
 
     spool = Spool(tmp_path / "spool").create()
     queue = JobQueue(spool.queue_file)
-    job = dead_letter_job(spool, queue)
+    dead_letter_job(spool, queue)
     queue.close()
     config = tmp_path / "config.yaml"
     config.write_text(f"spool:\n  folder: {spool.root}\n")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 
 import pytest
 from pydicom.encaps import encapsulate
@@ -12,7 +11,8 @@ from pydicom.uid import JPEG2000Lossless
 import listener
 from cfia.bench.processors import blob
 from cfia.config import Config, OutputsConfig
-from cfia.worker import Routing, Worker
+from cfia.routing import Routing
+from cfia.worker import Worker
 from conftest import dciodvfy_errors
 from dicom_out import OBJECT_TYPES, Backoff, Destination
 from listener import Intake, JobQueue, ListenerSettings, Spool
