@@ -74,11 +74,42 @@ def test_a_fill_never_holds_the_hidden_pixels_nor_spreads_a_nan(inpainter):
         inpainter(bad, hole)
 
 
+def test_a_fill_does_not_see_the_pixels_it_hides(inpainter, request):
+    """The counterfactual must not carry what the mask deletes: every inpainter fills the hole
+    from its surroundings alone. The blur fill is the exception by design (Fong & Vedaldi's
+    perturbation, which blurs what it covers)."""
+    x, hole = _image_and_hole()
+    other = torch.where(hole.bool(), 1.0 - x, x)  # the same surroundings, other hidden pixels
+    fills = []
+    for image in (x, other):
+        torch.manual_seed(0)  # the noise fills draw from torch's generator
+        fills.append(inpainter(image, hole))
+    if request.node.callspec.params["inpainter"] == "blur":
+        assert not torch.equal(*fills)
+    else:
+        assert torch.equal(*fills)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_other_float_dtypes_are_filled_as_float32(inpainter, dtype):
     x, hole = _image_and_hole()
     out = inpainter(x.to(dtype), hole.to(dtype))
     assert out.dtype == dtype and torch.equal(out[hole == 0], x.to(dtype)[hole == 0])
+
+
+def test_noise_scale_0_is_the_smooth_fill_that_no_seed_moves(random_net_inpainter):
+    """noise_scale multiplies the noise input (README: 0 = the network's smooth fill): at 0
+    the seed no longer matters, at 1 it does, and between them the fill moves less."""
+    x, hole = _image_and_hole(b=1)
+    net = random_net_inpainter.net
+
+    def fill(scale, seed):
+        return LearnedInpainter.from_network(net, seed=seed, noise_scale=scale)(x, hole)
+
+    assert torch.equal(fill(0.0, 0), fill(0.0, 1))
+    full = float((fill(1.0, 0) - fill(1.0, 1)).abs().max())
+    half = float((fill(0.5, 0) - fill(0.5, 1)).abs().max())
+    assert 0 < half < full
 
 
 def test_a_learned_fill_does_not_depend_on_its_place_in_the_batch(random_net_inpainter):
