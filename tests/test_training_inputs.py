@@ -1,6 +1,7 @@
 """What training draws and reads: random holes stay within their coverage range; `cfia train
 average` mixes by the given weights and refuses a negative one; the augmentation's vertical
-flip keeps the chest wall on its side, contrast changes about each image's mean, correlated
+flip keeps the chest wall on its side, contrast changes about each image's mean, the lesion
+masks move with the image, correlated
 noise has the s.d. asked for; the preprocessing cache is rebuilt when a label, a mask or a
 file's modification time changes; a resumed run sees changed images as a change, and
 lesion_weight as part of the run it continues; the AUC interval is the central 95 % of
@@ -51,10 +52,34 @@ def test_the_vertical_flip_keeps_the_chest_wall_on_its_side():
 
 
 def test_contrast_changes_about_each_images_mean():
-    x = _image()
+    x = torch.cat([_image(), 0.5 * _image() + 0.3])  # two images, two means
     out = augment(x, torch.Generator().manual_seed(0), AugmentOptions(**dict(STILL, contrast=(0.5, 0.5))))
-    assert float(out.mean()) == pytest.approx(float(x.mean()), abs=1e-5)
-    assert torch.allclose(out - out.mean(), 0.5 * (x - x.mean()), atol=1e-5)
+    mean_in, mean_out = x.mean(dim=(2, 3), keepdim=True), out.mean(dim=(2, 3), keepdim=True)
+    assert torch.allclose(mean_out, mean_in, atol=1e-5)
+    assert torch.allclose(out - mean_out, 0.5 * (x - mean_in), atol=1e-5)
+
+
+def _centre(t: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, 2): each image's centre of mass as a fraction of its height and width."""
+    h, w = t.shape[-2:]
+    ys = (torch.arange(h, dtype=t.dtype) + 0.5) / h
+    xs = (torch.arange(w, dtype=t.dtype) + 0.5) / w
+    total = t.sum(dim=(1, 2, 3))
+    return torch.stack([(t.sum(dim=(1, 3)) * ys).sum(1) / total, (t.sum(dim=(1, 2)) * xs).sum(1) / total], 1)
+
+
+def test_the_lesion_masks_get_the_images_geometric_transform():
+    """The deep supervision's masks (any resolution) must stay on the lesion through the
+    flip, rotation, scale and shift, or --lesion-weight trains on places without one."""
+    x = torch.full((8, 1, 96, 72), 0.1)
+    x[..., 20:32, 12:24] = 0.9  # a bright lesion, top left
+    masks = torch.zeros(8, 1, 48, 36)
+    masks[..., 10:16, 6:12] = 1.0  # the same place at half the resolution
+    opts = AugmentOptions(**dict(STILL, p_vflip=0.5, max_rotate_deg=10.0, scale=(0.9, 1.1), max_translate=0.1))
+    out, moved = augment(x, torch.Generator().manual_seed(1), opts, masks=masks)
+    lesion = (out - 0.1).clamp(min=0)
+    assert float((_centre(lesion) - _centre(x - 0.1)).abs().max()) > 0.05  # the transform moved it
+    assert float((_centre(moved) - _centre(lesion)).abs().max()) < 0.01
 
 
 def test_correlated_noise_has_the_sd_asked_for():
