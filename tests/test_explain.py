@@ -391,6 +391,21 @@ def test_occlusion_is_zero_where_occluding_changes_nothing(planted, mode):
     assert metrics.pointing_game(result.mask.numpy(), lesion, tolerance_px=3)
 
 
+@pytest.mark.parametrize("mode", ["gaussian", "mean_img"])
+def test_occlusion_draws_only_what_occluding_lowers(mode):
+    """The map is high where covering a patch lowers the score: a bright place whose
+    covering raises the score (evidence against the class) is not drawn."""
+    x = torch.full((1, 1, 64, 64), 0.2)
+    x[..., 8:20, 8:20] = 0.9    # evidence for: the score is its brightness
+    x[..., 40:52, 40:52] = 0.9  # evidence against: subtracted from it
+
+    def score(t):
+        return t[..., 8:20, 8:20].mean(dim=(1, 2, 3)) - t[..., 40:52, 40:52].mean(dim=(1, 2, 3))
+    mask = OcclusionExplainer(score, mask_size=12, mode=mode)(x).mask
+    assert float(mask[8:20, 8:20].max()) == pytest.approx(1.0)
+    assert float(mask[40:52, 40:52].max()) == 0.0
+
+
 def test_occlusion_reports_the_images_it_scored(planted):
     x, _ = planted
     base, scored = score_fn(BlobDetector()), []

@@ -2,7 +2,8 @@
 configured tiling; the region is refilled every refresh_every steps; a refilled region takes a
 margin of context and keeps the reference elsewhere; total variation counts both directions;
 area terms are shares of the breast; the objective settles only when it changed little over
-`patience` steps; halving halves the step every lr_half_life passes (a two-sided step is two);
+`patience` steps; halving halves the step every lr_half_life passes (a two-sided step is two),
+cosine anneals it to 0 over the steps the budget leaves;
 the preservation weight and the map-quality area floor enter the loss; preservation replaces
 nothing outside the breast; the gradient start is scaled within the breast; the change map is
 blurred by its sigma; score_after uses the reported map's own threshold; the reported score is
@@ -83,6 +84,19 @@ def test_halving_halves_the_step_every_lr_half_life_passes():
             opt.step()
             sched.step()
         assert opt.param_groups[0]["lr"] == pytest.approx(0.05), objective
+
+
+def test_cosine_anneals_the_step_to_zero_over_the_steps_the_budget_leaves():
+    e = _explainer(lr_schedule="cosine", learning_rate=0.1)
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.1)
+    sched = e._schedule(opt, 20)
+    rates = []
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates[9] == pytest.approx(0.05) and rates[-1] == pytest.approx(0.0, abs=1e-12)
 
 
 def _loss(e, mask, breast=None, x=None):
