@@ -77,13 +77,15 @@ def test_a_bundle_run_at_another_size_than_its_metadata_says_is_warned_of(tmp_pa
     (tmp_path / "configs" / "inference.json").write_text(json.dumps(cfg))
     torch.save(small_net().state_dict(), tmp_path / "models" / "model.pt")
     caplog.set_level("WARNING", logger="cfia.explain")
-    for shape, warned in (([128, 96], True), (list(SIZE), False), (["16*n", "16*n"], False)):
+    rows_only, columns_only = [SIZE[0] + 32, SIZE[1]], [SIZE[0], SIZE[1] + 16]
+    for shape, warned in (([128, 96], True), (rows_only, True), (columns_only, True), (list(SIZE), False),
+                          (["16*n", "16*n"], False)):
         meta = {"network_data_format": {"inputs": {"image": {"num_channels": 1, "spatial_shape": shape}}}}
         (tmp_path / "configs" / "metadata.json").write_text(json.dumps(meta))
         caplog.clear()
         load_classifier("monai_bundle", tmp_path, input_size=SIZE)
-        assert ("was trained at input size 128x96 (its bundle's metadata says so); it is run at 96x64"
-                in caplog.text) is warned
+        said = f"was trained at input size {shape[0]}x{shape[1]} (its bundle's metadata says so); it is run at 96x64"
+        assert (said in caplog.text) is warned, shape
 
 
 def test_single_logit_and_probability_outputs():
