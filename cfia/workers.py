@@ -55,6 +55,15 @@ def _use_gpu_of(slot: int, device: str) -> None:
         log.info("worker on its GPU", extra={"worker_slot": slot, "cuda_device": index})
 
 
+def worker_for(cfg, processor) -> Worker:
+    """The worker the config describes, on its own connection to the spool's queue."""
+    spool = Spool(cfg.spool.folder)
+    queue = JobQueue(spool.queue_file, quiet_seconds=cfg.listener.study_quiet_seconds)
+    return Worker(queue, spool, processor, routing_from_config(cfg), calling_ae=cfg.listener.ae_title,
+                  max_retries=cfg.spool.max_retries, outputs=[k for k, on in vars(cfg.outputs).items() if on],
+                  backoff=Backoff(cfg.spool.send_backoff_seconds, cfg.spool.send_backoff_max_seconds))
+
+
 def worker_main(cfg, parent_pid: int, stop_event, slot: int = 0, ready=None) -> None:
     """Entry point of a worker process; `slot` (0 .. workers.count - 1) picks its GPU;
     `ready` (an Event) is set once the processor is built."""
@@ -71,11 +80,8 @@ def worker_main(cfg, parent_pid: int, stop_event, slot: int = 0, ready=None) -> 
         log.error("cannot build the processor", extra={"processor": cfg.workers.processor,
                                                         "reason": f"{type(exc).__name__}: {exc}"})
         sys.exit(EXIT_CONFIG)
-    spool = Spool(cfg.spool.folder)
-    queue = JobQueue(spool.queue_file, quiet_seconds=cfg.listener.study_quiet_seconds)
-    worker = Worker(queue, spool, processor, routing_from_config(cfg), calling_ae=cfg.listener.ae_title,
-                    max_retries=cfg.spool.max_retries, outputs=[k for k, on in vars(cfg.outputs).items() if on],
-                    backoff=Backoff(cfg.spool.send_backoff_seconds, cfg.spool.send_backoff_max_seconds))
+    worker = worker_for(cfg, processor)
+    queue = worker.queue
     if ready is not None:
         ready.set()
     log.info("worker ready", extra={"processor": cfg.workers.processor})
