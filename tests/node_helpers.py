@@ -58,13 +58,13 @@ class FailingQueue(JobQueue):
         return self._write("fail", *args, **kwargs)
 
 
-def dead_letter_job(spool, queue, sop_class: str = "x") -> int:
+def dead_letter_job(spool, queue, sop_class: str = "x", uid: str = "1.2.3") -> int:
     """One job taken through the queue to the dead-letter folder: what `cfia requeue` acts on."""
-    job = queue.add(str(spool.write_incoming(b"image")), "1.2.3", "1.2", sop_class, "MOD", "a")[0]
-    queue.close_batch("a")
+    job = queue.add(str(spool.write_incoming(b"image")), uid, "1.2", sop_class, "MOD", uid)[0]
+    queue.close_batch(uid)
     queue.claim("w")
     spool.move_to_dead_letter(job, spool.locate(queue.get(job).path), None,
-                              {"reason": "test", "job": job, "sop_instance_uid": "1.2.3"})
+                              {"reason": "test", "job": job, "sop_instance_uid": uid})
     queue.fail(job, "test")
     return job
 

@@ -392,6 +392,35 @@ def test_status_and_requeue_on_a_spool_they_cannot_use_answer_in_one_line(tmp_pa
         assert "cannot read the job queue" in one_error_line()
 
 
+def test_requeue_all_failed_takes_every_failed_job_and_named_ids_go_on_past_a_bad_one(tmp_path, capsys):
+    """docs/operations.md: --all-failed requeues every failed job; among named ids one that
+    cannot be requeued is reported (exit 2) and the others are requeued."""
+    from cfia import cli
+    from listener import Spool
+
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file)
+    jobs = [dead_letter_job(spool, queue, uid=f"1.2.3.{i}") for i in range(1, 5)]
+    queue.close()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"spool:\n  folder: {spool.root}\n")
+
+    def states() -> list[str]:
+        q = JobQueue(spool.queue_file, read_only=True)
+        try:
+            return [q.get(j).state for j in jobs]
+        finally:
+            q.close()
+
+    assert cli.main(["requeue", "--config", str(config), str(jobs[0]), "999", str(jobs[2])]) == 2
+    out, err = capsys.readouterr()
+    assert "999" in err and out.count("requeued (SOP") == 2
+    assert states() == ["queued", "failed", "queued", "failed"]
+    assert cli.main(["requeue", "--config", str(config), "--all-failed"]) == 0
+    assert capsys.readouterr().out.count("requeued (SOP") == 2
+    assert states() == ["queued"] * 4
+
+
 def test_an_idle_http_client_does_not_hold_a_thread_for_ever():
     """A client that connects to /metrics' port and sends nothing held a handler thread
     for as long as it stayed connected; now it is dropped after the idle timeout."""
