@@ -539,16 +539,19 @@ def test_the_queue_files_are_the_owners_only(tmp_path):
 
 def test_a_destination_given_up_on_is_kept_until_the_job_is_requeued(queue):
     """A destination that refused for good is not sent to again while the job waits for
-    the others; `cfia requeue` (its cause fixed) tries it again."""
+    the others; `cfia requeue` (its cause fixed) tries it again, and does not send again
+    to a destination that already has the results (docs/operations.md)."""
     job = _add(queue)
     queue.close_batch("a")
     queue.claim("w")
+    queue.add_delivered(job, "pacs:PACS@h:2")
     queue.give_up(job, "nopm:DEST@h:1", "nopm refused x (0x0122)")
     queue.retry_later(job, "later down", 0, sending=True)
     assert queue.get(job).given_up == (("nopm:DEST@h:1", "nopm refused x (0x0122)"),)
     assert queue.claim("w").given_up == (("nopm:DEST@h:1", "nopm refused x (0x0122)"),)
     queue.fail(job, "nopm refused x (0x0122)")
     assert queue.requeue_failed(job, "/spool/again.dcm") and queue.get(job).given_up == ()
+    assert queue.get(job).delivered == ("pacs:PACS@h:2",)
 
 
 def test_results_written_again_leave_no_object_of_the_earlier_run(tmp_path):
