@@ -430,22 +430,14 @@ class JobQueue:
                 "WHERE state = 'done' AND finished_at >= ?", (since,)).fetchone()
         return {"done": row["done"], "mean_explain_seconds": row["mean_explain"] or 0.0}
 
-    def pruned_totals(self) -> dict[str, float]:
-        """What pruned rows added to the all-time totals (keys as prune_done writes them)."""
-        with self._lock:
-            return self._pruned_totals()
-
     def _pruned_totals(self) -> dict[str, float]:
+        """What pruned rows added to the all-time totals (keys as prune_done writes them)."""
         return {row[0]: row[1] for row in self._db.execute("SELECT key, value FROM pruned_totals")}
 
-    def explain_histogram(self) -> dict:
-        """All-time explain times, pruned jobs included: {"buckets": [(bound, count <= bound)],
-        "count", "sum"}, the bounds being EXPLAIN_BUCKETS."""
-        with self._lock:
-            return self._explain_histogram()
-
     def metrics_snapshot(self) -> tuple[dict[str, int], dict[str, float], dict]:
-        """counts(), pruned_totals() and explain_histogram() from one read transaction: a
+        """The job counts by state, what pruned rows added to the all-time totals, and the
+        all-time explain times, pruned jobs included ({"buckets": [(bound, count <= bound)],
+        "count", "sum"}, the bounds being EXPLAIN_BUCKETS), from one read transaction: a
         prune or a `cfia requeue` committing between them counted rows twice or not at all."""
         with self._lock:
             self._db.execute("BEGIN")

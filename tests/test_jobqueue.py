@@ -199,7 +199,7 @@ def test_retry_later_waits_and_finish_counts(queue):
     queue.add_delivered(a, "pacs")
     queue.finish(a)
     assert queue.counts()["done"] == 1
-    hist = queue.explain_histogram()
+    hist = queue.metrics_snapshot()[2]
     assert queue.throughput(0)["done"] == 1 and (hist["count"], hist["sum"]) == (1, 2.0)
     assert dict(hist["buckets"])[1] == 0 and dict(hist["buckets"])[2] == 1
     assert queue.recent_errors() == []  # finishing clears the error
@@ -394,7 +394,7 @@ def test_failed_total_never_goes_down_when_a_failed_job_is_requeued(queue):
 
 def test_prune_with_nothing_to_prune_writes_nothing(queue):
     """The supervisor prunes every hour; on a full disk a write would fail for nothing."""
-    assert queue.prune_done(0) == 0 and queue.pruned_totals() == {}
+    assert queue.prune_done(0) == 0 and queue.metrics_snapshot()[1] == {}
 
 
 @pytest.mark.parametrize("reached_as", ["moved", "symlink"])
