@@ -780,19 +780,21 @@ def test_bad_algorithm_and_object_type_raise_value_error():
         build_results(make_source(), make_explanation(), ALGORITHM, enabled=["sr", "rtstruct"])
 
 
-def test_results_of_a_source_with_a_time_zone_are_stamped_in_that_zone(tmp_path):
+@pytest.mark.parametrize("offset,hours", [("+0900", 9.0), ("-0500", -5.0), ("+0530", 5.5)])
+def test_results_of_a_source_with_a_time_zone_are_stamped_in_that_zone(tmp_path, offset, hours):
     """The results copied the source's +0900 StudyDate/StudyTime but were stamped in the node's
-    zone with no offset declared: a viewer read the two sets of times in one zone."""
+    zone with no offset declared: a viewer read the two sets of times in one zone. West of UTC
+    and half-hour zones too."""
     import datetime as dt
 
     source = make_source()
-    source.TimezoneOffsetFromUTC = "+0900"
+    source.TimezoneOffsetFromUTC = offset
     results = build_results(source, make_explanation(), ALGORITHM)
-    in_tokyo = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=9)
+    in_zone = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=hours)
     for object_type, ds in results.items():
-        assert ds.TimezoneOffsetFromUTC == "+0900", object_type
+        assert ds.TimezoneOffsetFromUTC == offset, object_type
         created = dt.datetime.strptime(ds.InstanceCreationDate + ds.InstanceCreationTime[:6], "%Y%m%d%H%M%S")
-        assert abs(created - in_tokyo) < dt.timedelta(minutes=2), (object_type, created, in_tokyo)
+        assert abs(created - in_zone) < dt.timedelta(minutes=2), (object_type, created, in_zone)
         stamps = {item.PurposeOfReferenceCodeSequence[0].CodeValue: item.get("ContributionDateTime")
                   for item in ds.ContributingEquipmentSequence}
         if stamps.get("109101"):  # the source's acquisition: its own time, left as it is
@@ -800,7 +802,7 @@ def test_results_of_a_source_with_a_time_zone_are_stamped_in_that_zone(tmp_path)
         for purpose, stamp in stamps.items():  # the processing's: the node's clock, moved
             if stamp and purpose != "109101":
                 made = dt.datetime.strptime(str(stamp)[:14], "%Y%m%d%H%M%S")
-                assert abs(made - in_tokyo) < dt.timedelta(minutes=2), (object_type, purpose, made)
+                assert abs(made - in_zone) < dt.timedelta(minutes=2), (object_type, purpose, made)
         path = tmp_path / f"{object_type}.dcm"
         ds.save_as(path, enforce_file_format=True)
         assert dciodvfy_errors(path) == [], object_type
