@@ -422,6 +422,23 @@ def test_parametric_map_recovers_saliency_and_declares_nominal_geometry(built):
     assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
 
 
+@pytest.mark.parametrize("pixel_spacing", [False, True])
+def test_a_grid_with_other_row_and_column_spacing_keeps_them_apart(pixel_spacing):
+    """PixelSpacing is row spacing \\ column spacing (PS3.3 10.7.1.3): the SEGs and the map
+    carry the source's in that order, and its BodyPartThickness as their nominal thickness."""
+    source = make_source(pixel_spacing=pixel_spacing)
+    magnification = float(source.EstimatedRadiographicMagnificationFactor)
+    source.ImagerPixelSpacing = [0.1 * magnification, 0.07 * magnification]
+    if pixel_spacing:
+        source.PixelSpacing = [0.1, 0.07]
+    source.BodyPartThickness = 53
+    results = build_results(source, make_explanation(), ALGORITHM)
+    for object_type in ("fractional_seg", "binary_seg", "parametric_map"):
+        measures = results[object_type].SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        assert [float(v) for v in measures.PixelSpacing] == pytest.approx([0.1, 0.07]), object_type
+        assert float(measures.SliceThickness) == 53, object_type
+
+
 def test_parametric_map_real_world_values_are_the_saliency(built):
     """A viewer shows slope * stored + intercept: that must be the saliency itself."""
     _, explanation, _, files = built["default"]
