@@ -206,7 +206,7 @@ def cmd_explain(args) -> int:
 
     from . import overlay
     from .dicom_io import ImageReadError, from_dataset, read_dataset
-    from .pipeline import WITHHELD_NOT_LOWER, presented
+    from .pipeline import presented
 
     cfg = load_config(args.config)
     if args.method:  # the method explained is the config's for the pipeline's checks and the result UIDs
@@ -249,6 +249,25 @@ def cmd_explain(args) -> int:
         _remove_earlier_objects(out, objects)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write {exc.filename or 'the outputs'} ({exc.strerror})") from None
+    line = _explained_line(result, found, outputs, no_objects)
+    _warn_explained(args.file, result, found, line, cfg.explainer)
+    print(json.dumps(line))
+    return 0
+
+
+def _why_no_result_objects(source) -> str | None:
+    from dicom_out import UnsupportedSource, check_source
+
+    try:
+        check_source(source)
+    except UnsupportedSource as exc:
+        return str(exc)
+    return None
+
+
+def _explained_line(result, found, outputs: list[str], no_objects: str) -> dict:
+    """`cfia explain`'s JSON line: what was shown (`result`, as presented) and, where its region
+    was withheld, the method's own (`found`)."""
     line = {
         "method": result.method, "score": round(result.score, 6),
         "score_after_deletion": round(result.score_after_deletion, 6), "passes": result.passes,
@@ -265,28 +284,29 @@ def cmd_explain(args) -> int:
     # No region (e.g. IG's scattered pixels, all below min_region_pixels): nothing was deleted.
     line["call_survives_deletion"] = (bool(min(result.score, result.score_after_deletion) >= CALL_THRESHOLD)
                                       if result.region.any() else None)
+    return line
+
+
+def _warn_explained(file, result, found, line: dict, explainer) -> None:
+    """One warning on stderr where a positive call gets no region, or one that does not hold it."""
+    from .pipeline import WITHHELD_EMPTY_MAP, WITHHELD_NOT_LOWER
+
     if result.withheld == WITHHELD_NOT_LOWER:
-        print(f"cfia: warning: {args.file}: no salient region: replacing the {result.method} region did not lower "
+        print(f"cfia: warning: {file}: no salient region: replacing the {result.method} region did not lower "
               f"the score (p {found.score:.2f} -> {found.score_after_deletion:.2f}): it holds none of the evidence",
               file=sys.stderr)
+    elif result.withheld == WITHHELD_EMPTY_MAP:
+        hint = ("; for a model with several output logits, explainer.baseline_score: log_odds explains the "
+                "class's log-odds, as cf does, instead of its own logit"
+                if result.method != "cf" and explainer.baseline_score == "logit" else "")
+        print(f"cfia: warning: {file}: no salient region: the {result.method} map is empty: nothing in the image "
+              f"raises the explained score as the method measures it{hint}", file=sys.stderr)
     elif not result.region.any() and result.score >= CALL_THRESHOLD:
-        print(f"cfia: warning: {args.file}: no salient region: no part of the {result.method} map above its "
+        print(f"cfia: warning: {file}: no salient region: no part of the {result.method} map above its "
               "threshold is as large as explainer.min_region_pixels", file=sys.stderr)
     elif line["call_survives_deletion"]:
-        print(f"cfia: warning: {args.file}: still called positive (p {result.score_after_deletion:.2f}) with the "
+        print(f"cfia: warning: {file}: still called positive (p {result.score_after_deletion:.2f}) with the "
               "salient region replaced: the region does not hold all of the classifier's evidence", file=sys.stderr)
-    print(json.dumps(line))
-    return 0
-
-
-def _why_no_result_objects(source) -> str | None:
-    from dicom_out import UnsupportedSource, check_source
-
-    try:
-        check_source(source)
-    except UnsupportedSource as exc:
-        return str(exc)
-    return None
 
 
 def cmd_evaluate(args) -> int:

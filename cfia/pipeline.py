@@ -55,17 +55,22 @@ class Result:
 # Why presented() shows no region; the GSPS note and `cfia explain` say it.
 WITHHELD_NEGATIVE = "the classifier's call is negative"
 WITHHELD_NOT_LOWER = "replacing the region did not lower the score"
+WITHHELD_EMPTY_MAP = "the map is empty: the method found nothing in the image that raises the explained score"
 
 
 def presented(result: Result) -> Result:
     """The result as the objects, the overlay and `cfia explain` show it: no region for a
     negative call (nothing was found, and an outline reads as a finding), nor for a region
     whose replacement does not lower the score (it holds none of the evidence). The map is
-    kept; `cfia evaluate` measures the method's own region, before this."""
+    kept; `cfia evaluate` measures the method's own region, before this. A positive call whose
+    map is empty (Grad-CAM's weighted activations all below zero for the class's raw logit)
+    says so, rather than leaving no region unexplained."""
     if result.score < CALL_THRESHOLD:
         reason = WITHHELD_NEGATIVE
     elif result.region.any() and not _lowered(result):
         reason = WITHHELD_NOT_LOWER
+    elif not result.saliency.any():
+        reason = WITHHELD_EMPTY_MAP
     else:
         return result
     return replace(result, region=np.zeros_like(result.region), score_after_deletion=result.score, withheld=reason)

@@ -1,6 +1,7 @@
 """cfia.pipeline.presented: what the objects, the overlay and `cfia explain` show of a result.
 A negative call's region, or one whose replacement does not lower the score, read like a
-finding (an outline on a normal breast, or beside a missed lesion): neither is shown. Also
+finding (an outline on a normal breast, or beside a missed lesion): neither is shown; a positive
+call whose map is empty says so. Also
 the smallest region the pipeline keeps, scaled from the input grid to the source's."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pydicom
 import pytest
 
 from cfia.config import CALL_THRESHOLD
-from cfia.pipeline import WITHHELD_NEGATIVE, WITHHELD_NOT_LOWER, Pipeline, Result, presented
+from cfia.pipeline import WITHHELD_EMPTY_MAP, WITHHELD_NEGATIVE, WITHHELD_NOT_LOWER, Pipeline, Result, presented
 from explain.preprocess import Geometry
 from phantom.dicom import to_dataset
 from phantom.generate import PhantomOptions, make_one
@@ -66,6 +67,27 @@ def test_a_sure_models_region_that_lowers_its_log_odds_is_shown_though_p_stays_1
     result = _result(1.0, 1.0)
     assert presented(replace(result, logit=19.0, logit_after=17.3)).region.any()
     assert presented(replace(result, logit=19.0, logit_after=19.5)).withheld == WITHHELD_NOT_LOWER
+
+
+def test_a_positive_call_with_an_empty_map_says_so(capsys):
+    """Grad-CAM on the raw logit can weigh every activation below zero: the map is empty on a
+    positive call. The objects, the overlay and `cfia explain`'s warning said only "no region"
+    (and blamed min_region_pixels)."""
+    from cfia import cli
+
+    empty = _result(0.6, 0.6)
+    empty = replace(empty, method="gradcam", saliency=np.zeros_like(empty.saliency),
+                    region=np.zeros_like(empty.region))
+    shown = presented(empty)
+    assert shown.withheld == WITHHELD_EMPTY_MAP and not shown.region.any()
+    assert presented(replace(empty, score=0.3)).withheld == WITHHELD_NEGATIVE
+    for baseline_score, hinted in (("logit", True), ("log_odds", False)):
+        line = cli._explained_line(shown, empty, [], "")
+        assert line["region_withheld"] == WITHHELD_EMPTY_MAP
+        cli._warn_explained("mg.dcm", shown, empty, line, SimpleNamespace(baseline_score=baseline_score))
+        err = capsys.readouterr().err
+        assert "the gradcam map is empty" in err and "min_region_pixels" not in err
+        assert ("baseline_score: log_odds" in err) is hinted
 
 
 def test_explain_outlines_nothing_on_an_image_called_negative(tmp_path, small_config):  # noqa: F811
