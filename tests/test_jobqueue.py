@@ -42,6 +42,18 @@ def test_pending_until_batch_closes_or_quiet(queue):
     assert queue.claim("w").sop_instance_uid == "1.2"
 
 
+def test_the_quiet_period_runs_from_an_open_associations_last_image(queue):
+    """README: a study still arriving is not explained piecemeal; the quiet period counts from
+    the association's last image, not its first."""
+    _add(queue, "2.1", "c")
+    queue.clock.now += 20
+    _add(queue, "2.2", "c")
+    queue.clock.now += 20  # 40 s after the first image, 20 s after the last
+    assert queue.claim("w") is None
+    queue.clock.now += 11
+    assert {queue.claim("w").sop_instance_uid, queue.claim("w").sop_instance_uid} == {"2.1", "2.2"}
+
+
 def test_resend_while_waiting_replaces_the_file(queue):
     first = _add(queue)
     job, replaced = queue.add("/spool/new.dcm", "1.2.3", "1.2", "x", "MOD", "b")
