@@ -114,9 +114,9 @@ class StorageSCP:
 
 
 def push(port: int, objects, calling_ae: str = "MODALITY", called_ae: str = "CFIA",
-         contexts=None, tls_args=None) -> list:
-    """C-STORE datasets or files over one association; returns each reply's Status
-    (None when the SCU could not send: no accepted context)."""
+         contexts=None, tls_args=None, abort: bool = False) -> list:
+    """C-STORE datasets or files over one association, then release it (`abort`: abort it);
+    returns each reply's Status (None when the SCU could not send: no accepted context)."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     for sop_class, syntaxes in contexts or _contexts(objects):
@@ -133,7 +133,7 @@ def push(port: int, objects, calling_ae: str = "MODALITY", called_ae: str = "CFI
                 continue
             statuses.append(int(reply.Status) if "Status" in reply else None)
     finally:
-        assoc.release()
+        assoc.abort() if abort else assoc.release()
     return statuses
 
 

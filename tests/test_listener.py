@@ -49,11 +49,15 @@ def test_echo_makes_no_job(start_listener):
     assert sum(intake.queue.counts().values()) == 0
 
 
-def test_store_is_spooled_0600_and_queued_on_release(start_listener):
+@pytest.mark.parametrize("abort", [False, True])
+def test_store_is_spooled_0600_and_queued_on_release(start_listener, abort):
+    """Released or aborted, the association's images are ready at once (not after the quiet
+    period, 60 s here)."""
     port, intake = start_listener()
     ds = mammogram(0)
-    assert push(port, [ds]) == [0x0000]
-    counts = poll(lambda: (c := intake.queue.counts())["queued"] == 1 and c, what="job queued on release")
+    assert push(port, [ds], abort=abort) == [0x0000]
+    counts = poll(lambda: (c := intake.queue.counts())["queued"] == 1 and c, what="job queued on release",
+                  timeout=10)
     assert counts["pending"] == 0
     files = list(intake.spool.incoming.iterdir())
     assert len(files) == 1
