@@ -33,6 +33,14 @@ def test_manifest_lists_every_image_with_its_mask(phantom_dir):
         if r["label"] == "1":
             mask = np.load(phantom_dir / r["mask"])
             assert mask.dtype == bool and mask.shape == (ds.Rows, ds.Columns) and mask.any()
+            # The mask is where the lesion is: where the same image drawn without it differs most
+            # (over a tenth of the largest change; the display mapping moves the rest a little).
+            index = int(r["file"][3:8])
+            bare = make_one(7, index, PhantomOptions(size=(512, 416)), lesion_gain=0.0).pixels
+            change = np.abs(ds.pixel_array.astype(float) - bare)
+            changed = change > 0.1 * change.max()
+            near = ndimage.binary_dilation(mask, iterations=3)
+            assert changed[mask].mean() > 0.7 and changed[~near].sum() == 0, r["file"]
             assert r["kind"] and set(r["kind"].split("+")) <= set(LESION_KINDS)
             # The drawn contrast in tissue s.d.: masses 0.8-2.5, calcifications 2.5-6.
             low = 2.5 if "calcifications" in r["kind"] else 0.8
