@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cfia import cli
+from cfia.training import commands
 from cfia.pipeline import Result
 from listener import JobQueue, Spool
 from phantom.dicom import to_dataset
@@ -98,5 +99,5 @@ def test_a_requeue_that_fails_exits_2(tmp_path, capsys):
 def test_an_existing_model_is_replaced_only_with_force(tmp_path):
     (tmp_path / "classifier.pt").write_bytes(b"model")
     with pytest.raises(cli.UsageError):
-        cli._refuse_overwrite(tmp_path, cli.MODEL_FILES, replace=False)
-    cli._refuse_overwrite(tmp_path, cli.MODEL_FILES, replace=True)
+        commands._refuse_overwrite(tmp_path, commands.MODEL_FILES, replace=False)
+    commands._refuse_overwrite(tmp_path, commands.MODEL_FILES, replace=True)
