@@ -137,8 +137,6 @@ def _read(folder, lesion_free_only: bool, input_size, progress: bool) -> tuple[l
 def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str | Path | None = None,
           resume: bool = False, progress: bool = True) -> dict:
     """Train, checkpoint each epoch to out/inpainter.ckpt, write out/inpainter.pt and a report."""
-    from tqdm import tqdm
-
     if not 0 <= opts.aug_texture <= 1:
         raise ValueError(f"--aug-texture {opts.aug_texture}: must be a fraction in [0, 1]")
     opts = replace(opts, device=str(_device(opts.device)))  # no CUDA: stop now, not after loading
@@ -156,6 +154,42 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
         ck = read_checkpoint(ckpt_path, opts.device)
         _check_resumable(json.loads(ck["options"]), json.loads(json.dumps(asdict(opts))),  # tuples as lists
                          json.loads(ck.get("data", "{}")), fingerprints)
+    images, val_images, skipped = _split(data, val_data, opts, progress)
+    sampler = CropSampler(images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
+    val_sampler = CropSampler(val_images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
+
+    net = GatedUNet(tuple(opts.widths)).to(opts.device)
+    loss_fn = TextureLoss(**opts.loss).to(opts.device)
+    optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
+    steps_per_epoch = max(1, opts.crops_per_epoch // opts.batch_size)
+    start, history = 0, []
+    if ck is not None:
+        net.load_state_dict(ck["state_dict"])
+        optim.load_state_dict(ck["optimizer"])
+        start, history = int(ck["epoch"]), json.loads(ck["history"])
+    t0 = time.time()
+    for epoch in range(start, opts.epochs):
+        net.train()
+        for group in optim.param_groups:  # depends on the epoch only, so --resume with more epochs is exact
+            group["lr"] = max(opts.lr * opts.lr_decay ** epoch, opts.lr / 10)
+        totals = _train_epoch(net, loss_fn, optim, sampler, opts, epoch, steps_per_epoch, progress)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(totals)), "seconds": round(time.time() - t0, 1)})
+        log.info("epoch %d: %s; %s", epoch + 1, json.dumps(history[-1]),
+                 run_left(t0, epoch + 1 - start, opts.epochs - epoch - 1))
+        tmp = ckpt_path.with_suffix(".tmp")  # written whole, then renamed: an interruption keeps the last one
+        torch.save({"epoch": epoch + 1, "state_dict": net.state_dict(), "optimizer": optim.state_dict(),
+                    "history": json.dumps(history), "options": json.dumps(asdict(opts)),
+                    "data": json.dumps(fingerprints)}, tmp)
+        tmp.replace(ckpt_path)
+    report = _export(net, out, opts, history, val_sampler)
+    report.update(train_images=len(images), heldout_images=len(val_images), skipped=skipped)
+    (out / "inpainter.report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _split(data, val_data, opts: TrainOptions, progress: bool) -> tuple[list, list, list]:
+    """(training images, held-out lesion-free images, skipped files): --val-data's, or a
+    seeded val_fraction of --data's, never an image on both sides."""
     if val_data is not None:
         check_held_apart([data], [val_data], val_lesion_free=True)
     images, skipped = _read(data, False, opts.input_size, progress)
@@ -177,53 +211,38 @@ def train(data: str | Path, out: str | Path, opts: TrainOptions, val_data: str |
     if not val_images:  # a report on training images must not be called held-out
         raise DataError(f"no lesion-free held-out images in {str(val_data)!r}" if val_data is not None else
                         f"{str(data)!r}: at least 2 readable images are needed (one is held out for the report)")
-    sampler = CropSampler(images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
-    val_sampler = CropSampler(val_images, opts.crop_size, tuple(opts.scales), opts.edge_fraction)
+    return images, val_images, skipped
 
-    net = GatedUNet(tuple(opts.widths)).to(opts.device)
-    loss_fn = TextureLoss(**opts.loss).to(opts.device)
-    optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
-    steps_per_epoch = max(1, opts.crops_per_epoch // opts.batch_size)
-    start, history = 0, []
-    if ck is not None:
-        net.load_state_dict(ck["state_dict"])
-        optim.load_state_dict(ck["optimizer"])
-        start, history = int(ck["epoch"]), json.loads(ck["history"])
-    t0 = time.time()
-    for epoch in range(start, opts.epochs):
-        net.train()
-        for group in optim.param_groups:  # depends on the epoch only, so --resume with more epochs is exact
-            group["lr"] = max(opts.lr * opts.lr_decay ** epoch, opts.lr / 10)
-        rng, gen = _epoch_rngs(opts.seed, epoch)
-        totals = []
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress, unit="step")
-        for _ in bar:
-            target, hole = _batch(sampler, rng, opts.batch_size, opts)
-            noise = torch.randn(target.shape, generator=gen)
-            target, hole, noise = target.to(opts.device), hole.to(opts.device), noise.to(opts.device)
-            pred = net(target * (1 - hole), hole, noise)
-            loss, parts = loss_fn(pred, target, hole)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), opts.clip)
-            optim.step()
-            totals.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{np.mean(totals[-20:]):.4f}", l1=f"{parts['l1']:.4f}", energy=f"{parts['energy']:.3f}")
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(totals)), "seconds": round(time.time() - t0, 1)})
-        log.info("epoch %d: %s; %s", epoch + 1, json.dumps(history[-1]),
-                 run_left(t0, epoch + 1 - start, opts.epochs - epoch - 1))
-        tmp = ckpt_path.with_suffix(".tmp")  # written whole, then renamed: an interruption keeps the last one
-        torch.save({"epoch": epoch + 1, "state_dict": net.state_dict(), "optimizer": optim.state_dict(),
-                    "history": json.dumps(history), "options": json.dumps(asdict(opts)),
-                    "data": json.dumps(fingerprints)}, tmp)
-        tmp.replace(ckpt_path)
+
+def _train_epoch(net, loss_fn, optim, sampler, opts: TrainOptions, epoch: int, steps: int,
+                 progress: bool) -> list[float]:
+    """One epoch's steps, drawn from the epoch's own generators (so --resume is exact); the losses."""
+    from tqdm import tqdm
+
+    rng, gen = _epoch_rngs(opts.seed, epoch)
+    totals = []
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress, unit="step")
+    for _ in bar:
+        target, hole = _batch(sampler, rng, opts.batch_size, opts)
+        noise = torch.randn(target.shape, generator=gen)
+        target, hole, noise = target.to(opts.device), hole.to(opts.device), noise.to(opts.device)
+        pred = net(target * (1 - hole), hole, noise)
+        loss, parts = loss_fn(pred, target, hole)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), opts.clip)
+        optim.step()
+        totals.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{np.mean(totals[-20:]):.4f}", l1=f"{parts['l1']:.4f}", energy=f"{parts['energy']:.3f}")
+    return totals
+
+
+def _export(net, out: Path, opts: TrainOptions, history: list, val_sampler) -> dict:
+    """out/inpainter.pt (on the CPU) and the report's model part, with the held-out metrics."""
     final = out / "inpainter.pt"
     net = net.cpu().eval()
     torch.save({"format": CHECKPOINT_FORMAT, "arch": {"name": "GatedUNet", "widths": list(opts.widths)},
                 "state_dict": net.state_dict(), "options": json.dumps(asdict(opts))}, final)
     opts_cpu = TrainOptions(**{**asdict(opts), "device": "cpu"})
-    report = {"model": str(final), "sha256": sha256(final), "parameters": sum(p.numel() for p in net.parameters()),
-              "train_images": len(images), "heldout_images": len(val_images), "skipped": skipped,
-              "options": asdict(opts), "history": history, "heldout": heldout_report(net, val_sampler, opts_cpu)}
-    (out / "inpainter.report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return {"model": str(final), "sha256": sha256(final), "parameters": sum(p.numel() for p in net.parameters()),
+            "options": asdict(opts), "history": history, "heldout": heldout_report(net, val_sampler, opts_cpu)}
