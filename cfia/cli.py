@@ -288,19 +288,8 @@ def cmd_evaluate(args) -> int:
     from . import evaluate as ev
 
     cfg = load_config(args.config)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if not re.fullmatch(rf"({'|'.join(METHODS)})(@[1-9][0-9]*)?", m)]
-    if bad or not methods:
-        raise UsageError(f"--methods: {','.join(bad) or repr(args.methods)} not allowed; allowed: "
-                         f"{','.join(METHODS)}, each optionally @PASSES (e.g. cf@300)")
-    alter = None
-    if args.alter:
-        from .bench.robustness import SAME_GRID
-
-        named = {name.replace(" ", "-"): f for name, f in SAME_GRID.items()}  # the masks stay as they are
-        if args.alter not in named:
-            raise UsageError(f"--alter: {args.alter!r} is not one of {', '.join(named)}")
-        alter = named[args.alter]
+    methods = _evaluated_methods(args.methods)
+    alter = _alteration(args.alter) if args.alter else None
     out = Path(args.out)
     if out.suffix.lower() == ".png" or os.path.isdir(out):  # isdir: a name too long is no folder, said below
         raise UsageError(f"--out {out}: the report's JSON file (its figure goes beside it as .png)")
@@ -343,7 +332,34 @@ def cmd_evaluate(args) -> int:
             bar.total = bar.n
             bar.refresh()
     ev.write_report(report, out, command)
-    figure_note = f"figure {figure}" if ev.save_figure(rows, figure) else "no figure (no case)"
+    _print_evaluation(report, out, f"figure {figure}" if ev.save_figure(rows, figure) else "no figure (no case)")
+    return 0
+
+
+def _evaluated_methods(text: str) -> list[str]:
+    """--methods: known methods, each optionally with its own pass budget (cf@300)."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if not re.fullmatch(rf"({'|'.join(METHODS)})(@[1-9][0-9]*)?", m)]
+    if bad or not methods:
+        raise UsageError(f"--methods: {','.join(bad) or repr(text)} not allowed; allowed: "
+                         f"{','.join(METHODS)}, each optionally @PASSES (e.g. cf@300)")
+    return methods
+
+
+def _alteration(name: str):
+    """--alter: one of the robustness bench's alterations that keep the pixel grid, so the
+    lesion masks stay as they are."""
+    from .bench.robustness import SAME_GRID
+
+    named = {key.replace(" ", "-"): f for key, f in SAME_GRID.items()}
+    if name not in named:
+        raise UsageError(f"--alter: {name!r} is not one of {', '.join(named)}")
+    return named[name]
+
+
+def _print_evaluation(report: dict, out: Path, figure_note: str) -> None:
+    from . import evaluate as ev
+
     print(ev.table(report["summary"]))
     if report.get("summary_by_kind"):
         print(ev.table_by_kind(report["summary_by_kind"]))
@@ -354,7 +370,6 @@ def cmd_evaluate(args) -> int:
           f"inpainted (the call does not rest on the lesion){': ' + ', '.join(without) if without else ''}")
     print(f"{report['n_positive_called']} of the {report['n_scanned']} positives scanned called positive "
           f"({report['n_positive']} in the folder); report {out}, {figure_note}")
-    return 0
 
 
 def cmd_config_show(args) -> int:
