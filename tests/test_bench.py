@@ -81,11 +81,28 @@ def test_robustness_alters_a_monochrome1_folder_as_its_monochrome2_twin(folders,
     from cfia.manifest import read_manifest
 
     for name in ("burned-in label", "collimated edges", "marker on the skin line", "air strip at the chest wall",
-                 "strands"):
+                 "strands", "breast implant", "biopsy clip"):
         alter = robustness.ALTERATIONS[name]
         m2, m1 = (robustness.scores(read_manifest(folders[k]), clf, DEFAULT_CLASSIFIER_INPUT, alter)
                   for k in ("m2", "m1"))
         np.testing.assert_allclose(m1, m2, atol=1e-5, err_msg=name)
+
+
+def test_the_implant_lies_on_the_chest_wall_and_the_clip_inside_the_breast():
+    """Display values of a left breast (chest wall left): the implant brightens the breast near the
+    chest wall, not the air nor the nipple's side; the clip is a few saturated pixels in the breast."""
+    from cfia.bench import robustness
+
+    px = np.zeros((200, 160))
+    yy, xx = np.mgrid[:200, :160]
+    breast = ((yy - 100) / 90) ** 2 + (xx / 120) ** 2 <= 1
+    px[breast] = 0.5 + 0.05 * np.random.default_rng(0).standard_normal(breast.sum())
+    implant = robustness.ALTERATIONS["breast implant"](px, np.random.default_rng(0)) - px
+    assert implant[~breast].max() == 0 and implant[100, 110] < 1e-3
+    assert implant[100, 5] > 0.9 * (px.max() - px[100, 5])  # near the brightest value at the chest wall
+    clipped = robustness.ALTERATIONS["biopsy clip"](px, np.random.default_rng(0))
+    changed = clipped != px
+    assert 2 <= changed.sum() <= 20 and breast[changed].all() and np.all(clipped[changed] == px.max())
 
 
 def test_evaluate_alter_gets_display_values(folders):

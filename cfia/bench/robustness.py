@@ -8,8 +8,8 @@ For Processing images; `altered`), before the rest of cfia's preprocessing, the 
 detector or processing chain might differ: a gamma
 curve, added noise (white or correlated), a softer (blurred) or coarser
 (half-resolution) detector, a label burned in beside the breast, unexposed strips at the
-collimated edges, strands the phantom lacks, a lead marker on the skin line, air added
-around the breast. The classifier
+collimated edges, strands the phantom lacks, a lead marker on the skin line, a breast
+implant behind the tissue, a biopsy marker clip in it, air added around the breast. The classifier
 then scores it through the run-time path
 (explain.preprocess + the adapter); the table gives AUC and accuracy per alteration and,
 when "as stored" runs first (the default), how far each alteration moves each image's
@@ -164,6 +164,49 @@ def _marker_on_skin(px, rng):
     return np.where(letter > 0, px.max(), px)
 
 
+def _breast(px) -> np.ndarray:
+    from skimage.filters import threshold_otsu
+
+    return px > threshold_otsu(px)
+
+
+def _implant(px, rng):
+    """A breast implant seen through the tissue (a full-implant view, not the implant-displaced
+    one): a smooth ellipse behind the gland, against the chest wall, half the breast deep and
+    half its height high, at 95 % of the way to the brightest displayed value (silicone stops
+    nearly every photon), so the tissue over it keeps a twentieth of its contrast."""
+    breast = _breast(px)
+    rows_in = np.nonzero(breast.any(axis=1))[0]
+    cols_in = np.nonzero(breast.any(axis=0))[0]
+    if rows_in.size == 0:
+        return px
+    left = _chest_wall_left(px)
+    depth = cols_in.max() - cols_in.min() + 1
+    centre_row = (rows_in.min() + rows_in.max()) / 2
+    centre_col = cols_in.min() if left else cols_in.max()
+    yy, xx = np.mgrid[: px.shape[0], : px.shape[1]]
+    inside = ((yy - centre_row) / (0.25 * rows_in.size)) ** 2 + ((xx - centre_col) / (0.5 * depth)) ** 2 <= 1
+    profile = ndimage.gaussian_filter(inside.astype(np.float64), max(1.0, px.shape[0] / 100)) * breast
+    return px + 0.95 * (float(px.max()) - px) * profile
+
+
+def _clip(px, rng):
+    """A biopsy marker clip: a saturated bar about 3 mm long (1 % of the rows at the phantom's
+    0.47 mm pixels, 6 pixels at 512 rows) at a random place well inside the breast."""
+    import cv2
+
+    inner = np.argwhere(ndimage.binary_erosion(_breast(px), iterations=max(2, px.shape[0] // 20)))
+    if inner.size == 0:
+        return px
+    row, col = inner[rng.integers(len(inner))]
+    half = max(2, px.shape[0] // 170)
+    angle = rng.uniform(0, np.pi)
+    dr, dc = half * np.sin(angle), half * np.cos(angle)
+    clip = np.zeros(px.shape, np.uint8)
+    cv2.line(clip, (int(col - dc), int(row - dr)), (int(col + dc), int(row + dr)), 255, max(1, half // 2))
+    return np.where(clip > 0, px.max(), px)
+
+
 def _air(where: str):
     """Air (the image's darkest displayed value) added around the image, as exports and
     larger detectors leave more of it: all round (an eighth of the rows on each side), above
@@ -191,6 +234,8 @@ ALTERATIONS = {
     "collimated edges": _collimated_edges,
     "strands": _strands,
     "marker on the skin line": _marker_on_skin,
+    "breast implant": _implant,
+    "biopsy clip": _clip,
     "air all round": _air("all"),
     "air above and below": _air("top-bottom"),
     "air strip at the chest wall": _air("chest"),
