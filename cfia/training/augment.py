@@ -1,4 +1,5 @@
-"""Batched training augmentation (torch, on whatever device the batch is on).
+"""The classifier's batched training augmentation (torch, on whatever device the batch is on;
+the inpainter's crops have their own, cfia/training/crops.py).
 
 Aimed at robustness to mammograms from other sources rather than at the phantom's
 quirks: vertical flips (the chest wall stays left, canonical), small affine

@@ -76,8 +76,9 @@ class CropSampler:
 
 def augment(crop: np.ndarray, is_edge: bool, rng: np.random.Generator, gamma: tuple[float, float] = (0.7, 1.4),
             contrast: tuple[float, float] = (0.8, 1.2), noise_prob: float = 0.3, noise_sigma: float = 0.01) -> np.ndarray:
-    """Vertical flip; horizontal flip for interior crops only (edge crops keep the chest
-    wall on the left); gamma and contrast about the mean; extra white noise sometimes."""
+    """The inpainter's crop augmentation (the classifier's is cfia/training/augment.py): a
+    vertical flip; a horizontal flip for interior crops only (edge crops keep the chest wall
+    on the left); gamma and contrast about the mean; extra white noise sometimes."""
     x = crop
     if rng.random() < 0.5:
         x = x[::-1]
