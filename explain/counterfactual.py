@@ -108,9 +108,12 @@ class CounterfactualExplainer:
 
     Args:
         score_fn: differentiable classifier score for the explained class (the
-            probability, its logit, or -log(1 - p)), what the optimiser drives down.
-        report_fn: the probability reported as score and score_after (default
-            score_fn; give it when score_fn is not the probability).
+            probability, its logit, or -log(1 - p)), what the optimiser drives down on
+            the deleted image (deletion, and deletion_preservation's deleted side).
+        report_fn: the probability, reported as score and score_after (default
+            score_fn; give it when score_fn is not the probability). It must be
+            differentiable: the kept image's terms (preservation, map_quality,
+            deletion_preservation's kept side) use it, as 1 - p or -log p, whatever score_fn is.
         perturbation: supplies the counterfactual C and the blend Φ(x, M, C)
             (InpaintPerturbation or BlurPerturbation from explain.perturbation).
         objective: "deletion" (minimise f_c(Φ(x,M))), "preservation" (keep M,
@@ -194,6 +197,9 @@ class CounterfactualExplainer:
             raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
         if area_mode not in AREA_MODES:
             raise ValueError(f"area_mode {area_mode!r} is not one of {AREA_MODES}")
+        if objective == "map_quality" and area_mode == "target":
+            raise ValueError("area_mode 'target' does not go with objective 'map_quality', whose area term is "
+                             "log(max(area, area_min)); expected 'penalty'")
         if not 0.0 < init < 1.0:
             raise ValueError(f"init {init!r} must lie strictly between 0 and 1")
         if init_mode == "gradient" and not 0.0 <= init_floor < init:

@@ -541,6 +541,8 @@ def test_bad_arguments_are_rejected():
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), reseed_every=-1)
     with pytest.raises(ValueError, match="occlusion mode 'zero'"):
         OcclusionExplainer(lambda x: x, mode="zero")
+    with pytest.raises(ValueError, match="area_mode 'target' does not go with objective 'map_quality'"):
+        CounterfactualExplainer(lambda x: x, BlurPerturbation(), objective="map_quality", area_mode="target")
     with pytest.raises(ValueError, match="lr_schedule 'linear'"):
         CounterfactualExplainer(lambda x: x, BlurPerturbation(), lr_schedule="linear")
 
