@@ -64,6 +64,21 @@ def test_pointing_game_tolerance_is_a_diamond_of_rows_and_columns(peak, toleranc
     assert pointing_game(_peak_at(*peak), LESION, tolerance_px=tolerance) is hit
 
 
+def test_pointing_smooths_before_taking_the_peak_and_all_metrics_passes_the_smoothing_on():
+    """A saturated mask over the lesion and one saturated pixel before it in raster order: the
+    raw argmax is the speck (a miss); smoothed (as cfia evaluate does, 2 mm) the plateau wins."""
+    saliency = np.zeros((60, 60))
+    saliency[30:40, 30:40] = 1.0
+    saliency[5, 5] = 1.0
+    lesion = np.zeros((60, 60), bool)
+    lesion[30:40, 30:40] = True
+    assert not pointing_game(saliency, lesion, tolerance_px=2)
+    assert pointing_game(saliency, lesion, tolerance_px=2, smooth_px=2)
+    region = saliency > 0.5
+    assert not all_metrics(saliency, lesion, region, tolerance_px=2)["pointing_game"]
+    assert all_metrics(saliency, lesion, region, tolerance_px=2, smooth_px=2)["pointing_game"]
+
+
 def test_pointing_game_of_a_flat_map_is_a_miss():
     assert pointing_game(np.ones(SHAPE), LESION) is False
 
