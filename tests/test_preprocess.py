@@ -110,6 +110,16 @@ def test_monochrome1_gives_the_same_input_as_monochrome2():
     assert torch.allclose(a.image, b.image, atol=1e-5)
 
 
+def test_laterality_decides_the_side_where_the_image_does_not():
+    """A breast as tall at both edges (a wide field, or a spot view): the image cannot say
+    which side the chest wall is on, so ImageLaterality does (R: flipped)."""
+    rng = np.random.default_rng(0)
+    img = (60 + 20 * rng.random((300, 240))).astype(np.uint16)
+    img[20:280, :] = (1500 + 300 * rng.random((260, 240))).astype(np.uint16)
+    assert not preprocess(img, (256, 208), laterality="L").geometry.flipped
+    assert preprocess(img, (256, 208), laterality="R").geometry.flipped
+
+
 def test_laterality_gives_one_canonical_orientation():
     left, _, _ = synthetic((600, 480), False)
     right = left[:, ::-1].copy()
@@ -200,6 +210,43 @@ def test_intensity_range_crop_and_breast_coverage():
     assert (r1 - r0) * (c1 - c0) < 0.8 * breast.size
     back = pre.geometry.to_source(pre.breast[0]) > 0.5
     assert (back == breast).mean() > 0.99
+
+
+def test_the_breasts_1st_and_99_8th_percentiles_map_to_0_and_1():
+    """README: the breast's 1st / 99.8th percentiles to [0, 1]. Inside the breast the input is
+    that linear map of the display values, resampled as the geometry says."""
+    from explain.preprocess import breast_mask, display_values
+
+    img, _, _ = synthetic((600, 480), False)
+    pre = preprocess(img, (384, 256))
+    values = display_values(img, "MONOCHROME2", False)
+    mask = breast_mask(values)
+    lo, hi = np.percentile(values[mask], (1.0, 99.8))
+    expected = pre.geometry.to_input(np.clip((values - lo) / (hi - lo), 0, 1).astype(np.float32), mode="area")
+    inner = ndimage.binary_erosion(pre.breast[0].numpy() > 0.99, iterations=3)
+    assert inner.sum() > 1000
+    assert float(np.abs(pre.image[0].numpy()[inner] - expected[inner]).max()) < 1e-4
+
+
+def test_the_resized_breast_is_centred_vertically():
+    """Its rows are padded equally above and below (a pixel apart at most), as in training."""
+    img, _, _ = synthetic((600, 480), False)
+    for size in ((512, 128), (384, 96)):  # narrow inputs: the breast's width decides the scale
+        geo = preprocess(img, size).geometry
+        below = size[0] - geo.pad[0] - geo.resized[0]
+        assert abs(geo.pad[0] - below) <= 1, (size, geo)
+
+
+def test_an_input_map_goes_back_smoothly():
+    """to_source interpolates a map (bilinear): a ramp on the input grid comes back without
+    the steps of nearest-neighbour blocks (about 2.3 source pixels each here)."""
+    img, _, _ = synthetic((600, 480), False)
+    geo = preprocess(img, (256, 208)).geometry
+    ramp = np.tile(np.linspace(0, 1, 208, dtype=np.float32), (256, 1))
+    back = geo.to_source(ramp)
+    r0, r1, c0, c1 = geo.crop
+    steps = np.abs(np.diff(back[(r0 + r1) // 2, c0 + 5: c1 - 5]))
+    assert steps.max() < 0.6 / 207  # an input step (1 / 207) spread over its 2.3 source pixels
 
 
 def test_orientation_by_laterality_and_bad_arguments():
