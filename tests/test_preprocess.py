@@ -703,6 +703,30 @@ def test_padding_moved_by_lossy_compression_is_still_padding():
     assert moved.any()  # the codec did move padding pixels (to the air's value once read)
     assert np.array_equal(display_values(lossy.pixels, "MONOCHROME1", False)[pad],
                           display_values(exact.pixels, "MONOCHROME1", False)[pad])
+    # A gateway that decompressed it keeps LossyImageCompression "01": still lossy padding.
+    ds.decompress()
+    assert str(ds.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.1" and ds.LossyImageCompression == "01"
+    again = from_dataset(ds)
+    assert np.array_equal(display_values(again.pixels, "MONOCHROME1", False)[pad],
+                          display_values(exact.pixels, "MONOCHROME1", False)[pad])
+
+
+def test_a_padding_range_is_read_as_air():
+    """PixelPaddingValue up to PixelPaddingRangeLimit: the whole range is padding, not only
+    its first value (air padded 0..20 on a MONOCHROME1 image displays white)."""
+    from cfia.dicom_io import from_dataset
+    from explain.preprocess import display_values
+    from phantom.dicom import to_dataset
+    from phantom.generate import PhantomOptions, make_one
+
+    mg = make_one(31, 7, PhantomOptions(size=(512, 416), positive_fraction=1.0))
+    ds = to_dataset(mg, "range:7", 7, photometric="MONOCHROME1")
+    stored = ds.pixel_array.copy()
+    pad = ~ndimage.binary_dilation(mg.breast, iterations=6)
+    stored[pad] = np.random.default_rng(0).integers(0, 21, int(pad.sum()))
+    ds.PixelData, ds.PixelPaddingValue, ds.PixelPaddingRangeLimit = stored.tobytes(), 0, 20
+    shown = display_values(from_dataset(ds).pixels, "MONOCHROME1", False)
+    assert np.all(shown[pad] == shown.min())
 
 
 def test_a_rescale_in_an_enhanced_files_functional_groups_is_applied():
