@@ -45,6 +45,14 @@ def test_points_round_trip_exactly(shape, right, size):
     pts = np.array([[0, 0], [shape[0] - 1, shape[1] - 1], [12.25, 99.5], [shape[0] / 2, 3]])
     back = geo.points_to_source(geo.points_to_input(pts))
     np.testing.assert_allclose(back, pts, atol=1e-9)
+    # And each lands where the image goes: a square's centre follows it through to_input
+    # (a shift of one source pixel is one whole `scale` away; it lands within a tenth of one).
+    for r, c in ((shape[0] // 2, shape[1] // 4), (shape[0] // 3, shape[1] // 6)):
+        c = shape[1] - 1 - c if right else c
+        square = np.zeros(shape, np.float32)
+        square[r - 8: r + 9, c - 8: c + 9] = 1.0
+        centre = np.array(ndimage.center_of_mass(geo.to_input(square, mode="area")))
+        assert np.all(np.abs(centre - geo.points_to_input([[r, c]])[0]) < 0.1 * np.array(geo.scale))
 
 
 @pytest.mark.parametrize("shape,right,size", CASES)
