@@ -664,6 +664,34 @@ def test_a_for_processing_class_without_presentation_intent_is_read_as_for_proce
     assert a.geometry == b.geometry and float((a.image - b.image).abs().max()) == 0.0
 
 
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.1.2.1", "1.2.840.10008.5.1.4.1.1.13.1.5"])
+def test_every_for_processing_class_is_read_as_for_processing(sop_class):
+    """Digital Mammography and Breast Projection X-Ray, For Processing, without the intent."""
+    from cfia.dicom_io import from_dataset
+
+    ds = _positive(for_processing=True)
+    ds.SOPClassUID = sop_class
+    del ds.PresentationIntentType
+    assert from_dataset(ds).for_processing
+
+
+def test_image_laterality_comes_before_laterality_and_a_scanned_films_spacing_is_read():
+    """ImageLaterality is the image's own (Laterality, the series', may say otherwise); a
+    digitised film carries NominalScannedPixelSpacing and neither of the others."""
+    from cfia.dicom_io import from_dataset
+
+    ds = _positive()
+    ds.ImageLaterality, ds.Laterality = "R", "L"
+    assert from_dataset(ds).laterality == "R"
+    del ds.ImageLaterality
+    assert from_dataset(ds).laterality == "L"
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.NominalScannedPixelSpacing = [0.05, 0.06]
+    assert from_dataset(ds).spacing == (0.05, 0.06)
+
+
 def test_a_presentation_intent_that_contradicts_the_sop_class_is_refused():
     from cfia.dicom_io import ImageReadError, from_dataset
 
