@@ -310,9 +310,12 @@ class CounterfactualExplainer:
             if float(self.report_fn(self.perturbation.apply(x, mask, counterfactual))[0]) < self.call_threshold:
                 return 0  # forward only: the deletion already takes the call away
         value, _ = self._effect_init(x, mask, counterfactual, breast, logits.shape[-2:], outside=1.0 - mask)
-        value = value.clamp(max=self.reseed_init)
+        # The effect's share only: the start's floor under it would lift every cell the optimiser
+        # had driven below the floor back up to it, a haze over the breast.
+        value = (value - self.init_floor).clamp(max=self.reseed_init)
         with torch.no_grad():
-            logits.copy_(torch.maximum(logits, self._logit(value)))
+            raise_ = value > torch.sigmoid(logits)
+            logits.copy_(torch.where(raise_, torch.maximum(logits, self._logit(value)), logits))
         return 1
 
     def _schedule(self, opt, steps: int):

@@ -8,7 +8,8 @@ the preservation weight and the map-quality area floor enter the loss; preservat
 nothing outside the breast; the gradient start is scaled within the breast; the change map is
 blurred by its sigma; score_after uses the reported map's own threshold; the reported score is
 report_fn's probability; reseeding needs a pass and a step left in the budget, starts no higher
-than reseed_init, lowers nothing already held and looks only outside what the mask holds."""
+than reseed_init, lowers nothing already held, lifts no cell without effect back to the floor and
+looks only outside what the mask holds."""
 from __future__ import annotations
 
 import math
@@ -192,6 +193,22 @@ def test_a_reseed_starts_no_higher_than_reseed_init_and_lowers_nothing_held():
     mask = torch.sigmoid(logits)
     assert float(mask[..., :12, :12].max()) == pytest.approx(0.3, abs=1e-4)
     assert float(mask[..., 12:, 12:].min()) == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+
+
+def test_a_reseed_lifts_no_cell_without_effect_back_to_the_floor():
+    """Cells the optimiser drove below init_floor, where deleting adds nothing, stay there: the
+    reseed lifted every cell back to the floor (a haze over the breast at a floor of 0.01)."""
+    w = torch.ones(1, 1, 16, 16)
+    w[..., 8:, :8] = 0.0  # no evidence here
+    e = _explainer(score_fn=lambda x: (x * w).mean(dim=(1, 2, 3)), init_mode="gradient", reseed_every=4,
+                   mask_scale=1, report_fn=lambda x: torch.full((x.shape[0],), 0.9), init=0.9, reseed_init=0.5,
+                   init_floor=0.01)
+    x = torch.ones(1, 1, 16, 16)
+    logits = torch.full((1, 1, 16, 16), math.log(0.001 / 0.999))
+    assert e._reseed(x, logits, torch.zeros_like(x), None) == 1
+    mask = torch.sigmoid(logits)
+    assert float(mask[..., 8:, :8].max()) == pytest.approx(0.001, rel=1e-3)
+    assert float(mask[..., :8, :].min()) > 0.01  # where deleting adds evidence it is raised
 
 
 def test_a_reseed_looks_only_outside_what_the_mask_holds():
