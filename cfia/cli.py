@@ -634,4 +634,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m cfia.cli`: run the imported module's main, not this __main__ copy's, so the
+    # UsageError that cfia.training.commands raises (cfia.cli's) is the one main catches.
+    from cfia.cli import main as _main
+
+    sys.exit(_main())

@@ -126,6 +126,17 @@ def _inpainter(data, out, *extra) -> list:
     return [sys.executable, "-m", "cfia.cli", "train", "inpainter", "--data", str(data), "--out", str(out), *extra]
 
 
+def test_a_usage_error_through_python_m_is_one_line_and_exit_2(folders, tmp_path):
+    """`python -m cfia.cli train ...` (the GPU script's way): the train commands' usage errors
+    are cfia.cli's, which the __main__ copy of the module did not catch (a traceback, exit 1)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "inpainter.pt").write_bytes(b"an earlier model")
+    run = subprocess.run(_inpainter(folders["train"], out), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith("cfia: error: ") and run.stderr.count("\n") == 1, run.stderr
+
+
 def test_ctrl_c_during_inpainter_training_names_the_checkpoint_or_says_there_is_none(folders, tmp_path):
     out = tmp_path / "run"
     cmd = _inpainter(folders["train"], out, *INPAINTER, "--crops-per-epoch", "4", "--epochs", "100000")
