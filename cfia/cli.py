@@ -271,7 +271,7 @@ def _warn_explained(file, result, found, line: dict, explainer) -> None:
     elif result.withheld == WITHHELD_EMPTY_MAP:
         hint = ("; for a model with several output logits, explainer.baseline_score: log_odds explains the "
                 "class's log-odds, as cf does, instead of its own logit"
-                if result.method != "cf" and explainer.baseline_score == "logit" else "")
+                if result.method in ("gradcam", "occlusion", "ig") and explainer.baseline_score == "logit" else "")
         print(f"cfia: warning: {file}: no salient region: the {result.method} map is empty: nothing in the image "
               f"raises the explained score as the method measures it{hint}", file=sys.stderr)
     elif not result.region.any() and result.score >= CALL_THRESHOLD:

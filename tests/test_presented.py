@@ -88,6 +88,9 @@ def test_a_positive_call_with_an_empty_map_says_so(capsys):
         err = capsys.readouterr().err
         assert "the gradcam map is empty" in err and "min_region_pixels" not in err
         assert ("baseline_score: log_odds" in err) is hinted
+    # blur is driven by explainer.score, as cf is: baseline_score is no hint for it
+    cli._warn_explained("mg.dcm", replace(shown, method="blur"), empty, line, SimpleNamespace(baseline_score="logit"))
+    assert "baseline_score" not in capsys.readouterr().err
 
 
 def test_explain_outlines_nothing_on_an_image_called_negative(tmp_path, small_config):  # noqa: F811
