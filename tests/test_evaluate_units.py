@@ -1,4 +1,5 @@
-"""`cfia evaluate`'s units: the pointing tolerance from mm to pixels, and an image without a
+"""`cfia evaluate`'s units: an oracle map scores full marks on its own lesion; the pointing tolerance
+from mm to pixels, and an image without a
 pixel spacing, whose boundary distance is in pixels and must not be reported, or summarised,
 as millimetres."""
 from __future__ import annotations
@@ -97,3 +98,42 @@ def test_a_call_threshold_that_is_no_probability_stops_before_any_work(tmp_path,
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "--threshold" in err and ("must lie between 0 and 1" in err or "expected a probability" in err)
+
+
+def test_an_oracle_map_scores_full_marks_and_a_mirrored_one_none(tmp_path):
+    """evaluate() against a stand-in pipeline whose map is the case's own lesion mask (each
+    positive, in manifest order): pointing 1, energy 1, IoU 1 for every case; the same map
+    mirrored left to right lies off the lesion: pointing 0, energy 0."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cfia.manifest import read_manifest, read_mask
+    from cfia.pipeline import Result
+
+    data = tmp_path / "data"
+    assert main(["phantom", "--out", str(data), "--count", "6", "--seed", "33", "--size", "256x208",
+                 "--positive-fraction", "1", "--quiet"]) == 0
+    masks = [read_mask(r.mask) for r in read_manifest(data) if r.label == 1]
+
+    def stand_in(mirror: bool):
+        queue = list(masks)
+
+        def explain(src, method):
+            lesion = queue.pop(0)
+            lesion = lesion[:, ::-1] if mirror else lesion
+            saliency = lesion.astype(np.float32)
+            return Result(method, saliency, lesion.copy(), 0.9, 0.1, 1, 0.0, saliency, saliency)
+        return SimpleNamespace(cfg=SimpleNamespace(models=SimpleNamespace(classifier=SimpleNamespace(
+            input_size=(256, 176)))), device="cpu", probability=lambda x: 0.9,
+            inpainter=lambda x, hole: x, explain=explain)
+
+    report, _ = ev.evaluate(stand_in(False), data, ["cf"])
+    assert len(report["cases"]) == len(masks) >= 3
+    for case in report["cases"]:
+        scores = case["methods"]["cf"]
+        assert scores["pointing_game"] and scores["energy_inside"] == 1.0 and scores["iou"] == 1.0, case["file"]
+    report, _ = ev.evaluate(stand_in(True), data, ["cf"])
+    for case in report["cases"]:
+        scores = case["methods"]["cf"]
+        assert not scores["pointing_game"] and scores["energy_inside"] == 0.0, case["file"]
