@@ -1,7 +1,6 @@
-"""`cfia evaluate`'s units: an oracle map scores full marks on its own lesion; the pointing tolerance
-from mm to pixels, and an image without a
-pixel spacing, whose boundary distance is in pixels and must not be reported, or summarised,
-as millimetres."""
+"""`cfia evaluate`'s units: an oracle map scores full marks on its own lesion; the pointing
+tolerance from mm to pixels, and an image without a pixel spacing, whose boundary distance is in
+pixels and must not be reported, or summarised, as millimetres."""
 from __future__ import annotations
 
 import csv
