@@ -27,6 +27,7 @@ when that is unambiguous, or emptied (Type 2) when it is not, and the keywords i
 """
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from typing import Iterable
@@ -61,7 +62,7 @@ def result_header(source: Dataset, texts: Iterable[str] = ()) -> tuple[Dataset, 
     for keyword in NAMES:
         if isinstance(source.get(keyword), MultiValue):
             mended[keyword] = source[keyword].value[0]  # the first of several names
-    dropped = _voi_dropped(source)
+    dropped = _voi_dropped(source) + _rescale_dropped(source)
     luts = None if "VOILUTSequence" in dropped else _softcopy_luts(source)
     if not mended and luts is None and not dropped:
         return source, []
@@ -81,15 +82,41 @@ def result_header(source: Dataset, texts: Iterable[str] = ()) -> tuple[Dataset, 
 
 
 def _voi_dropped(source: Dataset) -> list[str]:
-    """VOI attributes a GSPS cannot carry as they are: empty windows (highdicom needs a
-    centre for a width and a function), or a LUT beside usable windows (one of the two)."""
+    """VOI attributes a GSPS cannot carry as they are: windows highdicom cannot write (empty, a
+    centre without a width, not as many widths as centres, a value that is no finite number, a
+    width not above 0), or a LUT beside usable windows (one of the two). A bad window would
+    otherwise fail the GSPS, and with it every object of the image."""
     window = [k for k in ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation")
               if k in source]
-    if any(k in source and source[k].VM == 0 for k in ("WindowCenter", "WindowWidth")):
+    if ("WindowCenter" in source or "WindowWidth" in source) and not _usable_windows(source):
         return window
     if "VOILUTSequence" in source and "WindowCenter" in source:
         return ["VOILUTSequence"]
     return []
+
+
+def _usable_windows(source: Dataset) -> bool:
+    centres, widths = _numbers(source, "WindowCenter"), _numbers(source, "WindowWidth")
+    return bool(centres) and bool(widths) and len(centres) == len(widths) and min(widths) > 0
+
+
+def _rescale_dropped(source: Dataset) -> list[str]:
+    """A Modality LUT's rescale that is empty or no finite number (read as absent, as
+    cfia.dicom_io reads it): highdicom cannot write it into the GSPS."""
+    present = [k for k in ("RescaleSlope", "RescaleIntercept") if k in source]
+    if all(_numbers(source, k) and len(_numbers(source, k)) == 1 for k in present):
+        return []
+    return [k for k in ("RescaleSlope", "RescaleIntercept", "RescaleType") if k in source]
+
+
+def _numbers(source: Dataset, keyword: str) -> list[float] | None:
+    """The keyword's values as finite numbers; None when absent, empty or any is not one."""
+    try:
+        value = source.get(keyword)
+        values = [float(v) for v in (value if isinstance(value, MultiValue) else [value])]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return values if values and all(math.isfinite(v) for v in values) else None
 
 
 def _valid(kind, value: str) -> bool:

@@ -318,6 +318,34 @@ def test_empty_windows_are_left_out_with_or_without_a_voi_lut(tmp_path):
         assert dciodvfy_errors(path) == [], with_lut
 
 
+@pytest.mark.parametrize("centre,width", [("2048", "0"), ("2048", "-1"), ("2048\\1024", "4096"),
+                                          ("2048", "NaN"), ("2048", "1e400"), ("2048", None)])
+def test_windows_highdicom_cannot_write_are_left_out_not_every_object(tmp_path, centre, width):
+    """A zero, negative or non-finite width, more centres than widths, or a centre alone
+    failed the GSPS inside highdicom, and with it every object of the image (a fuzzer's find)."""
+    from pydicom.dataset import Dataset
+
+    source = make_source()
+    source.WindowCenter = centre
+    if width is None:
+        del source.WindowWidth
+    else:
+        source.WindowWidth = width
+    results = build_results(source, make_explanation(), ALGORITHM)
+    assert set(results) == set(OBJECT_TYPES)
+    assert "WindowCenter" not in results["gsps"].get("SoftcopyVOILUTSequence", [Dataset()])[0]
+    path = tmp_path / "gsps.dcm"
+    results["gsps"].save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+
+
+@pytest.mark.parametrize("keyword", ["RescaleSlope", "RescaleIntercept"])
+def test_an_empty_rescale_value_loses_no_object(keyword):
+    source = make_source()
+    setattr(source, keyword, "")
+    assert set(build_results(source, make_explanation(), ALGORITHM)) == set(OBJECT_TYPES)
+
+
 def test_gsps_of_a_source_with_both_windows_and_a_voi_lut_keeps_the_windows(tmp_path):
     """Both are legal in an image (PS3.3 C.11.2); a GSPS's Softcopy VOI LUT holds one, and
     highdicom 0.28 refused such a source, which lost every result object."""
