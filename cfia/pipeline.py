@@ -11,11 +11,14 @@ import json
 import time
 import traceback
 from dataclasses import dataclass, replace
+from io import BytesIO
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pydicom
 import torch
+from pydicom.dataset import Dataset
 
 from dicom_out import AlgorithmInfo, Explanation, UnsupportedSource, build_results, check_source
 from dicom_out.model import LO_MAX
@@ -267,7 +270,10 @@ class Pipeline:
     def result_objects(self, ds, result: Result) -> dict:
         """build_objects; any failure as UnsupportedSource, whose text quotes no header value."""
         try:
-            return self.build_objects(ds, result)
+            objects = self.build_objects(ds, result)
+            for built in objects.values():
+                _check_writable(built)
+            return objects
         except UnsupportedSource:
             raise
         except Exception as exc:  # the builders are deterministic: retrying cannot help
@@ -311,6 +317,19 @@ def settings_digest(cfg: Config) -> str:
     explainer = {k: v for k, v in config_mod.to_dict(cfg.explainer).items() if k != "device"}
     text = json.dumps({"classifier": fed, "inpainter": inpainter, "explainer": explainer}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_writable(ds) -> None:
+    """Write the object's header to nowhere: a value copied from the source with a VR it cannot
+    be written in (StationName as UL) built fine and failed only when the node wrote the object,
+    which it took for a worker error and explained the image again. The pixel data is left
+    out: it is the builders' own, and tens of MB at detector size."""
+    header = Dataset()
+    header.file_meta = ds.file_meta
+    for element in ds:
+        if element.tag.group != 0x7FE0:
+            header.add(element)
+    pydicom.dcmwrite(BytesIO(), header, enforce_file_format=True)
 
 
 def _build_failure(exc: Exception) -> str:

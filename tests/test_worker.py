@@ -791,3 +791,50 @@ def test_another_images_dead_letter_under_the_jobs_id_is_not_taken_for_its_own(t
     assert queue.get(job).error != "theirs" and "cannot read source" in queue.get(job).error
     assert json.loads((letter / "reason.json").read_text())["reason"] == "theirs"
     queue.close()
+
+
+def test_objects_that_build_but_cannot_be_written_are_dead_lettered_after_one_explanation(tmp_path):
+    """A source value with a VR it cannot be written in (StationName as UL; highdicom copies it
+    into ContributingEquipmentSequence) built objects that failed only when written: the worker
+    took that for its own error and explained the image again, max_retries times (a fuzzer's find)."""
+    import io
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from cfia.pipeline import Pipeline, Result
+    from dicom_out import AlgorithmInfo, Explanation, build_results
+
+    ds = mammogram(3)
+    tag = Tag(0x00081010)
+    ds[tag] = RawDataElement(tag, "UL", 12, b"CFIA-PHANTOM", 0, False, True)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    spool = Spool(tmp_path / "spool").create()
+    queue = JobQueue(spool.queue_file, quiet_seconds=0)
+    queue.add(str(spool.write_incoming([buffer.getvalue()])), ds.SOPInstanceUID, ds.StudyInstanceUID,
+              ds.SOPClassUID, "MODALITY", "b")
+    queue.close_batch("b")
+    info = AlgorithmInfo(model_name="m.pt", model_version="0123456789abcdef", method="cf", settings="fedcba9876543210")
+
+    def build(source, result):
+        saliency = np.zeros((source.Rows, source.Columns), np.float32)
+        saliency[40:60, 40:60] = 1.0
+        return build_results(source, Explanation(saliency=saliency, region=saliency > 0.5, score=0.8,
+                                                 score_after_deletion=0.2, positive=True), info)
+    stand_in = SimpleNamespace(build_objects=build)
+    explained = []
+
+    def processor(source: pydicom.Dataset):
+        explained.append(source.SOPInstanceUID)
+        return Pipeline.result_objects(stand_in, source, Result("cf", *(None,) * 8))
+
+    worker = Worker(queue, spool, processor, Routing(), max_retries=3, backoff=FAST)
+    while worker.run_once():
+        pass
+    job = queue.get(1)
+    assert len(explained) == 1 and job.state == "failed"
+    assert "cannot be built from this source's header" in job.error and "CFIA-PHANTOM" not in job.error
