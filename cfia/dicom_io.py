@@ -64,9 +64,11 @@ def read_dataset(path: str | Path):
     try:
         if _deflated_beyond(path, MAX_INFLATED_BYTES):  # pydicom inflates it whole: a few MB may hold GB
             raise ImageReadError(f"{path}: its deflated dataset inflates beyond {MAX_INFLATED_BYTES >> 20} MB")
-        return pydicom.dcmread(str(path))
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, struct.error,
-            RecursionError) as exc:
+        ds = pydicom.dcmread(str(path))
+        for _ in ds:  # pydicom converts elements when first touched: a malformed one fails here, as in the worker
+            pass
+        return ds
+    except Exception as exc:  # noqa: BLE001 - pydicom's parse errors are many types; each is this file's fault
         if isinstance(exc, ImageReadError):
             raise
         if isinstance(exc, InvalidDicomError) and not has_file_header(path):
@@ -343,7 +345,14 @@ def _modality_values(pixels: np.ndarray, ds, where: str) -> np.ndarray:
     if "ModalityLUTSequence" not in ds and slope == 1 and intercept == 0:
         return pixels  # the identity: keep the stored dtype (memory at 4096x3328)
     if "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        return np.asarray(apply_modality_lut(pixels, ds), np.float32)
+        try:
+            values = np.asarray(apply_modality_lut(pixels, ds), np.float32)
+        except Exception as exc:  # noqa: BLE001 - a LUT item without its descriptor or data, of any shape
+            raise ImageReadError(f"{where}: the Modality LUT cannot be applied ({type(exc).__name__}: "
+                                 f"{_one_line(str(exc))})") from None
+        if not np.isfinite(values).all() or (values.size and values.max() - values.min() > 1e30):
+            raise ImageReadError(f"{where}: RescaleSlope/RescaleIntercept give values beyond float32 range")
+        return values
     return np.asarray(pixels * slope + intercept, np.float32)  # as pydicom computes it, from the groups
 
 

@@ -53,6 +53,9 @@ def check_mammogram(ds: Dataset, sop_class: str, transfer_syntax: UID,
     missing = [name for name in IMAGE_ATTRIBUTES if ds.get(name) in (None, b"", "")]
     if missing:
         return Refusal(statuses.MISSING_IMAGE_ATTRIBUTES, f"missing {', '.join(missing)}")
+    not_whole = [name for name in IMAGE_ATTRIBUTES[:-1] if not _whole_number(ds.get(name))]
+    if not_whole:
+        return Refusal(statuses.MISSING_IMAGE_ATTRIBUTES, f"{', '.join(not_whole)} not one whole number")
     too_large = too_large_image(ds)
     if too_large:
         return Refusal(statuses.TOO_LARGE, too_large)
@@ -98,7 +101,9 @@ def larger_codestream(ds: Dataset) -> Optional[str]:
     None. The decoders believe the codestream: a few kB declaring 24000x24000 made the worker
     allocate gigabytes. JPEG, JPEG-LS and JPEG 2000 say their size; RLE does not."""
     size = codestream_size(_first_fragment(ds.PixelData))
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if not (_whole_number(rows) and _whole_number(columns)):
+        return "Rows or Columns is missing or not one whole number"
     if size is not None and (size[0] > rows or size[1] > columns):
         return f"compressed image {size[0]}x{size[1]} pixels, larger than the header's {rows}x{columns}"
     return None
@@ -161,6 +166,11 @@ def inflates_beyond(stream, limit: int, chunk: int = 1 << 20) -> bool:
                     return True
                 pending = inflater.unconsumed_tail
     return False
+
+
+def _whole_number(value) -> bool:
+    """One integer (a US value as pydicom reads it), not several, not text."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_uid(value: str) -> bool:

@@ -122,7 +122,8 @@ def _store(event, intake: Intake, uid: str, calling: str, max_dataset_bytes: int
         return _refuse(intake, statuses.TOO_LARGE, "deflated dataset inflates beyond listener.max_dataset_mb", fields)
     try:
         ds = event.dataset
-        ds.get("Rows")  # parse the top level now: a truncated stream fails here
+        for _ in ds:  # convert the top level now: a truncated stream or a malformed element fails here
+            pass
     except Exception as exc:
         return _refuse(intake, statuses.CANNOT_DECODE, f"cannot decode dataset: {type(exc).__name__}", fields)
     syntax = UID(event.context.transfer_syntax)

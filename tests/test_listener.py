@@ -135,6 +135,10 @@ def test_bad_data_gets_its_status_and_the_node_keeps_serving(start_listener, tmp
         "series UID of 74 characters": (write(long_series, tmp_path / "long.dcm"), statuses.INVALID_UID),
         "study UID with letters": (write(lettered_study, tmp_path / "letters.dcm"), statuses.INVALID_UID),
         "65535 rows": (write(huge, tmp_path / "huge.dcm"), statuses.TOO_LARGE),
+        # BitsAllocated of 3 bytes: pydicom cannot convert it (the handler's 0xC211 until session 45)
+        "BitsAllocated of 3 bytes": (_file_with_body(tmp_path, "bits3.dcm", body.replace(
+            b"\x28\x00\x00\x01US\x02\x00\x10\x00", b"\x28\x00\x00\x01US\x03\x00\x10\x00\x00"),
+            sop_instance=good.SOPInstanceUID), statuses.CANNOT_DECODE),
         "request and dataset name other instances": (_saved(other_meta, tmp_path / "other.dcm"),
                                                      statuses.INSTANCE_MISMATCH),
     }
