@@ -8,6 +8,7 @@ the helpers here supply a *nominal* geometry and say so.
 """
 from __future__ import annotations
 
+import re
 from copy import deepcopy
 
 from pydicom.dataset import Dataset
@@ -200,6 +201,20 @@ def nominal_thickness(source: Dataset) -> float:
     return thickness if thickness > 0 else 1.0
 
 
+_ORIENTATION_VALUE = re.compile(r"[APRLHF]{1,3}")
+
+
+def patient_orientation(source: Dataset):
+    """The source's PatientOrientation when it is two direction codes (PS3.3 C.7.6.1.1.1: A, P,
+    R, L, H, F, e.g. P\\FL); else empty, as Type 2C allows: a malformed one copied as it was
+    made every SEG invalid."""
+    value = source.get("PatientOrientation")
+    values = list(value) if isinstance(value, MultiValue) else []
+    if len(values) == 2 and all(_ORIENTATION_VALUE.fullmatch(str(v)) for v in values):
+        return value
+    return ""
+
+
 def add_segmentation_display_geometry(seg: Dataset, source: Dataset) -> None:
     """What a SEG of a mammogram needs beyond what highdicom writes.
 
@@ -211,7 +226,7 @@ def add_segmentation_display_geometry(seg: Dataset, source: Dataset) -> None:
       The nominal identity orientation states that the SEG's rows and columns are
       the source's.
     """
-    seg.PatientOrientation = source.get("PatientOrientation", "")
+    seg.PatientOrientation = patient_orientation(source)
     shared = seg.SharedFunctionalGroupsSequence[0]
     if "PlaneOrientationSequence" not in shared:
         item = Dataset()

@@ -339,6 +339,21 @@ def test_windows_highdicom_cannot_write_are_left_out_not_every_object(tmp_path, 
     assert dciodvfy_errors(path) == []
 
 
+@pytest.mark.parametrize("orientation,kept", [("P\\FL", True), ("A\\R", True), ("P", False), ("p\\fl", False),
+                                               ("A\\FR\\X", False), ("066", False)])
+def test_a_malformed_patient_orientation_is_left_empty_in_the_segs(tmp_path, orientation, kept):
+    """PatientOrientation is copied into the SEGs (Type 2C): a malformed one made them invalid
+    (a fuzzer's find); it is left empty instead."""
+    source = make_source()
+    source.PatientOrientation = orientation
+    results = build_results(source, make_explanation(), ALGORITHM, ["binary_seg", "fractional_seg"])
+    for kind, seg in results.items():
+        assert (seg.PatientOrientation == source.PatientOrientation) if kept else seg.PatientOrientation == "", kind
+        path = tmp_path / f"{kind}.dcm"
+        seg.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == [], (kind, orientation)
+
+
 @pytest.mark.parametrize("keyword", ["RescaleSlope", "RescaleIntercept"])
 def test_an_empty_rescale_value_loses_no_object(keyword):
     source = make_source()
