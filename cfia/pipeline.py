@@ -11,12 +11,10 @@ import json
 import time
 import traceback
 from dataclasses import dataclass, replace
-from io import BytesIO
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pydicom
 import torch
 from pydicom.dataset import Dataset
 
@@ -30,12 +28,12 @@ from explain.inpaint import make_inpainter
 from explain.perturbation import BlurPerturbation, InpaintPerturbation
 from explain.preprocess import display_values
 from explain.region import sufficient_region
+from listener.spool import encode
 
 from . import config as config_mod
 from .config import CALL_THRESHOLD, METHODS, Config, ExplainerConfig
 from .dicom_io import SourceImage, from_dataset
 from .files import content_digest
-
 
 
 @dataclass
@@ -329,7 +327,7 @@ def _check_writable(ds) -> None:
     for element in ds:
         if element.tag.group != 0x7FE0:
             header.add(element)
-    pydicom.dcmwrite(BytesIO(), header, enforce_file_format=True)
+    encode(header)  # as the node's spool writes the objects
 
 
 def _build_failure(exc: Exception) -> str:

@@ -104,7 +104,7 @@ def _rescale_dropped(source: Dataset) -> list[str]:
     """A Modality LUT's rescale that is empty or no finite number (read as absent, as
     cfia.dicom_io reads it): highdicom cannot write it into the GSPS."""
     present = [k for k in ("RescaleSlope", "RescaleIntercept") if k in source]
-    if all(_numbers(source, k) and len(_numbers(source, k)) == 1 for k in present):
+    if all(len(_numbers(source, k) or ()) == 1 for k in present):
         return []
     return [k for k in ("RescaleSlope", "RescaleIntercept", "RescaleType") if k in source]
 

@@ -113,10 +113,9 @@ def _strands(px, rng):
     texture: thin, bent, a little brighter than the tissue (up to 0.25 x _bright_sd, about
     0.7 x the breast's own pixel s.d.), so they resemble a spiculated mass's spicules without a mass."""
     import cv2
-    from skimage.filters import threshold_otsu
 
     rows, cols = px.shape
-    breast = px > threshold_otsu(px)
+    breast = _breast(px)
     flip = not _chest_wall_left(px)  # work with the chest wall on the left
     breast = breast[:, ::-1] if flip else breast
     reach = np.nonzero(breast.any(axis=0))[0].max()
@@ -143,14 +142,19 @@ def _strands(px, rng):
     return px + 0.25 * _bright_sd(px) * canvas / max(float(canvas.max()), 1e-9)
 
 
+def _breast(px) -> np.ndarray:
+    from skimage.filters import threshold_otsu
+
+    return px > threshold_otsu(px)
+
+
 def _marker_on_skin(px, rng):
     """A lead letter imaged on the skin line a third of the way down the breast: saturated
     (the brightest displayed value), 5 % of the image high, touching the breast."""
     import cv2
-    from skimage.filters import threshold_otsu
 
     rows, cols = px.shape
-    breast = px > threshold_otsu(px)
+    breast = _breast(px)
     covered = np.nonzero(breast.any(axis=1))[0]
     if covered.size == 0:
         return px
@@ -162,12 +166,6 @@ def _marker_on_skin(px, rng):
     cv2.putText(letter, "R", (col - size // 2, row + size // 2), cv2.FONT_HERSHEY_SIMPLEX, size / 22, 255,
                 max(2, size // 6))
     return np.where(letter > 0, px.max(), px)
-
-
-def _breast(px) -> np.ndarray:
-    from skimage.filters import threshold_otsu
-
-    return px > threshold_otsu(px)
 
 
 def _implant(px, rng):
