@@ -63,6 +63,17 @@ def test_a_rescale_beyond_float32_is_an_image_read_error():
         from_dataset(ds, "rescale.dcm")
 
 
+def test_a_rescale_that_merges_neighbouring_values_in_float32_is_an_image_read_error():
+    """RescaleIntercept 1e9: float32 steps of 64 there, so the image collapsed and the breast's
+    histogram failed in numpy ("Too many bins for data range")."""
+    ds = mammogram(5)
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 1e9
+    with pytest.raises(ImageReadError, match="one value in float32"):
+        from_dataset(ds, "rescale.dcm")
+    ds.RescaleIntercept = -1024  # an ordinary CT-like intercept reads as before
+    assert from_dataset(ds, "rescale.dcm").to_input((512, 352)).image.max() > 0
+
+
 def test_a_file_that_reads_cleanly_is_untouched(tmp_path):
     ds = mammogram(6)
     path = write(ds, tmp_path / "good.dcm")
