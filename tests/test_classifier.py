@@ -492,6 +492,44 @@ def test_skin_marker_augmentation():
                        augment(x + 0.1, torch.Generator().manual_seed(2), replace(base, p_markers=0.0)))
 
 
+def test_implant_and_clip_augmentation():
+    """--aug-implant: a bright shape against the chest wall (left, canonical) and the rest of
+    the breast no brighter; --aug-clips: near-saturated metal well inside the breast, off
+    its rim; each on the chosen samples only, and off, the augmentation draws exactly what
+    it drew before."""
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from cfia.training.augment import AugmentOptions, augment
+
+    still = AugmentOptions(p_vflip=0, max_rotate_deg=0, scale=(1, 1), max_translate=0, gamma=(1, 1),
+                           contrast=(1, 1), brightness=0, p_blur=0, noise_std=(0.0, 0.0))
+    x = torch.zeros(6, 1, 128, 96)
+    x[:, :, 16:112, :60] = 0.3 + 0.2 * torch.rand(6, 1, 96, 60, generator=torch.Generator().manual_seed(0))
+    breast = (x[0, 0] > 0).numpy()
+    implanted = augment(x, torch.Generator().manual_seed(1), replace(still, p_implant=1.0))
+    for i in range(6):
+        bright = (implanted[i, 0] > 0.8).numpy()
+        assert bright.sum() > 0.05 * breast.sum() and not bright[~breast].any()
+        assert ndimage.center_of_mass(bright)[1] < 20  # against the chest wall, not out in the breast
+        near = ndimage.binary_dilation((implanted[i, 0] > 0.6).numpy(), iterations=10)
+        assert bool((implanted[i, 0] <= x[i, 0] + 1e-6)[torch.from_numpy(~near)].all())  # the rest darkened
+        over = implanted[i, 0][torch.from_numpy(bright)]
+        assert 0.0 < float(over.std()) < float(x[i, 0][torch.from_numpy(breast)].std())  # tissue seen through it, fainter
+    clipped = augment(x, torch.Generator().manual_seed(1), replace(still, p_clips=1.0))
+    rim_or_out = ~ndimage.binary_erosion(breast, border_value=1)  # outside the breast or on its rim
+    for i in range(6):
+        added = ((clipped[i, 0] - x[i, 0]).abs() > 1e-4).numpy()  # the identity affine rounds the rest
+        assert 0 < added.sum() < 0.05 * breast.sum() and not (added & rim_or_out).any()
+        assert bool((clipped[i, 0][torch.from_numpy(added)] >= 0.9).all())
+    half = augment(x, torch.Generator().manual_seed(3), replace(still, p_implant=0.5, p_clips=0.5))
+    assert 0 < sum(float((half[i] - x[i]).abs().max()) > 1e-4 for i in range(6)) < 6
+    base = AugmentOptions()
+    assert torch.equal(augment(x + 0.1, torch.Generator().manual_seed(2), base),
+                       augment(x + 0.1, torch.Generator().manual_seed(2), replace(base, p_implant=0.0, p_clips=0.0)))
+
+
 def test_tissue_texture_augmentation():
     """--aug-texture: texture added inside the breast only, of the s.d. asked for (relative
     to the breast's), in a varying pattern; off, the augmentation draws what it drew before."""

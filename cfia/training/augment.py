@@ -41,6 +41,8 @@ class AugmentOptions:
     noise_corr_sigma: tuple[float, float] = (0.5, 2.0)  # its Gaussian filter, input pixels
     p_markers: float = 0.0           # fraction of samples given radiopaque skin markers
     p_texture: float = 0.0           # fraction of samples given extra tissue texture
+    p_implant: float = 0.0           # fraction of samples given a breast implant behind the tissue
+    p_clips: float = 0.0             # fraction of samples given metal clips inside the breast
     texture_amplitude: tuple[float, float] = (0.06, 0.35)  # its s.d., x the breast's pixel s.d.
 
 
@@ -70,6 +72,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = Augmen
         masks = F.grid_sample(masks, mgrid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if opts.p_texture > 0:  # draws from `gen` only when on: the default stream is unchanged
         x = _tissue_texture(x, gen, opts)
+    if opts.p_implant > 0:  # draws from `gen` only when on: the default stream is unchanged
+        x = _implants(x, gen, opts.p_implant)
     # Intensity: gamma, contrast about the mean, brightness.
     g = torch.exp(_uniform(b, math.log(opts.gamma[0]), math.log(opts.gamma[1]), gen, dev)).view(b, 1, 1, 1)
     x = x.clamp(0, 1) ** g
@@ -90,6 +94,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, opts: AugmentOptions = Augmen
     x = (x + std * noise).clamp(0, 1)
     if opts.p_markers > 0:  # draws from `gen` only when on: the default stream is unchanged
         x = _skin_markers(x, gen, opts.p_markers)
+    if opts.p_clips > 0:  # draws from `gen` only when on: the default stream is unchanged
+        x = _clips(x, gen, opts.p_clips)
     return x if masks is None else (x, masks)
 
 
@@ -177,6 +183,89 @@ def _draw_marker(canvas, r: int, c: int, gen: torch.Generator, scale: float) -> 
         a = float(_uniform(1, 0, math.pi, gen, "cpu"))
         dx, dy = math.cos(a) * 20 * size, math.sin(a) * 20 * size
         cv2.line(canvas, (round(c - dx), round(r - dy)), (round(c + dx), round(r + dy)), 255, max(1, round(2 * size)))
+
+
+def _implants(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """A breast implant behind the tissue of a random subset of the samples, whatever their
+    label: a rounded shape against the chest wall (the left edge, canonical) of random size,
+    squareness, tilt and edge, near the top of the range, the tissue over it keeping a
+    random fraction of its contrast; the rest of the breast darkened, as the implant takes
+    the top of the percentile scaling. A classifier that never saw one calls half of them
+    positive (docs/models.md, "A breast implant and a biopsy clip")."""
+    b, _, h, w = x.shape
+    out = x.clone()
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
+    yy, xx = yy.to(x.device), xx.to(x.device)
+    for i in torch.nonzero(torch.rand(b, generator=gen) < p).flatten().tolist():
+        breast = out[i, 0] > 0.02
+        rows, cols = torch.nonzero(breast.any(1)).flatten(), torch.nonzero(breast.any(0)).flatten()
+        if rows.numel() < 8 or cols.numel() < 8:
+            continue
+        u = [float(v) for v in torch.rand(9, generator=gen)]
+        top, height = float(rows.min()), float(rows.max() - rows.min() + 1)
+        left, depth = float(cols.min()), float(cols.max() - cols.min() + 1)
+        cy, cx = top + height * (0.3 + 0.4 * u[0]), left + depth * (-0.1 + 0.2 * u[1])
+        ay, ax = height * (0.15 + 0.2 * u[2]), depth * (0.25 + 0.3 * u[3])
+        tilt, power = (u[4] - 0.5) * 0.7, 2.0 + u[5]
+        dy, dx = yy - cy, xx - cx
+        ry = (dy * math.cos(tilt) - dx * math.sin(tilt)).abs() / ay
+        rx = (dy * math.sin(tilt) + dx * math.cos(tilt)).abs() / ax
+        radius = (ry ** power + rx ** power) ** (1 / power)
+        profile = torch.sigmoid((1 - radius) / (0.01 + 0.05 * u[6])) * breast
+        tissue = out[i, 0] * (0.5 + 0.5 * u[7])
+        under = profile > 0.5
+        mean = tissue[under].mean() if bool(under.any()) else tissue[breast].mean()
+        over = 0.85 + 0.15 * u[8] + (0.05 + 0.35 * float(torch.rand(1, generator=gen))) * (tissue - mean)
+        out[i, 0] = torch.where(breast, tissue * (1 - profile) + over * profile, out[i, 0])
+    return out.clamp(0, 1)
+
+
+def _clips(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """Metal inside the breast of a random subset of the samples, whatever their label:
+    1-3 biopsy marker or surgical clips (bars, bent bars, rings, barbells) 1-8 mm long at a
+    0.5 mm pixel, near saturation, anywhere well inside the breast. Real screening images
+    carry them after a biopsy; a classifier that never saw one calls four in ten positive."""
+    import cv2
+    import numpy as np
+
+    out = x.clone()
+    for i in torch.nonzero(torch.rand(x.shape[0], generator=gen) < p).flatten().tolist():
+        breast = (out[i, 0] > 0.05).cpu().numpy().astype(np.uint8)
+        inner = np.argwhere(cv2.erode(breast, np.ones((3, 3), np.uint8), iterations=max(1, breast.shape[0] // 40)))
+        if len(inner) == 0:
+            continue
+        canvas = np.zeros(breast.shape, np.uint8)
+        for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
+            r, c = (int(v) for v in inner[int(torch.randint(len(inner), (1,), generator=gen))])
+            _draw_clip(canvas, r, c, gen, scale=breast.shape[0] / 512)
+        value = 0.9 + 0.1 * float(torch.rand(1, generator=gen))
+        out[i, 0] = torch.where(torch.from_numpy(canvas > 0).to(x.device), torch.full((), value, device=x.device),
+                                out[i, 0])
+    return out
+
+
+def _draw_clip(canvas, r: int, c: int, gen: torch.Generator, scale: float) -> None:
+    """One clip centred on (r, c): a bar, a bent bar, a ring or a barbell, 2-16 pixels at 512 rows."""
+    import cv2
+
+    kind = int(torch.randint(4, (1,), generator=gen))
+    half = max(1.0, float(_uniform(1, 1.0, 8.0, gen, "cpu")) * scale)
+    a = float(_uniform(1, 0, math.pi, gen, "cpu"))
+    thick = max(1, round(float(_uniform(1, 1.0, 2.5, gen, "cpu")) * scale))
+    dx, dy = math.cos(a) * half, math.sin(a) * half
+    ends = (round(c - dx), round(r - dy)), (round(c + dx), round(r + dy))
+    if kind == 0:    # a bar
+        cv2.line(canvas, *ends, 255, thick)
+    elif kind == 1:  # a bent bar: two arms from the centre
+        b = a + float(_uniform(1, 0.6, 2.4, gen, "cpu"))
+        cv2.line(canvas, (c, r), ends[0], 255, thick)
+        cv2.line(canvas, (c, r), (round(c + math.cos(b) * half), round(r + math.sin(b) * half)), 255, thick)
+    elif kind == 2:  # a ring (a coil seen end on)
+        cv2.circle(canvas, (c, r), max(2, round(half / 2)), 255, thick)
+    else:            # a barbell: two beads and the wire between them
+        cv2.line(canvas, *ends, 255, max(1, thick - 1))
+        for end in ends:
+            cv2.circle(canvas, end, max(1, thick), 255, -1)
 
 
 def _correlate(noise: torch.Tensor, gen: torch.Generator, opts: AugmentOptions) -> torch.Tensor:

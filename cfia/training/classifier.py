@@ -64,6 +64,8 @@ class TrainOptions:
     aug_noise_corr: float = 0.0        # fraction of samples whose noise is spatially correlated
     aug_markers: float = 0.0           # fraction of samples given radiopaque skin markers
     aug_texture: float = 0.0           # fraction of samples given extra tissue texture
+    aug_implant: float = 0.0           # fraction of samples given a breast implant
+    aug_clips: float = 0.0             # fraction of samples given metal clips in the breast
     lesion_weight: float = 1.0
     progress: bool = True
     command: str = ""
@@ -197,7 +199,8 @@ def _check_options(opts: TrainOptions) -> None:
     if opts.aug_noise < 0:
         raise ValueError(f"--aug-noise {opts.aug_noise}: must be >= 0")
     for flag, value in (("--aug-noise-corr", opts.aug_noise_corr), ("--aug-markers", opts.aug_markers),
-                        ("--aug-texture", opts.aug_texture)):
+                        ("--aug-texture", opts.aug_texture), ("--aug-implant", opts.aug_implant),
+                        ("--aug-clips", opts.aug_clips)):
         if not 0 <= value <= 1:
             raise ValueError(f"{flag} {value}: must be a fraction in [0, 1]")
 
@@ -213,7 +216,9 @@ def _cosine_with_warmup(optim, steps_per_epoch: int, epochs: int):
 # What a resumed run must share with the run it continues (epochs may grow, the machine change).
 RUN_DEFINING = ("data", "val_data", "batch_size", "lr", "weight_decay", "seed", "input_size", "network",
                 "network_args", "init", "augment", "aug_noise", "aug_noise_corr", "aug_markers", "aug_texture",
-                "lesion_weight")
+                "aug_implant", "aug_clips", "lesion_weight")
+# Run-defining options added since checkpoints began to hold them: their value in an older run.
+ADDED_LATER = {"aug_implant": 0.0, "aug_clips": 0.0}
 
 
 def _run_definition(opts: TrainOptions) -> dict:
@@ -233,8 +238,8 @@ def _resume_state(ckpt_path: Path, device, opts: TrainOptions, run: dict) -> dic
     if saved is not None:
         differ = data_changes("data", saved.get("data", []), run["data"])
         differ += data_changes("val_data", saved.get("val_data", []), run["val_data"])
-        differ += [f"{k} {saved.get(k)!r} (now {run[k]!r})" for k in sorted(run)
-                   if k not in ("data", "val_data") and saved.get(k) != run[k]]
+        differ += [f"{k} {saved.get(k, ADDED_LATER.get(k))!r} (now {run[k]!r})" for k in sorted(run)
+                   if k not in ("data", "val_data") and saved.get(k, ADDED_LATER.get(k)) != run[k]]
     if differ:
         raise ValueError(f"--resume: {ckpt_path} continues a run with other options: " + ", ".join(differ)
                          + "; give the same ones, or another --out")
@@ -339,7 +344,8 @@ def train(opts: TrainOptions) -> dict:
         log.info("resumed from %s at epoch %d", ckpt_path, start)
 
     aug = AugmentOptions(noise_std=(0.0, opts.aug_noise), p_noise_corr=opts.aug_noise_corr,
-                         p_markers=opts.aug_markers, p_texture=opts.aug_texture)
+                         p_markers=opts.aug_markers, p_texture=opts.aug_texture,
+                         p_implant=opts.aug_implant, p_clips=opts.aug_clips)
     t0 = time.time()
     end = opts.epochs if opts.stop_after is None else min(opts.epochs, start + opts.stop_after)
     for epoch in range(start, end):

@@ -174,7 +174,8 @@ def cmd_train_classifier(args) -> int:
             device=args.device, threads=args.threads, workers=args.workers, cache_dir=args.cache_dir,
             augment=not args.no_augment, aug_noise=args.aug_noise,
             aug_noise_corr=args.aug_noise_corr, aug_markers=args.aug_markers,
-            aug_texture=args.aug_texture, progress=not args.quiet,
+            aug_texture=args.aug_texture, aug_implant=args.aug_implant, aug_clips=args.aug_clips,
+            progress=not args.quiet,
             lesion_weight=args.lesion_weight,
             command=args.command_line,
         )
@@ -326,6 +327,12 @@ def _add_train_classifier(tsub) -> None:
     t.add_argument("--aug-texture", type=float, default=0.0,
                    help="fraction of the samples, of either label, given extra tissue texture inside the "
                         "breast (a power-law field or glandular islands; default 0)")
+    t.add_argument("--aug-implant", type=float, default=0.0,
+                   help="fraction of the samples, of either label, given a breast implant behind the tissue "
+                        "(a bright rounded shape against the chest wall; default 0)")
+    t.add_argument("--aug-clips", type=float, default=0.0,
+                   help="fraction of the samples, of either label, given 1-3 metal clips inside the breast "
+                        "(bars, bent bars, rings, barbells, near saturation; default 0)")
     t.add_argument("--lesion-weight", type=float, default=1.0,
                    help="weight of the lesion-mask deep supervision (MammoNet; 0 = labels only; default 1)")
     t.add_argument("--eval-only", action="store_true", help="only evaluate --model on --data")
