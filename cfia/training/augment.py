@@ -222,7 +222,7 @@ def _implants(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
 
 def _clips(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
     """Metal inside the breast of a random subset of the samples, whatever their label:
-    1-3 biopsy marker or surgical clips (bars, bent bars, rings, barbells) 1-8 mm long at a
+    1-3 biopsy marker or surgical clips (bars, bent bars, rings, barbells) 2.5-8 mm long at a
     0.5 mm pixel, near saturation, anywhere well inside the breast. Real screening images
     carry them after a biopsy; a classifier that never saw one calls four in ten positive."""
     import cv2
@@ -245,11 +245,14 @@ def _clips(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
 
 
 def _draw_clip(canvas, r: int, c: int, gen: torch.Generator, scale: float) -> None:
-    """One clip centred on (r, c): a bar, a bent bar, a ring or a barbell, 2-16 pixels at 512 rows."""
+    """One clip centred on (r, c): a bar, a bent bar, a ring or a barbell, 5-16 pixels (2.5-8 mm)
+    at 512 rows. Not smaller: a 1-mm bar or bead is a calcification's size, and a fine-tune
+    that drew them down to 2 pixels lost a third of the calcification clusters (docs/models.md,
+    "Implants and clips in training")."""
     import cv2
 
     kind = int(torch.randint(4, (1,), generator=gen))
-    half = max(1.0, float(_uniform(1, 1.0, 8.0, gen, "cpu")) * scale)
+    half = max(1.0, float(_uniform(1, 2.5, 8.0, gen, "cpu")) * scale)
     a = float(_uniform(1, 0, math.pi, gen, "cpu"))
     thick = max(1, round(float(_uniform(1, 1.0, 2.5, gen, "cpu")) * scale))
     dx, dy = math.cos(a) * half, math.sin(a) * half
@@ -261,7 +264,7 @@ def _draw_clip(canvas, r: int, c: int, gen: torch.Generator, scale: float) -> No
         cv2.line(canvas, (c, r), ends[0], 255, thick)
         cv2.line(canvas, (c, r), (round(c + math.cos(b) * half), round(r + math.sin(b) * half)), 255, thick)
     elif kind == 2:  # a ring (a coil seen end on)
-        cv2.circle(canvas, (c, r), max(2, round(half / 2)), 255, thick)
+        cv2.circle(canvas, (c, r), max(2, round(half * 0.6)), 255, thick)
     else:            # a barbell: two beads and the wire between them
         cv2.line(canvas, *ends, 255, max(1, thick - 1))
         for end in ends:
