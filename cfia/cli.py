@@ -249,6 +249,8 @@ def _explained_line(result, found, outputs: list[str], no_objects: str) -> dict:
     }
     if no_objects:
         line["dicom_objects_skipped"] = no_objects
+    if result.caveat:
+        line["caveat"] = result.caveat
     if result.withheld:  # what the method's own region was, and what deleting it did
         line.update(region_withheld=result.withheld, method_region_pixels=int(found.region.sum()),
                     method_score_after_deletion=round(found.score_after_deletion, 6))
@@ -261,9 +263,12 @@ def _explained_line(result, found, outputs: list[str], no_objects: str) -> dict:
 
 
 def _warn_explained(file, result, found, line: dict, explainer) -> None:
-    """One warning on stderr where a positive call gets no region, or one that does not hold it."""
+    """One warning on stderr where a positive call gets no region, or one that does not hold it;
+    another for a caveat on the call itself (an implant in view)."""
     from .pipeline import WITHHELD_EMPTY_MAP, WITHHELD_NOT_LOWER
 
+    if result.caveat:
+        print(f"cfia: warning: {file}: {result.caveat}", file=sys.stderr)
     if result.withheld == WITHHELD_NOT_LOWER:
         print(f"cfia: warning: {file}: no salient region: replacing the {result.method} region did not lower "
               f"the score (p {found.score:.2f} -> {found.score_after_deletion:.2f}): it holds none of the evidence",

@@ -36,6 +36,7 @@ class SourceImage:
     spacing: Optional[tuple[float, float]]  # mm (row, col) in the patient; see _spacing
     for_processing: bool            # raw values linear in X-ray intensity (-log needed); see _polarity
     aspect: Optional[float] = None  # column / row size from PixelAspectRatio, where no spacing says it
+    implant: bool = False           # a breast implant in the field; see implant_in_view
 
     @property
     def pixel_aspect(self) -> float:
@@ -153,7 +154,28 @@ def from_dataset(ds, where: str = "dataset") -> SourceImage:
         pixels, photometric = _range_top(ds, where) - pixels.astype(np.float32), "MONOCHROME2"
     laterality = _first(ds, "ImageLaterality", "Laterality")
     view = _first(ds, "ViewPosition")
-    return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing, _aspect(ds))
+    return SourceImage(pixels, photometric, laterality, view, _spacing(ds), for_processing, _aspect(ds),
+                       implant_in_view(ds))
+
+
+# View modifier "implant displaced" (CID 4015): SNOMED CT's code, and its meaning for the
+# retired SNOMED RT code that older modalities still send.
+IMPLANT_DISPLACED = ("399209000", "implant displaced")
+
+
+def implant_in_view(ds) -> bool:
+    """BreastImplantPresent (0028,1300) YES in a view that is not implant displaced (an
+    implant-displaced view pulls the breast in front of the implant, which stays out of the
+    field). The default classifier was not trained on implant views (docs/models.md)."""
+    if str(ds.get("BreastImplantPresent", "") or "").strip().upper() != "YES":
+        return False
+    for view in ds.get("ViewCodeSequence", None) or []:
+        for modifier in view.get("ViewModifierCodeSequence", None) or []:
+            value = str(modifier.get("CodeValue", "") or "").strip()
+            meaning = str(modifier.get("CodeMeaning", "") or "").strip().lower()
+            if value == IMPLANT_DISPLACED[0] or IMPLANT_DISPLACED[1] in meaning:
+                return False
+    return True
 
 
 def pixel_data_problem(ds) -> Optional[str]:

@@ -67,10 +67,16 @@ def shrink(image: np.ndarray, saliency: np.ndarray, region: np.ndarray, lesion: 
 
 
 def caption(method: str, score: float, score_after: float | None = None, withheld: str = "",
-            log_odds: tuple[float, float] | None = None) -> str:
+            log_odds: tuple[float, float] | None = None, caveat: str = "") -> str:
     """What an overlay shows: the method, p before and, for a region shown (`score_after` given),
     p after replacing it; else why no region is shown (a map peaks at 1 whatever the score).
-    Where p reads the same before and after (saturated), `log_odds` (before, after) says the change."""
+    Where p reads the same before and after (saturated), `log_odds` (before, after) says the change.
+    A caveat on the call (pipeline.CAVEAT_IMPLANT) ends it."""
+    text = _caption(method, score, score_after, withheld, log_odds)
+    return f"{text}; caution: {caveat}" if caveat else text
+
+
+def _caption(method, score, score_after, withheld, log_odds) -> str:
     before = probability_text(score)
     text = f"{method}: classifier p {before}"
     if withheld:
@@ -88,7 +94,8 @@ def described(result) -> str:
     """The caption for a pipeline Result as shown (pipeline.presented): p after only where a region
     is drawn, since an empty region's "after" is the score itself."""
     after = result.score_after_deletion if result.region.any() else None
-    return caption(result.method, result.score, after, result.withheld, (result.logit, result.logit_after))
+    return caption(result.method, result.score, after, result.withheld, (result.logit, result.logit_after),
+                   result.caveat)
 
 
 def save(path: Path, image: np.ndarray, saliency: np.ndarray, region: np.ndarray,

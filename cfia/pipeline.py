@@ -51,12 +51,17 @@ class Result:
     withheld: str = ""          # why the region is not shown (see presented); region then empty
     logit: float = float("nan")        # the explained class's log-odds before, and with the whole
     logit_after: float = float("nan")  # region deleted: p saturates at 1.0 long before they do
+    caveat: str = ""            # why the call itself is less to be trusted (CAVEAT_IMPLANT), shown beside it
 
 
 # Why presented() shows no region; the GSPS note and `cfia explain` say it.
 WITHHELD_NEGATIVE = "the classifier's call is negative"
 WITHHELD_NOT_LOWER = "replacing the region did not lower the score"
 WITHHELD_EMPTY_MAP = "the map is empty: the method found nothing in the image that raises the explained score"
+# Said beside the call where the source says a breast implant is in the field: the shipped
+# classifier calls half of the normal breasts with one positive (docs/models.md, "A breast
+# implant and a biopsy clip"). The explanation still shows what the call rests on.
+CAVEAT_IMPLANT = "breast implant in view: the classifier was not trained on implant views and calls many normal ones positive"
 
 
 def presented(result: Result) -> Result:
@@ -202,7 +207,8 @@ class Pipeline:
         # One measure for every method (blur's own deletion, a blurred region, is not it).
         region, after, forwards, logit_after = self._region_deleted(x, pre.geometry, region, p >= CALL_THRESHOLD)
         return Result(method, saliency, region, p, float(after), out.passes, time.perf_counter() - start,
-                      display_image(src), input_map, forwards, logit=logit, logit_after=logit_after)
+                      display_image(src), input_map, forwards, logit=logit, logit_after=logit_after,
+                      caveat=CAVEAT_IMPLANT if src.implant else "")
 
     def _region_deleted(self, x, geometry, region: np.ndarray, called: bool) -> tuple[np.ndarray, float, int, float]:
         """The region to report (source grid), the probability once it is deleted, the forward
@@ -282,7 +288,8 @@ class Pipeline:
         info = self.algorithm(result.method)
         expl = Explanation(saliency=result.saliency, region=result.region, score=result.score,
                            score_after_deletion=result.score_after_deletion,
-                           positive=bool(result.score >= CALL_THRESHOLD), withheld=result.withheld)
+                           positive=bool(result.score >= CALL_THRESHOLD), withheld=result.withheld,
+                           caveat=result.caveat)
         return build_results(ds, expl, info, enabled)
 
     def algorithm(self, method: str) -> AlgorithmInfo:

@@ -41,7 +41,7 @@ from dicom_out.sender import CONTEXT_REJECTED, StoreRefused
 from listener import Job, JobQueue, Spool
 
 from . import logs
-from .dicom_io import ImageReadError, pixel_data_problem
+from .dicom_io import ImageReadError, implant_in_view, pixel_data_problem
 from .processors import Processor
 from .routing import Routing
 
@@ -239,6 +239,8 @@ class Worker:
         self.queue.set_results(job.id, str(folder), seconds)
         log.info("explained", extra={**fields, "explain_seconds": round(seconds, 3),
                                      "objects": ",".join(results)})
+        if implant_in_view(ds):  # the objects' GSPS note says it too (pipeline.CAVEAT_IMPLANT)
+            log.warning("breast implant in view: the classifier was not trained on implant views", extra=fields)
         self._deliver(job, folder, fields)
 
     def _processing_failed(self, job: Job, reason: str, fields: dict) -> None:

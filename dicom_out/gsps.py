@@ -114,6 +114,8 @@ def _note(source: Dataset, explanation: Explanation, algorithm: AlgorithmInfo) -
         text += f", no region outlined: {explanation.withheld}"
     else:
         text += ", no salient region"
+    if explanation.caveat:
+        text += f"; caution: {explanation.caveat}"
     rows, cols = int(source.Rows), int(source.Columns)
     # Top band of the image, full width: viewers clip or wrap text to the box.
     box = (1.0, 1.0, float(cols - 1), float(max(2, min(rows - 1, rows // 12))))

@@ -14,7 +14,7 @@ import numpy as np
 
 METHODS = ("cf", "blur", "gradcam", "occlusion", "ig")
 LO_MAX = 64  # DICOM Long String: names and versions end up in LO attributes
-WITHHELD_MAX = 200  # Explanation.withheld goes into the GSPS note
+WITHHELD_MAX = 200  # Explanation.withheld and .caveat go into the GSPS note
 
 
 def _package_version() -> str:
@@ -67,6 +67,7 @@ class Explanation:
     class_name: str = "lesion"
     positive: Optional[bool] = None  # the classifier's call at its threshold; None: not given
     withheld: str = ""  # why no region is shown though the method drew one (region then empty)
+    caveat: str = ""    # why the call itself is less to be trusted (e.g. an implant in view); in the GSPS note
 
     def check(self, rows: int, columns: int) -> None:
         for name in ("saliency", "region"):
@@ -91,6 +92,8 @@ class Explanation:
             raise ValueError(f"positive {self.positive!r} is not allowed; allowed: True, False or None")
         if not isinstance(self.withheld, str) or len(self.withheld) > WITHHELD_MAX:
             raise ValueError(f"withheld {self.withheld!r} is not valid; allowed: text of at most {WITHHELD_MAX} characters")
+        if not isinstance(self.caveat, str) or len(self.caveat) > WITHHELD_MAX:
+            raise ValueError(f"caveat {self.caveat!r} is not valid; allowed: text of at most {WITHHELD_MAX} characters")
         if self.withheld and self.region.any():
             raise ValueError("withheld is given with a region: a withheld region must be empty")
         if not isinstance(self.class_name, str) or not self.class_name.strip() or len(self.class_name) > LO_MAX:

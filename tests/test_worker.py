@@ -838,3 +838,16 @@ def test_objects_that_build_but_cannot_be_written_are_dead_lettered_after_one_ex
     job = queue.get(1)
     assert len(explained) == 1 and job.state == "failed"
     assert "cannot be built from this source's header" in job.error and "CFIA-PHANTOM" not in job.error
+
+
+def test_an_implant_view_is_logged_with_its_uids_only(make_node, dest, caplog):
+    """The worker's log says which explained images show a breast implant (the GSPS note says
+    it in the results, pipeline.CAVEAT_IMPLANT), by UID: no patient name or ID."""
+    implant, plain = mammogram(5), mammogram(6)
+    implant.BreastImplantPresent, plain.BreastImplantPresent = "YES", "NO"
+    node = make_node(Routing(fixed=(_to(dest),)))
+    assert push(node.port, [implant, plain]) == [0x0000, 0x0000]
+    node.wait_counts(done=2)
+    warned = [r for r in caplog.records if r.name == "cfia.worker" and "breast implant" in r.getMessage()]
+    assert [r.sop_instance_uid for r in warned] == [implant.SOPInstanceUID]
+    assert str(implant.PatientName) not in caplog.text and str(implant.PatientID) not in caplog.text
