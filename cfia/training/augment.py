@@ -154,17 +154,28 @@ def _skin_markers(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tens
     import cv2
     import numpy as np
 
+    def rim(breast):
+        return np.argwhere(breast.astype(bool) & ~cv2.erode(breast, np.ones((3, 3), np.uint8)).astype(bool))
+    return _stamped(x, gen, p, rim, _draw_marker, lambda gen: 1.0)
+
+
+def _stamped(x: torch.Tensor, gen: torch.Generator, p: float, places, draw, value) -> torch.Tensor:
+    """1-3 objects drawn by `draw` at places picked among `places(breast)` (the breast as a
+    uint8 mask) on a random subset of the samples, all at `value(gen)`."""
+    import numpy as np
+
     out = x.clone()
     for i in torch.nonzero(torch.rand(x.shape[0], generator=gen) < p).flatten().tolist():
-        breast = (out[i, 0] > 0.05).cpu().numpy()
-        rim = np.argwhere(breast & ~cv2.erode(breast.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
-        if len(rim) == 0:
+        breast = (out[i, 0] > 0.05).cpu().numpy().astype(np.uint8)
+        where = places(breast)
+        if len(where) == 0:
             continue
         canvas = np.zeros(breast.shape, np.uint8)
         for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
-            r, c = (int(v) for v in rim[int(torch.randint(len(rim), (1,), generator=gen))])
-            _draw_marker(canvas, r, c, gen, scale=breast.shape[0] / 512)
-        out[i, 0] = torch.where(torch.from_numpy(canvas > 0).to(x.device), torch.ones((), device=x.device), out[i, 0])
+            r, c = (int(v) for v in where[int(torch.randint(len(where), (1,), generator=gen))])
+            draw(canvas, r, c, gen, scale=breast.shape[0] / 512)
+        out[i, 0] = torch.where(torch.from_numpy(canvas > 0).to(x.device), torch.full((), value(gen), device=x.device),
+                                out[i, 0])
     return out
 
 
@@ -228,20 +239,9 @@ def _clips(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
     import cv2
     import numpy as np
 
-    out = x.clone()
-    for i in torch.nonzero(torch.rand(x.shape[0], generator=gen) < p).flatten().tolist():
-        breast = (out[i, 0] > 0.05).cpu().numpy().astype(np.uint8)
-        inner = np.argwhere(cv2.erode(breast, np.ones((3, 3), np.uint8), iterations=max(1, breast.shape[0] // 40)))
-        if len(inner) == 0:
-            continue
-        canvas = np.zeros(breast.shape, np.uint8)
-        for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
-            r, c = (int(v) for v in inner[int(torch.randint(len(inner), (1,), generator=gen))])
-            _draw_clip(canvas, r, c, gen, scale=breast.shape[0] / 512)
-        value = 0.9 + 0.1 * float(torch.rand(1, generator=gen))
-        out[i, 0] = torch.where(torch.from_numpy(canvas > 0).to(x.device), torch.full((), value, device=x.device),
-                                out[i, 0])
-    return out
+    def inner(breast):
+        return np.argwhere(cv2.erode(breast, np.ones((3, 3), np.uint8), iterations=max(1, breast.shape[0] // 40)))
+    return _stamped(x, gen, p, inner, _draw_clip, lambda gen: 0.9 + 0.1 * float(torch.rand(1, generator=gen)))
 
 
 def _draw_clip(canvas, r: int, c: int, gen: torch.Generator, scale: float) -> None:
