@@ -74,7 +74,7 @@ def test_a_sure_call_that_fell_does_not_read_as_unchanged():
 def test_a_saturated_p_that_reads_the_same_after_says_how_the_log_odds_fell():
     region = np.ones((2, 2), bool)
     sure = SimpleNamespace(method="cf", score=1.0, score_after_deletion=1.0, region=region, withheld="",
-                           logit=19.0, logit_after=16.5)
+                           logit=19.0, logit_after=16.5, caveat="")
     assert overlay.described(sure).endswith("p > 0.999999 after replacing the cyan region with healthy tissue "
                                             "(log-odds 19.00 -> 16.50)")
     assert "log-odds" not in overlay.caption("cf", 0.9, 0.2, log_odds=(2.2, -1.4))  # p says it already
@@ -88,13 +88,13 @@ def test_the_caption_of_a_result_shows_p_after_only_for_a_region_drawn():
     region = np.zeros((4, 4), bool)
     region[1, 1] = True
     drawn = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region, withheld="",
-                            logit=2.2, logit_after=-1.4)
+                            logit=2.2, logit_after=-1.4, caveat="")
     assert overlay.described(drawn) == overlay.caption("cf", 0.9, 0.2)
     empty = SimpleNamespace(method="cf", score=0.9, score_after_deletion=0.2, region=region & False, withheld="",
-                            logit=2.2, logit_after=-1.4)
+                            logit=2.2, logit_after=-1.4, caveat="")
     assert overlay.described(empty) == "cf: classifier p 0.90; no region shown"
     withheld = SimpleNamespace(method="cf", score=0.3, score_after_deletion=0.3, region=region & False,
-                               withheld=WITHHELD_NEGATIVE, logit=-0.8, logit_after=-0.8)
+                               withheld=WITHHELD_NEGATIVE, logit=-0.8, logit_after=-0.8, caveat="")
     assert overlay.described(withheld) == overlay.caption("cf", 0.3, None, WITHHELD_NEGATIVE)
 
 
