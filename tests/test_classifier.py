@@ -845,7 +845,7 @@ def test_training_logs_say_what_the_data_is_used_for(phantom_dir, tmp_path, capl
 
 # -- the shipped default model -----------------------------------------------------
 
-@pytest.mark.parametrize("stem", ["classifier", "classifier-markers"])
+@pytest.mark.parametrize("stem", ["classifier", "classifier-markers", "classifier-implants"])
 def test_shipped_model_matches_its_card_and_runs(stem):
     card = (ROOT / "models" / f"{stem}.md").read_text()
     meta = json.loads((ROOT / "models" / f"{stem}.json").read_text())
