@@ -90,10 +90,10 @@ class Explanation:
                 raise ValueError(f"{name} {value!r} is out of range; allowed: 0 to 1")
         if self.positive not in (None, True, False):
             raise ValueError(f"positive {self.positive!r} is not allowed; allowed: True, False or None")
-        if not isinstance(self.withheld, str) or len(self.withheld) > WITHHELD_MAX:
-            raise ValueError(f"withheld {self.withheld!r} is not valid; allowed: text of at most {WITHHELD_MAX} characters")
-        if not isinstance(self.caveat, str) or len(self.caveat) > WITHHELD_MAX:
-            raise ValueError(f"caveat {self.caveat!r} is not valid; allowed: text of at most {WITHHELD_MAX} characters")
+        for name in ("withheld", "caveat"):  # both go into the GSPS note
+            value = getattr(self, name)
+            if not isinstance(value, str) or len(value) > WITHHELD_MAX:
+                raise ValueError(f"{name} {value!r} is not valid; allowed: text of at most {WITHHELD_MAX} characters")
         if self.withheld and self.region.any():
             raise ValueError("withheld is given with a region: a withheld region must be empty")
         if not isinstance(self.class_name, str) or not self.class_name.strip() or len(self.class_name) > LO_MAX:
